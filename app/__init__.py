@@ -1,0 +1,1 @@
+"""ColorFlow desktop GUI (Qt); talks to the engine only through app/worker.py."""

@@ -1,0 +1,198 @@
+"""Command-line interface: `colorflow retrieve|models|bench ...` (see --help of each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ColorFlowError
+
+EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+ColorFlow: color black-and-white manga chapters from colored reference pages.
+
+INPUT is a folder, a .cbz/.zip archive or image files; REFS are folders, archives or images.
+Exit codes: 0 ok, 1 some pages failed (the report lists them), 2 bad usage or input.
+Run `colorflow COMMAND --help` for the options of each command.
+"""
+
+
+def _size_arg(text: str):
+    from .canvas import WorkSize
+
+    try:
+        return WorkSize.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        default="official",
+        help="model source: 'official' (hub download, real colors), 'tiny' (small random "
+        "models, offline, meaningless colors, for trying things out) or a directory in the "
+        "ColorFlow layout (default: official)",
+    )
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cuda", "mps", "cpu"),
+        help="where models run (default: auto = CUDA, then Apple MPS, then CPU)",
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="embedding cache folder (default: the per-user cache folder)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="colorflow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    retrieve = commands.add_parser(
+        "retrieve",
+        help="retrieve reference patches and build the canvas and mask for each page",
+        description="Stage 1 (RAP) only. Writes, per page, a folder NNN_name/ in OUT with "
+        "canvas.png, mask.png (white = area to color) and retrieval.json (query boxes, "
+        "the 3 picks per query patch with scores). Pins and rejects stored in the project "
+        "file OUT/colorflow-project.json are applied.",
+    )
+    retrieve.add_argument("input", nargs="+", metavar="INPUT", help="chapter folder, .cbz/.zip or page images")
+    retrieve.add_argument("--refs", nargs="+", required=True, metavar="REFS", help="colored reference images, folders or archives")
+    retrieve.add_argument("--out", required=True, type=Path, metavar="DIR", help="output / project folder")
+    retrieve.add_argument("--size", type=_size_arg, default=None, metavar="WxH",
+                          help="working size, multiples of 64 (default: 640x640, 512x800 or "
+                          "800x512, whichever is nearest in aspect to each page)")
+    retrieve.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    _add_model_args(retrieve)
+
+    models = commands.add_parser("models", help="manage model files")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    make_tiny = model_commands.add_parser(
+        "make-tiny",
+        help="write small random-weight models in the official layout (offline tests, demos)",
+        description="Writes DIR/sd15/ and DIR/colorflow/ with tiny random-weight models built "
+        "with the real classes. Use with --models DIR. Colors they produce are meaningless.",
+    )
+    make_tiny.add_argument("dir", type=Path, metavar="DIR")
+    make_tiny.add_argument("--seed", type=int, default=0)
+
+    bench = commands.add_parser("bench", help="benchmarks that print measured ratios")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHICH")
+    bench_retrieval = bench_commands.add_parser(
+        "retrieval",
+        help="cached vs per-page reference embedding on a generated chapter (tiny encoder)",
+    )
+    bench_retrieval.add_argument("--pages", type=int, default=20)
+    bench_retrieval.add_argument("--refs", type=int, default=20)
+    bench_retrieval.add_argument("--json", action="store_true")
+    return parser
+
+
+def _progress_sink(enabled: bool):
+    """Turn engine events into a tqdm bar on stderr and collect the per-page report."""
+    from tqdm import tqdm
+
+    from .events import Cancelled, PageDone, PageFailed, Progress, Started
+
+    state: dict = {"bar": None}
+
+    def emit(event) -> None:
+        bar = state["bar"]
+        if isinstance(event, Started) and enabled:
+            state["bar"] = tqdm(total=event.total, unit="page", desc=event.job, file=sys.stderr)
+        elif isinstance(event, Progress) and bar is not None and event.page:
+            bar.set_postfix_str(f"{event.stage} {event.page}")
+        elif isinstance(event, (PageDone, PageFailed)) and bar is not None:
+            if isinstance(event, PageFailed):
+                bar.write(f"failed: {event.page}: {event.reason}", file=sys.stderr)
+            bar.update(1)
+        elif isinstance(event, Cancelled) and bar is not None:
+            bar.write("cancelled", file=sys.stderr)
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return emit, close
+
+
+def _make_retriever(args):
+    from .devices import pick_device
+    from .embedding import ClipEmbedder, EmbeddingCache
+    from .models import resolve_models
+    from .paths import embeddings_dir
+    from .retrieval import Retriever
+
+    paths = resolve_models(args.models)
+    embedder = ClipEmbedder(paths.image_encoder, device=pick_device(args.device))
+    return Retriever(embedder, EmbeddingCache(args.cache_dir or embeddings_dir()))
+
+
+def cmd_retrieve(args) -> int:
+    from .chapter import list_images, open_chapter
+    from .pipeline import retrieve_chapter
+    from .project import ChapterProject
+
+    # Check every input before any model is loaded.
+    chapter = open_chapter(args.input)
+    references = list_images(args.refs)
+    project = ChapterProject.open_or_create(args.out.expanduser().resolve())
+    project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
+    retriever = _make_retriever(args)
+    emit, close = _progress_sink(not args.json)
+    try:
+        report = retrieve_chapter(chapter, references, retriever, project, args.size, emit)
+    finally:
+        close()
+    if args.json:
+        print(json.dumps({"out": str(project.folder), "done": report.done, "failed": report.failed}, indent=2))
+    else:
+        print(f"{len(report.done)} page(s) retrieved into {project.folder}; {len(report.failed)} failed")
+        for name, reason in report.failed.items():
+            print(f"  {name}: {reason}")
+    return EXIT_PAGES_FAILED if report.failed else EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from .models import make_tiny
+
+    if args.models_command == "make-tiny":
+        paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
+        print(f"tiny models written: {paths.sd15.parent}")
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_retrieval
+
+    if args.bench_command == "retrieval":
+        result = bench_retrieval(pages=args.pages, refs=args.refs)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            for key, value in result.items():
+                print(f"{key:>36}: {value}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"retrieve": cmd_retrieve, "models": cmd_models, "bench": cmd_bench}
+    try:
+        return handlers[args.command](args)
+    except ColorFlowError as exc:
+        print(f"colorflow: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("colorflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

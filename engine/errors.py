@@ -1,0 +1,25 @@
+"""Exception types the engine raises for problems a user can act on."""
+
+
+class ColorFlowError(Exception):
+    """Base class: a clear, user-facing problem (bad input, bad file, bad model)."""
+
+
+class InputError(ColorFlowError):
+    """A chapter, page, reference or option the user gave cannot be used."""
+
+
+class PageDecodeError(InputError):
+    """One page (or reference image) could not be decoded; other pages go on."""
+
+
+class UnsafeArchiveError(InputError):
+    """An archive holds a member that would escape its folder or is too large."""
+
+
+class ProjectFileError(ColorFlowError):
+    """A chapter project file is corrupt or from a newer version; it is left untouched."""
+
+
+class ModelError(ColorFlowError):
+    """A model directory or checkpoint is missing, incomplete or does not match."""

@@ -1,0 +1,83 @@
+"""Typed events the engine emits for long work; the CLI and the GUI worker consume them."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Started:
+    """A job began: `total` pages (or files) to process."""
+
+    job: str
+    total: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Step `step` of `total` within `stage` (e.g. "RAP", "ICP", "GSRP", "embed", "download")."""
+
+    stage: str
+    step: int
+    total: int
+    page: str | None = None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A low-resolution look at work in progress."""
+
+    page: str
+    image: Image.Image
+
+
+@dataclass(frozen=True)
+class PageDone:
+    page: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PageFailed:
+    page: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The job stopped at the user's request; `page` (if any) was left unfinished."""
+
+    page: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    done: int
+    failed: int
+
+
+Event = Union[Started, Progress, Preview, PageDone, PageFailed, Cancelled, Finished]
+EventSink = Callable[[Event], None]
+
+
+class CancelToken:
+    """Cooperative cancel flag: set from any thread, checked between steps and pages."""
+
+    def __init__(self) -> None:
+        self._flag = threading.Event()
+
+    def cancel(self) -> None:
+        self._flag.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._flag.is_set()
+
+
+def ignore(_event: Event) -> None:
+    """An EventSink that drops everything."""

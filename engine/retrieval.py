@@ -1,0 +1,286 @@
+"""RAP: embed query and reference patches (cached), score by cosine, pick top-3 with pins/rejects."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .canvas import (
+    REFERENCE_PATCHES,
+    TOP_K,
+    Box,
+    PageFit,
+    WorkSize,
+    build_canvas,
+    build_mask,
+    choose_work_size,
+    crop_patch,
+    fit_page,
+    fit_reference,
+    query_boxes,
+    reference_boxes,
+)
+from .chapter import ImageSource, PageImage, load_image
+from .curation import Choices
+from .embedding import Embedder, EmbeddingCache
+from .errors import InputError, PageDecodeError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One reference patch that can be placed in a canvas."""
+
+    ref: str
+    patch: str  # one of REFERENCE_PATCHES
+    box: Box | None  # in working-size pixels of the reference; None = whole image
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A candidate chosen for one query patch, with its cosine score."""
+
+    candidate: Candidate
+    score: float
+    pinned: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        box = list(self.candidate.box) if self.candidate.box is not None else None
+        return {
+            "ref": self.candidate.ref,
+            "patch": self.candidate.patch,
+            "box": box,
+            "score": round(self.score, 6),
+            "pinned": self.pinned,
+        }
+
+
+def select_picks(
+    scores: np.ndarray,
+    candidates: Sequence[Candidate],
+    choices: Choices = Choices(),
+    k: int = TOP_K,
+) -> list[list[Pick]]:
+    """Top-k candidates per query patch (rows of `scores`), honouring pins and rejects.
+
+    Rejected candidates never appear. Each pin takes one slot at the query patch it matches
+    best (its best-scoring patch there), moving on to the next best query patch when that one
+    already holds k pins; pinned picks come first, the rest is filled by score. Like the
+    official code, one candidate may serve several query patches.
+    """
+    n_queries = scores.shape[0]
+    allowed = np.array(
+        [not any(t.matches(c.ref, c.patch) for t in choices.rejects) for c in candidates], bool
+    )
+    masked = np.where(allowed[None, :], scores, -np.inf)
+    pinned: list[list[int]] = [[] for _ in range(n_queries)]
+    pin_groups = []
+    for target in choices.pins:
+        members = [i for i, c in enumerate(candidates) if allowed[i] and target.matches(c.ref, c.patch)]
+        if members:
+            pin_groups.append(members)
+    # Strongest pins choose first so a weak pin cannot push a strong one off its best patch.
+    pin_groups.sort(key=lambda g: -masked[:, g].max())
+    for members in pin_groups:
+        best_per_query = masked[:, members].max(axis=1)
+        for query in np.argsort(-best_per_query, kind="stable"):
+            if len(pinned[query]) < k:
+                best = members[int(np.argmax(masked[query, members]))]
+                if best not in pinned[query]:
+                    pinned[query].append(best)
+                    break
+    picks = []
+    for query in range(n_queries):
+        chosen = sorted(pinned[query], key=lambda i: -masked[query, i])
+        for index in np.argsort(-masked[query], kind="stable"):
+            if len(chosen) >= k or not np.isfinite(masked[query, index]):
+                break
+            if index not in chosen:
+                chosen.append(int(index))
+        picks.append(
+            [Pick(candidates[i], float(scores[query, i]), i in pinned[query]) for i in chosen]
+        )
+    return picks
+
+
+@dataclass
+class PageRetrieval:
+    """Everything RAP decided for one page; `to_json` is the retrieval.json contract."""
+
+    page: str
+    work_size: WorkSize
+    fit: PageFit
+    query_image: Image.Image  # the page at working size, RGB gray
+    picks: list[list[Pick]]
+    canvas: Image.Image
+    mask: Image.Image
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def query_boxes(self) -> list[Box]:
+        return query_boxes(self.work_size)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "page": self.page,
+            "work_size": [self.work_size.width, self.work_size.height],
+            "query_boxes": [list(b) for b in self.query_boxes],
+            "picks": [[p.to_json() for p in row] for row in self.picks],
+            "canvas_size": list(self.work_size.canvas),
+            "page_size": list(self.fit.page_size),
+            "content_box": list(self.fit.content_box),
+            "warnings": self.warnings,
+        }
+
+
+def _boxes_array(boxes: Sequence[Box | None]) -> np.ndarray:
+    return np.array([b if b is not None else (-1, -1, -1, -1) for b in boxes], np.int64)
+
+
+@dataclass
+class _Reference:
+    source: ImageSource
+    sha256: str | None = None
+    error: str | None = None
+
+
+class Retriever:
+    """Retrieval for a chapter: reference patches are embedded once and cached on disk."""
+
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache | None = None) -> None:
+        self.embedder = embedder
+        self.cache = cache or EmbeddingCache()
+        self._references: dict[str, _Reference] = {}
+        self._fitted: OrderedDict[tuple[str, WorkSize], Image.Image] = OrderedDict()
+        self.reference_images_embedded = 0
+        self.query_images_embedded = 0
+
+    # --- references -------------------------------------------------------------------
+    def _reference(self, source: ImageSource) -> _Reference:
+        entry = self._references.get(source.ref)
+        if entry is None:
+            entry = self._references[source.ref] = _Reference(source)
+        return entry
+
+    def _fitted_reference(self, entry: _Reference, size: WorkSize) -> Image.Image:
+        key = (entry.source.ref, size)
+        if key in self._fitted:
+            self._fitted.move_to_end(key)
+            return self._fitted[key]
+        loaded = load_image(entry.source, "RGB")
+        entry.sha256 = loaded.sha256
+        fitted = fit_reference(loaded.image, size)
+        self._fitted[key] = fitted
+        while len(self._fitted) > 48:  # ~ 48 x 1.2 MB: enough for every pick of a page
+            self._fitted.popitem(last=False)
+        return fitted
+
+    def _reference_sha(self, entry: _Reference) -> str:
+        if entry.sha256 is None:
+            entry.sha256 = hashlib.sha256(entry.source.read_bytes()).hexdigest()
+        return entry.sha256
+
+    def reference_candidates(
+        self, sources: Sequence[ImageSource], size: WorkSize
+    ) -> tuple[list[Candidate], np.ndarray, list[str]]:
+        """All usable reference patches and their embeddings; unreadable references are skipped
+        with a warning each."""
+        boxes = reference_boxes(size)
+        boxes_key = _boxes_array(boxes)
+        candidates: list[Candidate] = []
+        vectors: list[np.ndarray] = []
+        warnings: list[str] = []
+        missing: list[tuple[_Reference, list[Image.Image]]] = []
+        for source in sources:
+            entry = self._reference(source)
+            if entry.error:
+                warnings.append(entry.error)
+                continue
+            try:
+                sha = self._reference_sha(entry)
+                cached = self.cache.get(self.embedder.encoder_id, sha, str(size), "ref", boxes_key)
+                if cached is None:
+                    fitted = self._fitted_reference(entry, size)
+                    missing.append((entry, [crop_patch(fitted, b) for b in boxes]))
+            except (PageDecodeError, OSError) as exc:
+                entry.error = f"reference skipped: {exc}"
+                warnings.append(entry.error)
+        if missing:
+            flat = [patch for _, patches in missing for patch in patches]
+            embedded = self.embedder.embed(flat)
+            self.reference_images_embedded += len(flat)
+            for i, (entry, _) in enumerate(missing):
+                block = embedded[i * len(boxes) : (i + 1) * len(boxes)]
+                self.cache.put(
+                    self.embedder.encoder_id, entry.sha256, str(size), "ref", boxes_key, block
+                )
+        for source in sources:
+            entry = self._references[source.ref]
+            if entry.error:
+                continue
+            block = self.cache.get(
+                self.embedder.encoder_id, entry.sha256, str(size), "ref", boxes_key
+            )
+            for name, box, vector in zip(REFERENCE_PATCHES, boxes, block):
+                candidates.append(Candidate(source.ref, name, box))
+                vectors.append(vector)
+        if not candidates:
+            raise InputError("no usable reference images: " + "; ".join(warnings or ["none given"]))
+        return candidates, np.stack(vectors), warnings
+
+    def reference_patch(self, candidate: Candidate, size: WorkSize) -> Image.Image:
+        """The pixels of a candidate at working size (for the canvas and the GUI)."""
+        entry = self._reference(ImageSource.parse(candidate.ref))
+        return crop_patch(self._fitted_reference(entry, size), candidate.box)
+
+    # --- pages ------------------------------------------------------------------------
+    def query_embeddings(
+        self, page: PageImage, size: WorkSize
+    ) -> tuple[Image.Image, PageFit, np.ndarray]:
+        working, fit = fit_page(page.image, size)
+        boxes = query_boxes(size)
+        boxes_key = _boxes_array(boxes)
+        vectors = self.cache.get(self.embedder.encoder_id, page.sha256, str(size), "query", boxes_key)
+        if vectors is None:
+            patches = [working.crop(b).convert("RGB") for b in boxes]
+            vectors = self.embedder.embed(patches)
+            self.query_images_embedded += len(patches)
+            self.cache.put(
+                self.embedder.encoder_id, page.sha256, str(size), "query", boxes_key, vectors
+            )
+        return working.convert("RGB"), fit, vectors
+
+    def retrieve(
+        self,
+        page: PageImage,
+        references: Sequence[ImageSource],
+        choices: Choices = Choices(),
+        size: WorkSize | None = None,
+    ) -> PageRetrieval:
+        """Run RAP for one gray page: pick reference patches and stitch the canvas and mask."""
+        work_size = choose_work_size(page.image.size, size)
+        candidates, matrix, warnings = self.reference_candidates(references, work_size)
+        query_image, fit, query_vectors = self.query_embeddings(page, work_size)
+        scores = query_vectors @ matrix.T
+        picks = select_picks(scores, candidates, choices)
+        known = {c.ref for c in candidates}
+        for target in choices.pins:
+            if target.ref not in known:
+                warnings.append(f"pinned reference not available: {target.ref}")
+        placed = [[self.reference_patch(p.candidate, work_size) for p in row] for row in picks]
+        canvas = build_canvas(query_image, placed, work_size)
+        return PageRetrieval(
+            page=page.source.name,
+            work_size=work_size,
+            fit=fit,
+            query_image=query_image,
+            picks=picks,
+            canvas=canvas,
+            mask=build_mask(work_size),
+            warnings=warnings,
+        )
+
