@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random models in the official layout, built offline once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_dirs(tmp_path, monkeypatch):
+    """No test writes to the real per-user cache or config folders."""
+    monkeypatch.setenv("COLORFLOW_CACHE_DIR", str(tmp_path / "user-cache"))
+    monkeypatch.setenv("COLORFLOW_CONFIG_DIR", str(tmp_path / "user-config"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory) -> Path:
+    """A models directory written by the real `make_tiny` (official file layout)."""
+    from engine.models import make_tiny
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    make_tiny(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_models_dir):
+    """The CLIP embedder loaded from the tiny models through the real from_pretrained path."""
+    from engine.embedding import ClipEmbedder
+    from engine.models import resolve_models
+
+    return ClipEmbedder(resolve_models(str(tiny_models_dir)).image_encoder)
+
+
+@pytest.fixture
+def demo_data(tmp_path) -> tuple[Path, Path]:
+    """A generated chapter (4 gray pages) and 3 colored references."""
+    from engine.demo import make_demo_chapter
+
+    return make_demo_chapter(tmp_path / "demo", pages=4, refs=3)

@@ -1,0 +1,129 @@
+"""RAP geometry: working sizes, patch boxes, fitting, canvas placement and mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.canvas import (
+    PLACEMENT,
+    WorkSize,
+    build_canvas,
+    build_mask,
+    cell_box,
+    choose_work_size,
+    fit_page,
+    fit_reference,
+    guide_images,
+    query_boxes,
+    reference_boxes,
+)
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        ((640, 640), [(0, 0, 480, 480), (160, 0, 640, 480), (0, 160, 480, 640), (160, 160, 640, 640)]),
+        ((512, 800), [(0, 0, 384, 600), (128, 0, 512, 600), (0, 200, 384, 800), (128, 200, 512, 800)]),
+        ((800, 512), [(0, 0, 600, 384), (200, 0, 800, 384), (0, 128, 600, 512), (200, 128, 800, 512)]),
+        ((1024, 768), [(0, 0, 768, 576), (256, 0, 1024, 576), (0, 192, 768, 768), (256, 192, 1024, 768)]),
+    ],
+)
+def test_query_boxes_match_official_geometry(size, expected):
+    work = WorkSize(*size)
+    assert query_boxes(work) == expected
+    assert reference_boxes(work) == [None, *expected]
+    assert work.canvas == (2 * size[0], 2 * size[1])
+
+
+@pytest.mark.parametrize(
+    "page, expected",
+    [((1000, 1500), (512, 800)), ((1200, 1200), (640, 640)), ((3000, 2000), (800, 512)),
+     ((850, 1200), (512, 800)), ((1000, 1100), (640, 640)), ((100, 1000), (512, 800))],
+)
+def test_work_size_is_nearest_official_aspect(page, expected):
+    assert choose_work_size(page) == WorkSize(*expected)
+    assert choose_work_size(page, WorkSize(1024, 1024)) == WorkSize(1024, 1024)
+
+
+def test_user_size_must_be_multiple_of_64_or_official():
+    assert WorkSize.parse("512x800") == WorkSize(512, 800)
+    assert WorkSize.parse("1024x768") == WorkSize(1024, 768)
+    for bad in ("500x800", "512", "axb", "64x64", "4096x512"):
+        with pytest.raises(ValueError):
+            WorkSize.parse(bad)
+
+
+def test_fit_page_never_crops_and_records_content_box():
+    size = WorkSize(512, 800)
+    close = Image.new("L", (1000, 1500), 0)  # aspect within 15%: straight resize like official
+    fitted, fit = fit_page(close, size)
+    assert fitted.size == (512, 800) and fit.content_box == (0, 0, 512, 800)
+    wide = Image.new("L", (1200, 800), 0)  # far aspect: letterboxed on white, nothing cut
+    fitted, fit = fit_page(wide, WorkSize(512, 800))
+    x0, y0, x1, y1 = fit.content_box
+    assert (x0, x1) == (0, 512) and y1 - y0 == round(800 * 512 / 1200)
+    pixels = np.asarray(fitted)
+    assert pixels[:y0].min() == 255 and pixels[y1:].min() == 255  # padding is paper white
+    assert pixels[y0 + 2 : y1 - 2].max() == 0  # the whole page is inside
+    assert fit.page_size == (1200, 800)
+
+
+def test_fit_reference_centre_crops_far_aspects():
+    image = Image.new("RGB", (300, 100), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 100, 100))  # left third red: cropped away for a square
+    fitted = fit_reference(image, WorkSize(640, 640))
+    assert fitted.size == (640, 640)
+    assert fitted.getpixel((320, 320)) == (0, 0, 255)
+    assert fitted.getpixel((2, 320))[0] < 40
+
+
+def test_canvas_places_ranked_patches_in_official_cells():
+    size = WorkSize(512, 800)
+    query = Image.new("RGB", (512, 800), (128, 128, 128))
+    colors = {}
+    picks = []
+    for q, name in enumerate(("TL", "TR", "BL", "BR")):
+        row = []
+        for rank in range(3):
+            color = (40 + 60 * q, 30 + 70 * rank, 200)
+            colors[PLACEMENT[name][rank]] = color
+            row.append(Image.new("RGB", (384, 600), color))
+        picks.append(row)
+    canvas = build_canvas(query, picks, size)
+    assert canvas.size == (1024, 1600)
+    for (row, col), color in colors.items():
+        x0, y0, x1, y1 = cell_box(size, row, col)
+        assert (x1 - x0, y1 - y0) == (254, 398)
+        assert canvas.getpixel(((x0 + x1) // 2, (y0 + y1) // 2)) == color
+        assert canvas.getpixel((x0 - 1, y0 - 1)) == (255, 255, 255)  # 1-px white frame
+    assert canvas.getpixel((512, 800)) == (128, 128, 128)  # the page in the centre 2x2 cells
+    assert len(colors) == 12
+
+
+def test_missing_picks_leave_cells_white():
+    size = WorkSize(640, 640)
+    canvas = build_canvas(Image.new("RGB", (640, 640)), [[], [], [], []], size)
+    assert canvas.getpixel((100, 100)) == (255, 255, 255)
+
+
+def test_mask_marks_the_page_area_with_soft_edges():
+    size = WorkSize(512, 800)
+    mask = np.asarray(build_mask(size))
+    assert mask.shape == (1600, 1024)
+    assert mask[800, 512] == 255 and mask[10, 10] == 0
+    assert mask[420:1180, 276:748].min() == 255  # inner page area
+    edge = mask[800, 250:262]
+    assert 0 < edge.mean() < 255  # bicubic resize from the 512 asset leaves soft edges
+
+
+def test_guide_images_split_page_and_references():
+    size = WorkSize(640, 640)
+    canvas = Image.new("RGB", size.canvas, (10, 200, 10))
+    canvas.paste((99, 99, 99), size.query_box_in_canvas)
+    refs_only, page_only = guide_images(canvas, size)
+    assert refs_only.getpixel((640, 640)) == (0, 0, 0)
+    assert refs_only.getpixel((5, 5)) == (10, 200, 10)
+    assert page_only.getpixel((640, 640)) == (99, 99, 99)
+    assert page_only.getpixel((5, 5)) == (0, 0, 0)
