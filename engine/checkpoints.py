@@ -139,11 +139,15 @@ def attach_lora(unet, rank: int = LORA_RANK, alpha: int = LORA_ALPHA, adapter: s
 
 
 def load_lora(unet, path: Path, adapter: str = "default") -> int:
-    """Load a LoRA file into an attached adapter; every adapter tensor must be matched."""
+    """Attach the LoRA adapter (rank read from the file, alpha = rank as in the official
+    config) and load it; every adapter tensor must be matched or this fails naming the keys."""
     raw = read_state_dict(path)
-    state = {}
-    for key, tensor in raw.items():
-        state[normalise_lora_key(key, adapter)] = tensor
+    state = {normalise_lora_key(key, adapter): tensor for key, tensor in raw.items()}
+    ranks = {t.shape[0] for k, t in state.items() if ".lora_A." in k}
+    if len(ranks) != 1:
+        raise ModelError(f"LoRA file {path}: expected one rank in its lora_A tensors, found {sorted(ranks) or 'none'}")
+    rank = ranks.pop()
+    attach_lora(unet, rank=rank, alpha=rank, adapter=adapter)
     expected = {k: v for k, v in unet.state_dict().items() if ".lora_" in k and f".{adapter}." in k}
     report = compare_keys(expected, state)
     if not report.ok:

@@ -47,6 +47,12 @@ class FusionBranch(nn.Module):
         return self.block4(self.block3(self.block2(self.block1(x))))
 
 
+def vae_feature_channels(vae_config) -> list[int]:
+    """Channels of the 5 encoder features: conv_in output, then each down block's output."""
+    channels = list(vae_config.block_out_channels)
+    return [channels[0], *channels]
+
+
 def branch_out_channels(channels: Sequence[int]) -> list[int]:
     """Output channels per level: the feature channel list shifted by two, capped at the last."""
     return [channels[min(i + 2, len(channels) - 1)] for i in range(len(channels))]

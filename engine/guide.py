@@ -245,7 +245,7 @@ class ColorGuiderSDModel(ModelMixin, ConfigMixin):
             num_attention_heads=config.num_attention_heads,
             use_linear_projection=config.use_linear_projection,
             upcast_attention=config.upcast_attention,
-        ).to(unet.dtype)
+        )
         own = guide.state_dict()
         shared = {k: v for k, v in unet.state_dict().items() if k in own and own[k].shape == v.shape}
         guide.load_state_dict(shared, strict=False)

@@ -17,8 +17,9 @@ from .paths import cache_dir
 OFFICIAL_COLORFLOW_REPO = "TencentARC/ColorFlow"
 OFFICIAL_SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 IMAGE_ENCODER_SUBDIR = "image_encoder"
+GRAYSD_SUBDIR = "GraySD"
 TINY_MARKER = ".complete"
-TINY_VERSION = 1
+TINY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -32,34 +33,32 @@ class ModelPaths:
     def image_encoder(self) -> Path:
         return self.colorflow / IMAGE_ENCODER_SUBDIR
 
+    @property
+    def graysd(self) -> Path:
+        return self.colorflow / GRAYSD_SUBDIR
+
 
 def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
     """Write small random-weight models in the official file layout under `root`.
 
-    Built with the real classes and saved with their real `save_pretrained`, so loading them
-    exercises the same code as the official checkpoints. Colors they produce are meaningless.
+    Built with the real classes and saved like the official files (diffusers/transformers
+    folders for SD1.5 and the image encoder, pickled tensor dicts for GraySD), so loading them
+    exercises the same code as the official checkpoints. Their colors are meaningless.
     """
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
+    from .tiny import write_tiny_graysd, write_tiny_image_encoder, write_tiny_sd15
 
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
     root = Path(root)
     paths = ModelPaths(root / "sd15", root / "colorflow")
     torch.manual_seed(seed)
-    encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=224,
-            patch_size=32,
-            projection_dim=32,
-        )
-    )
-    encoder.save_pretrained(paths.image_encoder, safe_serialization=True)
+    write_tiny_sd15(paths.sd15)
+    write_tiny_graysd(paths.sd15, paths.colorflow / GRAYSD_SUBDIR)
+    write_tiny_image_encoder(paths.image_encoder)
     return paths
 
 

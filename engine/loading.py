@@ -1,0 +1,120 @@
+"""Load the diffusion components of one model source (SD1.5 + GraySD) strictly and safely."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import find_weights, load_lora, load_strict, read_state_dict
+from .errors import ModelError
+from .models import ModelPaths
+
+GUIDE_WEIGHTS = "diffusion_pytorch_model"
+LORA_WEIGHTS = "unet_lora"
+FUSION_WEIGHTS = "MultiResNetModel"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """fp16 on CUDA (bf16 where fp16 is not supported), fp16 on MPS, fp32 on the CPU."""
+    if device == "cuda":
+        return torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise ModelError(f"{path}: {what} is missing from the model directory")
+    return path
+
+
+def load_guide(graysd: Path) -> torch.nn.Module:
+    """The Colorization Guide from GraySD/config.json + weights, every key checked."""
+    from accelerate import init_empty_weights
+
+    from .guide import ColorGuiderSDModel
+
+    config = json.loads(_require(graysd / "config.json", "GraySD/config.json").read_text())
+    with init_empty_weights():
+        guide = ColorGuiderSDModel.from_config(config)
+    state = read_state_dict(find_weights(graysd, GUIDE_WEIGHTS))
+    load_strict(guide, state, f"guide checkpoint {graysd.name}/{GUIDE_WEIGHTS}")
+    return guide
+
+
+def load_fusion(graysd: Path, vae_config: Any) -> torch.nn.Module:
+    """The GSRP fusion network sized for the VAE, every key checked."""
+    from .fusion import FusionNet, vae_feature_channels
+
+    fusion = FusionNet(vae_feature_channels(vae_config))
+    state = read_state_dict(find_weights(graysd, FUSION_WEIGHTS))
+    load_strict(fusion, state, f"GSRP checkpoint {graysd.name}/{FUSION_WEIGHTS}")
+    return fusion
+
+
+@dataclass
+class DiffusionComponents:
+    """Everything ICP (and GSRP) runs on, loaded and placed on one device."""
+
+    unet: Any
+    guide: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict
+    fusion: Any
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def load_diffusion(
+    paths: ModelPaths, device: str = "cpu", dtype: torch.dtype | None = None, low_vram: bool = False
+) -> DiffusionComponents:
+    """Load SD1.5 (UNet + official LoRA, VAE, text encoder, tokenizer, scheduler config) and
+    the GraySD guide and fusion network. With `low_vram`, the text encoder and VAE stay on
+    the CPU until needed (see colorize.py)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.utils import logging as diffusers_logging
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    # ModelMixin.to(dtype) warns about fp32-pinned modules even when a model has none.
+    diffusers_logging.set_verbosity_error()
+    dtype = dtype or default_dtype(device)
+    sd15 = paths.sd15
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        _require(sd15 / sub, f"sd15/{sub}")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(sd15 / "unet", use_safetensors=True)
+        vae = AutoencoderKL.from_pretrained(sd15 / "vae", use_safetensors=True)
+        text_encoder = CLIPTextModel.from_pretrained(sd15 / "text_encoder", use_safetensors=True)
+        tokenizer = CLIPTokenizer.from_pretrained(sd15 / "tokenizer")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{sd15}: Stable Diffusion 1.5 files could not be loaded ({exc})") from exc
+    scheduler_config = json.loads((sd15 / "scheduler" / "scheduler_config.json").read_text())
+    load_lora(unet, find_weights(paths.graysd, LORA_WEIGHTS))
+    guide = load_guide(paths.graysd)
+    fusion = load_fusion(paths.graysd, vae.config)
+    target = torch.device(device)
+    for module in (unet, guide, vae, text_encoder, fusion):
+        module.requires_grad_(False)
+        module.eval()
+        module.to(dtype=dtype)
+    unet.to(target)
+    guide.to(target)
+    fusion.to(target)
+    if not low_vram:
+        vae.to(target)
+        text_encoder.to(target)
+    return DiffusionComponents(unet, guide, vae, text_encoder, tokenizer, scheduler_config, fusion, target, dtype)
