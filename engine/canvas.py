@@ -137,6 +137,12 @@ def fit_page(image: Image.Image, size: WorkSize) -> tuple[Image.Image, PageFit]:
     return letterboxed, PageFit((iw, ih), (left, top, left + cw, top + ch))
 
 
+def restore_page(image: Image.Image, fit: PageFit) -> Image.Image:
+    """Undo `fit_page`: cut the content box out of a working-size result and resize it back
+    to the page's own size (bicubic)."""
+    return image.crop(fit.content_box).resize(fit.page_size, Image.BICUBIC)
+
+
 def crop_patch(image: Image.Image, box: Box | None) -> Image.Image:
     """A patch of a working-size image; None means the whole image."""
     return image if box is None else image.crop(box)

@@ -71,6 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
     _add_model_args(retrieve)
 
+    colorize = commands.add_parser(
+        "colorize",
+        help="color a chapter: retrieval (RAP) then in-context diffusion colorization (ICP)",
+        description="Colors every page of INPUT using the colored REFS. Writes OUT/NNN_name.png "
+        "per page at the page's own size, and keeps the chapter project (pins, rejects, "
+        "per-page status) in OUT/colorflow-project.json. A page that fails is reported and the "
+        "others go on (exit code 1).",
+    )
+    colorize.add_argument("input", nargs="+", metavar="INPUT", help="chapter folder, .cbz/.zip or page images")
+    colorize.add_argument("--refs", nargs="+", required=True, metavar="REFS", help="colored reference images, folders or archives")
+    colorize.add_argument("--out", required=True, type=Path, metavar="OUT", help="output / project folder")
+    colorize.add_argument("--size", type=_size_arg, default=None, metavar="WxH",
+                          help="working size (default: the official size nearest each page's aspect)")
+    colorize.add_argument("--steps", type=int, default=10, help="denoising steps, 1-100 (default 10, as official)")
+    colorize.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same result")
+    colorize.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    colorize.add_argument("--low-vram", action="store_true",
+                          help="keep the text encoder and VAE off the GPU except while used (8 GB cards)")
+    colorize.add_argument("--json", action="store_true", help="print a machine-readable per-page report on stdout")
+    _add_model_args(colorize)
+
     models = commands.add_parser("models", help="manage model files")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     make_tiny = model_commands.add_parser(
@@ -80,7 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with the real classes. Use with --models DIR. Colors they produce are meaningless.",
     )
     make_tiny.add_argument("dir", type=Path, metavar="DIR")
-    make_tiny.add_argument("--seed", type=int, default=0)
+    make_tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    layout = model_commands.add_parser(
+        "layout",
+        help="print every key and shape of the GraySD guide, UNet LoRA and GSRP network",
+        description="Builds the three networks at official size on the meta device (no "
+        "weights, no download) and prints each state-dict key with its shape, to diff against "
+        "the official checkpoint files.",
+    )
+    layout.add_argument("--json", action="store_true", help="print JSON {guider, unet_lora, multires}")
 
     bench = commands.add_parser("bench", help="benchmarks that print measured ratios")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHICH")
@@ -95,6 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench_retrieval.add_argument("--pages", type=int, default=20, help="generated pages (default 20)")
     bench_retrieval.add_argument("--refs", type=int, default=20, help="generated references (default 20)")
     bench_retrieval.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench_flops = bench_commands.add_parser(
+        "flops",
+        help="FLOPs per page of our ICP pipeline vs the official procedure (meta device)",
+        description="Counts FLOPs with torch.utils.flop_counter on the meta device at official "
+        "model size (no weights, no GPU, seconds). Official procedure: UNet and guide at CFG "
+        "batch 2, conditioning encoded per CFG copy, the whole canvas decoded, every reference "
+        "re-embedded for every page. Ours: guide at batch 1, conditioning encoded once, page "
+        "region decoded, reference embeddings cached per chapter (amortised over --pages).",
+    )
+    bench_flops.add_argument("--size", type=_size_arg, default=None, metavar="WxH", help="working size (default 512x800)")
+    bench_flops.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
+    bench_flops.add_argument("--refs", type=int, default=40, help="references in the chapter (default 40)")
+    bench_flops.add_argument("--pages", type=int, default=20, help="pages in the chapter (default 20)")
+    bench_flops.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
@@ -111,7 +154,8 @@ def _progress_sink(enabled: bool):
         if isinstance(event, Started) and enabled:
             state["bar"] = tqdm(total=event.total, unit="page", desc=event.job, file=sys.stderr)
         elif isinstance(event, Progress) and bar is not None and event.page:
-            bar.set_postfix_str(f"{event.stage} {event.page}")
+            steps = f" {event.step}/{event.total}" if event.stage == "ICP" else ""
+            bar.set_postfix_str(f"{event.stage}{steps} {event.page}")
         elif isinstance(event, (PageDone, PageFailed)) and bar is not None:
             if isinstance(event, PageFailed):
                 bar.write(f"failed: {event.page}: {event.reason}", file=sys.stderr)
@@ -126,20 +170,20 @@ def _progress_sink(enabled: bool):
     return emit, close
 
 
-def _make_retriever(args):
-    from .devices import pick_device
+def _make_retriever(args, device: str):
     from .embedding import ClipEmbedder, EmbeddingCache
     from .models import resolve_models
     from .paths import embeddings_dir
     from .retrieval import Retriever
 
     paths = resolve_models(args.models)
-    embedder = ClipEmbedder(paths.image_encoder, device=pick_device(args.device))
+    embedder = ClipEmbedder(paths.image_encoder, device=device)
     return Retriever(embedder, EmbeddingCache(args.cache_dir or embeddings_dir()))
 
 
 def cmd_retrieve(args) -> int:
     from .chapter import list_images, open_chapter
+    from .devices import pick_device
     from .pipeline import retrieve_chapter
     from .project import ChapterProject
 
@@ -148,19 +192,55 @@ def cmd_retrieve(args) -> int:
     references = list_images(args.refs)
     project = ChapterProject.open_or_create(args.out.expanduser().resolve())
     project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
-    retriever = _make_retriever(args)
+    retriever = _make_retriever(args, pick_device(args.device))
     emit, close = _progress_sink(not args.json)
     try:
         report = retrieve_chapter(chapter, references, retriever, project, args.size, emit)
     finally:
         close()
-    if args.json:
-        print(json.dumps({"out": str(project.folder), "done": report.done, "failed": report.failed}, indent=2))
-    else:
-        print(f"{len(report.done)} page(s) retrieved into {project.folder}; {len(report.failed)} failed")
-        for name, reason in report.failed.items():
-            print(f"  {name}: {reason}")
+    _print_report(args, project, report, "retrieved")
     return EXIT_PAGES_FAILED if report.failed else EXIT_OK
+
+
+def cmd_colorize(args) -> int:
+    from .chapter import list_images, open_chapter
+    from .colorize import ColorizeSettings, Colorizer
+    from .devices import pick_device
+    from .loading import load_diffusion
+    from .models import resolve_models
+    from .pipeline import colorize_chapter
+    from .project import ChapterProject
+
+    settings = ColorizeSettings(steps=args.steps, seed=args.seed, guidance_scale=args.guidance)
+    settings.check()
+    chapter = open_chapter(args.input)
+    references = list_images(args.refs)
+    project = ChapterProject.open_or_create(args.out.expanduser().resolve())
+    project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
+    device = pick_device(args.device)
+    retriever = _make_retriever(args, device)
+    colorizer = Colorizer(load_diffusion(resolve_models(args.models), device, low_vram=args.low_vram), args.low_vram)
+    emit, close = _progress_sink(not args.json)
+    try:
+        report = colorize_chapter(chapter, references, retriever, colorizer, project, settings, args.size, emit)
+    finally:
+        close()
+    _print_report(args, project, report, "colored")
+    return EXIT_PAGES_FAILED if report.failed else EXIT_OK
+
+
+def _print_report(args, project, report, verb: str) -> None:
+    if args.json:
+        pages = [
+            {"page": p.name, "status": p.status, "error": p.error, "outputs": p.outputs}
+            for p in project.pages
+        ]
+        print(json.dumps({"out": str(project.folder), "done": report.done, "failed": report.failed,
+                          "cancelled": report.cancelled, "pages": pages}, indent=2))
+        return
+    print(f"{len(report.done)} page(s) {verb} into {project.folder}; {len(report.failed)} failed")
+    for name, reason in report.failed.items():
+        print(f"  {name}: {reason}")
 
 
 def cmd_models(args) -> int:
@@ -169,25 +249,46 @@ def cmd_models(args) -> int:
     if args.models_command == "make-tiny":
         paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
         print(f"tiny models written: {paths.sd15.parent}")
+    elif args.models_command == "layout":
+        from .layout import official_layout
+
+        layout = official_layout()
+        if args.json:
+            print(json.dumps(layout, indent=1))
+        else:
+            for network, keys in layout.items():
+                print(f"# {network}: {len(keys)} tensors")
+                for key, shape in keys.items():
+                    print(f"{key}\t{shape}")
     return EXIT_OK
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_retrieval
-
     if args.bench_command == "retrieval":
+        from .bench import bench_retrieval
+
         result = bench_retrieval(pages=args.pages, refs=args.refs)
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            for key, value in result.items():
-                print(f"{key:>36}: {value}")
+    else:
+        from .flops import compare
+
+        width, height = (args.size.width, args.size.height) if args.size else (512, 800)
+        result = compare(width, height, args.steps, args.refs, args.pages)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>32}: {value}")
     return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"retrieve": cmd_retrieve, "models": cmd_models, "bench": cmd_bench}
+    handlers = {
+        "colorize": cmd_colorize,
+        "retrieve": cmd_retrieve,
+        "models": cmd_models,
+        "bench": cmd_bench,
+    }
     try:
         return handlers[args.command](args)
     except ColorFlowError as exc:

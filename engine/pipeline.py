@@ -1,4 +1,4 @@
-"""Chapter-level jobs that emit typed events: retrieval now; RAP -> ICP -> GSRP later."""
+"""Chapter-level jobs that emit typed events: retrieval only, and RAP -> ICP colorization."""
 
 from __future__ import annotations
 
@@ -12,7 +12,18 @@ from typing import Sequence
 from .canvas import WorkSize
 from .chapter import Chapter, ImageSource
 from .errors import ColorFlowError
-from .events import CancelToken, Cancelled, EventSink, Finished, PageDone, PageFailed, Progress, Started, ignore
+from .events import (
+    CancelToken,
+    Cancelled,
+    EventSink,
+    Finished,
+    PageDone,
+    PageFailed,
+    Preview,
+    Progress,
+    Started,
+    ignore,
+)
 from .fileio import atomic_save_image, atomic_write_json
 from .project import ChapterProject
 from .retrieval import PageRetrieval, Retriever
@@ -93,5 +104,102 @@ def retrieve_chapter(
         report.done.append(source.name)
         emit(PageDone(source.name, outputs, {"warnings": result.warnings}))
     emit(Progress("RAP", total if not report.cancelled else index, total))
+    emit(Finished(len(report.done), len(report.failed)))
+    return report
+
+
+def settings_key(**parts) -> str:
+    """A short hash of everything that determines a page's output (for --resume)."""
+    import hashlib
+    import json
+
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def colorize_chapter(
+    chapter: Chapter,
+    references: Sequence[ImageSource],
+    retriever: Retriever,
+    colorizer,
+    project: ChapterProject,
+    settings,
+    size: WorkSize | None = None,
+    emit: EventSink = ignore,
+    cancel: CancelToken | None = None,
+) -> ChapterReport:
+    """RAP for every page, then ICP page by page (the CLIP encoder leaves the GPU between the
+    two); each colored page is written as `NNN_name.png` at the page's own size."""
+    from .canvas import restore_page
+    from .colorize import Interrupted, StepInfo
+
+    cancel = cancel or CancelToken()
+    project.sync_pages([(s.name, s.ref) for s in chapter.sources])
+    project.add_references([r.ref for r in references])
+    project.save()
+    report = ChapterReport([], {})
+    total = len(chapter.sources)
+    emit(Started("colorize", total))
+
+    def fail(name: str, reason: str) -> None:
+        report.failed[name] = reason
+        project.set_status(name, "failed", reason)
+        project.save()
+        emit(PageFailed(name, reason))
+
+    retrieved: dict[int, PageRetrieval] = {}
+    for index, source in enumerate(chapter.sources):
+        if cancel.cancelled:
+            break
+        emit(Progress("RAP", index, total, source.name))
+        try:
+            if source.ref in chapter.errors:
+                raise ColorFlowError(chapter.errors[source.ref])
+            page = chapter.load_page(index)
+            retrieved[index] = retriever.retrieve(page, references, project.curation.effective(source.name), size)
+        except ColorFlowError as exc:
+            fail(source.name, str(exc))
+    release = getattr(retriever.embedder, "release", None)
+    if release:
+        release()
+
+    for index, result in retrieved.items():
+        name = chapter.sources[index].name
+        if cancel.cancelled:
+            report.cancelled = True
+            emit(Cancelled(name))
+            break
+        project.set_status(name, "running")
+
+        def on_step(info: StepInfo, name: str = name) -> bool:
+            emit(Progress("ICP", info.step, info.total, name))
+            if info.preview is not None:
+                emit(Preview(name, info.preview))
+            return not cancel.cancelled
+
+        try:
+            colored = colorizer(result.canvas, result.mask, result.work_size, settings, on_step)
+            final = restore_page(colored, result.fit)
+            output = project.folder / f"{page_folder_name(index, name)}.png"
+            atomic_save_image(final, output)
+        except Interrupted:
+            project.set_status(name, "pending")
+            project.save()
+            report.cancelled = True
+            emit(Cancelled(name))
+            break
+        except ColorFlowError as exc:
+            fail(name, str(exc))
+            continue
+        except Exception as exc:  # a bug or out-of-memory on one page must not end the chapter
+            fail(name, f"{type(exc).__name__}: {exc}")
+            continue
+        state = project.page(name)
+        state.outputs["colored"] = output.name
+        state.settings_key = settings_key(settings=settings, size=str(result.work_size), picks=result.to_json()["picks"])
+        project.set_status(name, "done")
+        project.save()
+        report.done.append(name)
+        emit(PageDone(name, {"colored": str(output)}, {"warnings": result.warnings}))
     emit(Finished(len(report.done), len(report.failed)))
     return report
