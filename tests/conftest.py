@@ -43,3 +43,22 @@ def demo_data(tmp_path) -> tuple[Path, Path]:
     from engine.demo import make_demo_chapter
 
     return make_demo_chapter(tmp_path / "demo", pages=4, refs=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_components(tiny_models_dir):
+    """SD1.5 + GraySD tiny components loaded through the real strict loader, on the CPU."""
+    from engine.loading import load_diffusion
+    from engine.models import resolve_models
+
+    return load_diffusion(resolve_models(str(tiny_models_dir)), "cpu")
+
+
+@pytest.fixture
+def models_copy(tiny_models_dir, tmp_path) -> Path:
+    """A private copy of the tiny models directory that a test may damage."""
+    import shutil
+
+    target = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, target)
+    return target

@@ -94,7 +94,11 @@ def test_missing_model_directory_is_a_clear_error(demo_data, tmp_path, capsys):
     assert "not a ColorFlow models directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args", [[], ["retrieve"], ["models"], ["models", "make-tiny"], ["bench", "retrieval"]])
+@pytest.mark.parametrize(
+    "args",
+    [[], ["retrieve"], ["colorize"], ["models"], ["models", "make-tiny"], ["models", "layout"],
+     ["bench", "retrieval"], ["bench", "flops"]],
+)
 def test_help_explains_each_command(args):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), *args, "--help"],
                             capture_output=True, text=True, cwd=REPO_ROOT)
@@ -119,3 +123,14 @@ def test_bench_retrieval_reports_cached_ratio(capsys):
     assert result["per_page_reembed_images_encoded"] == 3 * (3 * 5 + 4)
     assert result["reopened_images_encoded"] == 0
     assert result["encoder_images_ratio"] > 1
+
+
+def test_bench_flops_ratio_meets_target(capsys):
+    assert main(["bench", "flops", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    parts = result["parts_tflop"]
+    assert 17.5 < parts["unet_cfg_step"] < 19.5  # SD1.5 UNet (+LoRA) at 512x800, CFG batch 2
+    assert parts["guide_batch2"] == pytest.approx(2 * parts["guide_batch1"], rel=1e-3)
+    assert parts["vae_decode_page"] < parts["vae_decode_canvas"] / 2
+    assert 400 < result["official_total_tflop"] < 560
+    assert result["ratio"] <= 0.65

@@ -1,0 +1,183 @@
+"""ICP: sampler settings, determinism, page-region output, interruption, chapter runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.canvas import WorkSize, build_canvas, build_mask
+from engine.chapter import list_images, open_chapter
+from engine.cli import main
+from engine.colorize import Colorizer, ColorizeSettings, Interrupted
+from engine.embedding import EmbeddingCache
+from engine.errors import InputError
+from engine.events import CancelToken, Cancelled, PageDone, Preview, Progress
+from engine.pipeline import colorize_chapter
+from engine.project import ChapterProject
+from engine.retrieval import Retriever
+
+SIZE = WorkSize(256, 384)
+FAST = ColorizeSettings(steps=3, preview_every=1)
+
+
+def sample_canvas(seed: int = 0) -> tuple[Image.Image, Image.Image]:
+    rng = np.random.default_rng(seed)
+    query = Image.fromarray(rng.integers(0, 255, (SIZE.height, SIZE.width), np.uint8)).convert("RGB")
+    refs = [[Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(0, 255, 3))) for _ in range(3)] for _ in range(4)]
+    return build_canvas(query, refs, SIZE), build_mask(SIZE)
+
+
+def test_official_sampler_timesteps(tiny_components):
+    from diffusers import UniPCMultistepScheduler
+
+    scheduler = UniPCMultistepScheduler.from_config(tiny_components.scheduler_config)
+    scheduler.set_timesteps(10)
+    assert scheduler.timesteps.tolist() == [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
+    assert scheduler.config.solver_order == 2 and scheduler.config.predict_x0
+
+
+def test_same_seed_same_output_different_seed_different(tiny_components):
+    colorizer = Colorizer(tiny_components)
+    canvas, mask = sample_canvas()
+    a = np.asarray(colorizer(canvas, mask, SIZE, FAST))
+    b = np.asarray(colorizer(canvas, mask, SIZE, FAST))
+    c = np.asarray(colorizer(canvas, mask, SIZE, ColorizeSettings(steps=3, seed=1)))
+    assert a.shape == (SIZE.height, SIZE.width, 3)
+    assert np.array_equal(a, b)
+    assert np.abs(a.astype(int) - c.astype(int)).mean() > 1.0
+
+
+def test_output_is_the_masked_page_region_of_the_canvas(tiny_components):
+    colorizer = Colorizer(tiny_components)
+    canvas, mask = sample_canvas()
+    generator = torch.Generator().manual_seed(0)
+    conditioning = colorizer.conditioning(canvas, mask, SIZE, generator)
+    mask_channel = conditioning[0, 4]
+    s = tiny_components.vae_scale
+    y0, x0 = SIZE.height // 2 // s, SIZE.width // 2 // s
+    page = mask_channel[y0 + 1 : y0 + SIZE.height // s - 1, x0 + 1 : x0 + SIZE.width // s - 1]
+    assert page.abs().max() < 1e-6  # 0 where the page is to be colored
+    assert mask_channel[0, 0] == 1 and mask_channel[-1, -1] == 1  # 1 on the references
+
+    captured = {}
+    original = colorizer.decode_page
+
+    def spy(latents, size, margin):
+        captured["latents"] = latents.clone()
+        return original(latents, size, margin)
+
+    colorizer.decode_page = spy
+    result = np.asarray(colorizer(canvas, mask, SIZE, FAST), np.int16)
+    with torch.no_grad():
+        full = tiny_components.vae.decode(captured["latents"] / tiny_components.vae.config.scaling_factor).sample
+    full_canvas = np.asarray(colorizer_image(full), np.int16)
+    x, y = SIZE.width // 2, SIZE.height // 2
+    region = full_canvas[y : y + SIZE.height, x : x + SIZE.width]
+    # Decoding only the page + margin gives the page region of a full-canvas decode.
+    assert np.abs(result - region).mean() < 2.0
+    other = full_canvas[0 : SIZE.height, 0 : SIZE.width]
+    assert np.abs(result - other).mean() > np.abs(result - region).mean() + 5
+
+
+def colorizer_image(tensor):
+    from engine.colorize import to_image
+
+    return to_image(tensor)
+
+
+def test_callback_interrupts_within_one_step(tiny_components):
+    colorizer = Colorizer(tiny_components)
+    canvas, mask = sample_canvas()
+    steps = []
+
+    def stop_after_first(info):
+        steps.append(info.step)
+        return False
+
+    with pytest.raises(Interrupted):
+        colorizer(canvas, mask, SIZE, ColorizeSettings(steps=10), stop_after_first)
+    assert steps == [1]
+
+
+def test_bad_inputs_are_rejected_before_work(tiny_components):
+    colorizer = Colorizer(tiny_components)
+    canvas, mask = sample_canvas()
+    with pytest.raises(InputError, match="steps"):
+        colorizer(canvas, mask, SIZE, ColorizeSettings(steps=0))
+    with pytest.raises(InputError, match="canvas is"):
+        colorizer(canvas.resize((64, 64)), mask, SIZE, FAST)
+
+
+@pytest.fixture
+def chapter_setup(tiny_embedder, tiny_components, demo_data, tmp_path):
+    chapter_dir, refs_dir = demo_data
+    chapter = open_chapter(chapter_dir)
+    refs = list_images([refs_dir])
+    retriever = Retriever(tiny_embedder, EmbeddingCache(tmp_path / "cache"))
+    project = ChapterProject(folder=tmp_path / "out")
+    return chapter, refs, retriever, Colorizer(tiny_components), project
+
+
+def test_cancel_during_run_leaves_page_pending_and_no_file(chapter_setup):
+    chapter, refs, retriever, colorizer, project = chapter_setup
+    cancel = CancelToken()
+    events = []
+
+    def sink(event):
+        events.append(event)
+        if isinstance(event, Progress) and event.stage == "ICP" and event.page == "2.png":
+            cancel.cancel()
+
+    report = colorize_chapter(chapter, refs, retriever, colorizer, project, FAST, SIZE, sink, cancel)
+    assert report.done == ["1.png"] and report.cancelled
+    icp_steps_page2 = [e.step for e in events if isinstance(e, Progress) and e.stage == "ICP" and e.page == "2.png"]
+    assert icp_steps_page2 == [1]
+    assert any(isinstance(e, Cancelled) and e.page == "2.png" for e in events)
+    assert any(isinstance(e, Preview) for e in events)
+    assert sorted(p.name for p in project.folder.glob("*.png")) == ["001_1.png"]
+    saved = ChapterProject.load(project.folder)
+    assert [p.status for p in saved.pages] == ["done", "pending", "pending", "pending"]
+
+
+def test_failing_page_is_reported_and_chapter_finishes(chapter_setup):
+    chapter, refs, retriever, colorizer, project = chapter_setup
+    original = colorizer.__call__
+
+    class Flaky:
+        calls = 0
+
+        def __call__(self, *args, **kwargs):
+            Flaky.calls += 1
+            if Flaky.calls == 2:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return original(*args, **kwargs)
+
+    events = []
+    report = colorize_chapter(chapter, refs, retriever, Flaky(), project, FAST, SIZE, events.append)
+    assert report.done == ["1.png", "3.png", "4.png"]
+    assert report.failed == {"2.png": "RuntimeError: CUDA out of memory (simulated)"}
+    assert sum(isinstance(e, PageDone) for e in events) == 3
+
+
+def test_cli_colorize_writes_pages_at_their_own_size(tiny_models_dir, tmp_path, capsys):
+    chapter = tmp_path / "chapter"
+    chapter.mkdir()
+    sizes = {"1.png": (300, 450), "2.png": (451, 300), "3.png": (333, 333)}
+    for name, size in sizes.items():
+        Image.new("L", size, 180).save(chapter / name)
+    (chapter / "4.png").write_bytes(b"not an image")
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (300, 450), (200, 30, 30)).save(ref)
+    code = main(["colorize", str(chapter), "--refs", str(ref), "--out", str(tmp_path / "out"),
+                 "--models", str(tiny_models_dir), "--steps", "2", "--size", "256x384", "--json"])
+    assert code == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["done"] == ["1.png", "2.png", "3.png"] and list(report["failed"]) == ["4.png"]
+    for index, (name, size) in enumerate(sizes.items()):
+        output = tmp_path / "out" / f"{index + 1:03d}_{name[:-4]}.png"
+        assert Image.open(output).size == size
+        assert Image.open(output).mode == "RGB"
