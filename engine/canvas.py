@@ -116,14 +116,14 @@ class PageFit:
     content_box: Box  # where the page's pixels sit in the working image (rest is white padding)
 
 
-def fit_page(image: Image.Image, size: WorkSize) -> tuple[Image.Image, PageFit]:
-    """Fit a page to the working size without cropping anything.
+def fit_page(image: Image.Image, size: WorkSize | tuple[int, int]) -> tuple[Image.Image, PageFit]:
+    """Fit a page to the working size (or any W x H frame) without cropping anything.
 
     Close aspects are resized straight like the official code (invertible by resizing back);
     otherwise the page is letterboxed on white paper, so no ink is ever cut off. The returned
     PageFit lets later stages restore the page's own size and framing.
     """
-    w, h = size.width, size.height
+    w, h = (size.width, size.height) if isinstance(size, WorkSize) else size
     iw, ih = image.size
     target = w / h
     if abs(iw / ih - target) / target < ASPECT_TOLERANCE:

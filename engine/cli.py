@@ -73,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     colorize = commands.add_parser(
         "colorize",
-        help="color a chapter: retrieval (RAP) then in-context diffusion colorization (ICP)",
+        help="color a chapter: retrieval (RAP), diffusion colorization (ICP), super-resolution (GSRP)",
         description="Colors every page of INPUT using the colored REFS. Writes OUT/NNN_name.png "
-        "per page at the page's own size, and keeps the chapter project (pins, rejects, "
+        "per page at the page's own size (nothing cropped), and keeps the chapter project (pins, rejects, "
         "per-page status) in OUT/colorflow-project.json. A page that fails is reported and the "
         "others go on (exit code 1).",
     )
@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     colorize.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     colorize.add_argument("--low-vram", action="store_true",
                           help="keep the text encoder and VAE off the GPU except while used (8 GB cards)")
+    colorize.add_argument("--format", choices=("png", "cbz", "ora", "psd"), default="png",
+                          help="png: one PNG per page (always written); cbz: also OUT/<chapter>-colored.cbz "
+                          "with ComicInfo.xml; ora/psd: also OUT/layered/ files with the ink as a "
+                          "multiply layer over the color, for Krita/GIMP/Photoshop/Clip Studio")
+    colorize.add_argument("--keep-ink", action=argparse.BooleanOptionalAction, default=True,
+                          help="take lightness from the original page so line art, text and "
+                          "screentone stay pixel-faithful; color only from the model (default on)")
+    colorize.add_argument("--resume", action="store_true",
+                          help="skip pages already done with the same settings, picks and models")
+    colorize.add_argument("--gsrp-batchnorm", choices=("batch", "running"), default="batch",
+                          help="GSRP fusion BatchNorm: per-call statistics like the official app "
+                          "(batch, default) or the stored running statistics")
     colorize.add_argument("--json", action="store_true", help="print a machine-readable per-page report on stdout")
     _add_model_args(colorize)
 
@@ -204,43 +216,53 @@ def cmd_retrieve(args) -> int:
 
 def cmd_colorize(args) -> int:
     from .chapter import list_images, open_chapter
-    from .colorize import ColorizeSettings, Colorizer
+    from .colorize import ColorizeSettings
     from .devices import pick_device
-    from .loading import load_diffusion
-    from .models import resolve_models
-    from .pipeline import colorize_chapter
+    from .export import export_project
+    from .pipeline import PipelineSettings, colorize_chapter, load_pipeline
     from .project import ChapterProject
+    from .upscale import UpscaleSettings
 
-    settings = ColorizeSettings(steps=args.steps, seed=args.seed, guidance_scale=args.guidance)
-    settings.check()
+    settings = PipelineSettings(
+        colorize=ColorizeSettings(steps=args.steps, seed=args.seed, guidance_scale=args.guidance),
+        upscale=UpscaleSettings(batch_norm=args.gsrp_batchnorm, seed=args.seed),
+        keep_ink=args.keep_ink,
+        size=args.size,
+    )
+    settings.colorize.check()
+    # Check every input before any model is loaded.
     chapter = open_chapter(args.input)
     references = list_images(args.refs)
     project = ChapterProject.open_or_create(args.out.expanduser().resolve())
     project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
-    device = pick_device(args.device)
-    retriever = _make_retriever(args, device)
-    colorizer = Colorizer(load_diffusion(resolve_models(args.models), device, low_vram=args.low_vram), args.low_vram)
+    pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir)
     emit, close = _progress_sink(not args.json)
     try:
-        report = colorize_chapter(chapter, references, retriever, colorizer, project, settings, args.size, emit)
+        report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)
     finally:
         close()
-    _print_report(args, project, report, "colored")
+    exports = [str(p) for p in export_project(project, chapter, args.format)]
+    _print_report(args, project, report, "colored", exports)
     return EXIT_PAGES_FAILED if report.failed else EXIT_OK
 
 
-def _print_report(args, project, report, verb: str) -> None:
+def _print_report(args, project, report, verb: str, exports: list[str] | None = None) -> None:
     if args.json:
         pages = [
             {"page": p.name, "status": p.status, "error": p.error, "outputs": p.outputs}
             for p in project.pages
         ]
         print(json.dumps({"out": str(project.folder), "done": report.done, "failed": report.failed,
-                          "cancelled": report.cancelled, "pages": pages}, indent=2))
+                          "skipped": report.skipped, "cancelled": report.cancelled,
+                          "timings_s": {k: round(v, 3) for k, v in report.timings.items()},
+                          "exports": exports or [], "pages": pages}, indent=2))
         return
-    print(f"{len(report.done)} page(s) {verb} into {project.folder}; {len(report.failed)} failed")
+    skipped = f", {len(report.skipped)} already done" if report.skipped else ""
+    print(f"{len(report.done)} page(s) {verb} into {project.folder}{skipped}; {len(report.failed)} failed")
     for name, reason in report.failed.items():
         print(f"  {name}: {reason}")
+    if exports and args.format != "png":
+        print("exported: " + ", ".join(exports))
 
 
 def cmd_models(args) -> int:

@@ -1,0 +1,160 @@
+"""Exports: PNG folder, CBZ with ComicInfo.xml, layered OpenRaster (.ora) and PSD.
+
+Every file is written to a temporary name and renamed into place, so an existing output is
+never half-overwritten.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Sequence
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+from PIL import Image
+
+from .fileio import atomic_save_image, atomic_write
+
+EXPORT_FORMATS = ("png", "cbz", "ora", "psd")
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def export_pngs(pages: Sequence[tuple[str, Image.Image]], folder: Path) -> list[Path]:
+    """One PNG per page, named as given."""
+    paths = []
+    for name, image in pages:
+        path = Path(folder) / f"{Path(name).stem}.png"
+        atomic_save_image(image, path)
+        paths.append(path)
+    return paths
+
+
+def comic_info(title: str, page_count: int) -> str:
+    """ComicInfo.xml (the Anansi/ComicRack schema most readers understand)."""
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<ComicInfo xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xmlns:xsd="http://www.w3.org/2001/XMLSchema">\n'
+        f"  <Title>{escape(title)}</Title>\n"
+        f"  <PageCount>{page_count}</PageCount>\n"
+        "  <Notes>Colored with ColorFlow desktop (reference-based manga colorization).</Notes>\n"
+        "  <BlackAndWhite>No</BlackAndWhite>\n"
+        "</ComicInfo>\n"
+    )
+
+
+def export_cbz(pages: Sequence[tuple[str, Image.Image]], path: Path, title: str) -> Path:
+    """A CBZ whose page files sort in reading order (zero-padded numbers) + ComicInfo.xml."""
+    width = max(3, len(str(len(pages))))
+
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+            for number, (name, image) in enumerate(pages, start=1):
+                archive.writestr(f"{number:0{width}d}_{Path(name).stem}.png", _png_bytes(image))
+            archive.writestr("ComicInfo.xml", comic_info(title, len(pages)))
+
+    atomic_write(Path(path), write)
+    return Path(path)
+
+
+def color_layer(colored: Image.Image, ink: Image.Image, floor: int = 32) -> Image.Image:
+    """A flat color layer that, with the ink multiplied over it, recomposes the colored page:
+    color = colored / ink where the ink is light enough to divide by, the colored page as is
+    under dark ink (black line art hides it anyway)."""
+    ink_array = np.asarray(ink.convert("L"), dtype=np.float32)[..., None]
+    color = np.asarray(colored.convert("RGB"), dtype=np.float32)
+    divided = np.clip(color * 255.0 / np.maximum(ink_array, 1.0), 0, 255)
+    layer = np.where(ink_array >= floor, divided, color)
+    return Image.fromarray((layer + 0.5).astype(np.uint8), "RGB")
+
+
+def export_ora(colored: Image.Image, ink: Image.Image, path: Path) -> Path:
+    """OpenRaster: the original ink as a multiply layer over a color layer."""
+    ink_rgba = ink.convert("L").convert("RGBA")
+    color = color_layer(colored, ink).convert("RGBA")
+    w, h = colored.size
+    stack = (
+        "<?xml version='1.0' encoding='UTF-8'?>\n"
+        f'<image version="0.0.3" w="{w}" h="{h}">\n'
+        "  <stack>\n"
+        f'    <layer name={quoteattr("Ink")} src="data/ink.png" composite-op="svg:multiply" '
+        'opacity="1.0" visibility="visible" x="0" y="0"/>\n'
+        f'    <layer name={quoteattr("Color")} src="data/color.png" composite-op="svg:src-over" '
+        'opacity="1.0" visibility="visible" x="0" y="0"/>\n'
+        "  </stack>\n"
+        "</image>\n"
+    )
+    thumbnail = colored.convert("RGB").copy()
+    thumbnail.thumbnail((256, 256))
+
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w") as archive:
+            # The mimetype must be the first member, stored uncompressed (OpenRaster spec).
+            archive.writestr(zipfile.ZipInfo("mimetype"), "image/openraster", compress_type=zipfile.ZIP_STORED)
+            archive.writestr("stack.xml", stack, compress_type=zipfile.ZIP_DEFLATED)
+            archive.writestr("data/ink.png", _png_bytes(ink_rgba))
+            archive.writestr("data/color.png", _png_bytes(color))
+            archive.writestr("mergedimage.png", _png_bytes(colored.convert("RGB")))
+            archive.writestr("Thumbnails/thumbnail.png", _png_bytes(thumbnail))
+
+    atomic_write(Path(path), write)
+    return Path(path)
+
+
+def export_psd(colored: Image.Image, ink: Image.Image, path: Path) -> Path:
+    """PSD (psd-tools): a "Color" layer under an "Ink" layer in Multiply mode."""
+    from psd_tools import PSDImage
+    from psd_tools.api.layers import PixelLayer
+    from psd_tools.constants import BlendMode
+
+    document = PSDImage.new("RGB", colored.size)
+    color = PixelLayer.frompil(color_layer(colored, ink), document, name="Color")
+    ink_layer = PixelLayer.frompil(ink.convert("L").convert("RGB"), document, name="Ink")
+    ink_layer.blend_mode = BlendMode.MULTIPLY
+    document.append(color)
+    document.append(ink_layer)
+    atomic_write(Path(path), lambda handle: document.save(handle))
+    return Path(path)
+
+
+def export_project(project, chapter, fmt: str, title: str | None = None) -> list[Path]:
+    """Export the done pages of a chapter project, in reading order, in one format:
+    png = the per-page PNGs already in the project folder; cbz = `<title>.cbz` beside them;
+    ora/psd = `layered/NNN_name.<fmt>` with the page's own ink over the color."""
+    from .pipeline import page_folder_name
+
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    folder = Path(project.folder)
+    done = []
+    for index, source in enumerate(chapter.sources):
+        state = next((p for p in project.pages if p.name == source.name), None)
+        if state and state.status == "done" and state.outputs.get("colored"):
+            done.append((index, source, folder / state.outputs["colored"]))
+    if fmt == "png":
+        return [path for _, _, path in done]
+    if fmt == "cbz":
+        if not title:
+            title = Path(project.inputs[0]).stem if project.inputs else folder.name
+        pages = [(source.name, Image.open(path)) for _, source, path in done]
+        return [export_cbz(pages, folder / f"{_safe(title)}-colored.cbz", title)]
+    written = []
+    for index, source, path in done:
+        ink = chapter.load_page(index).image
+        target = folder / "layered" / f"{page_folder_name(index, source.name)}.{fmt}"
+        writer = export_ora if fmt == "ora" else export_psd
+        written.append(writer(Image.open(path).convert("RGB"), ink, target))
+    return written
+
+
+def _safe(text: str) -> str:
+    import re
+
+    return re.sub(r"[^\w.-]+", "_", text).strip("._") or "chapter"

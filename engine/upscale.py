@@ -1,0 +1,134 @@
+"""GSRP: guided super-resolution (paper 3.3) and the final page at its own size.
+
+The colored working-size page is upsampled; the VAE encoder runs on it and on the
+high-resolution gray page, keeping 5 multi-scale features each; the fusion network fuses
+them per level and they are added into the VAE decoder, which decodes a fresh sample of the
+colored page's posterior. Runs at the official 1.5x of the working size; the last step to
+the page's own size is a resize, and with keep-ink the lightness comes from the page itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .canvas import PageFit, WorkSize, fit_page
+
+GSRP_SCALE = 1.5  # the official output is 1.5 W x 1.5 H
+
+
+@dataclass(frozen=True)
+class UpscaleSettings:
+    """`batch_norm`: "batch" = per-call statistics, as the official app (it never calls
+    .eval() on the fusion net); "running" = the stored running statistics."""
+
+    scale: float = GSRP_SCALE
+    batch_norm: str = "batch"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_norm not in ("batch", "running"):
+            raise ValueError(f"batch_norm must be 'batch' or 'running', got {self.batch_norm!r}")
+
+
+def gsrp_size(size: WorkSize, scale: float, multiple: int) -> tuple[int, int]:
+    """GSRP frame size: scale x working size, rounded to the VAE's grid."""
+    def snap(value: float) -> int:
+        return max(multiple, int(round(value / multiple)) * multiple)
+
+    return snap(size.width * scale), snap(size.height * scale)
+
+
+def encode_with_features(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """VAE encoder moments plus its conv_in output and each down block's output."""
+    encoder = vae.encoder
+    hidden = encoder.conv_in(pixels)
+    features = [hidden]
+    for block in encoder.down_blocks:
+        hidden = block(hidden)
+        features.append(hidden)
+    hidden = encoder.conv_out(encoder.conv_act(encoder.conv_norm_out(encoder.mid_block(hidden))))
+    if vae.quant_conv is not None:
+        hidden = vae.quant_conv(hidden)
+    return hidden, features
+
+
+def decode_with_features(vae, latents: torch.Tensor, fused: list[torch.Tensor]) -> torch.Tensor:
+    """VAE decoder with the fused maps added: deepest after conv_in, the others before each
+    up block from the deepest level to the full-resolution one."""
+    decoder = vae.decoder
+    if vae.post_quant_conv is not None:
+        latents = vae.post_quant_conv(latents)
+    hidden = decoder.conv_in(latents) + fused[-1]
+    hidden = decoder.mid_block(hidden, None)
+    n_up = len(decoder.up_blocks)
+    for index, block in enumerate(decoder.up_blocks):
+        hidden = block(hidden + fused[n_up - 1 - index], None)
+    hidden = decoder.conv_out(decoder.conv_act(decoder.conv_norm_out(hidden)))
+    return hidden
+
+
+def _to_tensor(image: Image.Image, device, dtype) -> torch.Tensor:
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None].to(device, dtype)
+
+
+def _to_image_truncated(tensor: torch.Tensor) -> Image.Image:
+    # Official output: clamp, map to [0, 255] and truncate (not round).
+    array = ((tensor[0].float().clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+class Upscaler:
+    """GSRP on loaded components (VAE + fusion network)."""
+
+    def __init__(self, vae, fusion, device: torch.device, dtype: torch.dtype) -> None:
+        self.vae, self.fusion, self.device, self.dtype = vae, fusion, device, dtype
+
+    @property
+    def grid(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @torch.inference_mode()
+    def __call__(
+        self, colored: Image.Image, gray_page: Image.Image, size: WorkSize, settings: UpscaleSettings = UpscaleSettings()
+    ) -> tuple[Image.Image, PageFit]:
+        """Super-resolve a colored working-size page guided by the gray page.
+
+        Returns the GSRP frame (scale x working size, same framing as the working image) and
+        how the page sits in it, so `restore_page` can cut out the page.
+        """
+        width, height = gsrp_size(size, settings.scale, self.grid)
+        gray_frame, fit = fit_page(gray_page, (width, height))
+        color_frame = colored.convert("RGB").resize((width, height), Image.BICUBIC)
+        self.fusion.train(settings.batch_norm == "batch")
+        color = _to_tensor(color_frame, self.device, self.dtype)
+        gray = _to_tensor(gray_frame.convert("RGB"), self.device, self.dtype)
+        moments, color_features = encode_with_features(self.vae, color)
+        _, gray_features = encode_with_features(self.vae, gray)
+        fused = self.fusion(color_features, gray_features)
+        mean, logvar = moments.chunk(2, dim=1)
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device, mean.dtype)
+        latents = mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * noise
+        decoded = decode_with_features(self.vae, latents, fused)
+        return _to_image_truncated(decoded), fit
+
+
+def keep_ink(colored: Image.Image, gray_page: Image.Image) -> Image.Image:
+    """Lightness from the original page, color (a*, b*) from the model, in CIELAB: line art,
+    text and screentone stay pixel-faithful. `colored` must already have the page's size."""
+    from skimage.color import lab2rgb, rgb2lab
+
+    if colored.size != gray_page.size:
+        raise ValueError("keep_ink needs the colored page at the page's own size")
+    gray_rgb = np.asarray(gray_page.convert("L").convert("RGB"), dtype=np.float64) / 255.0
+    color_rgb = np.asarray(colored.convert("RGB"), dtype=np.float64) / 255.0
+    lightness = rgb2lab(gray_rgb)[..., 0]
+    lab = rgb2lab(color_rgb)
+    lab[..., 0] = lightness
+    rgb = np.clip(lab2rgb(lab), 0.0, 1.0)
+    return Image.fromarray((rgb * 255.0 + 0.5).astype(np.uint8), "RGB")
