@@ -18,6 +18,7 @@ from PIL import Image
 from .canvas import PageFit, WorkSize, fit_page
 
 GSRP_SCALE = 1.5  # the official output is 1.5 W x 1.5 H
+INK_CHROMA_FADE_L = 15.0  # CIELAB lightness below which keep-ink fades the color out
 
 
 @dataclass(frozen=True)
@@ -130,5 +131,44 @@ def keep_ink(colored: Image.Image, gray_page: Image.Image) -> Image.Image:
     lightness = rgb2lab(gray_rgb)[..., 0]
     lab = rgb2lab(color_rgb)
     lab[..., 0] = lightness
-    rgb = np.clip(lab2rgb(lab), 0.0, 1.0)
+    # Ink stays ink: fade chroma out in the darkest tones, where it would only tint black lines.
+    lab[..., 1:] *= np.clip(lightness / INK_CHROMA_FADE_L, 0.0, 1.0)[..., None]
+    rgb = _lab_to_rgb_keeping_lightness(lab)
     return Image.fromarray((rgb * 255.0 + 0.5).astype(np.uint8), "RGB")
+
+
+def _linear_rgb(lab: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) -> linear sRGB without clipping (skimage's lab2rgb clips)."""
+    import warnings
+
+    from skimage.color import lab2xyz
+    from skimage.color.colorconv import rgb_from_xyz
+
+    with warnings.catch_warnings():  # negative Z (far out of gamut) is clipped; bisection follows
+        warnings.simplefilter("ignore", UserWarning)
+        return lab2xyz(lab) @ rgb_from_xyz.T
+
+
+def _in_gamut(linear: np.ndarray) -> np.ndarray:
+    return np.all((linear >= -1e-6) & (linear <= 1 + 1e-6), axis=-1)
+
+
+def _lab_to_rgb_keeping_lightness(lab: np.ndarray, iterations: int = 12) -> np.ndarray:
+    """CIELAB -> sRGB where colors outside the gamut lose chroma (bisection) instead of being
+    clipped per channel, which would change their lightness."""
+    linear = _linear_rgb(lab)
+    outside = ~_in_gamut(linear)
+    if outside.any():
+        pixels = lab[outside]
+        low, high = np.zeros(len(pixels)), np.ones(len(pixels))
+        for _ in range(iterations):
+            middle = (low + high) / 2
+            trial = pixels.copy()
+            trial[:, 1:] *= middle[:, None]
+            fits = _in_gamut(_linear_rgb(trial))
+            low, high = np.where(fits, middle, low), np.where(fits, high, middle)
+        pixels[:, 1:] *= low[:, None]
+        linear[outside] = _linear_rgb(pixels)
+    linear = np.clip(linear, 0.0, 1.0)
+    # sRGB transfer curve
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)

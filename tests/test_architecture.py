@@ -12,7 +12,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Modules that do the network math import torch at the top; everything the GUI or CLI touches
 # at start-up must not (the window appears before torch/diffusers are imported).
-TORCH_MODULES = {"guide", "unet_walk", "checkpoints", "loading", "colorize", "fusion"}
+TORCH_MODULES = {"guide", "unet_walk", "checkpoints", "loading", "colorize", "fusion", "upscale"}
 
 
 def _engine_modules() -> list[str]:

@@ -16,9 +16,10 @@ from engine.colorize import Colorizer, ColorizeSettings, Interrupted
 from engine.embedding import EmbeddingCache
 from engine.errors import InputError
 from engine.events import CancelToken, Cancelled, PageDone, Preview, Progress
-from engine.pipeline import colorize_chapter
+from engine.pipeline import ColorFlowPipeline, PipelineSettings, colorize_chapter
 from engine.project import ChapterProject
 from engine.retrieval import Retriever
+from engine.upscale import Upscaler, UpscaleSettings
 
 SIZE = WorkSize(256, 384)
 FAST = ColorizeSettings(steps=3, preview_every=1)
@@ -112,18 +113,23 @@ def test_bad_inputs_are_rejected_before_work(tiny_components):
         colorizer(canvas.resize((64, 64)), mask, SIZE, FAST)
 
 
+PIPELINE_SETTINGS = PipelineSettings(colorize=FAST, upscale=UpscaleSettings(), size=SIZE)
+
+
 @pytest.fixture
 def chapter_setup(tiny_embedder, tiny_components, demo_data, tmp_path):
     chapter_dir, refs_dir = demo_data
     chapter = open_chapter(chapter_dir)
     refs = list_images([refs_dir])
     retriever = Retriever(tiny_embedder, EmbeddingCache(tmp_path / "cache"))
+    c = tiny_components
+    pipeline = ColorFlowPipeline(retriever, Colorizer(c), Upscaler(c.vae, c.fusion, c.device, c.dtype), "tiny")
     project = ChapterProject(folder=tmp_path / "out")
-    return chapter, refs, retriever, Colorizer(tiny_components), project
+    return chapter, refs, pipeline, project
 
 
 def test_cancel_during_run_leaves_page_pending_and_no_file(chapter_setup):
-    chapter, refs, retriever, colorizer, project = chapter_setup
+    chapter, refs, pipeline, project = chapter_setup
     cancel = CancelToken()
     events = []
 
@@ -132,7 +138,7 @@ def test_cancel_during_run_leaves_page_pending_and_no_file(chapter_setup):
         if isinstance(event, Progress) and event.stage == "ICP" and event.page == "2.png":
             cancel.cancel()
 
-    report = colorize_chapter(chapter, refs, retriever, colorizer, project, FAST, SIZE, sink, cancel)
+    report = colorize_chapter(chapter, refs, pipeline, project, PIPELINE_SETTINGS, sink, cancel)
     assert report.done == ["1.png"] and report.cancelled
     icp_steps_page2 = [e.step for e in events if isinstance(e, Progress) and e.stage == "ICP" and e.page == "2.png"]
     assert icp_steps_page2 == [1]
@@ -144,8 +150,8 @@ def test_cancel_during_run_leaves_page_pending_and_no_file(chapter_setup):
 
 
 def test_failing_page_is_reported_and_chapter_finishes(chapter_setup):
-    chapter, refs, retriever, colorizer, project = chapter_setup
-    original = colorizer.__call__
+    chapter, refs, pipeline, project = chapter_setup
+    original = pipeline.colorizer
 
     class Flaky:
         calls = 0
@@ -156,8 +162,9 @@ def test_failing_page_is_reported_and_chapter_finishes(chapter_setup):
                 raise RuntimeError("CUDA out of memory (simulated)")
             return original(*args, **kwargs)
 
+    pipeline.colorizer = Flaky()
     events = []
-    report = colorize_chapter(chapter, refs, retriever, Flaky(), project, FAST, SIZE, events.append)
+    report = colorize_chapter(chapter, refs, pipeline, project, PIPELINE_SETTINGS, events.append)
     assert report.done == ["1.png", "3.png", "4.png"]
     assert report.failed == {"2.png": "RuntimeError: CUDA out of memory (simulated)"}
     assert sum(isinstance(e, PageDone) for e in events) == 3

@@ -1,0 +1,117 @@
+"""Exports: CBZ round trip, OpenRaster layers, PSD layers, atomic replacement."""
+
+from __future__ import annotations
+
+import zipfile
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.chapter import open_chapter
+from engine.export import color_layer, export_cbz, export_ora, export_psd
+
+
+def pages(n: int) -> list[tuple[str, Image.Image]]:
+    return [(f"{i}.png", Image.new("RGB", (40 + i, 60), (i * 20, 100, 200))) for i in range(1, n + 1)]
+
+
+def test_cbz_round_trips_through_the_chapter_reader(tmp_path):
+    items = pages(11)  # 11 > 9: order must not become 1, 10, 11, 2 ...
+    path = export_cbz(items, tmp_path / "out.cbz", "Chapter <1> & co")
+    chapter = open_chapter(path)
+    assert len(chapter.sources) == 11 and not chapter.errors
+    widths = [chapter.load_page(i).image.size[0] for i in range(11)]
+    assert widths == [41 + i for i in range(11)]
+    with zipfile.ZipFile(path) as archive:
+        info = ElementTree.fromstring(archive.read("ComicInfo.xml"))
+    assert info.findtext("Title") == "Chapter <1> & co"
+    assert info.findtext("PageCount") == "11"
+    assert "ColorFlow" in info.findtext("Notes")
+
+
+def test_failed_export_leaves_existing_file_untouched(tmp_path, monkeypatch):
+    path = export_cbz(pages(2), tmp_path / "out.cbz", "c")
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("engine.export._png_bytes", broken)
+    with pytest.raises(OSError):
+        export_cbz(pages(3), path, "c")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.cbz"]
+
+
+def ink_and_color():
+    ink = Image.new("L", (64, 48), 255)
+    ink.paste(0, (10, 10, 20, 40))
+    ink.paste(128, (30, 10, 50, 40))
+    colored = Image.new("RGB", (64, 48), (220, 120, 60))
+    colored.paste((0, 0, 0), (10, 10, 20, 40))
+    colored.paste((110, 60, 30), (30, 10, 50, 40))
+    return ink, colored
+
+
+def test_ora_has_stack_and_both_layers(tmp_path):
+    ink, colored = ink_and_color()
+    path = export_ora(colored, ink, tmp_path / "page.ora")
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist()[0] == "mimetype"
+        assert archive.read("mimetype") == b"image/openraster"
+        stack = ElementTree.fromstring(archive.read("stack.xml"))
+        layers = stack.findall("./stack/layer")
+        assert [l.get("name") for l in layers] == ["Ink", "Color"]
+        assert layers[0].get("composite-op") == "svg:multiply"
+        for layer in layers:
+            with archive.open(layer.get("src")) as handle:
+                assert Image.open(handle).size == (64, 48)
+        assert stack.get("w") == "64" and stack.get("h") == "48"
+
+
+def test_psd_opens_with_two_layers_that_recompose_the_page(tmp_path):
+    from psd_tools import PSDImage
+    from psd_tools.constants import BlendMode
+
+    ink, colored = ink_and_color()
+    path = export_psd(colored, ink, tmp_path / "page.psd")
+    document = PSDImage.open(path)
+    layers = list(document)
+    assert [l.name for l in layers] == ["Color", "Ink"]
+    assert layers[1].blend_mode == BlendMode.MULTIPLY
+    assert document.size == (64, 48)
+    color = np.asarray(layers[0].topil().convert("RGB"), float)
+    recomposed = color * np.asarray(ink, float)[..., None] / 255
+    assert np.abs(recomposed - np.asarray(colored, float)).max() <= 2
+
+
+def test_color_layer_times_ink_gives_the_colored_page():
+    ink, colored = ink_and_color()
+    layer = np.asarray(color_layer(colored, ink), float)
+    recomposed = layer * np.asarray(ink, float)[..., None] / 255
+    assert np.abs(recomposed - np.asarray(colored, float)).max() <= 2
+
+
+@pytest.mark.parametrize("fmt", ["cbz", "ora", "psd"])
+def test_colorize_command_exports_each_format(tiny_models_dir, tmp_path, capsys, fmt):
+    import json
+
+    from engine.cli import main
+    from engine.demo import make_demo_chapter
+
+    chapter, refs = make_demo_chapter(tmp_path / "data", pages=2, refs=1)
+    out = tmp_path / "out"
+    code = main(["colorize", str(chapter), "--refs", str(refs), "--out", str(out), "--models",
+                 str(tiny_models_dir), "--steps", "1", "--size", "256x384", "--format", fmt, "--json"])
+    assert code == 0
+    exports = [tmp_path / p for p in json.loads(capsys.readouterr().out)["exports"]]
+    if fmt == "cbz":
+        assert [p.name for p in exports] == ["chapter-colored.cbz"]
+        reopened = open_chapter(exports[0])
+        assert len(reopened.sources) == 2
+        assert reopened.load_page(0).image.size == (360, 512)
+    else:
+        assert [p.name for p in exports] == [f"001_1.{fmt}", f"002_2.{fmt}"]
+        assert all(p.parent == out / "layered" and p.stat().st_size > 0 for p in exports)
