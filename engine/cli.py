@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ColorFlowError
+from .errors import ColorFlowError, InputError
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -104,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     colorize.add_argument("--json", action="store_true", help="print a machine-readable per-page report on stdout")
     _add_model_args(colorize)
 
+    demo = commands.add_parser(
+        "demo",
+        help="write a small generated chapter and colored references to try the commands on",
+        description="Writes DIR/chapter/ (gray pages) and DIR/refs/ (colored references), "
+        "generated and deterministic. Try: colorflow colorize DIR/chapter --refs DIR/refs "
+        "--out DIR/out --models tiny",
+    )
+    demo.add_argument("dir", type=Path, metavar="DIR")
+    demo.add_argument("--pages", type=int, default=3, help="number of pages (default 3)")
+    demo.add_argument("--refs", type=int, default=3, help="number of references (default 3)")
+
     models = commands.add_parser("models", help="manage model files")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     make_tiny = model_commands.add_parser(
@@ -114,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make_tiny.add_argument("dir", type=Path, metavar="DIR")
     make_tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    model_commands.add_parser(
+        "download",
+        help="fetch the official model files once into the Hugging Face cache (about 10.6 GB)",
+        description="Downloads only the files the official preset needs (SD1.5 UNet, VAE, text "
+        "encoder, tokenizer, scheduler config; ColorFlow GraySD guide, UNet LoRA, GSRP network and "
+        "CLIP image encoder) into the Hugging Face cache (HF_HOME). Interrupted downloads resume.",
+    )
     layout = model_commands.add_parser(
         "layout",
         help="print every key and shape of the GraySD guide, UNet LoRA and GSRP network",
@@ -265,12 +283,27 @@ def _print_report(args, project, report, verb: str, exports: list[str] | None = 
         print("exported: " + ", ".join(exports))
 
 
+def cmd_demo(args) -> int:
+    from .demo import make_demo_chapter
+
+    if args.pages < 1 or args.refs < 1:
+        raise InputError("--pages and --refs must be at least 1")
+    chapter, refs = make_demo_chapter(args.dir.expanduser().resolve(), pages=args.pages, refs=args.refs)
+    print(f"chapter: {chapter}\nreferences: {refs}")
+    return EXIT_OK
+
+
 def cmd_models(args) -> int:
     from .models import make_tiny
 
     if args.models_command == "make-tiny":
         paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
         print(f"tiny models written: {paths.sd15.parent}")
+    elif args.models_command == "download":
+        from .models import official_models
+
+        paths = official_models(offline=False)
+        print(f"official models ready:\n  {paths.sd15}\n  {paths.colorflow}")
     elif args.models_command == "layout":
         from .layout import official_layout
 
@@ -307,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {
         "colorize": cmd_colorize,
+        "demo": cmd_demo,
         "retrieve": cmd_retrieve,
         "models": cmd_models,
         "bench": cmd_bench,

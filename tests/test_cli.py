@@ -134,3 +134,13 @@ def test_bench_flops_ratio_meets_target(capsys):
     assert parts["vae_decode_page"] < parts["vae_decode_canvas"] / 2
     assert 400 < result["official_total_tflop"] < 560
     assert result["ratio"] <= 0.65
+
+
+def test_official_models_missing_offline_names_the_fetch_command(demo_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    chapter, refs = demo_data
+    code = main(["retrieve", str(chapter), "--refs", str(refs), "--out", str(tmp_path / "o"), "--models", "official"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "colorflow models download" in error and "stable-diffusion-v1-5" in error
