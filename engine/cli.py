@@ -125,12 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make_tiny.add_argument("dir", type=Path, metavar="DIR")
     make_tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
-    model_commands.add_parser(
+    download = model_commands.add_parser(
         "download",
         help="fetch the official model files once into the Hugging Face cache (about 10.6 GB)",
         description="Downloads only the files the official preset needs (SD1.5 UNet, VAE, text "
         "encoder, tokenizer, scheduler config; ColorFlow GraySD guide, UNet LoRA, GSRP network and "
-        "CLIP image encoder) into the Hugging Face cache (HF_HOME). Interrupted downloads resume.",
+        "CLIP image encoder) into the Hugging Face cache (HF_HOME), checks each file's sha256 "
+        "against the hub and pins it in the lock file. Interrupted downloads resume. Proxies: "
+        "the usual HTTPS_PROXY variables.",
+    )
+    download.add_argument("--force", action="store_true", help="download every file again (e.g. after verify found damage)")
+    model_commands.add_parser(
+        "verify",
+        help="check presence and sha256 of every official file; exit 1 if any is missing or damaged",
+        description="Checks each file of the official preset against the sha256 pinned at download. "
+        "Damaged files are named; fetch them again with `colorflow models download --force`.",
+    )
+    convert = model_commands.add_parser(
+        "convert",
+        help="write safetensors copies of the pickled official GraySD files (loaded in preference)",
+        description="Reads GraySD/*.bin with torch.load(weights_only=True), writes .safetensors "
+        "beside them and checks they reload to identical tensors. Later loads use the copies.",
+    )
+    convert.add_argument("--models", default="official", help="official (default) or a models DIR")
+    model_commands.add_parser(
+        "list",
+        help="show the presets, what is present locally, size on disk and the device settings",
     )
     layout = model_commands.add_parser(
         "layout",
@@ -283,6 +303,48 @@ def _print_report(args, project, report, verb: str, exports: list[str] | None = 
         print("exported: " + ", ".join(exports))
 
 
+def _byte_progress_sink():
+    """A tqdm byte bar per downloaded file, fed by engine Progress events."""
+    from tqdm import tqdm
+
+    from .events import Progress
+
+    bars: dict[str, tqdm] = {}
+
+    def emit(event) -> None:
+        if isinstance(event, Progress) and event.stage == "download" and event.page:
+            bar = bars.get(event.page)
+            if bar is None:
+                bar = bars[event.page] = tqdm(total=event.total, unit="B", unit_scale=True, desc=event.page, file=sys.stderr)
+            bar.update(event.step - bar.n)
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return emit, close
+
+
+def _print_models_list() -> None:
+    from .devices import pick_device
+    from .hub import human_bytes, local_path, preset_files
+    from .loading import default_dtype
+    from .paths import cache_dir
+
+    files = preset_files("official")
+    present = [(f, local_path(f)) for f in files]
+    on_disk = sum(p.stat().st_size for _, p in present if p)
+    count = sum(1 for _, p in present if p)
+    print(f"official  {count}/{len(files)} files present, {human_bytes(on_disk)} on disk "
+          f"(of ~{human_bytes(sum(f.approx_bytes for f in files))})")
+    for file, path in present:
+        print(f"   {'ok' if path else '--'}  {file.repo}/{file.path}")
+    tiny = cache_dir() / "tiny-models"
+    print(f"tiny      {'generated in ' + str(tiny) if (tiny / '.complete').exists() else 'generated on first use'}")
+    device = pick_device("auto")
+    print(f"device    auto -> {device}, {str(default_dtype(device)).replace('torch.', '')}")
+
+
 def cmd_demo(args) -> int:
     from .demo import make_demo_chapter
 
@@ -300,10 +362,36 @@ def cmd_models(args) -> int:
         paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
         print(f"tiny models written: {paths.sd15.parent}")
     elif args.models_command == "download":
-        from .models import official_models
+        from .hub import download, missing_files
 
-        paths = official_models(offline=False)
-        print(f"official models ready:\n  {paths.sd15}\n  {paths.colorflow}")
+        if not args.force and not missing_files("official"):
+            print("all official model files are already downloaded (use --force to fetch again)")
+            return EXIT_OK
+        emit, close = _byte_progress_sink()
+        try:
+            states = download("official", emit=emit, force=args.force)
+        finally:
+            close()
+        for state in states:
+            print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  ({state.detail})")
+    elif args.models_command == "verify":
+        from .hub import verify
+
+        states = verify("official")
+        for state in states:
+            print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  {state.detail}")
+        bad = [s for s in states if s.status in ("missing", "corrupt")]
+        if bad:
+            print(f"{len(bad)} file(s) missing or damaged; fetch them with: colorflow models download --force")
+            return EXIT_PAGES_FAILED
+    elif args.models_command == "convert":
+        from .hub import convert_to_safetensors
+        from .models import resolve_models
+
+        written = convert_to_safetensors(resolve_models(args.models).graysd, report=print)
+        print(f"{len(written)} file(s) converted" if written else "nothing to convert")
+    elif args.models_command == "list":
+        _print_models_list()
     elif args.models_command == "layout":
         from .layout import official_layout
 

@@ -14,12 +14,10 @@ from pathlib import Path
 from .errors import ModelError
 from .paths import cache_dir
 
-OFFICIAL_COLORFLOW_REPO = "TencentARC/ColorFlow"
-OFFICIAL_SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 IMAGE_ENCODER_SUBDIR = "image_encoder"
 GRAYSD_SUBDIR = "GraySD"
 TINY_MARKER = ".complete"
-TINY_VERSION = 2
+TINY_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -82,45 +80,15 @@ def tiny_models(root: Path | None = None) -> ModelPaths:
     return ModelPaths(root / "sd15", root / "colorflow")
 
 
-SD15_FILES = [
-    "model_index.json",
-    "scheduler/scheduler_config.json",
-    "tokenizer/*",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-]
-COLORFLOW_FILES = [
-    "GraySD/config.json",
-    "GraySD/diffusion_pytorch_model.*",
-    "GraySD/unet_lora.*",
-    "GraySD/MultiResNetModel.*",
-    f"{IMAGE_ENCODER_SUBDIR}/config.json",
-    f"{IMAGE_ENCODER_SUBDIR}/model.safetensors",
-]
+def official_models() -> ModelPaths:
+    """The official preset: snapshot folders in the Hugging Face cache (HF_HOME respected).
 
-
-def official_models(offline: bool = True) -> ModelPaths:
-    """The official preset: hub snapshots in the Hugging Face cache (HF_HOME respected).
-
-    Only the files the GrayImage mode needs are fetched (allow-patterns), never the whole repo.
+    Never touches the network: a missing file is a ModelError naming each file, its size
+    and the command that fetches it (`colorflow models download`).
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from .hub import official_roots
 
-    roots = []
-    for repo, patterns in ((OFFICIAL_SD15_REPO, SD15_FILES), (OFFICIAL_COLORFLOW_REPO, COLORFLOW_FILES)):
-        try:
-            roots.append(Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=offline)))
-        except LocalEntryNotFoundError as exc:
-            raise ModelError(
-                f"the official model files of {repo} are not in the Hugging Face cache; "
-                f"fetch them once with `colorflow models download` (needs network)"
-            ) from exc
-    return ModelPaths(*roots)
+    return ModelPaths(*official_roots())
 
 
 def resolve_models(spec: str, tiny_root: Path | None = None) -> ModelPaths:

@@ -23,7 +23,9 @@ SD15_SCHEDULER = {
 
 
 def _write_tokenizer(folder: Path) -> int:
-    """A character-level CLIP BPE vocabulary (no merges); returns its size."""
+    """A character-level CLIP BPE tokenizer (no merges) with the files the official SD1.5
+    tokenizer folder has (vocab.json, merges.txt, tokenizer_config.json,
+    special_tokens_map.json); returns the vocabulary size."""
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -35,15 +37,16 @@ def _write_tokenizer(folder: Path) -> int:
         vocab.setdefault(symbol + "</w>", len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    staging = folder / "_vocab"
-    staging.mkdir(exist_ok=True)
-    (staging / "vocab.json").write_text(json.dumps(vocab))
-    (staging / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(staging / "vocab.json"), str(staging / "merges.txt"), model_max_length=77)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
     tokenizer.save_pretrained(folder)
-    for item in staging.iterdir():
-        item.unlink()
-    staging.rmdir()
+    special = folder / "special_tokens_map.json"
+    if not special.exists():
+        special.write_text(json.dumps({
+            "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        }))
     return len(vocab)
 
 

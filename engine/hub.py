@@ -1,0 +1,297 @@
+"""Official weights from the Hugging Face hub: presence, download with byte progress,
+sha256 verification pinned in a lock file, safetensors conversion.
+
+Files live in the standard HF cache (HF_HUB_CACHE / HF_HOME respected, read at call time);
+only the files a preset needs are fetched, never whole repositories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import ModelError
+from .events import CancelToken, EventSink, Progress, ignore
+from .fileio import atomic_write_json
+from .paths import config_dir
+from .resources import model_config
+
+LOCK_FILE = "models.lock.json"
+
+
+@dataclass(frozen=True)
+class PresetFile:
+    """One file of a preset: which root ("sd15" or "colorflow"), hub repo and path in it."""
+
+    root: str
+    repo: str
+    path: str
+    approx_bytes: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo}:{self.path}"
+
+
+@dataclass
+class FileState:
+    file: PresetFile
+    local: Path | None  # where it is in the cache, if present
+    status: str  # ok | missing | corrupt | unpinned
+    detail: str = ""
+
+
+def preset_files(preset: str = "official") -> list[PresetFile]:
+    presets = model_config("presets")
+    if preset not in presets:
+        raise ModelError(f"unknown model preset {preset!r}; known: {', '.join(presets)}")
+    return [
+        PresetFile(root, source["repo"], item["path"], int(item["approx_bytes"]))
+        for root, source in presets[preset]["sources"].items()
+        for item in source["files"]
+    ]
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache folder, from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface"
+    )
+    return Path(home) / "hub"
+
+
+def snapshot_folder(repo: str, cache: Path | None = None) -> Path | None:
+    """The cached snapshot of `repo` at its `main` ref, if any."""
+    base = (cache or hf_cache_dir()) / f"models--{repo.replace('/', '--')}"
+    ref = base / "refs" / "main"
+    if not ref.is_file():
+        return None
+    folder = base / "snapshots" / ref.read_text().strip()
+    return folder if folder.is_dir() else None
+
+
+def local_path(file: PresetFile, cache: Path | None = None) -> Path | None:
+    """The file in the cache, or its safetensors conversion when only that is present."""
+    folder = snapshot_folder(file.repo, cache)
+    if folder is None:
+        return None
+    candidate = folder / file.path
+    if candidate.is_file():
+        return candidate
+    converted = candidate.with_suffix(".safetensors")
+    return converted if converted.is_file() else None
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+def missing_files(preset: str = "official") -> list[PresetFile]:
+    return [f for f in preset_files(preset) if local_path(f) is None]
+
+
+def missing_message(missing: list[PresetFile]) -> str:
+    total = sum(f.approx_bytes for f in missing)
+    listing = "; ".join(f"{f.repo}/{f.path} ({human_bytes(f.approx_bytes)})" for f in missing[:8])
+    more = f"; ... and {len(missing) - 8} more" if len(missing) > 8 else ""
+    return (
+        f"{len(missing)} official model file(s) are not downloaded ({human_bytes(total)}): "
+        f"{listing}{more}. Fetch them once, with network access, with: colorflow models download"
+    )
+
+
+def official_roots() -> tuple[Path, Path]:
+    """(sd15, colorflow) snapshot folders, or a ModelError naming every missing file."""
+    missing = missing_files("official")
+    if missing:
+        raise ModelError(missing_message(missing))
+    files = preset_files("official")
+    roots = {f.root: snapshot_folder(f.repo) for f in files}
+    return roots["sd15"], roots["colorflow"]
+
+
+# --- checksums ----------------------------------------------------------------------------
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def lock_path() -> Path:
+    return config_dir() / LOCK_FILE
+
+
+def read_lock() -> dict[str, dict]:
+    try:
+        return json.loads(lock_path().read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{lock_path()}: checksum lock file is damaged ({exc}); delete it to re-pin") from exc
+
+
+def pin(file: PresetFile, path: Path, sha256: str) -> None:
+    lock = read_lock()
+    lock[file.key] = {"sha256": sha256, "size": path.stat().st_size}
+    atomic_write_json(lock_path(), lock)
+
+
+def verify(preset: str = "official", emit: EventSink = ignore) -> list[FileState]:
+    """Presence and sha256 of every file of a preset against the pinned checksums."""
+    lock = read_lock()
+    files = preset_files(preset)
+    states = []
+    for index, file in enumerate(files):
+        emit(Progress("verify", index, len(files), file.path))
+        path = local_path(file)
+        if path is None:
+            states.append(FileState(file, None, "missing", "not downloaded"))
+            continue
+        pinned = lock.get(file.key)
+        if pinned is None:
+            states.append(FileState(file, path, "unpinned", "present; no checksum pinned yet"))
+            continue
+        if path.suffix == ".safetensors" and not file.path.endswith(".safetensors"):
+            states.append(FileState(file, path, "ok", "converted copy present (original removed)"))
+            continue
+        size = path.stat().st_size
+        if size != pinned["size"]:
+            states.append(FileState(file, path, "corrupt", f"size {size:,} bytes, expected {pinned['size']:,}"))
+            continue
+        actual = sha256_file(path)
+        status = "ok" if actual == pinned["sha256"] else "corrupt"
+        detail = "sha256 matches" if status == "ok" else f"sha256 {actual[:12]}... expected {pinned['sha256'][:12]}..."
+        states.append(FileState(file, path, status, detail))
+    emit(Progress("verify", len(files), len(files)))
+    return states
+
+
+# --- download -----------------------------------------------------------------------------
+
+def _progress_bar_class(emit: EventSink, name: str, cancel: CancelToken):
+    """A tqdm class for huggingface_hub that reports bytes as engine events and cancels."""
+    from tqdm.auto import tqdm
+
+    class EventBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = False
+            kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 - closed in close()
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            if cancel.cancelled:
+                raise ModelError("download cancelled; run it again to resume")
+            result = super().update(n)
+            emit(Progress("download", int(self.n), int(self.total or 0), name))
+            return result
+
+        def close(self):
+            handle = self.fp
+            super().close()
+            try:
+                handle.close()
+            except Exception:
+                pass
+
+    return EventBar
+
+
+def _expected_sha256(api, repo: str, paths: list[str]) -> dict[str, str]:
+    """sha256 of the LFS files as the hub reports them (small git files have none)."""
+    infos = api.get_paths_info(repo, paths, expand=True)
+    return {info.path: info.lfs.sha256 for info in infos if getattr(info, "lfs", None)}
+
+
+def download(
+    preset: str = "official",
+    emit: EventSink = ignore,
+    cancel: CancelToken | None = None,
+    force: bool = False,
+    endpoint: str | None = None,
+) -> list[FileState]:
+    """Fetch the missing (or, with `force`, all) files of a preset; each file's sha256 is
+    checked against the hub's LFS checksum and pinned. Interrupted downloads resume."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    cancel = cancel or CancelToken()
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        raise ModelError("HF_HUB_OFFLINE is set: downloads are disabled; unset it to download")
+    files = preset_files(preset) if force else missing_files(preset)
+    cache = hf_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    needed = sum(f.approx_bytes for f in files)
+    free = shutil.disk_usage(cache).free
+    if needed * 1.05 > free:
+        raise ModelError(
+            f"not enough free disk space in {cache}: {human_bytes(needed)} needed, {human_bytes(free)} free"
+        )
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    api = HfApi(endpoint=endpoint)
+    states = []
+    try:
+        expected: dict[str, dict[str, str]] = {}
+        for repo in sorted({f.repo for f in files}):
+            expected[repo] = _expected_sha256(api, repo, [f.path for f in files if f.repo == repo])
+        for file in files:
+            local = Path(
+                hf_hub_download(
+                    file.repo, file.path, cache_dir=cache, force_download=force, endpoint=endpoint,
+                    tqdm_class=_progress_bar_class(emit, file.path, cancel),
+                )
+            )
+            actual = sha256_file(local)
+            want = expected[file.repo].get(file.path)
+            if want and actual != want:
+                local.unlink(missing_ok=True)
+                raise ModelError(f"{file.repo}/{file.path}: downloaded file fails its sha256 check; removed, try again")
+            pin(file, local, actual)
+            states.append(FileState(file, local, "ok", "downloaded and verified" if want else "downloaded, checksum pinned"))
+    except ModelError:
+        raise
+    except Exception as exc:  # requests/httpx/hub errors: name the cause, never hang
+        raise ModelError(
+            f"cannot download from the Hugging Face hub ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"Check the network or proxy (HTTPS_PROXY), or copy the files into {cache} and use HF_HUB_OFFLINE=1"
+        ) from exc
+    return states
+
+
+# --- conversion ---------------------------------------------------------------------------
+
+def convert_to_safetensors(folder: Path, report: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """Write `.safetensors` copies of the pickled checkpoints in a GraySD folder (read with
+    weights_only=True), checked to reload to identical tensors. The loader prefers them."""
+    from safetensors.torch import load_file, save_file
+
+    from .checkpoints import PICKLE_SUFFIXES, read_state_dict
+
+    written = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix not in PICKLE_SUFFIXES:
+            continue
+        target = path.with_suffix(".safetensors")
+        state = {k: v.contiguous() for k, v in read_state_dict(path).items()}
+        staging = target.with_name(f".{target.name}.tmp")
+        save_file(state, str(staging), metadata={"format": "pt", "converted_from": path.name})
+        reloaded = load_file(str(staging))
+        if reloaded.keys() != state.keys() or any(not reloaded[k].equal(state[k]) for k in state):
+            staging.unlink()
+            raise ModelError(f"{path}: safetensors copy does not reload identically; not written")
+        os.replace(staging, target)
+        report(f"{path.name} -> {target.name}")
+        written.append(target)
+    return written

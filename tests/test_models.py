@@ -1,0 +1,190 @@
+"""Model manager: an official-layout hub snapshot used offline, verify, convert, safe loading,
+fail-fast downloads."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.cli import main
+from engine.errors import ModelError
+from engine.hub import convert_to_safetensors, download, local_path, pin, preset_files, sha256_file, verify
+from engine.models import resolve_models
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def hub_snapshot(tiny_models_dir, tmp_path, monkeypatch) -> Path:
+    """HF_HOME holding the tiny models as hub snapshots of the two official repos, offline."""
+    hf_home = tmp_path / "hf"
+    for root, repo in (("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"), ("colorflow", "TencentARC/ColorFlow")):
+        base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+        (base / "refs").mkdir(parents=True)
+        (base / "refs" / "main").write_text("0123abcd")
+        shutil.copytree(Path(tiny_models_dir) / root, base / "snapshots" / "0123abcd")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hf_home
+
+
+def _pin_all() -> None:
+    for file in preset_files("official"):
+        path = local_path(file)
+        pin(file, path, sha256_file(path))
+
+
+def test_complete_snapshot_loads_and_colorizes_offline(hub_snapshot, demo_data, tmp_path, capsys):
+    chapter, refs = demo_data
+    code = main(["colorize", str(chapter), "--refs", str(refs), "--out", str(tmp_path / "out"),
+                 "--models", "official", "--steps", "1", "--size", "256x384", "--json"])
+    assert code == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
+def test_missing_file_names_it_with_size_and_fetch_command(hub_snapshot):
+    lora = local_path(next(f for f in preset_files() if f.path == "GraySD/unet_lora.bin"))
+    lora.unlink()
+    with pytest.raises(ModelError) as error:
+        resolve_models("official")
+    message = str(error.value)
+    assert "TencentARC/ColorFlow/GraySD/unet_lora.bin (95.9 MB)" in message
+    assert "colorflow models download" in message
+    assert "1 official model file(s)" in message
+
+
+def test_flipped_byte_fails_verify_naming_the_file(hub_snapshot, capsys):
+    _pin_all()
+    assert all(s.status == "ok" for s in verify())
+    target = local_path(next(f for f in preset_files() if f.path == "GraySD/MultiResNetModel.bin"))
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    states = {s.file.path: s for s in verify()}
+    assert states["GraySD/MultiResNetModel.bin"].status == "corrupt"
+    assert "sha256" in states["GraySD/MultiResNetModel.bin"].detail
+    assert all(s.status == "ok" for p, s in states.items() if p != "GraySD/MultiResNetModel.bin")
+    assert main(["models", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"corrupt\s+TencentARC/ColorFlow/GraySD/MultiResNetModel.bin", out)
+    assert "colorflow models download --force" in out
+
+
+def test_truncated_file_fails_verify_by_size(hub_snapshot):
+    _pin_all()
+    target = local_path(next(f for f in preset_files() if f.path == "unet/diffusion_pytorch_model.safetensors"))
+    target.write_bytes(target.read_bytes()[:1000])
+    states = {s.file.path: s for s in verify()}
+    assert states["unet/diffusion_pytorch_model.safetensors"].status == "corrupt"
+    assert "size" in states["unet/diffusion_pytorch_model.safetensors"].detail
+
+
+def test_command_payload_in_official_checkpoint_is_refused(hub_snapshot, tmp_path):
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    guide = local_path(next(f for f in preset_files() if f.path == "GraySD/diffusion_pytorch_model.bin"))
+    with guide.open("wb") as handle:
+        pickle.dump({"conv_in_condition.weight": Payload()}, handle)
+    from engine.loading import load_diffusion
+
+    with pytest.raises(ModelError, match="refused or unreadable"):
+        load_diffusion(resolve_models("official"))
+    assert not marker.exists()
+
+
+def test_convert_writes_safetensors_that_load_identically(models_copy, capsys):
+    graysd = models_copy / "colorflow" / "GraySD"
+    originals = {p.stem: torch.load(p, weights_only=True) for p in graysd.glob("*.bin")}
+    assert main(["models", "convert", "--models", str(models_copy)]) == 0
+    from safetensors.torch import load_file
+
+    for stem, state in originals.items():
+        converted = load_file(str(graysd / f"{stem}.safetensors"))
+        assert converted.keys() == state.keys()
+        assert all(torch.equal(converted[k], state[k]) for k in state)
+    # The loader now prefers the safetensors copies: the pickles can go.
+    for path in graysd.glob("*.bin"):
+        path.unlink()
+    from engine.loading import load_diffusion
+
+    components = load_diffusion(resolve_models(str(models_copy)))
+    assert torch.equal(components.guide.state_dict()["brushnet_mid_block.weight"],
+                       originals["diffusion_pytorch_model"]["brushnet_mid_block.weight"])
+
+
+def test_convert_also_works_on_the_official_snapshot(hub_snapshot):
+    written = convert_to_safetensors(resolve_models("official").graysd)
+    assert sorted(p.name for p in written) == [
+        "MultiResNetModel.safetensors", "diffusion_pytorch_model.safetensors", "unet_lora.safetensors"
+    ]
+
+
+def test_download_to_unreachable_endpoint_fails_fast_with_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.monotonic()
+    with pytest.raises(ModelError) as error:
+        download("official", endpoint="http://127.0.0.1:9")
+    assert time.monotonic() - start < 30
+    assert "cannot download from the Hugging Face hub" in str(error.value)
+    assert "HTTPS_PROXY" in str(error.value)
+
+
+def test_download_refuses_when_offline_flag_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
+        download("official")
+
+
+def test_no_code_calls_torch_load_without_weights_only():
+    offenders = []
+    for path in REPO_ROOT.rglob("*.py"):
+        if ".venv" in path.parts or "site-packages" in path.parts:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"torch\.load\(", line) and "weights_only=True" not in line:
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}")
+    assert offenders == []
+
+
+def test_models_list_shows_presence_and_device(hub_snapshot, capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "official  18/18 files present" in out
+    assert "device    auto -> cpu, float32" in out
+
+
+def test_download_progress_bar_reports_bytes_and_cancels():
+    from engine.events import CancelToken, Progress
+    from engine.hub import _progress_bar_class
+
+    events, cancel = [], CancelToken()
+    bar_class = _progress_bar_class(events.append, "GraySD/unet_lora.bin", cancel)
+    bar = bar_class(total=1000, unit="B")
+    bar.update(400)
+    bar.update(100)
+    assert [(e.stage, e.step, e.total, e.page) for e in events] == [
+        ("download", 400, 1000, "GraySD/unet_lora.bin"), ("download", 500, 1000, "GraySD/unet_lora.bin")
+    ]
+    assert all(isinstance(e, Progress) for e in events)
+    cancel.cancel()
+    with pytest.raises(ModelError, match="cancelled"):
+        bar.update(100)
+    bar.close()
