@@ -11,16 +11,17 @@ CLI_COMMANDS = {"colorize", "retrieve", "models", "train", "eval", "bench", "dem
 
 
 def main(argv: list[str]) -> int:
-    if argv and (argv[0] in CLI_COMMANDS or argv[0] in ("-h", "--help")):
+    if argv and argv[0] in CLI_COMMANDS:
         from engine.cli import main as cli_main
 
         return cli_main(argv)
-    print(
-        "The desktop window is not built yet (issue 7). Use the command line meanwhile:\n"
-        "  python main.py --help",
-        file=sys.stderr,
-    )
-    return 2
+    if argv and argv[0] == "--help-cli":
+        from engine.cli import main as cli_main
+
+        return cli_main(["--help"])
+    from app.launcher import run
+
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -117,13 +117,12 @@ def retrieve_chapter(
         emit(Progress("RAP", index, total, source.name))
         try:
             page = _load(chapter, index)
-            result = retriever.retrieve(page, references, project.curation.effective(source.name), size)
+            result = retriever.retrieve(page, references, project.choices_for(source.name), size)
             outputs = write_retrieval(result, project.folder / page_folder_name(index, source.name))
         except ColorFlowError as exc:
             _page_failed(project, report, emit, source.name, str(exc))
             continue
-        project.page(source.name).outputs.update(outputs)
-        project.set_status(source.name, "retrieved")
+        project.record_outputs(source.name, outputs, "retrieved")
         project.save()
         report.done.append(source.name)
         emit(PageDone(source.name, outputs, {"warnings": result.warnings}))
@@ -240,7 +239,7 @@ def colorize_chapter(
         emit(Progress("RAP", position, len(indices), name))
         try:
             page = _load(chapter, index)
-            retrieved[index] = page, pipeline.retrieve(page, references, project.curation.effective(name), settings.size)
+            retrieved[index] = page, pipeline.retrieve(page, references, project.choices_for(name), settings.size)
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, name, _reason(exc))
     pipeline.release_retrieval()
@@ -271,9 +270,7 @@ def colorize_chapter(
         except Exception as exc:  # a bug or out-of-memory on one page must not end the chapter
             _page_failed(project, report, emit, name, _reason(exc))
             continue
-        state.outputs["colored"] = output.name
-        state.settings_key = key
-        project.set_status(name, "done")
+        project.record_outputs(name, {"colored": output.name}, "done", key)
         project.save()
         report.done.append(name)
         emit(PageDone(name, {"colored": str(output)}, {"warnings": retrieval.warnings}))

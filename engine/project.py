@@ -4,6 +4,7 @@ per-page status and outputs), saved atomically and never overwritten when unread
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,7 +37,7 @@ class PageState:
             "source": self.source,
             "status": self.status,
             "error": self.error,
-            "outputs": self.outputs,
+            "outputs": dict(self.outputs),
             "settings_key": self.settings_key,
         }
 
@@ -65,6 +66,8 @@ class ChapterProject:
     pages: list[PageState] = field(default_factory=list)
     curation: Curation = field(default_factory=Curation)
     settings: dict[str, Any] = field(default_factory=dict)
+    # The GUI edits choices while the worker thread records page status; both save.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def path(self) -> Path:
@@ -85,7 +88,9 @@ class ChapterProject:
 
     def save(self) -> None:
         """Atomic save: a crash mid-save leaves the previous file intact."""
-        atomic_write_json(self.path, self.to_json())
+        with self.lock:
+            payload = self.to_json()
+        atomic_write_json(self.path, payload)
 
     @classmethod
     def load(cls, folder: Path) -> "ChapterProject":
@@ -131,8 +136,9 @@ class ChapterProject:
     # --- pages and references -----------------------------------------------------------
     def sync_pages(self, names_and_sources: Sequence[tuple[str, str]]) -> None:
         """Make the page list match the chapter, keeping the state of pages that stay."""
-        known = {p.source: p for p in self.pages}
-        self.pages = [known.get(src) or PageState(name, src) for name, src in names_and_sources]
+        with self.lock:
+            known = {p.source: p for p in self.pages}
+            self.pages = [known.get(src) or PageState(name, src) for name, src in names_and_sources]
 
     def page(self, name: str) -> PageState:
         for page in self.pages:
@@ -143,20 +149,46 @@ class ChapterProject:
     def set_status(self, name: str, status: str, error: str | None = None) -> None:
         if status not in PAGE_STATES:
             raise ValueError(f"unknown page status {status!r}")
-        page = self.page(name)
-        page.status, page.error = status, error
+        with self.lock:
+            page = self.page(name)
+            page.status, page.error = status, error
+
+    def record_outputs(self, name: str, outputs: dict[str, str], status: str, settings_key: str | None = None) -> None:
+        """Record a finished page: its output files, status and (for colored pages) settings key."""
+        with self.lock:
+            page = self.page(name)
+            page.outputs.update(outputs)
+            page.status, page.error = status, None
+            if settings_key is not None:
+                page.settings_key = settings_key
 
     def add_references(self, refs: Sequence[str]) -> None:
-        for ref in refs:
-            if ref not in self.references:
-                self.references.append(ref)
+        with self.lock:
+            for ref in refs:
+                if ref not in self.references:
+                    self.references.append(ref)
 
     # --- curation -----------------------------------------------------------------------
+    def set_choice(self, target: Target, state: str | None, page: str | None = None) -> None:
+        """Pin ("pin"), reject ("reject") or clear (None) a target for a page or the chapter."""
+        with self.lock:
+            self.curation.set(target, state, page)
+
+    def choice(self, target: Target, page: str | None = None) -> str | None:
+        with self.lock:
+            scope = self.curation.chapter if page is None else self.curation.pages.get(page)
+            return scope.state(target) if scope else None
+
+    def choices_for(self, page: str):
+        """The effective pins/rejects of one page (a copy, safe to use in another thread)."""
+        with self.lock:
+            return self.curation.effective(page)
+
     def pin(self, ref: str, patch: str | None = None, page: str | None = None) -> None:
-        self.curation.set(Target(ref, patch), "pin", page)
+        self.set_choice(Target(ref, patch), "pin", page)
 
     def reject(self, ref: str, patch: str | None = None, page: str | None = None) -> None:
-        self.curation.set(Target(ref, patch), "reject", page)
+        self.set_choice(Target(ref, patch), "reject", page)
 
     def clear_choice(self, ref: str, patch: str | None = None, page: str | None = None) -> None:
-        self.curation.set(Target(ref, patch), None, page)
+        self.set_choice(Target(ref, patch), None, page)

@@ -1,0 +1,85 @@
+"""Zoomable, pannable image view (QGraphicsView) with an optional outline (the mask area)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPen, QPixmap, QWheelEvent
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QLabel
+
+
+class ZoomView(QGraphicsView):
+    """Wheel zooms around the cursor, drag pans; `view_changed` lets views follow each other."""
+
+    view_changed = Signal(float, float, float)  # zoom, horizontal, vertical scroll
+
+    def __init__(self, placeholder: str = "", parent=None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        self.setBackgroundBrush(QColor(48, 48, 52))
+        self._pixmap = QGraphicsPixmapItem()
+        self.scene().addItem(self._pixmap)
+        self._outline = QGraphicsRectItem()
+        pen = QPen(QColor(255, 64, 160))
+        pen.setWidth(3)
+        pen.setCosmetic(True)
+        self._outline.setPen(pen)
+        self._outline.setVisible(False)
+        self.scene().addItem(self._outline)
+        self._placeholder = QLabel(placeholder, self)
+        self._placeholder.setStyleSheet("color: #aaa; font-size: 14px;")
+        self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._zoom = 1.0
+        self._syncing = False
+        self.horizontalScrollBar().valueChanged.connect(self._emit_view)
+        self.verticalScrollBar().valueChanged.connect(self._emit_view)
+
+    def resizeEvent(self, event) -> None:  # keep the placeholder centred
+        super().resizeEvent(event)
+        self._placeholder.setGeometry(self.viewport().geometry())
+
+    def set_pixmap(self, pixmap: QPixmap | None, outline: QRectF | None = None, fit: bool = True) -> None:
+        has_image = pixmap is not None and not pixmap.isNull()
+        self._pixmap.setPixmap(pixmap if has_image else QPixmap())
+        self._placeholder.setVisible(not has_image)
+        self._outline.setVisible(outline is not None)
+        if outline is not None:
+            self._outline.setRect(outline)
+        if has_image:
+            self.scene().setSceneRect(QRectF(pixmap.rect()))
+            if fit:
+                self.fit()
+
+    def has_image(self) -> bool:
+        return not self._pixmap.pixmap().isNull()
+
+    def fit(self) -> None:
+        if self.has_image():
+            self.fitInView(self._pixmap, Qt.AspectRatioMode.KeepAspectRatio)
+            self._zoom = self.transform().m11()
+            self._emit_view()
+
+    def zoom_by(self, factor: float) -> None:
+        self._zoom = max(0.05, min(32.0, self._zoom * factor))
+        self.setTransform(self.transform().fromScale(self._zoom, self._zoom))
+        self._emit_view()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        self.zoom_by(1.25 if event.angleDelta().y() > 0 else 0.8)
+
+    def follow(self, zoom: float, horizontal: float, vertical: float) -> None:
+        """Take another view's zoom and scroll position (synchronised compare)."""
+        if self._syncing:
+            return
+        self._syncing = True
+        self._zoom = zoom
+        self.setTransform(self.transform().fromScale(zoom, zoom))
+        self.horizontalScrollBar().setValue(int(horizontal))
+        self.verticalScrollBar().setValue(int(vertical))
+        self._syncing = False
+
+    def _emit_view(self, *_args) -> None:
+        if not self._syncing:
+            self.view_changed.emit(self._zoom, self.horizontalScrollBar().value(), self.verticalScrollBar().value())

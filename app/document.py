@@ -1,0 +1,96 @@
+"""The open chapter project on the main thread: chapter, references, project state, and the
+undoable pin/reject command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtGui import QUndoCommand
+
+from engine.chapter import Chapter, ImageSource, list_images, open_chapter
+from engine.curation import Target
+from engine.errors import InputError
+from engine.project import PROJECT_FILE, ChapterProject
+
+
+def project_folder_for(path: Path) -> Path:
+    """Where a chapter's project lives: the folder itself if it is a project, else
+    `<chapter>.colorflow/` beside the chapter folder or archive."""
+    if (path / PROJECT_FILE).is_file():
+        return path
+    return path.parent / f"{path.stem if path.is_file() else path.name}.colorflow"
+
+
+@dataclass
+class ChapterDocument:
+    project: ChapterProject
+    chapter: Chapter
+    references: list[ImageSource]
+
+    @classmethod
+    def open(cls, path: str | Path) -> "ChapterDocument":
+        """Open a chapter (folder, CBZ/ZIP) or a project folder; runs in the worker thread."""
+        path = Path(path).expanduser().resolve()
+        if not path.exists():
+            raise InputError(f"{path}: does not exist")
+        folder = project_folder_for(path)
+        project = ChapterProject.open_or_create(folder)
+        if folder == path:
+            if not project.inputs:
+                raise InputError(f"{path}: project has no chapter inputs")
+            inputs = project.inputs
+        else:
+            inputs = [str(path)]
+            project.inputs = inputs
+        chapter = open_chapter(inputs)
+        references = []
+        for ref in project.references:
+            source = ImageSource.parse(ref)
+            if source.path.exists():
+                references.append(source)
+        project.sync_pages([(s.name, s.ref) for s in chapter.sources])
+        for source in chapter.sources:
+            reason = chapter.errors.get(source.ref)
+            if reason:
+                project.set_status(source.name, "failed", reason)
+        project.save()
+        return cls(project, chapter, references)
+
+    @property
+    def page_names(self) -> list[str]:
+        return self.chapter.page_names
+
+    def add_references(self, paths: list[str]) -> int:
+        found = list_images(paths)
+        known = {r.ref for r in self.references}
+        new = [s for s in found if s.ref not in known]
+        self.references.extend(new)
+        self.project.add_references([s.ref for s in new])
+        self.project.save()
+        return len(new)
+
+
+class ChoiceCommand(QUndoCommand):
+    """Pin/reject/clear a target for a page or the chapter; undo restores the previous state."""
+
+    def __init__(self, document: ChapterDocument, target: Target, state: str | None, page: str | None,
+                 on_change: Callable[[], None]) -> None:
+        scope = f"page {page}" if page else "chapter"
+        what = Path(target.ref.split("!")[-1]).name + (f" {target.patch}" if target.patch else "")
+        super().__init__(f"{state or 'clear'} {what} ({scope})")
+        self.document, self.target, self.state, self.page = document, target, state, page
+        self.previous = document.project.choice(target, page)
+        self.on_change = on_change
+
+    def _apply(self, state: str | None) -> None:
+        self.document.project.set_choice(self.target, state, self.page)
+        self.document.project.save()
+        self.on_change()
+
+    def redo(self) -> None:
+        self._apply(self.state)
+
+    def undo(self) -> None:
+        self._apply(self.previous)

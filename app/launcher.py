@@ -1,0 +1,75 @@
+"""GUI entry: `python main.py [PROJECT_OR_CHAPTER] [--demo] [--models M] [--screenshot FILE]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python main.py",
+        description="ColorFlow desktop. Opens the window; with PATH, opens that chapter folder, "
+        ".cbz/.zip or project. Run `python main.py --help-cli` (or `colorflow --help`) for the "
+        "batch commands.",
+    )
+    parser.add_argument("path", nargs="?", metavar="PROJECT_OR_CHAPTER")
+    parser.add_argument("--demo", action="store_true",
+                        help="generate a small chapter with references and open it with the tiny models (offline)")
+    parser.add_argument("--models", default=None, help="model source for this session: official, tiny or a folder")
+    parser.add_argument("--screenshot", type=Path, metavar="FILE",
+                        help="save a screenshot of the window once the page is shown, then exit")
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow
+    from .settings import load_settings
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("ColorFlow")
+    settings = load_settings()
+    persist = True
+    path = args.path
+    if args.demo:
+        from engine.demo import make_demo_chapter
+        from engine.paths import cache_dir
+
+        chapter, refs = make_demo_chapter(cache_dir() / "demo", pages=4, refs=3)
+        path = str(chapter)
+        settings.run = replace(settings.run, models="tiny", size=settings.run.size or "512x800")
+        persist = False
+    if args.models:
+        settings.run = replace(settings.run, models=args.models)
+        persist = False
+    window = MainWindow(settings, persist_settings=persist)
+    window.show()
+    if path:
+        window.open_path(path)
+        if args.demo:
+            refs_folder = Path(path).parent / "refs"
+            window.document_opened.connect(
+                lambda: not window.document.references and window.add_references([str(refs_folder)])
+            )
+    if args.screenshot:
+        target = args.screenshot
+
+        def capture() -> None:
+            window.grab().save(str(target))
+            window.close()
+
+        def after_page(_index=None) -> None:
+            QTimer.singleShot(400, capture)
+
+        if path:
+            window.retrieval_shown.connect(after_page)
+            QTimer.singleShot(120_000, capture)  # never hang: capture whatever is there
+        else:
+            QTimer.singleShot(800, capture)
+    return app.exec()

@@ -1,0 +1,80 @@
+"""Page strip: thumbnails in reading order with a status badge; hover a failed page for why."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem
+
+BADGES = {
+    "pending": ("#8a8a8a", "pending"),
+    "retrieved": ("#4a90d9", "references ready"),
+    "queued": ("#c9a227", "queued"),
+    "running": ("#e07b00", "running"),
+    "done": ("#2e9e4f", "done"),
+    "failed": ("#d0343a", "failed"),
+}
+THUMB = 96
+
+
+def badge_icon(base: QPixmap, status: str) -> QIcon:
+    """The thumbnail with a coloured status dot in its corner."""
+    canvas = QPixmap(THUMB, THUMB)
+    canvas.fill(QColor(0, 0, 0, 0))
+    painter = QPainter(canvas)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    if not base.isNull():
+        scaled = base.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+        painter.drawPixmap((THUMB - scaled.width()) // 2, (THUMB - scaled.height()) // 2, scaled)
+    color, _ = BADGES.get(status, BADGES["pending"])
+    painter.setBrush(QColor(color))
+    painter.setPen(QColor("white"))
+    painter.drawEllipse(THUMB - 22, THUMB - 22, 18, 18)
+    painter.end()
+    return QIcon(canvas)
+
+
+class PageStrip(QListWidget):
+    """One item per page; `page_selected` gives the page index."""
+
+    page_selected = Signal(int)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setFlow(QListView.Flow.TopToBottom)
+        self.setWrapping(False)
+        self.setIconSize(QSize(THUMB, THUMB))
+        self.setMovement(QListView.Movement.Static)
+        self.setSpacing(4)
+        self.setMinimumWidth(THUMB + 48)
+        self._thumbs: list[QPixmap] = []
+        self._status: list[str] = []
+        self.currentRowChanged.connect(lambda row: row >= 0 and self.page_selected.emit(row))
+
+    def set_pages(self, names: list[str], thumbs: list[QPixmap], statuses: list[str], errors: list[str | None]) -> None:
+        self.blockSignals(True)
+        self.clear()
+        self._thumbs, self._status = list(thumbs), list(statuses)
+        for index, name in enumerate(names):
+            item = QListWidgetItem(badge_icon(thumbs[index], statuses[index]), f"{index + 1}. {name}")
+            self.addItem(item)
+            self._apply_tooltip(index, errors[index])
+        self.blockSignals(False)
+
+    def set_status(self, index: int, status: str, error: str | None = None) -> None:
+        if not 0 <= index < self.count():
+            return
+        self._status[index] = status
+        self.item(index).setIcon(badge_icon(self._thumbs[index], status))
+        self._apply_tooltip(index, error)
+
+    def status(self, index: int) -> str:
+        return self._status[index]
+
+    def _apply_tooltip(self, index: int, error: str | None) -> None:
+        label = BADGES.get(self._status[index], BADGES["pending"])[1]
+        text = f"{self.item(index).text()} — {label}"
+        if error:
+            text += f"\n{error}"
+        self.item(index).setToolTip(text)

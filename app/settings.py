@@ -1,0 +1,110 @@
+"""Application settings (platformdirs config folder, JSON written atomically) and their dialog."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QSpinBox,
+)
+
+from engine.fileio import atomic_write_json
+from engine.paths import config_dir
+from engine.session import RunSettings
+
+SETTINGS_FILE = "settings.json"
+MAX_RECENT = 10
+
+
+@dataclass
+class AppSettings:
+    run: RunSettings = field(default_factory=RunSettings)
+    recent: list[str] = field(default_factory=list)
+
+    def remember(self, path: str) -> None:
+        self.recent = [path] + [p for p in self.recent if p != path]
+        del self.recent[MAX_RECENT:]
+
+
+def load_settings() -> AppSettings:
+    """Saved settings, or defaults when none (or unreadable: never blocks start-up)."""
+    try:
+        data = json.loads((config_dir() / SETTINGS_FILE).read_text())
+        known = set(RunSettings.__dataclass_fields__)
+        run = RunSettings(**{k: v for k, v in data.get("run", {}).items() if k in known})
+        return AppSettings(run, [str(p) for p in data.get("recent", [])][:MAX_RECENT])
+    except (OSError, ValueError, TypeError):
+        return AppSettings()
+
+
+def save_settings(settings: AppSettings) -> None:
+    atomic_write_json(config_dir() / SETTINGS_FILE, {"run": asdict(settings.run), "recent": settings.recent})
+
+
+SIZES = ["auto", "640x640", "512x800", "800x512"]
+
+
+class SettingsDialog(QDialog):
+    """Device, steps, seed, working size, keep-ink, low-VRAM, export format, models."""
+
+    def __init__(self, run: RunSettings, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self._run = run
+        form = QFormLayout(self)
+        self.models = QComboBox()
+        self.models.setEditable(True)
+        self.models.addItems(["official", "tiny"])
+        self.models.setCurrentText(run.models)
+        self.models.setToolTip("official: real colors (download once); tiny: random models for trying the app; or a models folder")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cuda", "mps", "cpu"])
+        self.device.setCurrentText(run.device)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 100)
+        self.steps.setValue(run.steps)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2_000_000_000)
+        self.seed.setValue(run.seed)
+        self.size = QComboBox()
+        self.size.addItems(SIZES)
+        self.size.setCurrentText(run.size or "auto")
+        self.keep_ink = QCheckBox("take lightness from the original page (line art stays exact)")
+        self.keep_ink.setChecked(run.keep_ink)
+        self.low_vram = QCheckBox("keep text encoder and VAE off the GPU except while used")
+        self.low_vram.setChecked(run.low_vram)
+        self.export_format = QComboBox()
+        self.export_format.addItems(["cbz", "png", "ora", "psd"])
+        self.export_format.setCurrentText(run.export_format)
+        form.addRow("Models", self.models)
+        form.addRow("Device", self.device)
+        form.addRow("Denoising steps", self.steps)
+        form.addRow("Seed", self.seed)
+        form.addRow("Working size", self.size)
+        form.addRow("Keep ink", self.keep_ink)
+        form.addRow("Low VRAM", self.low_vram)
+        form.addRow("Export format", self.export_format)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def result_settings(self) -> RunSettings:
+        size = self.size.currentText()
+        return replace(
+            self._run,
+            models=self.models.currentText().strip() or "official",
+            device=self.device.currentText(),
+            steps=self.steps.value(),
+            seed=self.seed.value(),
+            size=None if size == "auto" else size,
+            keep_ink=self.keep_ink.isChecked(),
+            low_vram=self.low_vram.isChecked(),
+            export_format=self.export_format.currentText(),
+        )

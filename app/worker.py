@@ -1,0 +1,140 @@
+"""The one worker thread: runs engine jobs off the main thread and re-emits engine events as
+Qt signals. Widgets are never touched from the worker; cancel is a cooperative flag."""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from engine.events import (
+    CancelToken,
+    Cancelled,
+    Finished,
+    PageDone,
+    PageFailed,
+    Preview,
+    Progress,
+    Started,
+)
+
+Job = Callable[[Callable[[object], None], CancelToken], Any]
+
+
+class _Runner(QObject):
+    """Lives in the worker thread; runs one job at a time in submission order."""
+
+    event = Signal(int, object)
+    succeeded = Signal(int, object)
+    failed = Signal(int, str)
+
+    @Slot(int, object, object)
+    def run(self, job_id: int, job: Job, cancel: CancelToken) -> None:
+        if cancel.cancelled:
+            self.failed.emit(job_id, "cancelled before it started")
+            return
+        try:
+            result = job(lambda event: self.event.emit(job_id, event), cancel)
+        except Exception as exc:  # reported in the UI, never a crash
+            detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            self.failed.emit(job_id, detail)
+            return
+        self.succeeded.emit(job_id, result)
+
+
+class EngineWorker(QObject):
+    """Main-thread side of the worker: `submit` queues a job; results arrive as signals.
+
+    Signals carry the job id so callers can match results to requests.
+    """
+
+    started = Signal(int, str, int)  # job, name, total
+    progress = Signal(int, object)  # job, engine Progress
+    preview = Signal(int, str, object)  # job, page, PIL image
+    page_done = Signal(int, str, dict)
+    page_failed = Signal(int, str, str)
+    cancelled = Signal(int, str)
+    job_finished = Signal(int, object)  # job, result
+    job_failed = Signal(int, str)  # job, reason
+    busy_changed = Signal(bool)
+    _dispatch = Signal(int, object, object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, CancelToken] = {}
+        self._thread = QThread()
+        self._thread.setObjectName("colorflow-engine")
+        self._runner = _Runner()
+        self._runner.moveToThread(self._thread)
+        self._dispatch.connect(self._runner.run)
+        self._runner.event.connect(self._on_event)
+        self._runner.succeeded.connect(self._on_succeeded)
+        self._runner.failed.connect(self._on_failed)
+        self._thread.start()
+
+    # --- API ----------------------------------------------------------------------------
+    def submit(self, job: Job) -> int:
+        job_id = next(self._ids)
+        token = CancelToken()
+        self._pending[job_id] = token
+        if len(self._pending) == 1:
+            self.busy_changed.emit(True)
+        self._dispatch.emit(job_id, job, token)
+        return job_id
+
+    def cancel(self, job_id: int | None = None) -> None:
+        """Cancel one job (or every queued and running job): it stops at its next check."""
+        targets = [job_id] if job_id is not None else list(self._pending)
+        for target in targets:
+            token = self._pending.get(target)
+            if token:
+                token.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Cancel everything, let the current step finish, stop the thread (never terminate)."""
+        self.cancel()
+        self._thread.quit()
+        return self._thread.wait(timeout_ms)
+
+    def is_running(self) -> bool:
+        return self._thread.isRunning()
+
+    # --- from the worker thread (queued to the main thread) ------------------------------
+    @Slot(int, object)
+    def _on_event(self, job_id: int, event: object) -> None:
+        if isinstance(event, Started):
+            self.started.emit(job_id, event.job, event.total)
+        elif isinstance(event, Progress):
+            self.progress.emit(job_id, event)
+        elif isinstance(event, Preview):
+            self.preview.emit(job_id, event.page, event.image)
+        elif isinstance(event, PageDone):
+            self.page_done.emit(job_id, event.page, dict(event.outputs))
+        elif isinstance(event, PageFailed):
+            self.page_failed.emit(job_id, event.page, event.reason)
+        elif isinstance(event, Cancelled):
+            self.cancelled.emit(job_id, event.page or "")
+        elif isinstance(event, Finished):
+            pass  # the job's result carries the report
+
+    def _done(self, job_id: int) -> None:
+        self._pending.pop(job_id, None)
+        if not self._pending:
+            self.busy_changed.emit(False)
+
+    @Slot(int, object)
+    def _on_succeeded(self, job_id: int, result: object) -> None:
+        self._done(job_id)
+        self.job_finished.emit(job_id, result)
+
+    @Slot(int, str)
+    def _on_failed(self, job_id: int, reason: str) -> None:
+        self._done(job_id)
+        self.job_failed.emit(job_id, reason)

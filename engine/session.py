@@ -1,0 +1,116 @@
+"""EngineSession: the models of one app session, loaded lazily in the worker thread.
+
+The GUI's worker calls these methods from its single thread; settings arrive as arguments,
+never read from global config, so the same session serves any job the GUI queues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .canvas import WorkSize
+from .chapter import Chapter, ImageSource
+from .curation import Choices
+from .events import CancelToken, EventSink, ignore
+from .project import ChapterProject
+from .retrieval import PageRetrieval
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a colorist chooses in the settings dialog (defaults = official)."""
+
+    models: str = "official"
+    device: str = "auto"
+    steps: int = 10
+    seed: int = 0
+    size: str | None = None  # "WxH" or None for automatic
+    keep_ink: bool = True
+    low_vram: bool = False
+    export_format: str = "cbz"
+    cache_dir: str | None = None
+
+    def work_size(self) -> WorkSize | None:
+        return WorkSize.parse(self.size) if self.size else None
+
+
+@dataclass
+class EngineSession:
+    """Loads the retriever and the three-stage pipeline on first use, reuses them after."""
+
+    _pipelines: dict[tuple, Any] = field(default_factory=dict)
+    _retrievers: dict[tuple, Any] = field(default_factory=dict)
+
+    def retriever(self, settings: RunSettings):
+        key = (settings.models, settings.device, settings.cache_dir)
+        if key not in self._retrievers:
+            from .devices import pick_device
+            from .embedding import ClipEmbedder, EmbeddingCache
+            from .models import resolve_models
+            from .paths import embeddings_dir
+            from .retrieval import Retriever
+
+            paths = resolve_models(settings.models)
+            embedder = ClipEmbedder(paths.image_encoder, device=pick_device(settings.device))
+            cache = EmbeddingCache(Path(settings.cache_dir) if settings.cache_dir else embeddings_dir())
+            self._retrievers[key] = Retriever(embedder, cache)
+        return self._retrievers[key]
+
+    def pipeline(self, settings: RunSettings):
+        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir)
+        if key not in self._pipelines:
+            from .colorize import Colorizer
+            from .devices import pick_device
+            from .loading import load_diffusion
+            from .models import resolve_models
+            from .pipeline import ColorFlowPipeline
+            from .upscale import Upscaler
+
+            device = pick_device(settings.device)
+            retriever = self.retriever(settings)
+            components = load_diffusion(resolve_models(settings.models), device, low_vram=settings.low_vram)
+            self._pipelines[key] = ColorFlowPipeline(
+                retriever,
+                Colorizer(components, settings.low_vram),
+                Upscaler(components.vae, components.fusion, components.device, components.dtype),
+                models_id=f"{settings.models}|{retriever.embedder.encoder_id}",
+            )
+        return self._pipelines[key]
+
+    def retrieve_page(
+        self, chapter: Chapter, index: int, references: Sequence[ImageSource], choices: Choices, settings: RunSettings
+    ) -> PageRetrieval:
+        """RAP for one page (cached embeddings make repeats instant)."""
+        from .errors import ColorFlowError
+
+        source = chapter.sources[index]
+        if source.ref in chapter.errors:
+            raise ColorFlowError(chapter.errors[source.ref])
+        return self.retriever(settings).retrieve(chapter.load_page(index), references, choices, settings.work_size())
+
+    def colorize(
+        self,
+        chapter: Chapter,
+        references: Sequence[ImageSource],
+        project: ChapterProject,
+        settings: RunSettings,
+        pages: set[str] | None,
+        emit: EventSink = ignore,
+        cancel: CancelToken | None = None,
+    ):
+        """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport."""
+        from .colorize import ColorizeSettings
+        from .pipeline import PipelineSettings, colorize_chapter
+        from .upscale import UpscaleSettings
+
+        run = PipelineSettings(
+            colorize=ColorizeSettings(steps=settings.steps, seed=settings.seed),
+            upscale=UpscaleSettings(seed=settings.seed),
+            keep_ink=settings.keep_ink,
+            size=settings.work_size(),
+        )
+        return colorize_chapter(
+            chapter, references, self.pipeline(settings), project, run, emit, cancel, resume=True, only=pages
+        )
