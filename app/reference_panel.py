@@ -105,6 +105,7 @@ class ReferencePanel(QWidget):
         layout.addWidget(self.page_box, 2)
         self._picks: list[list[dict]] = []
         self._ref_states: dict[str, str | None] = {}
+        self.clear_page()
 
     # --- chapter references -------------------------------------------------------------
     def set_references(self, refs: list[str], thumbs: dict[str, QPixmap], states: dict[str, str | None]) -> None:

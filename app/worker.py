@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import traceback
+import weakref
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
@@ -60,9 +61,11 @@ class EngineWorker(QObject):
     job_failed = Signal(int, str)  # job, reason
     busy_changed = Signal(bool)
     _dispatch = Signal(int, object, object)
+    instances: "weakref.WeakSet[EngineWorker]" = weakref.WeakSet()  # lets tests find leaked threads
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        EngineWorker.instances.add(self)
         self._ids = itertools.count(1)
         self._pending: dict[int, CancelToken] = {}
         self._thread = QThread()

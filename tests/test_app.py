@@ -1,0 +1,245 @@
+"""The desktop application, offscreen with tiny models (pytest-qt)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import QTimer  # noqa: E402
+
+from app.main_window import MainWindow  # noqa: E402
+from app.settings import AppSettings  # noqa: E402
+from app.worker import EngineWorker  # noqa: E402
+from engine.curation import Target  # noqa: E402
+from engine.project import ChapterProject  # noqa: E402
+from engine.session import RunSettings  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WAIT_MS = 180_000
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Fail a test that leaves an engine worker thread running."""
+    before = set(EngineWorker.instances)
+    yield
+    leaked = [w for w in EngineWorker.instances if w not in before and w.is_running()]
+    for worker in leaked:
+        worker.shutdown()
+    assert not leaked, "a QThread was left running"
+
+
+@pytest.fixture
+def settings(tiny_models_dir, tmp_path) -> AppSettings:
+    run = RunSettings(models=str(tiny_models_dir), device="cpu", steps=2, size="256x384",
+                      cache_dir=str(tmp_path / "embeddings"))
+    return AppSettings(run)
+
+
+@pytest.fixture
+def chapter(tmp_path):
+    from engine.demo import make_demo_chapter
+
+    return make_demo_chapter(tmp_path / "data", pages=4, refs=4)
+
+
+def make_window(qtbot, settings) -> MainWindow:
+    window = MainWindow(settings, persist_settings=False)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+def open_with_refs(qtbot, window: MainWindow, chapter_dir: Path, refs_dir: Path | None) -> None:
+    """Open a chapter (adding references from `refs_dir` when it has none) and wait until the
+    first page's retrieval is on screen."""
+    with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):
+        window.open_path(str(chapter_dir))
+    if window.document.references:
+        qtbot.waitUntil(lambda: bool(window.reference_panel._picks), timeout=WAIT_MS)
+    else:
+        with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
+            window.add_references([str(refs_dir)])
+
+
+def canvas_image(window: MainWindow):
+    return window.canvas_view._pixmap.pixmap().toImage()
+
+
+def picked_refs(window: MainWindow) -> set[str]:
+    return {p["ref"] for row in window.reference_panel._picks for p in row}
+
+
+def close(qtbot, window: MainWindow) -> None:
+    window.close()
+    assert not window.worker.is_running()
+
+
+def test_open_chapter_shows_pages_and_retrieved_patches(qtbot, settings, chapter):
+    window = make_window(qtbot, settings)
+    open_with_refs(qtbot, window, *chapter)
+    assert window.page_strip.count() == 4
+    assert window.reference_panel.references.count() == 4
+    buttons = window.reference_panel.patch_buttons
+    assert all(b.isEnabled() and b.text()[0] in "0123456789-" for b in buttons.values())
+    assert len(picked_refs(window)) >= 1
+    assert window.canvas_view.has_image()
+    assert window.canvas_view._outline.isVisible()  # mask area outlined
+    close(qtbot, window)
+
+
+def test_pin_and_reject_change_canvas_and_undo_restores(qtbot, settings, chapter):
+    window = make_window(qtbot, settings)
+    open_with_refs(qtbot, window, *chapter)
+    original = canvas_image(window)
+    top = window.reference_panel._picks[0][0]["ref"]
+    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
+        window.request_choice(Target(top), "reject", False)
+    assert top not in picked_refs(window)
+    assert canvas_image(window) != original
+    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
+        window.undo_stack.undo()
+    assert top in picked_refs(window)
+    assert canvas_image(window) == original
+
+    unused = [r.ref for r in window.document.references if r.ref not in picked_refs(window)]
+    if unused:  # pin a reference that was not picked: it appears, pinned
+        with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
+            window.request_choice(Target(unused[0]), "pin", False)
+        assert any(p["ref"] == unused[0] and p["pinned"] for row in window.reference_panel._picks for p in row)
+        with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
+            window.undo_stack.undo()
+        assert canvas_image(window) == original
+    close(qtbot, window)
+
+
+def test_chapter_run_completes_with_responsive_ui(qtbot, settings, chapter):
+    window = make_window(qtbot, settings)
+    open_with_refs(qtbot, window, *chapter)
+    gaps, last = [], [time.perf_counter()]
+
+    def beat():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(beat)
+    heartbeat.start(10)
+    previews = []
+    window.worker.preview.connect(lambda *_: previews.append(1))
+    with qtbot.waitSignal(window.run_finished, timeout=WAIT_MS):
+        window.colorize_all()
+    heartbeat.stop()
+    assert [window.page_strip.status(i) for i in range(4)] == ["done"] * 4
+    assert [p.status for p in ChapterProject.load(window.document.project.folder).pages] == ["done"] * 4
+    assert previews, "live preview shown during denoising"
+    assert len(gaps) > 20 and max(gaps) < 0.100, f"main thread blocked {max(gaps) * 1000:.0f} ms"
+    assert window.result_view.has_image()
+    close(qtbot, window)
+
+
+def test_cancel_stops_within_a_step_and_page_stays_pending(qtbot, settings, chapter):
+    from dataclasses import replace
+
+    settings.run = replace(settings.run, steps=10)
+    window = make_window(qtbot, settings)
+    open_with_refs(qtbot, window, *chapter)
+    steps = []
+    at_cancel = []
+
+    def on_progress(job, event):
+        if event.stage == "ICP":
+            steps.append(event.step)
+            if not at_cancel:
+                at_cancel.append(len(steps))
+                window.cancel_all()
+
+    window.worker.progress.connect(on_progress)
+    with qtbot.waitSignal(window.run_finished, timeout=WAIT_MS):
+        window.colorize_all()
+    assert len(steps) <= at_cancel[0] + 2 and len(steps) < 10
+    assert [window.page_strip.status(i) for i in range(4)] == ["pending"] * 4
+    folder = window.document.project.folder
+    assert not list(folder.glob("*.png"))
+    assert [p.status for p in ChapterProject.load(folder).pages] == ["pending"] * 4
+    close(qtbot, window)
+
+
+def test_failing_page_shows_reason_and_others_finish(qtbot, settings, chapter):
+    chapter_dir, refs_dir = chapter
+    (chapter_dir / "3.png").write_bytes(b"\x89PNG broken")
+    window = make_window(qtbot, settings)
+    open_with_refs(qtbot, window, chapter_dir, refs_dir)
+    assert window.page_strip.status(2) == "failed"
+    assert "not a readable image" in window.page_strip.item(2).toolTip()
+    with qtbot.waitSignal(window.run_finished, timeout=WAIT_MS):
+        window.colorize_all()
+    assert [window.page_strip.status(i) for i in range(4)] == ["done", "done", "failed", "done"]
+    assert "3.png" in window.page_strip.item(2).toolTip()
+    close(qtbot, window)
+
+
+def test_close_and_reopen_restores_state(qtbot, settings, chapter):
+    chapter_dir, refs_dir = chapter
+    window = make_window(qtbot, settings)
+    open_with_refs(qtbot, window, chapter_dir, refs_dir)
+    ref = window.document.references[1].ref
+    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
+        window.request_choice(Target(ref, "TL"), "pin", False)
+    with qtbot.waitSignal(window.run_finished, timeout=WAIT_MS):
+        window.colorize_current()
+    folder = window.document.project.folder
+    close(qtbot, window)
+
+    reopened = make_window(qtbot, settings)
+    open_with_refs(qtbot, reopened, folder, None)  # open the project folder itself
+    qtbot.waitUntil(lambda: reopened.result_view.has_image(), timeout=WAIT_MS)
+    assert reopened.page_strip.status(0) == "done"
+    assert [reopened.page_strip.status(i) for i in (1, 2, 3)] == ["pending"] * 3
+    assert [r.ref for r in reopened.document.references] == [r for r in ChapterProject.load(folder).references]
+    assert reopened.document.project.choice(Target(ref, "TL"), "1.png") == "pin"
+    assert any(p["ref"] == ref and p["pinned"] for row in reopened.reference_panel._picks for p in row)
+    close(qtbot, reopened)
+
+
+def test_window_appears_before_torch_is_imported(tmp_path):
+    code = (
+        "import sys\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from app.main_window import MainWindow\n"
+        "from app.settings import AppSettings\n"
+        "w = MainWindow(AppSettings(), persist_settings=False)\n"
+        "w.show(); app.processEvents()\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
+        "w.close()\n"
+        "assert not heavy, heavy\n"
+        "print('ok')\n"
+    )
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen", "COLORFLOW_CONFIG_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_screenshot_command_writes_an_image(tmp_path, tiny_models_dir, chapter):
+    chapter_dir, refs_dir = chapter
+    target = tmp_path / "shot.png"
+    project = ChapterProject(folder=chapter_dir.parent / "chapter.colorflow")
+    project.add_references([str(p) for p in sorted(refs_dir.glob("*.png"))])
+    project.save()
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen", "COLORFLOW_CONFIG_DIR": str(tmp_path / "cfg")}
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "main.py"), str(chapter_dir), "--models", str(tiny_models_dir), "--screenshot", str(target)],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    image = Image.open(target)
+    assert image.size[0] > 800 and image.size[1] > 500
