@@ -92,6 +92,7 @@ class MainWindow(QMainWindow):
         self._original: QPixmap | None = None
         self._build_ui()
         self._connect_worker()
+        self.setAcceptDrops(True)
 
     # --- construction -------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -437,6 +438,20 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "ColorFlow", f"Could not open the chapter:\n{reason}")
         elif reason != "cancelled before it started":  # superseded requests are dropped quietly
             self.statusBar().showMessage(reason, 8000)
+
+    # --- drag and drop: a chapter folder/archive opens it; images add references ---------
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        chapters = [p for p in paths if Path(p).is_dir() or Path(p).suffix.lower() in (".cbz", ".zip")]
+        images = [p for p in paths if p not in chapters]
+        if chapters:
+            self.open_path(chapters[0])
+        elif images and self.document is not None:
+            self.add_references(images)
 
     # --- dialogs, export, closing -------------------------------------------------------
     def export(self, fmt: str) -> None:

@@ -22,12 +22,12 @@ class ModelDialog(QDialog):
     def __init__(self, worker: EngineWorker, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.resize(720, 480)
+        self.resize(900, 480)
         self.worker = worker
         self.job: int | None = None
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["File", "Size", "Installed"])
-        self.tree.setColumnWidth(0, 460)
+        self.tree.setColumnWidth(0, 620)
         self.summary = QLabel()
         self.progress = QProgressBar()
         self.progress.setFormat("%p%  %v / %m bytes")
