@@ -48,6 +48,29 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_chapter_args(parser: argparse.ArgumentParser) -> None:
+    """INPUT, --refs, --out, --size and --json, shared by retrieve and colorize."""
+    parser.add_argument("input", nargs="+", metavar="INPUT", help="chapter folder, .cbz/.zip or page images")
+    parser.add_argument("--refs", nargs="+", required=True, metavar="REFS", help="colored reference images, folders or archives")
+    parser.add_argument("--out", required=True, type=Path, metavar="OUT", help="output / project folder")
+    parser.add_argument("--size", type=_size_arg, default=None, metavar="WxH",
+                        help="working size: 640x640, 512x800, 800x512 or multiples of 64 (default: "
+                        "the official size nearest in aspect to each page)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable per-page report on stdout")
+
+
+def _open_inputs(args):
+    """Chapter, references and project of a retrieve/colorize run, checked before any model loads."""
+    from .chapter import list_images, open_chapter
+    from .project import ChapterProject
+
+    chapter = open_chapter(args.input)
+    references = list_images(args.refs)
+    project = ChapterProject.open_or_create(args.out.expanduser().resolve())
+    project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
+    return chapter, references, project
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorflow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,13 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the 3 picks per query patch with scores). Pins and rejects stored in the project "
         "file OUT/colorflow-project.json are applied.",
     )
-    retrieve.add_argument("input", nargs="+", metavar="INPUT", help="chapter folder, .cbz/.zip or page images")
-    retrieve.add_argument("--refs", nargs="+", required=True, metavar="REFS", help="colored reference images, folders or archives")
-    retrieve.add_argument("--out", required=True, type=Path, metavar="DIR", help="output / project folder")
-    retrieve.add_argument("--size", type=_size_arg, default=None, metavar="WxH",
-                          help="working size, multiples of 64 (default: 640x640, 512x800 or "
-                          "800x512, whichever is nearest in aspect to each page)")
-    retrieve.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    _add_chapter_args(retrieve)
     _add_model_args(retrieve)
 
     colorize = commands.add_parser(
@@ -79,11 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "per-page status) in OUT/colorflow-project.json. A page that fails is reported and the "
         "others go on (exit code 1).",
     )
-    colorize.add_argument("input", nargs="+", metavar="INPUT", help="chapter folder, .cbz/.zip or page images")
-    colorize.add_argument("--refs", nargs="+", required=True, metavar="REFS", help="colored reference images, folders or archives")
-    colorize.add_argument("--out", required=True, type=Path, metavar="OUT", help="output / project folder")
-    colorize.add_argument("--size", type=_size_arg, default=None, metavar="WxH",
-                          help="working size (default: the official size nearest each page's aspect)")
+    _add_chapter_args(colorize)
     colorize.add_argument("--steps", type=int, default=10, help="denoising steps, 1-100 (default 10, as official)")
     colorize.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same result")
     colorize.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
@@ -101,7 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     colorize.add_argument("--gsrp-batchnorm", choices=("batch", "running"), default="batch",
                           help="GSRP fusion BatchNorm: per-call statistics like the official app "
                           "(batch, default) or the stored running statistics")
-    colorize.add_argument("--json", action="store_true", help="print a machine-readable per-page report on stdout")
     _add_model_args(colorize)
 
     demo = commands.add_parser(
@@ -232,16 +244,10 @@ def _make_retriever(args, device: str):
 
 
 def cmd_retrieve(args) -> int:
-    from .chapter import list_images, open_chapter
     from .devices import pick_device
     from .pipeline import retrieve_chapter
-    from .project import ChapterProject
 
-    # Check every input before any model is loaded.
-    chapter = open_chapter(args.input)
-    references = list_images(args.refs)
-    project = ChapterProject.open_or_create(args.out.expanduser().resolve())
-    project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
+    chapter, references, project = _open_inputs(args)
     retriever = _make_retriever(args, pick_device(args.device))
     emit, close = _progress_sink(not args.json)
     try:
@@ -253,12 +259,10 @@ def cmd_retrieve(args) -> int:
 
 
 def cmd_colorize(args) -> int:
-    from .chapter import list_images, open_chapter
     from .colorize import ColorizeSettings
     from .devices import pick_device
     from .export import export_project
     from .pipeline import PipelineSettings, colorize_chapter, load_pipeline
-    from .project import ChapterProject
     from .upscale import UpscaleSettings
 
     settings = PipelineSettings(
@@ -268,11 +272,7 @@ def cmd_colorize(args) -> int:
         size=args.size,
     )
     settings.colorize.check()
-    # Check every input before any model is loaded.
-    chapter = open_chapter(args.input)
-    references = list_images(args.refs)
-    project = ChapterProject.open_or_create(args.out.expanduser().resolve())
-    project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
+    chapter, references, project = _open_inputs(args)
     pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir)
     emit, close = _progress_sink(not args.json)
     try:

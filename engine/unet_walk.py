@@ -12,8 +12,16 @@ from typing import Sequence
 import torch
 
 
-def _attend(attention, hidden: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-    return attention(hidden, encoder_hidden_states=context, return_dict=False)[0]
+def _layer(resnet, attention, hidden: torch.Tensor, temb: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """One resnet, then its attention (if the block has attentions)."""
+    hidden = resnet(hidden, temb)
+    if attention is not None:
+        hidden = attention(hidden, encoder_hidden_states=context, return_dict=False)[0]
+    return hidden
+
+
+def _layers(block):
+    return zip(block.resnets, getattr(block, "attentions", None) or [None] * len(block.resnets))
 
 
 def down_path(
@@ -27,11 +35,8 @@ def down_path(
     (+attention) pair and each downsampler. `add[i]` is added to state i before it is kept."""
     states: list[torch.Tensor] = []
     for block in blocks:
-        attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
-        for resnet, attention in zip(block.resnets, attentions):
-            hidden = resnet(hidden, temb)
-            if attention is not None:
-                hidden = _attend(attention, hidden, context)
+        for resnet, attention in _layers(block):
+            hidden = _layer(resnet, attention, hidden, temb, context)
             if add is not None:
                 hidden = hidden + add[len(states)]
             states.append(hidden)
@@ -56,12 +61,8 @@ def up_path(
     skips = list(skips)
     states: list[torch.Tensor] = []
     for block in blocks:
-        attentions = getattr(block, "attentions", None) or [None] * len(block.resnets)
-        for resnet, attention in zip(block.resnets, attentions):
-            hidden = torch.cat([hidden, skips.pop()], dim=1)
-            hidden = resnet(hidden, temb)
-            if attention is not None:
-                hidden = _attend(attention, hidden, context)
+        for resnet, attention in _layers(block):
+            hidden = _layer(resnet, attention, torch.cat([hidden, skips.pop()], dim=1), temb, context)
             if add is not None:
                 hidden = hidden + add[len(states)]
             states.append(hidden)
