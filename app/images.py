@@ -1,4 +1,4 @@
-"""PIL <-> Qt image conversion and thumbnails (main thread, small images only)."""
+"""PIL -> Qt image conversion (main thread, display-sized images only)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,3 @@ def pil_to_qimage(image: Image.Image) -> QImage:
 
 def pil_to_pixmap(image: Image.Image) -> QPixmap:
     return QPixmap.fromImage(pil_to_qimage(image))
-
-
-def thumbnail(image: Image.Image, size: int) -> Image.Image:
-    copy = image.copy()
-    copy.thumbnail((size, size))
-    return copy

@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self._page_jobs: dict[int, str] = {}  # colorize job -> page name
         self._ref_thumbs: dict[str, QPixmap] = {}
         self._original: QPixmap | None = None
+        self._showing_original = False
         self._build_ui()
         self._connect_worker()
         self.setAcceptDrops(True)
@@ -299,11 +300,21 @@ class MainWindow(QMainWindow):
                 pass
         path = jobs.result_path(self.document, source.name)
         colored = QPixmap(str(path)) if path else None
+        self._showing_original = False
         self.result_view.set_pixmap(colored)
         self.compare_view.set_images(self._original, colored)
 
     def toggle_original(self) -> None:
-        self.tabs.setCurrentIndex(1 if self.tabs.currentIndex() != 1 else 2)
+        """Space: flip the Result view between the colored page and the original."""
+        if self.document is None or self.current_page < 0:
+            return
+        self.tabs.setCurrentIndex(1)
+        self._showing_original = not self._showing_original
+        path = jobs.result_path(self.document, self.document.page_names[self.current_page])
+        colored = QPixmap(str(path)) if path else None
+        shown = self._original if self._showing_original or colored is None else colored
+        self.result_view.set_pixmap(shown, fit=False)
+        self.statusBar().showMessage("original" if shown is self._original else "colored", 1500)
 
     # --- pins and rejects (undoable) ----------------------------------------------------
     def request_choice(self, target: Target, state, whole_chapter: bool) -> None:

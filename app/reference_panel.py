@@ -104,12 +104,10 @@ class ReferencePanel(QWidget):
         layout.addWidget(chapter_box, 1)
         layout.addWidget(self.page_box, 2)
         self._picks: list[list[dict]] = []
-        self._ref_states: dict[str, str | None] = {}
         self.clear_page()
 
     # --- chapter references -------------------------------------------------------------
     def set_references(self, refs: list[str], thumbs: dict[str, QPixmap], states: dict[str, str | None]) -> None:
-        self._ref_states = dict(states)
         self.references.clear()
         for ref in refs:
             item = QListWidgetItem(marked_icon(thumbs.get(ref, QPixmap(72, 72)), states.get(ref), 72), Path(ref.split("!")[-1]).name)

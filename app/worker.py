@@ -100,11 +100,12 @@ class EngineWorker(QObject):
     def busy(self) -> bool:
         return bool(self._pending)
 
-    def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Cancel everything, let the current step finish, stop the thread (never terminate)."""
+    def shutdown(self) -> None:
+        """Cancel everything, let the current step finish, stop the thread (never terminate:
+        a killed thread could leave a half-written file or a CUDA context in a bad state)."""
         self.cancel()
         self._thread.quit()
-        return self._thread.wait(timeout_ms)
+        self._thread.wait()
 
     def is_running(self) -> bool:
         return self._thread.isRunning()

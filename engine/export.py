@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 from PIL import Image
 
-from .fileio import atomic_save_image, atomic_write
+from .fileio import atomic_write
 
 EXPORT_FORMATS = ("png", "cbz", "ora", "psd")
 
@@ -24,16 +24,6 @@ def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def export_pngs(pages: Sequence[tuple[str, Image.Image]], folder: Path) -> list[Path]:
-    """One PNG per page, named as given."""
-    paths = []
-    for name, image in pages:
-        path = Path(folder) / f"{Path(name).stem}.png"
-        atomic_save_image(image, path)
-        paths.append(path)
-    return paths
 
 
 def comic_info(title: str, page_count: int) -> str:

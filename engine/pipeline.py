@@ -119,8 +119,8 @@ def retrieve_chapter(
             page = _load(chapter, index)
             result = retriever.retrieve(page, references, project.choices_for(source.name), size)
             outputs = write_retrieval(result, project.folder / page_folder_name(index, source.name))
-        except ColorFlowError as exc:
-            _page_failed(project, report, emit, source.name, str(exc))
+        except Exception as exc:  # one bad page never ends the chapter
+            _page_failed(project, report, emit, source.name, _reason(exc))
             continue
         project.record_outputs(source.name, outputs, "retrieved")
         project.save()

@@ -9,6 +9,7 @@ the page's own size is a resize, and with keep-ink the lightness comes from the 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,23 @@ def decode_with_features(vae, latents: torch.Tensor, fused: list[torch.Tensor]) 
     return hidden
 
 
+@contextlib.contextmanager
+def _batch_norm_mode(module: torch.nn.Module, mode: str):
+    """"batch": per-call statistics like the official app (BatchNorm in training mode) but
+    with momentum 0, so the stored running statistics stay intact; "running": eval mode."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in norms]
+    for norm in norms:
+        norm.train(mode == "batch")
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, (training, momentum) in zip(norms, saved):
+            norm.train(training)
+            norm.momentum = momentum
+
+
 def _to_tensor(image: Image.Image, device, dtype) -> torch.Tensor:
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1)[None].to(device, dtype)
@@ -105,12 +123,12 @@ class Upscaler:
         width, height = gsrp_size(size, settings.scale, self.grid)
         gray_frame, fit = fit_page(gray_page, (width, height))
         color_frame = colored.convert("RGB").resize((width, height), Image.BICUBIC)
-        self.fusion.train(settings.batch_norm == "batch")
         color = _to_tensor(color_frame, self.device, self.dtype)
         gray = _to_tensor(gray_frame.convert("RGB"), self.device, self.dtype)
         moments, color_features = encode_with_features(self.vae, color)
         _, gray_features = encode_with_features(self.vae, gray)
-        fused = self.fusion(color_features, gray_features)
+        with _batch_norm_mode(self.fusion, settings.batch_norm):
+            fused = self.fusion(color_features, gray_features)
         mean, logvar = moments.chunk(2, dim=1)
         generator = torch.Generator("cpu").manual_seed(settings.seed)
         noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device, mean.dtype)

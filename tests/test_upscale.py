@@ -87,7 +87,10 @@ def test_gsrp_uses_five_encoder_levels_and_is_deterministic(upscaler, tiny_compo
     assert [f.shape[-1] for f in features] == [96, 48, 24, 12, 12]
     colored = Image.new("RGB", (SIZE.width, SIZE.height), (200, 60, 60))
     gray = manga_page((400, 600))
+    stored = {k: v.clone() for k, v in upscaler.fusion.state_dict().items() if "running" in k}
     a, fit = upscaler(colored, gray, SIZE)
+    after = upscaler.fusion.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in stored.items())  # batch mode leaves stored stats alone
     b, _ = upscaler(colored, gray, SIZE)
     assert a.size == gsrp_size(SIZE, 1.5, 8) == (384, 576)
     assert np.array_equal(np.asarray(a), np.asarray(b))
