@@ -146,12 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "against the hub and pins it in the lock file. Interrupted downloads resume. Proxies: "
         "the usual HTTPS_PROXY variables.",
     )
-    download.add_argument("--force", action="store_true", help="download every file again (e.g. after verify found damage)")
+    download.add_argument("--repair", action="store_true",
+                          help="verify every file first and fetch again the missing and damaged ones")
+    download.add_argument("--force", action="store_true", help="download every file again")
     model_commands.add_parser(
         "verify",
         help="check presence and sha256 of every official file; exit 1 if any is missing or damaged",
         description="Checks each file of the official preset against the sha256 pinned at download. "
-        "Damaged files are named; fetch them again with `colorflow models download --force`.",
+        "Damaged files are named; fetch them again with `colorflow models download --repair`.",
     )
     convert = model_commands.add_parser(
         "convert",
@@ -362,14 +364,19 @@ def cmd_models(args) -> int:
         paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
         print(f"tiny models written: {paths.sd15.parent}")
     elif args.models_command == "download":
-        from .hub import download, missing_files
+        from .hub import download, missing_files, verify
 
-        if not args.force and not missing_files("official"):
-            print("all official model files are already downloaded (use --force to fetch again)")
+        files = None
+        if args.repair:
+            files = [s.file for s in verify("official") if s.status in ("missing", "corrupt")]
+        elif not args.force:
+            files = missing_files("official")
+        if files == []:
+            print("all official model files are present (verify: colorflow models verify)")
             return EXIT_OK
         emit, close = _byte_progress_sink()
         try:
-            states = download("official", emit=emit, force=args.force)
+            states = download("official", emit=emit, force=args.force, files=files)
         finally:
             close()
         for state in states:
@@ -382,7 +389,7 @@ def cmd_models(args) -> int:
             print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  {state.detail}")
         bad = [s for s in states if s.status in ("missing", "corrupt")]
         if bad:
-            print(f"{len(bad)} file(s) missing or damaged; fetch them with: colorflow models download --force")
+            print(f"{len(bad)} file(s) missing or damaged; fetch them again with: colorflow models download --repair")
             return EXIT_PAGES_FAILED
     elif args.models_command == "convert":
         from .hub import convert_to_safetensors

@@ -82,7 +82,7 @@ class ClipEmbedder:
         if not (model_dir / "config.json").is_file():
             raise ModelError(f"{model_dir}: no CLIP image encoder here (config.json missing)")
         self.encoder_id = f"clip-{fingerprint_model_dir(model_dir)}"
-        self.device = torch.device(device)
+        self.device = self.home_device = torch.device(device)
         self.dtype = dtype or torch.float32
         self.batch_size = batch_size
         self.model = CLIPVisionModelWithProjection.from_pretrained(
@@ -96,6 +96,9 @@ class ClipEmbedder:
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch
 
+        if self.device != self.home_device:  # released for diffusion earlier: come back
+            self.model.to(self.home_device)
+            self.device = self.home_device
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
@@ -111,7 +114,8 @@ class ClipEmbedder:
         return np.concatenate(chunks).astype(np.float32)
 
     def release(self) -> None:
-        """Move the encoder off the GPU so diffusion gets the memory."""
+        """Move the encoder off the GPU so diffusion gets the memory (it returns on the next
+        `embed`; cached embeddings usually make that unnecessary)."""
         import torch
 
         self.model.to("cpu")

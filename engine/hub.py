@@ -222,15 +222,18 @@ def download(
     cancel: CancelToken | None = None,
     force: bool = False,
     endpoint: str | None = None,
+    files: list[PresetFile] | None = None,
 ) -> list[FileState]:
-    """Fetch the missing (or, with `force`, all) files of a preset; each file's sha256 is
-    checked against the hub's LFS checksum and pinned. Interrupted downloads resume."""
+    """Fetch the missing files of a preset (or `files`, or with `force` all of them, fetched
+    anew); each file's sha256 is checked against the hub's LFS checksum and pinned.
+    Interrupted downloads resume."""
     from huggingface_hub import HfApi, hf_hub_download
 
     cancel = cancel or CancelToken()
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         raise ModelError("HF_HUB_OFFLINE is set: downloads are disabled; unset it to download")
-    files = preset_files(preset) if force else missing_files(preset)
+    if files is None:
+        files = preset_files(preset) if force else missing_files(preset)
     cache = hf_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     needed = sum(f.approx_bytes for f in files)
@@ -247,9 +250,10 @@ def download(
         for repo in sorted({f.repo for f in files}):
             expected[repo] = _expected_sha256(api, repo, [f.path for f in files if f.repo == repo])
         for file in files:
+            refetch = force or local_path(file) is not None  # a damaged file is fetched anew
             local = Path(
                 hf_hub_download(
-                    file.repo, file.path, cache_dir=cache, force_download=force, endpoint=endpoint,
+                    file.repo, file.path, cache_dir=cache, force_download=refetch, endpoint=endpoint,
                     tqdm_class=_progress_bar_class(emit, file.path, cancel),
                 )
             )

@@ -188,3 +188,14 @@ def test_cli_colorize_writes_pages_at_their_own_size(tiny_models_dir, tmp_path, 
         output = tmp_path / "out" / f"{index + 1:03d}_{name[:-4]}.png"
         assert Image.open(output).size == size
         assert Image.open(output).mode == "RGB"
+
+
+def test_low_vram_mode_runs_and_keeps_the_page_size(tiny_models_dir):
+    from engine.loading import load_diffusion
+    from engine.models import resolve_models
+
+    components = load_diffusion(resolve_models(str(tiny_models_dir)), "cpu", low_vram=True)
+    assert components.vae.use_tiling and components.vae.use_slicing
+    canvas, mask = sample_canvas()
+    result = Colorizer(components, low_vram=True)(canvas, mask, SIZE, ColorizeSettings(steps=2))
+    assert result.size == (SIZE.width, SIZE.height)

@@ -75,7 +75,7 @@ def test_flipped_byte_fails_verify_naming_the_file(hub_snapshot, capsys):
     assert main(["models", "verify"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"corrupt\s+TencentARC/ColorFlow/GraySD/MultiResNetModel.bin", out)
-    assert "colorflow models download --force" in out
+    assert "colorflow models download --repair" in out
 
 
 def test_truncated_file_fails_verify_by_size(hub_snapshot):
@@ -188,3 +188,20 @@ def test_download_progress_bar_reports_bytes_and_cancels():
     with pytest.raises(ModelError, match="cancelled"):
         bar.update(100)
     bar.close()
+
+
+def test_download_repair_fetches_only_damaged_files(hub_snapshot, capsys, monkeypatch):
+    _pin_all()
+    assert main(["models", "download", "--repair"]) == 0
+    assert "all official model files are present" in capsys.readouterr().out
+    target = local_path(next(f for f in preset_files() if f.path == "GraySD/unet_lora.bin"))
+    target.write_bytes(target.read_bytes()[:-1] + b"\0")
+    requested = []
+
+    def fake_download(preset, emit, force, files):
+        requested.extend(f.path for f in files)
+        return []
+
+    monkeypatch.setattr("engine.hub.download", fake_download)
+    assert main(["models", "download", "--repair"]) == 0
+    assert requested == ["GraySD/unet_lora.bin"]
