@@ -195,7 +195,9 @@ def test_download_repair_fetches_only_damaged_files(hub_snapshot, capsys, monkey
     assert main(["models", "download", "--repair"]) == 0
     assert "all official model files are present" in capsys.readouterr().out
     target = local_path(next(f for f in preset_files() if f.path == "GraySD/unet_lora.bin"))
-    target.write_bytes(target.read_bytes()[:-1] + b"\0")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
     requested = []
 
     def fake_download(preset, emit, force, files):
