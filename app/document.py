@@ -15,12 +15,12 @@ from engine.errors import InputError
 from engine.project import PROJECT_FILE, ChapterProject
 
 
-def project_folder_for(path: Path) -> Path:
+def project_folder_for(path: Path, projects_dir: Path | None = None) -> Path:
     """Where a chapter's project lives: the folder itself if it is a project, else
-    `<chapter>.colorflow/` beside the chapter folder or archive."""
+    `<chapter>.colorflow/` in `projects_dir`, or beside the chapter folder or archive."""
     if (path / PROJECT_FILE).is_file():
         return path
-    return path.parent / f"{path.stem if path.is_file() else path.name}.colorflow"
+    return (projects_dir or path.parent) / f"{path.stem if path.is_file() else path.name}.colorflow"
 
 
 @dataclass
@@ -30,12 +30,12 @@ class ChapterDocument:
     references: list[ImageSource]
 
     @classmethod
-    def open(cls, path: str | Path) -> "ChapterDocument":
+    def open(cls, path: str | Path, projects_dir: str | Path | None = None) -> "ChapterDocument":
         """Open a chapter (folder, CBZ/ZIP) or a project folder; runs in the worker thread."""
         path = Path(path).expanduser().resolve()
         if not path.exists():
             raise InputError(f"{path}: does not exist")
-        folder = project_folder_for(path)
+        folder = project_folder_for(path, Path(projects_dir).expanduser() if projects_dir else None)
         project = ChapterProject.open_or_create(folder)
         if folder == path:
             if not project.inputs:

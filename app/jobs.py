@@ -43,8 +43,8 @@ def reference_thumbnails(document: ChapterDocument) -> dict[str, Image.Image]:
     return thumbs
 
 
-def open_document(path: str) -> OpenResult:
-    document = ChapterDocument.open(path)
+def open_document(path: str, projects_dir: str | None = None) -> OpenResult:
+    document = ChapterDocument.open(path, projects_dir)
     thumbs: list[Image.Image | None] = []
     for index, source in enumerate(document.chapter.sources):
         if source.ref in document.chapter.errors:

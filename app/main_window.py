@@ -45,7 +45,9 @@ class QueuePanel(QWidget):
         self.list.setMaximumHeight(72)
         self.status = QLabel("Idle")
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m")
+        self.progress.setFormat("this page: %v / %m")
+        self.overall = QProgressBar()
+        self.overall.setFormat("run: %v / %m pages")
         self.preview = QLabel()
         self.preview.setFixedSize(96, 96)
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -56,6 +58,7 @@ class QueuePanel(QWidget):
         left = QVBoxLayout()
         left.addWidget(self.status)
         left.addWidget(self.progress)
+        left.addWidget(self.overall)
         left.addWidget(self.list)
         buttons = QVBoxLayout()
         for button in (self.cancel_selected, self.cancel_all, self.retry_failed):
@@ -207,7 +210,8 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, "ColorFlow", "Cancel the running colorization before opening another chapter.")
             return
         self.statusBar().showMessage(f"Opening {path}…")
-        self._open_job = self.worker.submit(lambda emit, cancel: jobs.open_document(path))
+        projects_dir = self.settings.projects_dir
+        self._open_job = self.worker.submit(lambda emit, cancel: jobs.open_document(path, projects_dir))
         self.settings.remember(str(Path(path).expanduser().resolve()))
         self._save_settings()
         self._refresh_recent()
@@ -332,9 +336,13 @@ class MainWindow(QMainWindow):
         if self.document is None or not names:
             return
         document, run, session = self.document, self.settings.run, self.session
+        if not self._page_jobs:  # a new run: overall progress starts again
+            self.queue.overall.setRange(0, 0)
+            self.queue.overall.setValue(0)
         for name in names:
             if name in self._page_jobs.values():
                 continue
+            self.queue.overall.setMaximum(self.queue.overall.maximum() + 1)
             job = self.worker.submit(
                 lambda emit, cancel, n=name: session.colorize(document.chapter, document.references, document.project, run, {n}, emit, cancel)
             )
@@ -375,6 +383,7 @@ class MainWindow(QMainWindow):
 
     def _finish_page_job(self, job: int, status: str, error: str | None = None) -> None:
         name = self._page_jobs.pop(job, None)
+        self.queue.overall.setValue(self.queue.overall.value() + 1)
         item = self._queue_item(job)
         if item is not None:
             self.queue.list.takeItem(self.queue.list.row(item))
@@ -474,9 +483,10 @@ class MainWindow(QMainWindow):
         self._export_job = self.worker.submit(lambda emit, cancel: export_project(document.project, document.chapter, fmt))
 
     def settings_dialog(self) -> None:
-        dialog = SettingsDialog(self.settings.run, self)
+        dialog = SettingsDialog(self.settings, self)
         if dialog.exec():
             self.settings.run = dialog.result_settings()
+            self.settings.projects_dir = dialog.chosen_projects_dir()
             self._save_settings()
             self._update_device_label()
             self.request_retrieval()

@@ -10,7 +10,11 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
     QSpinBox,
 )
 
@@ -26,6 +30,7 @@ MAX_RECENT = 10
 class AppSettings:
     run: RunSettings = field(default_factory=RunSettings)
     recent: list[str] = field(default_factory=list)
+    projects_dir: str | None = None  # where chapter projects go; None = beside each chapter
 
     def remember(self, path: str) -> None:
         self.recent = [path] + [p for p in self.recent if p != path]
@@ -38,25 +43,29 @@ def load_settings() -> AppSettings:
         data = json.loads((config_dir() / SETTINGS_FILE).read_text())
         known = set(RunSettings.__dataclass_fields__)
         run = RunSettings(**{k: v for k, v in data.get("run", {}).items() if k in known})
-        return AppSettings(run, [str(p) for p in data.get("recent", [])][:MAX_RECENT])
+        return AppSettings(run, [str(p) for p in data.get("recent", [])][:MAX_RECENT], data.get("projects_dir"))
     except (OSError, ValueError, TypeError):
         return AppSettings()
 
 
 def save_settings(settings: AppSettings) -> None:
-    atomic_write_json(config_dir() / SETTINGS_FILE, {"run": asdict(settings.run), "recent": settings.recent})
+    atomic_write_json(
+        config_dir() / SETTINGS_FILE,
+        {"run": asdict(settings.run), "recent": settings.recent, "projects_dir": settings.projects_dir},
+    )
 
 
 SIZES = ["auto", "640x640", "512x800", "800x512"]
 
 
 class SettingsDialog(QDialog):
-    """Device, steps, seed, working size, keep-ink, low-VRAM, export format, models."""
+    """Device, steps, seed, working size, keep-ink, low-VRAM, export format, models, and the
+    folder for chapter projects (outputs)."""
 
-    def __init__(self, run: RunSettings, parent=None) -> None:
+    def __init__(self, settings: AppSettings, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
-        self._run = run
+        run = self._run = settings.run
         form = QFormLayout(self)
         self.models = QComboBox()
         self.models.setEditable(True)
@@ -90,10 +99,26 @@ class SettingsDialog(QDialog):
         form.addRow("Keep ink", self.keep_ink)
         form.addRow("Low VRAM", self.low_vram)
         form.addRow("Export format", self.export_format)
+        self.projects_dir = QLineEdit(settings.projects_dir or "")
+        self.projects_dir.setPlaceholderText("beside each chapter (<chapter>.colorflow)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.projects_dir, 1)
+        row.addWidget(browse)
+        form.addRow("Projects and outputs", row)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for chapter projects and outputs")
+        if folder:
+            self.projects_dir.setText(folder)
+
+    def chosen_projects_dir(self) -> str | None:
+        return self.projects_dir.text().strip() or None
 
     def result_settings(self) -> RunSettings:
         size = self.size.currentText()

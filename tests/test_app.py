@@ -243,3 +243,23 @@ def test_screenshot_command_writes_an_image(tmp_path, tiny_models_dir, chapter):
     assert result.returncode == 0, result.stderr
     image = Image.open(target)
     assert image.size[0] > 800 and image.size[1] > 500
+
+
+def test_settings_round_trip_and_projects_folder(qtbot, tmp_path, chapter):
+    from app.document import ChapterDocument
+    from app.settings import SettingsDialog, load_settings, save_settings
+
+    settings = AppSettings(RunSettings(models="tiny", steps=7, size="512x800"), ["/a"], str(tmp_path / "projects"))
+    dialog = SettingsDialog(settings)
+    qtbot.addWidget(dialog)
+    dialog.steps.setValue(12)
+    dialog.keep_ink.setChecked(False)
+    settings.run = dialog.result_settings()
+    settings.projects_dir = dialog.chosen_projects_dir()
+    save_settings(settings)
+    loaded = load_settings()
+    assert loaded.run.steps == 12 and not loaded.run.keep_ink and loaded.run.size == "512x800"
+    assert loaded.recent == ["/a"] and loaded.projects_dir == str(tmp_path / "projects")
+    document = ChapterDocument.open(chapter[0], loaded.projects_dir)
+    assert document.project.folder == tmp_path / "projects" / "chapter.colorflow"
+    assert (document.project.folder / "colorflow-project.json").is_file()
