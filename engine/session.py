@@ -105,12 +105,16 @@ class EngineSession:
         from .pipeline import PipelineSettings, colorize_chapter
         from .upscale import UpscaleSettings
 
+        from .events import Progress
+
+        page_label = next(iter(pages)) if pages and len(pages) == 1 else None
+        if not self._pipelines:
+            emit(Progress("loading models", 0, 1, page_label))
         run = PipelineSettings(
             colorize=ColorizeSettings(steps=settings.steps, seed=settings.seed),
             upscale=UpscaleSettings(seed=settings.seed),
             keep_ink=settings.keep_ink,
             size=settings.work_size(),
         )
-        return colorize_chapter(
-            chapter, references, self.pipeline(settings), project, run, emit, cancel, resume=True, only=pages
-        )
+        pipeline = self.pipeline(settings)
+        return colorize_chapter(chapter, references, pipeline, project, run, emit, cancel, resume=True, only=pages)

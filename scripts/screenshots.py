@@ -60,7 +60,7 @@ def main(out: Path) -> None:
     window.compare_view.mode.setChecked(True)
     settle()
     window.grab().save(str(out / "compare.png"))
-    dialog = SettingsDialog(settings.run, window)
+    dialog = SettingsDialog(settings, window)
     dialog.show()
     settle()
     dialog.grab().save(str(out / "settings.png"))
