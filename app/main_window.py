@@ -9,17 +9,11 @@ from PySide6.QtGui import QAction, QKeySequence, QPixmap, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
-    QListWidget,
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
-    QPushButton,
     QTabWidget,
-    QVBoxLayout,
-    QWidget,
 )
 
 from engine.curation import Target
@@ -31,43 +25,10 @@ from .compare_view import CompareView
 from .document import ChapterDocument, ChoiceCommand
 from .images import pil_to_pixmap
 from .page_strip import PageStrip
+from .queue_panel import QueuePanel
 from .reference_panel import ReferencePanel
 from .settings import AppSettings, SettingsDialog, save_settings
 from .worker import EngineWorker
-
-
-class QueuePanel(QWidget):
-    """Queued pages with cancel/retry, progress of the running page, live preview."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.list = QListWidget()
-        self.list.setMaximumHeight(72)
-        self.status = QLabel("Idle")
-        self.progress = QProgressBar()
-        self.progress.setFormat("this page: %v / %m")
-        self.overall = QProgressBar()
-        self.overall.setFormat("run: %v / %m pages")
-        self.preview = QLabel()
-        self.preview.setFixedSize(96, 96)
-        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setStyleSheet("background: #303034; border: 1px solid #555;")
-        self.cancel_selected = QPushButton("Cancel page")
-        self.cancel_all = QPushButton("Cancel all")
-        self.retry_failed = QPushButton("Retry failed")
-        left = QVBoxLayout()
-        left.addWidget(self.status)
-        left.addWidget(self.progress)
-        left.addWidget(self.overall)
-        left.addWidget(self.list)
-        buttons = QVBoxLayout()
-        for button in (self.cancel_selected, self.cancel_all, self.retry_failed):
-            buttons.addWidget(button)
-        buttons.addStretch(1)
-        layout = QHBoxLayout(self)
-        layout.addLayout(left, 1)
-        layout.addWidget(self.preview)
-        layout.addLayout(buttons)
 
 
 class MainWindow(QMainWindow):
@@ -90,6 +51,8 @@ class MainWindow(QMainWindow):
         self.current_page = -1
         self._retrieval_job: int | None = None
         self._open_job: int | None = None
+        self._refs_job: int | None = None
+        self._export_job: int | None = None
         self._page_jobs: dict[int, str] = {}  # colorize job -> page name
         self._ref_thumbs: dict[str, QPixmap] = {}
         self._original: QPixmap | None = None
@@ -433,16 +396,15 @@ class MainWindow(QMainWindow):
             name = self._page_jobs[job]
             state = self.document.project.page(name)
             self._finish_page_job(job, state.status if state.status != "running" else "pending", state.error)
-        elif job == getattr(self, "_refs_job", None):
+        elif job == self._refs_job:
             self._ref_thumbs = {ref: pil_to_pixmap(t) for ref, t in result.items()}
             self._refresh_references()
             self.request_retrieval()
-        elif isinstance(result, list) and job == getattr(self, "_export_job", None):
+        elif job == self._export_job:
             self.statusBar().showMessage(f"exported {len(result)} file(s) to {self.document.project.folder}", 8000)
 
     def _on_job_failed(self, job: int, reason: str) -> None:
         if job in self._page_jobs:
-            name = self._page_jobs[job]
             if reason == "cancelled before it started":
                 self._finish_page_job(job, "pending")
             else:

@@ -140,7 +140,7 @@ class Upscaler:
 def keep_ink(colored: Image.Image, gray_page: Image.Image) -> Image.Image:
     """Lightness from the original page, color (a*, b*) from the model, in CIELAB: line art,
     text and screentone stay pixel-faithful. `colored` must already have the page's size."""
-    from skimage.color import lab2rgb, rgb2lab
+    from skimage.color import rgb2lab
 
     if colored.size != gray_page.size:
         raise ValueError("keep_ink needs the colored page at the page's own size")

@@ -21,7 +21,7 @@ def main(out: Path) -> None:
     from engine.paths import cache_dir
 
     out.mkdir(parents=True, exist_ok=True)
-    app = QApplication(sys.argv[:1])
+    app = QApplication(sys.argv[:1])  # noqa: F841 - must outlive the widgets
     chapter, refs = make_demo_chapter(cache_dir() / "screenshot-demo", pages=4, refs=3)
     settings = AppSettings()
     settings.run = replace(settings.run, models="tiny", size="512x800", steps=4)
