@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from PIL import Image
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice
+from PySide6.QtGui import QImage, QImageReader, QPixmap
 
 
 def pil_to_qimage(image: Image.Image) -> QImage:
@@ -20,3 +21,14 @@ def pil_to_qimage(image: Image.Image) -> QImage:
 
 def pil_to_pixmap(image: Image.Image) -> QPixmap:
     return QPixmap.fromImage(pil_to_qimage(image))
+
+
+def pixmap_with_exif(data: bytes) -> QPixmap | None:
+    """Decode image bytes for display with EXIF orientation applied (as the engine does)."""
+    buffer = QBuffer()
+    buffer.setData(QByteArray(data))
+    buffer.open(QIODevice.OpenModeFlag.ReadOnly)
+    reader = QImageReader(buffer)
+    reader.setAutoTransform(True)
+    image = reader.read()
+    return QPixmap.fromImage(image) if not image.isNull() else None

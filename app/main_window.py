@@ -23,7 +23,7 @@ from . import jobs
 from .canvas_view import ZoomView
 from .compare_view import CompareView
 from .document import ChapterDocument, ChoiceCommand
-from .images import pil_to_pixmap
+from .images import pil_to_pixmap, pixmap_with_exif
 from .page_strip import PageStrip
 from .queue_panel import QueuePanel
 from .reference_panel import ReferencePanel
@@ -259,10 +259,8 @@ class MainWindow(QMainWindow):
         source = self.document.chapter.sources[index]
         self._original = None
         if source.ref not in self.document.chapter.errors:
-            pixmap = QPixmap()
             try:
-                if pixmap.loadFromData(source.read_bytes()):
-                    self._original = pixmap
+                self._original = pixmap_with_exif(source.read_bytes())
             except OSError:
                 pass
         path = jobs.result_path(self.document, source.name)

@@ -263,3 +263,18 @@ def test_settings_round_trip_and_projects_folder(qtbot, tmp_path, chapter):
     document = ChapterDocument.open(chapter[0], loaded.projects_dir)
     assert document.project.folder == tmp_path / "projects" / "chapter.colorflow"
     assert (document.project.folder / "colorflow-project.json").is_file()
+
+
+def test_original_view_applies_exif_orientation(qtbot):
+    import io
+
+    from app.images import pixmap_with_exif
+
+    image = Image.new("L", (40, 20), 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    pixmap = pixmap_with_exif(buffer.getvalue())
+    assert (pixmap.width(), pixmap.height()) == (20, 40)
+    assert pixmap_with_exif(b"not an image") is None
