@@ -411,7 +411,9 @@ class MainWindow(QMainWindow):
             self._retrieval_job = None
             if reason != "cancelled before it started":
                 self.canvas_view.set_pixmap(None)
-                self.canvas_view._placeholder.setText(f"Retrieval failed: {reason}")
+                hint = "\n\nOpen Models ▸ Model manager to download them." if "models download" in reason else ""
+                self.canvas_view._placeholder.setText(f"Retrieval failed: {reason}{hint}")
+                self.canvas_view._placeholder.setWordWrap(True)
                 self.reference_panel.clear_page()
         elif job == self._open_job:
             self._open_job = None

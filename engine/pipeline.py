@@ -220,7 +220,7 @@ def colorize_chapter(
     resume: bool = False,
     only: set[str] | None = None,
 ) -> ChapterReport:
-    """Color a chapter: RAP for every page, then ICP + GSRP page by page. Each page is written
+    """Color a chapter: RAP for every page, then RAP (cached) + ICP + GSRP page by page. Each page is written
     as `NNN_name.png` at its own size and the project saved, so a killed run loses at most the
     page in flight. With `resume`, pages done with the same settings key are skipped."""
     from .colorize import Interrupted
@@ -231,21 +231,30 @@ def colorize_chapter(
     indices = [i for i, s in enumerate(chapter.sources) if only is None or s.name in only]
     emit(Started("colorize", len(indices)))
 
-    retrieved: dict[int, tuple[PageImage, PageRetrieval]] = {}
+    # Pass 1: RAP for every page, which fills the embedding cache; then the CLIP encoder
+    # leaves the GPU. Nothing is kept but the list of usable pages, so memory stays bounded.
+    usable: list[int] = []
     for position, index in enumerate(indices):
         name = chapter.sources[index].name
         if cancel.cancelled:
             break
         emit(Progress("RAP", position, len(indices), name))
         try:
-            page = _load(chapter, index)
-            retrieved[index] = page, pipeline.retrieve(page, references, project.choices_for(name), settings.size)
+            pipeline.retrieve(_load(chapter, index), references, project.choices_for(name), settings.size)
+            usable.append(index)
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, name, _reason(exc))
     pipeline.release_retrieval()
 
-    for index, (page, retrieval) in retrieved.items():
-        name = page.source.name
+    # Pass 2, page by page: retrieval again (all embeddings cached: no encoder pass), ICP, GSRP.
+    for index in usable:
+        name = chapter.sources[index].name
+        try:
+            page = _load(chapter, index)
+            retrieval = pipeline.retrieve(page, references, project.choices_for(name), settings.size)
+        except Exception as exc:
+            _page_failed(project, report, emit, name, _reason(exc))
+            continue
         state = project.page(name)
         key = settings.key(page, retrieval, pipeline.models_id)
         output = project.folder / f"{page_folder_name(index, name)}.png"

@@ -168,6 +168,9 @@ def test_failing_page_is_reported_and_chapter_finishes(chapter_setup):
     assert report.done == ["1.png", "3.png", "4.png"]
     assert report.failed == {"2.png": "RuntimeError: CUDA out of memory (simulated)"}
     assert sum(isinstance(e, PageDone) for e in events) == 3
+    # Each patch was embedded once: the per-page retrieval before ICP hit the cache only.
+    assert pipeline.retriever.query_images_embedded == 4 * 4
+    assert pipeline.retriever.reference_images_embedded == 3 * 5
 
 
 def test_cli_colorize_writes_pages_at_their_own_size(tiny_models_dir, tmp_path, capsys):
