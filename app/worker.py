@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from engine.errors import ColorFlowError
 from engine.events import (
     CancelToken,
     Cancelled,
@@ -38,7 +39,10 @@ class _Runner(QObject):
             return
         try:
             result = job(lambda event: self.event.emit(job_id, event), cancel)
-        except Exception as exc:  # reported in the UI, never a crash
+        except ColorFlowError as exc:  # a user-facing problem: its message says it all
+            self.failed.emit(job_id, str(exc))
+            return
+        except Exception as exc:  # a bug: reported in the UI with its type, never a crash
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
             self.failed.emit(job_id, detail)
             return
