@@ -271,6 +271,8 @@ class Retriever:
         for target in choices.pins:
             if target.ref not in known:
                 warnings.append(f"pinned reference not available: {target.ref}")
+        if any(len(row) < TOP_K for row in picks):
+            warnings.append("rejects leave fewer than 3 reference patches: some canvas cells stay empty")
         placed = [[self.reference_patch(p.candidate, work_size) for p in row] for row in picks]
         canvas = build_canvas(query_image, placed, work_size)
         return PageRetrieval(

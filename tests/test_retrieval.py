@@ -170,3 +170,13 @@ def test_retrieval_is_deterministic_and_json_has_contract_fields(tiny_embedder, 
     assert len(data["query_boxes"]) == 4 and all(len(row) == 3 for row in data["picks"])
     assert set(data["picks"][0][0]) >= {"ref", "box", "score"}
     assert np.asarray(a.canvas).shape == (1600, 1024, 3)
+
+
+def test_rejecting_everything_leaves_cells_white_with_a_warning(tiny_embedder, chapter_and_refs):
+    chapter, refs = chapter_and_refs
+    choices = Choices(rejects=[Target(r.ref) for r in refs[1:]] + [Target(refs[0].ref, p) for p in ("TL", "TR", "BL")])
+    result = Retriever(tiny_embedder).retrieve(chapter.load_page(0), refs, choices)
+    assert all(len(row) == 2 for row in result.picks)  # only "full" and "BR" of refs[0] remain
+    assert any("fewer than 3" in w for w in result.warnings)
+    x0, y0, x1, y1 = cell_box(result.work_size, *PLACEMENT["TL"][2])
+    assert np.asarray(result.canvas.crop((x0, y0, x1, y1))).min() == 255
