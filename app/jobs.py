@@ -64,7 +64,7 @@ class RetrievalView:
     patch_thumbs: list[list[Image.Image]]
     canvas: Image.Image
     page_box: tuple[int, int, int, int]  # in display canvas pixels
-    original: Image.Image
+    warnings: list[str]
 
 
 def retrieve_view(session: EngineSession, document: ChapterDocument, index: int, settings: RunSettings) -> RetrievalView:
@@ -80,7 +80,7 @@ def retrieve_view(session: EngineSession, document: ChapterDocument, index: int,
         canvas = canvas.resize((int(canvas.width * scale), int(canvas.height * scale)), Image.BILINEAR)
     x0, y0, x1, y1 = result.work_size.query_box_in_canvas
     box = tuple(int(v * scale) for v in (x0, y0, x1, y1))
-    return RetrievalView(index, result.to_json()["picks"], patches, canvas, box, result.query_image)
+    return RetrievalView(index, result.to_json()["picks"], patches, canvas, box, list(result.warnings))
 
 
 def result_path(document: ChapterDocument, name: str) -> Path | None:

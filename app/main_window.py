@@ -253,6 +253,8 @@ class MainWindow(QMainWindow):
             states = {(t.ref, t.patch): "pin" for t in page_choices.pins} | {(t.ref, t.patch): "reject" for t in page_choices.rejects}
         patches = [[pil_to_pixmap(p) for p in row] for row in view.patch_thumbs]
         self.reference_panel.set_page_picks(view.picks, patches, states)
+        if view.warnings:
+            self.statusBar().showMessage("; ".join(view.warnings), 8000)
         self.retrieval_shown.emit(view.page_index)
 
     def _show_result(self, index: int) -> None:
