@@ -234,23 +234,12 @@ def _progress_sink(enabled: bool):
     return emit, close
 
 
-def _make_retriever(args, device: str):
-    from .embedding import ClipEmbedder, EmbeddingCache
-    from .models import resolve_models
-    from .paths import embeddings_dir
-    from .retrieval import Retriever
-
-    paths = resolve_models(args.models)
-    embedder = ClipEmbedder(paths.image_encoder, device=device)
-    return Retriever(embedder, EmbeddingCache(args.cache_dir or embeddings_dir()))
-
-
 def cmd_retrieve(args) -> int:
     from .devices import pick_device
-    from .pipeline import retrieve_chapter
+    from .pipeline import load_retriever, retrieve_chapter
 
     chapter, references, project = _open_inputs(args)
-    retriever = _make_retriever(args, pick_device(args.device))
+    retriever = load_retriever(args.models, pick_device(args.device), args.cache_dir)
     emit, close = _progress_sink(not args.json)
     try:
         report = retrieve_chapter(chapter, references, retriever, project, args.size, emit)

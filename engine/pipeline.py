@@ -288,19 +288,35 @@ def colorize_chapter(
     return report
 
 
-def load_pipeline(models: str, device: str = "cpu", low_vram: bool = False, cache_dir: Path | None = None) -> ColorFlowPipeline:
-    """Resolve a model source and load all three stages on `device`."""
-    from .colorize import Colorizer
+def load_retriever(models: str, device: str = "cpu", cache_dir: Path | None = None) -> Retriever:
+    """The RAP retriever of a model source: its CLIP image encoder and the embedding cache
+    (the per-user cache folder unless `cache_dir`)."""
     from .embedding import ClipEmbedder, EmbeddingCache
-    from .loading import load_diffusion
     from .models import resolve_models
     from .paths import embeddings_dir
+
+    embedder = ClipEmbedder(resolve_models(models).image_encoder, device=device)
+    return Retriever(embedder, EmbeddingCache(Path(cache_dir) if cache_dir else embeddings_dir()))
+
+
+def load_pipeline(
+    models: str,
+    device: str = "cpu",
+    low_vram: bool = False,
+    cache_dir: Path | None = None,
+    retriever: Retriever | None = None,
+) -> ColorFlowPipeline:
+    """Resolve a model source and load all three stages on `device` (reusing `retriever`
+    when the caller already has one for the same models)."""
+    from .colorize import Colorizer
+    from .loading import load_diffusion
+    from .models import resolve_models
     from .upscale import Upscaler
 
     paths = resolve_models(models)
-    embedder = ClipEmbedder(paths.image_encoder, device=device)
-    retriever = Retriever(embedder, EmbeddingCache(cache_dir or embeddings_dir()))
+    retriever = retriever or load_retriever(models, device, cache_dir)
     components = load_diffusion(paths, device, low_vram=low_vram)
     colorizer = Colorizer(components, low_vram)
     upscaler = Upscaler(components.vae, components.fusion, components.device, components.dtype)
-    return ColorFlowPipeline(retriever, colorizer, upscaler, models_id=f"{paths.colorflow}|{embedder.encoder_id}")
+    models_id = f"{paths.colorflow}|{retriever.embedder.encoder_id}"
+    return ColorFlowPipeline(retriever, colorizer, upscaler, models_id)

@@ -191,9 +191,8 @@ class Retriever:
         with a warning each."""
         boxes = reference_boxes(size)
         boxes_key = _boxes_array(boxes)
-        candidates: list[Candidate] = []
-        vectors: list[np.ndarray] = []
         warnings: list[str] = []
+        blocks: dict[str, np.ndarray] = {}  # ref -> its 5 patch embeddings
         missing: list[tuple[_Reference, list[Image.Image]]] = []
         for source in sources:
             entry = self._reference(source)
@@ -206,6 +205,8 @@ class Retriever:
                 if cached is None:
                     fitted = self._fitted_reference(entry, size)
                     missing.append((entry, [crop_patch(fitted, b) for b in boxes]))
+                else:
+                    blocks[source.ref] = cached
             except (PageDecodeError, OSError) as exc:
                 entry.error = f"reference skipped: {exc}"
                 warnings.append(entry.error)
@@ -215,17 +216,12 @@ class Retriever:
             self.reference_images_embedded += len(flat)
             for i, (entry, _) in enumerate(missing):
                 block = embedded[i * len(boxes) : (i + 1) * len(boxes)]
-                self.cache.put(
-                    self.embedder.encoder_id, entry.sha256, str(size), "ref", boxes_key, block
-                )
-        for source in sources:
-            entry = self._references[source.ref]
-            if entry.error:
-                continue
-            block = self.cache.get(
-                self.embedder.encoder_id, entry.sha256, str(size), "ref", boxes_key
-            )
-            for name, box, vector in zip(REFERENCE_PATCHES, boxes, block):
+                self.cache.put(self.embedder.encoder_id, entry.sha256, str(size), "ref", boxes_key, block)
+                blocks[entry.source.ref] = block
+        candidates: list[Candidate] = []
+        vectors: list[np.ndarray] = []
+        for source in sources:  # in the order given, as the official code
+            for name, box, vector in zip(REFERENCE_PATCHES, boxes, blocks.get(source.ref, ())):
                 candidates.append(Candidate(source.ref, name, box))
                 vectors.append(vector)
         if not candidates:

@@ -7,7 +7,6 @@ never read from global config, so the same session serves any job the GUI queues
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from .canvas import WorkSize
@@ -47,35 +46,19 @@ class EngineSession:
         key = (settings.models, settings.device, settings.cache_dir)
         if key not in self._retrievers:
             from .devices import pick_device
-            from .embedding import ClipEmbedder, EmbeddingCache
-            from .models import resolve_models
-            from .paths import embeddings_dir
-            from .retrieval import Retriever
+            from .pipeline import load_retriever
 
-            paths = resolve_models(settings.models)
-            embedder = ClipEmbedder(paths.image_encoder, device=pick_device(settings.device))
-            cache = EmbeddingCache(Path(settings.cache_dir) if settings.cache_dir else embeddings_dir())
-            self._retrievers[key] = Retriever(embedder, cache)
+            self._retrievers[key] = load_retriever(settings.models, pick_device(settings.device), settings.cache_dir)
         return self._retrievers[key]
 
     def pipeline(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.low_vram, settings.cache_dir)
         if key not in self._pipelines:
-            from .colorize import Colorizer
             from .devices import pick_device
-            from .loading import load_diffusion
-            from .models import resolve_models
-            from .pipeline import ColorFlowPipeline
-            from .upscale import Upscaler
+            from .pipeline import load_pipeline
 
-            device = pick_device(settings.device)
-            retriever = self.retriever(settings)
-            components = load_diffusion(resolve_models(settings.models), device, low_vram=settings.low_vram)
-            self._pipelines[key] = ColorFlowPipeline(
-                retriever,
-                Colorizer(components, settings.low_vram),
-                Upscaler(components.vae, components.fusion, components.device, components.dtype),
-                models_id=f"{settings.models}|{retriever.embedder.encoder_id}",
+            self._pipelines[key] = load_pipeline(
+                settings.models, pick_device(settings.device), settings.low_vram, retriever=self.retriever(settings)
             )
         return self._pipelines[key]
 
