@@ -155,8 +155,7 @@ class Colorizer:
         """Decode the page region of the canvas latent plus a margin; return W x H."""
         scale = self.c.vae_scale
         margin = max(0, margin_px // scale)
-        x0, y0 = size.width // 2 // scale, size.height // 2 // scale
-        x1, y1 = x0 + size.width // scale, y0 + size.height // scale
+        x0, y0, x1, y1 = self._page_latent_box(size)
         crop = latents[:, :, max(0, y0 - margin) : y1 + margin, max(0, x0 - margin) : x1 + margin]
         with self._placed(self.c.vae) as vae:
             decoded = vae.decode(crop / vae.config.scaling_factor, return_dict=False)[0]
@@ -206,7 +205,12 @@ class Colorizer:
                     raise Interrupted(f"interrupted after step {step} of {total}")
         return self.decode_page(latents, size, settings.decode_margin)
 
-    def _page_latent(self, latents: torch.Tensor, size: WorkSize) -> torch.Tensor:
+    def _page_latent_box(self, size: WorkSize) -> tuple[int, int, int, int]:
+        """The page area of the canvas in latent cells (x0, y0, x1, y1)."""
+        x0, y0, x1, y1 = size.query_box_in_canvas
         scale = self.c.vae_scale
-        x0, y0 = size.width // 2 // scale, size.height // 2 // scale
-        return latents[:, :, y0 : y0 + size.height // scale, x0 : x0 + size.width // scale]
+        return x0 // scale, y0 // scale, x1 // scale, y1 // scale
+
+    def _page_latent(self, latents: torch.Tensor, size: WorkSize) -> torch.Tensor:
+        x0, y0, x1, y1 = self._page_latent_box(size)
+        return latents[:, :, y0:y1, x0:x1]
