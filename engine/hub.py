@@ -90,11 +90,14 @@ def local_path(file: PresetFile, cache: Path | None = None) -> Path | None:
 
 
 def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+    """541 B, 95.9 MB, 3.4 GB (decimal units, as the hub shows sizes)."""
+    if count < 1000:
+        return f"{int(count)} B"
+    for unit in ("KB", "MB", "GB"):
         count /= 1000
-    return f"{count:.1f} GB"
+        if count < 1000 or unit == "GB":
+            break
+    return f"{count:.1f} {unit}"
 
 
 def missing_files(preset: str = "official") -> list[PresetFile]:
