@@ -399,6 +399,8 @@ class MainWindow(QMainWindow):
         elif job == self._refs_job:
             self._ref_thumbs = {ref: pil_to_pixmap(t) for ref, t in result.items()}
             self._refresh_references()
+            doc = self.document
+            self.statusBar().showMessage(f"{len(doc.page_names)} pages, {len(doc.references)} references", 5000)
             self.request_retrieval()
         elif job == self._export_job:
             self.statusBar().showMessage(f"exported {len(result)} file(s) to {self.document.project.folder}", 8000)
