@@ -89,9 +89,12 @@ def latent_preview(latents: torch.Tensor) -> Image.Image:
 class Colorizer:
     """The guided denoising loop on loaded components."""
 
-    def __init__(self, components: DiffusionComponents, low_vram: bool = False) -> None:
+    def __init__(self, components: DiffusionComponents, low_vram: bool = False, unet_forward=guided_unet_forward) -> None:
         self.c = components
         self.low_vram = low_vram
+        # The guided UNet call (unet, sample, timestep, text, features) -> noise; replaceable
+        # so a test can drive the loop with a stub UNet that returns known predictions.
+        self.unet_forward = unet_forward
         self._prompt_cache: dict[tuple[str, str], torch.Tensor] = {}
 
     @contextlib.contextmanager
@@ -191,11 +194,11 @@ class Colorizer:
             model_input = scheduler.scale_model_input(latents, timestep)
             features = self.c.guide(model_input, timestep, conditioning, settings.conditioning_scale)
             if use_cfg:
-                noise = guided_unet_forward(self.c.unet, torch.cat([model_input] * 2), timestep, text, features)
+                noise = self.unet_forward(self.c.unet, torch.cat([model_input] * 2), timestep, text, features)
                 uncond, cond = noise.chunk(2)
                 noise = uncond + settings.guidance_scale * (cond - uncond)
             else:
-                noise = guided_unet_forward(self.c.unet, model_input, timestep, text[1:], features)
+                noise = self.unet_forward(self.c.unet, model_input, timestep, text[1:], features)
             latents = scheduler.step(noise, timestep, latents, return_dict=False)[0]
             if callback is not None:
                 step = index + 1

@@ -69,7 +69,8 @@ def select_picks(
 
     Rejected candidates never appear. Each pin takes one slot at the query patch it matches
     best (its best-scoring patch there), moving on to the next best query patch when that one
-    already holds k pins; pinned picks come first, the rest is filled by score. Like the
+    already holds k pins; pinned picks come first, in the order the user pinned them, and the
+    rest is filled by score. Like the
     official code, one candidate may serve several query patches.
     """
     n_queries = scores.shape[0]
@@ -78,24 +79,27 @@ def select_picks(
     )
     masked = np.where(allowed[None, :], scores, -np.inf)
     pinned: list[list[int]] = [[] for _ in range(n_queries)]
-    pin_groups = []
-    for target in choices.pins:
+    pin_groups = []  # (order the user pinned in, candidate indices the pin covers)
+    for order, target in enumerate(choices.pins):
         members = [i for i, c in enumerate(candidates) if allowed[i] and target.matches(c.ref, c.patch)]
         if members:
-            pin_groups.append(members)
-    # Strongest pins choose first so a weak pin cannot push a strong one off its best patch.
-    pin_groups.sort(key=lambda g: -masked[:, g].max())
-    for members in pin_groups:
+            pin_groups.append((order, members))
+    # Strongest pins choose their query patch first so a weak pin cannot push a strong one
+    # off its best patch; within a patch, pins then sit in the order the user pinned them.
+    pin_groups.sort(key=lambda g: -masked[:, g[1]].max())
+    pin_order: dict[tuple[int, int], int] = {}
+    for order, members in pin_groups:
         best_per_query = masked[:, members].max(axis=1)
         for query in np.argsort(-best_per_query, kind="stable"):
             if len(pinned[query]) < k:
                 best = members[int(np.argmax(masked[query, members]))]
                 if best not in pinned[query]:
                     pinned[query].append(best)
+                    pin_order[(query, best)] = order
                     break
     picks = []
     for query in range(n_queries):
-        chosen = sorted(pinned[query], key=lambda i: -masked[query, i])
+        chosen = sorted(pinned[query], key=lambda i: pin_order[(query, i)])
         for index in np.argsort(-masked[query], kind="stable"):
             if len(chosen) >= k or not np.isfinite(masked[query, index]):
                 break

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from engine.canvas import (
-    PLACEMENT,
     WorkSize,
     build_canvas,
     build_mask,
@@ -79,27 +78,41 @@ def test_fit_reference_centre_crops_far_aspects():
     assert fitted.getpixel((2, 320))[0] < 40
 
 
-def test_canvas_places_ranked_patches_in_official_cells():
-    size = WorkSize(512, 800)
-    query = Image.new("RGB", (512, 800), (128, 128, 128))
-    colors = {}
-    picks = []
+# The official placement, written from shared/reference/GEOMETRY.md ("Placement"), not from
+# the engine's table: (row, col) of the 4x4 canvas grid for rank 1, 2, 3 of each query patch.
+OFFICIAL_PLACEMENT = {
+    "TL": [(1, 0), (0, 1), (0, 0)],
+    "TR": [(1, 3), (0, 2), (0, 3)],
+    "BL": [(2, 0), (3, 1), (3, 0)],
+    "BR": [(2, 3), (3, 2), (3, 3)],
+}
+
+
+def _distinct_color(query: int, rank: int) -> tuple[int, int, int]:
+    return (20 + 60 * query, 40 + 80 * rank, 250 - 50 * query)
+
+
+@pytest.mark.parametrize("size", [(512, 800), (640, 640), (800, 512), (256, 384)])
+def test_canvas_places_every_query_rank_pair_in_the_official_cell(size):
+    size = WorkSize(*size)
+    w, h = size.width, size.height
+    query = Image.new("RGB", (w, h), (128, 128, 128))
+    picks = [[Image.new("RGB", (97, 131), _distinct_color(q, r)) for r in range(3)] for q in range(4)]
+    canvas = np.asarray(build_canvas(query, picks, size))
+    assert canvas.shape == (2 * h, 2 * w, 3)
+    cw, ch = w // 2, h // 2  # GEOMETRY.md: cell (r, c) has its top-left at (c*W/2, r*H/2)
     for q, name in enumerate(("TL", "TR", "BL", "BR")):
-        row = []
-        for rank in range(3):
-            color = (40 + 60 * q, 30 + 70 * rank, 200)
-            colors[PLACEMENT[name][rank]] = color
-            row.append(Image.new("RGB", (384, 600), color))
-        picks.append(row)
-    canvas = build_canvas(query, picks, size)
-    assert canvas.size == (1024, 1600)
-    for (row, col), color in colors.items():
-        x0, y0, x1, y1 = cell_box(size, row, col)
-        assert (x1 - x0, y1 - y0) == (254, 398)
-        assert canvas.getpixel(((x0 + x1) // 2, (y0 + y1) // 2)) == color
-        assert canvas.getpixel((x0 - 1, y0 - 1)) == (255, 255, 255)  # 1-px white frame
-    assert canvas.getpixel((512, 800)) == (128, 128, 128)  # the page in the centre 2x2 cells
-    assert len(colors) == 12
+        for rank, (row, col) in enumerate(OFFICIAL_PLACEMENT[name]):
+            x, y = col * cw, row * ch
+            # pasted at +1 px, size (W/2 - 2) x (H/2 - 2): every pasted pixel is the pick's color
+            inside = canvas[y + 1 : y + ch - 1, x + 1 : x + cw - 1]
+            assert (inside == _distinct_color(q, rank)).all(), (name, rank + 1, row, col)
+            # the 1-px white frame around it
+            frame = np.concatenate([canvas[y, x : x + cw], canvas[y + ch - 1, x : x + cw],
+                                    canvas[y : y + ch, x], canvas[y : y + ch, x + cw - 1]])
+            assert (frame == 255).all(), (name, rank + 1)
+    centre = canvas[h // 2 : h // 2 + h, w // 2 : w // 2 + w]
+    assert (centre == 128).all()  # the page fills the central 2x2 cells, no frame
 
 
 def test_missing_picks_leave_cells_white():

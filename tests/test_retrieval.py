@@ -66,6 +66,23 @@ def test_pins_spill_over_when_a_query_is_full_and_reject_beats_pin():
     assert Target("r0") in effective.rejects and Target("r0") not in effective.pins
 
 
+def test_pins_come_first_in_the_order_the_user_pinned_them():
+    cands = candidates(5)
+    # Hand-made scores: at TL, r4 > r3 > ... unpinned; the pins r1, r0, r2 score below all of them.
+    scores = np.full((4, len(cands)), 0.05)
+    for r, value in enumerate((0.30, 0.20, 0.25, 0.80, 0.90)):
+        scores[0, 5 * r] = value  # each reference's "full" patch, at query TL only
+    order = ["r1", "r2", "r0"]  # pinned in this order; by score it would be r2, r1, r0 (or r0 first ascending)
+    picks = select_picks(scores, cands, Choices(pins=[Target(r, "full") for r in order]))
+    assert [p.candidate.ref for p in picks[0]] == order
+    assert all(p.pinned for p in picks[0])
+    # Without pins, the same query patch takes the top-3 by score, descending.
+    assert [p.candidate.ref for p in select_picks(scores, cands)[0]] == ["r4", "r3", "r0"]
+    # One pin: it leads, the two best unpinned follow by score.
+    one = select_picks(scores, cands, Choices(pins=[Target("r2", "full")]))[0]
+    assert [p.candidate.ref for p in one] == ["r2", "r4", "r3"] and [p.pinned for p in one] == [True, False, False]
+
+
 @pytest.fixture
 def chapter_and_refs(tmp_path):
     chapter_dir, refs_dir = make_demo_chapter(tmp_path / "data", pages=3, refs=6)
