@@ -158,3 +158,20 @@ def write_tiny_image_encoder(folder: Path) -> None:
         )
     )
     encoder.save_pretrained(folder, safe_serialization=True)
+
+
+def write_tiny_screenstyle(colorflow: Path) -> None:
+    """The two ScreenStyle networks at their official size (26 M values in all; small enough),
+    random weights, saved as pickled tensor dicts at the official paths."""
+    import torch
+
+    from .preprocess.screenstyle import RGB_TO_SCREEN_FILE, SCREEN_DECODER_FILE, RGBToScreen, ScreenDecoder
+
+    for network, relative in ((RGBToScreen(), RGB_TO_SCREEN_FILE), (ScreenDecoder(), SCREEN_DECODER_FILE)):
+        with torch.no_grad():  # noise weights random, not zero, so the noise visibly acts
+            for name, parameter in network.named_parameters():
+                if "noiseblock.weight" in name:
+                    parameter.normal_(0, 0.2)
+        path = colorflow / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(network.state_dict(), path)

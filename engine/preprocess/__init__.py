@@ -1,0 +1,1 @@
+"""Page preprocessing before retrieval: the official ScreenStyle pass."""
