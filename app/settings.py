@@ -86,8 +86,17 @@ class SettingsDialog(QDialog):
         self.size.setCurrentText(run.size or "auto")
         self.keep_ink = QCheckBox("take lightness from the original page (line art stays exact)")
         self.keep_ink.setChecked(run.keep_ink)
-        self.low_vram = QCheckBox("keep text encoder and VAE off the GPU except while used")
+        self.low_vram = QCheckBox("keep every model on the CPU except while it runs (8 GB cards; slower)")
         self.low_vram.setChecked(run.low_vram)
+        self.input_style = QComboBox()
+        self.input_style.addItem("ScreenStyle pass (official)", "screen")
+        self.input_style.addItem("plain grayscale", "gray")
+        self.input_style.setCurrentIndex(max(0, self.input_style.findData(run.input_style)))
+        self.input_style.setToolTip(
+            "ScreenStyle: each page is first re-screened by the official ScreenVAE pass and blended 50/50 with "
+            "its grayscale, as the official app does (the models were trained on such inputs).\n"
+            "Plain grayscale: the page as it is, for pages that need no re-screening."
+        )
         self.export_format = QComboBox()
         self.export_format.addItems(["cbz", "png", "ora", "psd"])
         self.export_format.setCurrentText(run.export_format)
@@ -96,6 +105,7 @@ class SettingsDialog(QDialog):
         form.addRow("Denoising steps", self.steps)
         form.addRow("Seed", self.seed)
         form.addRow("Working size", self.size)
+        form.addRow("Input style", self.input_style)
         form.addRow("Keep ink", self.keep_ink)
         form.addRow("Low VRAM", self.low_vram)
         form.addRow("Export format", self.export_format)
@@ -131,5 +141,6 @@ class SettingsDialog(QDialog):
             size=None if size == "auto" else size,
             keep_ink=self.keep_ink.isChecked(),
             low_vram=self.low_vram.isChecked(),
+            input_style=self.input_style.currentData(),
             export_format=self.export_format.currentText(),
         )

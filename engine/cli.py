@@ -56,7 +56,32 @@ def _add_chapter_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_size_arg, default=None, metavar="WxH",
                         help="working size: 640x640, 512x800, 800x512 or multiples of 64 (default: "
                         "the official size nearest in aspect to each page)")
+    parser.add_argument("--input-style", choices=("screen", "gray"), default="screen",
+                        help="screen (default, as the official app): each page goes through the official "
+                        "ScreenStyle pass first, and G, a 50/50 blend of the page's grayscale and its "
+                        "ScreenVAE re-screening, is what retrieval, the canvas and GSRP see (the weights "
+                        "were trained on such inputs); gray: the plain grayscale page")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed (default 0); same seed, same result (it also seeds the ScreenStyle pass)")
+    parser.add_argument("--procedure", choices=("ours", "official"), default="ours",
+                        help=PROCEDURE_HELP)
     parser.add_argument("--json", action="store_true", help="print a machine-readable per-page report on stdout")
+
+
+PROCEDURE_HELP = (
+    "ours (default) or official. official reproduces the official app's procedure exactly "
+    "(CPU/fp32 bit for bit): global RNG seeded as its fix_random_seeds, the conditioning latents "
+    "sampled per CFG copy (guide at batch 2), the GSRP sample as the next global draw, the "
+    "ScreenStyle pass seeded with the seed (the official app leaves it unseeded), the page "
+    "centre-cropped to the working aspect, output at 1.5x the working size, no keep-ink. ours "
+    "changes: every random draw comes from its own stream of the seed (start noise, conditioning "
+    "samples, ScreenStyle, GSRP), the conditioning latents are sampled once and shared by both "
+    "CFG halves so the guide runs once per step (half its work), pages are letterboxed, never "
+    "cropped, and the output has the page's own size with keep-ink. Same seed, different draws: "
+    "the two procedures give different (equally likely) colorings."
+)
+
+DECODE_DIFFERENCE = "measured on the tiny models at 256x384, MEASURE"
 
 
 def _open_inputs(args):
@@ -98,17 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_chapter_args(colorize)
     colorize.add_argument("--steps", type=int, default=10, help="denoising steps, 1-100 (default 10, as official)")
-    colorize.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same result")
     colorize.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     colorize.add_argument("--low-vram", action="store_true",
-                          help="keep the text encoder and VAE off the GPU except while used (8 GB cards)")
+                          help="every model stays on the CPU and moves to the GPU only while it runs "
+                          "(accelerate offload hooks, as diffusers' model CPU offload; 8 GB cards). Same pixels, slower")
+    colorize.add_argument("--decode", choices=("canvas", "page"), default="canvas",
+                          help="canvas (default, as official): decode the whole 2Wx2H canvas latent and cut "
+                          "out the page; page: decode only the page region plus 64 px, less memory but "
+                          "NOT the same pixels (the VAE decoder's norms and attention see the whole latent): "
+                          + DECODE_DIFFERENCE)
+    colorize.add_argument("--vae-tiling", action="store_true",
+                          help="encode/decode the canvas in tiles (least memory; changes pixels slightly)")
+    colorize.add_argument("--output-size", choices=("page", "gsrp"), default=None,
+                          help="page (default): each page at its own size; gsrp: 1.5x the working size, "
+                          "as the official app (useful to upscale small scans; forced by --procedure official)")
     colorize.add_argument("--format", choices=("png", "cbz", "ora", "psd"), default="png",
                           help="png: one PNG per page (always written); cbz: also OUT/<chapter>-colored.cbz "
                           "with ComicInfo.xml; ora/psd: also OUT/layered/ files with the ink as a "
                           "multiply layer over the color, for Krita/GIMP/Photoshop/Clip Studio")
-    colorize.add_argument("--keep-ink", action=argparse.BooleanOptionalAction, default=True,
+    colorize.add_argument("--keep-ink", action=argparse.BooleanOptionalAction, default=None,
                           help="take lightness from the original page so line art, text and "
-                          "screentone stay pixel-faithful; color only from the model (default on)")
+                          "screentone stay pixel-faithful; color only from the model (default on; "
+                          "off with --procedure official)")
     colorize.add_argument("--resume", action="store_true",
                           help="skip pages already done with the same settings, picks and models")
     colorize.add_argument("--gsrp-batchnorm", choices=("batch", "running"), default="batch",
@@ -168,12 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     layout = model_commands.add_parser(
         "layout",
-        help="print every key and shape of the GraySD guide, UNet LoRA and GSRP network",
-        description="Builds the three networks at official size on the meta device (no "
-        "weights, no download) and prints each state-dict key with its shape, to diff against "
-        "the official checkpoint files.",
+        help="print every key and shape of the GraySD guide, UNet LoRA, GSRP network and ScreenStyle networks",
+        description="Builds the networks at official size (no weights loaded, no download) and "
+        "prints each state-dict key with its shape, to diff against the official checkpoint files.",
     )
-    layout.add_argument("--json", action="store_true", help="print JSON {guider, unet_lora, multires}")
+    layout.add_argument("--json", action="store_true",
+                        help="print JSON {guider, unet_lora, multires, <ScreenStyle .pth hub paths>}")
 
     bench = commands.add_parser("bench", help="benchmarks that print measured ratios")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHICH")
@@ -236,13 +272,17 @@ def _progress_sink(enabled: bool):
 
 def cmd_retrieve(args) -> int:
     from .devices import pick_device
-    from .pipeline import load_retriever, retrieve_chapter
+    from .pipeline import InputSettings, load_preparer, load_retriever, retrieve_chapter
 
     chapter, references, project = _open_inputs(args)
-    retriever = load_retriever(args.models, pick_device(args.device), args.cache_dir)
+    inputs = InputSettings(args.input_style, args.procedure, args.seed, args.size)
+    device = pick_device(args.device)
+    retriever = load_retriever(args.models, device, args.cache_dir)
+    preparer = load_preparer(args.models, device, args.cache_dir, args.input_style)
     emit, close = _progress_sink(not args.json)
     try:
-        report = retrieve_chapter(chapter, references, retriever, project, args.size, emit)
+        report = retrieve_chapter(chapter, references, retriever, project, args.size, emit,
+                                  preparer=preparer, inputs=inputs)
     finally:
         close()
     _print_report(args, project, report, "retrieved")
@@ -256,15 +296,23 @@ def cmd_colorize(args) -> int:
     from .pipeline import PipelineSettings, colorize_chapter, load_pipeline
     from .upscale import UpscaleSettings
 
+    official = args.procedure == "official"
+    if official and (args.keep_ink or args.output_size == "page" or args.decode == "page"):
+        raise InputError("--procedure official outputs 1.5x the working size from the whole canvas "
+                         "without keep-ink: drop --keep-ink, --output-size page and --decode page")
     settings = PipelineSettings(
-        colorize=ColorizeSettings(steps=args.steps, seed=args.seed, guidance_scale=args.guidance),
-        upscale=UpscaleSettings(batch_norm=args.gsrp_batchnorm, seed=args.seed),
-        keep_ink=args.keep_ink,
+        colorize=ColorizeSettings(steps=args.steps, seed=args.seed, guidance_scale=args.guidance,
+                                  procedure=args.procedure, decode=args.decode),
+        upscale=UpscaleSettings(batch_norm=args.gsrp_batchnorm, seed=args.seed, procedure=args.procedure),
+        keep_ink=not official if args.keep_ink is None else args.keep_ink,
         size=args.size,
+        input_style=args.input_style,
+        output_size=args.output_size or ("gsrp" if official else "page"),
     )
-    settings.colorize.check()
+    settings.check()
     chapter, references, project = _open_inputs(args)
-    pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir)
+    pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir,
+                             vae_tiling=args.vae_tiling, input_style=args.input_style)
     emit, close = _progress_sink(not args.json)
     try:
         report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)

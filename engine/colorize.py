@@ -1,17 +1,18 @@
 """ICP: in-context colorization of the canvas with the guided SD1.5 UNet (paper 3.2).
 
 Official defaults (GEOMETRY.md): UniPC multistep, 10 steps, CFG 7.5, prompt "manga", empty
-negative prompt, guide scale 1.0. Less work than the official procedure for the same result
-up to sampling noise: the guide runs once per step at batch 1 (its features do not depend on
-the prompt), the conditioning latents are encoded once, and only the page region of the
-canvas latent (plus a margin) is decoded.
+negative prompt, guide scale 1.0, the whole 2W x 2H canvas decoded. Two procedures:
+"official" draws every random number as the official app does (global RNG; each CFG copy's
+conditioning latents sampled separately, so the guide runs at batch 2); "ours" (default) samples
+the two conditioning latents once from their own stream and runs the guide once per step at
+batch 1 for both CFG halves (its features do not depend on the prompt), which is exact for those
+samples and halves the guide's work.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .canvas import WorkSize, guide_images
 from .errors import ColorFlowError, InputError
 from .guide import guided_unet_forward
 from .loading import DiffusionComponents
+from .rng import CONDITIONING, START_NOISE, stream_generator
 
 # Rough linear map from SD1.5 latents to RGB, good enough for a live preview.
 LATENT_RGB = torch.tensor(
@@ -31,6 +33,10 @@ LATENT_RGB = torch.tensor(
 
 class Interrupted(ColorFlowError):
     """Raised when the step callback asks to stop; no output is produced."""
+
+
+PROCEDURES = ("ours", "official")
+DECODE_REGIONS = ("canvas", "page")
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,9 @@ class ColorizeSettings:
     negative_prompt: str = ""
     conditioning_scale: float = 1.0
     seed: int = 0
-    decode_margin: int = 64  # pixels of canvas decoded around the page to avoid edge seams
+    procedure: str = "ours"  # "official": the official random draws (see the module doc)
+    decode: str = "canvas"  # "page": decode only the page region + margin (less memory, differs)
+    decode_margin: int = 64  # pixels decoded around the page with decode="page"
     preview_every: int = 2  # 0 disables previews
 
     def check(self) -> None:
@@ -53,6 +61,12 @@ class ColorizeSettings:
             raise InputError(f"guidance scale must be >= 0, got {self.guidance_scale}")
         if not 0 <= self.seed < 2**63:
             raise InputError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.procedure not in PROCEDURES:
+            raise InputError(f"procedure must be one of {', '.join(PROCEDURES)}, got {self.procedure!r}")
+        if self.decode not in DECODE_REGIONS:
+            raise InputError(f"decode must be one of {', '.join(DECODE_REGIONS)}, got {self.decode!r}")
+        if self.procedure == "official" and self.decode != "canvas":
+            raise InputError("the official procedure decodes the whole canvas; drop the page-region decode")
 
 
 @dataclass(frozen=True)
@@ -75,9 +89,9 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) in [-1, 1] -> RGB PIL (rounded)."""
-    array = ((tensor[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array, "RGB")
+    """(1, 3, H, W) in [-1, 1] -> RGB PIL, rounded as diffusers' image postprocessing does."""
+    array = (tensor[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray((array * 255).round().astype(np.uint8), "RGB")
 
 
 def latent_preview(latents: torch.Tensor) -> Image.Image:
@@ -86,30 +100,23 @@ def latent_preview(latents: torch.Tensor) -> Image.Image:
     return to_image(rgb.clamp(-1, 1))
 
 
+def _posterior(vae, pixels: torch.Tensor):
+    return vae.encode(pixels).latent_dist
+
+
+def _decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    return vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+
+
 class Colorizer:
     """The guided denoising loop on loaded components."""
 
-    def __init__(self, components: DiffusionComponents, low_vram: bool = False, unet_forward=guided_unet_forward) -> None:
+    def __init__(self, components: DiffusionComponents, unet_forward=guided_unet_forward) -> None:
         self.c = components
-        self.low_vram = low_vram
         # The guided UNet call (unet, sample, timestep, text, features) -> noise; replaceable
         # so a test can drive the loop with a stub UNet that returns known predictions.
         self.unet_forward = unet_forward
         self._prompt_cache: dict[tuple[str, str], torch.Tensor] = {}
-
-    @contextlib.contextmanager
-    def _placed(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-        """In low-VRAM mode, bring a module to the device only while it is used."""
-        if not self.low_vram or self.c.device.type == "cpu":
-            yield module
-            return
-        module.to(self.c.device)
-        try:
-            yield module
-        finally:
-            module.to("cpu")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
     def check_inputs(self, canvas: Image.Image, mask: Image.Image, size: WorkSize, settings: ColorizeSettings) -> None:
         settings.check()
@@ -130,41 +137,69 @@ class Colorizer:
                 [negative, prompt], padding="max_length", max_length=tokenizer.model_max_length,
                 truncation=True, return_tensors="pt",
             ).input_ids
-            with self._placed(self.c.text_encoder) as encoder:
-                embeddings = encoder(ids.to(self.c.device))[0]
-            self._prompt_cache[key] = embeddings.to(self.c.dtype)
+            embeddings = self.c.text_encoder(ids.to(self.c.device))[0]
+            self._prompt_cache[key] = embeddings.to(self.c.device, self.c.dtype)
         return self._prompt_cache[key]
 
-    def encode(self, images: list[Image.Image], generator: torch.Generator) -> torch.Tensor:
-        """VAE latents (sampled, scaled) of RGB images, one encode pass."""
+    def encode(self, images: list[Image.Image], generator: torch.Generator | None) -> torch.Tensor:
+        """VAE latents (sampled, scaled) of RGB images in one encode pass. With a generator the
+        sample noise comes from it (CPU, any device); with None, from the global RNG of the
+        device, as diffusers' `latent_dist.sample()` in the official pipeline."""
         batch = torch.cat([to_tensor(im) for im in images]).to(self.c.device, self.c.dtype)
-        with self._placed(self.c.vae) as vae:
-            posterior = vae.encode(batch).latent_dist
+        posterior = self.c.vae_runner(_posterior, batch)
+        if generator is None:
+            latents = posterior.sample()
+        else:
             noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
             latents = posterior.mean + posterior.std * noise.to(posterior.mean.device, posterior.mean.dtype)
-        return latents * vae.config.scaling_factor
+        return latents * self.c.vae.config.scaling_factor
 
-    def conditioning(self, canvas: Image.Image, mask: Image.Image, size: WorkSize, generator: torch.Generator) -> torch.Tensor:
-        """The guide's 9 conditioning channels: latent(references only) | mask | latent(page)."""
-        references_only, page_only = guide_images(canvas, size)
-        latents = self.encode([references_only, page_only], generator)
+    def _mask_latent(self, mask: Image.Image, latent_size: tuple[int, int]) -> torch.Tensor:
         mask_array = 1.0 - np.asarray(mask.convert("L"), dtype=np.float32) / 255.0  # 1 on references
         mask_tensor = torch.from_numpy(mask_array)[None, None]
-        mask_latent = F.interpolate(mask_tensor, size=latents.shape[2:], mode="bilinear", align_corners=False)
-        mask_latent = mask_latent.to(self.c.device, self.c.dtype)
-        return torch.cat([latents[:1], mask_latent, latents[1:]], dim=1)
+        mask_latent = F.interpolate(mask_tensor, size=latent_size, mode="bilinear", align_corners=False)
+        return mask_latent.to(self.c.device, self.c.dtype)
+
+    def conditioning(self, canvas: Image.Image, mask: Image.Image, size: WorkSize, generator: torch.Generator | None,
+                     copies: int = 1) -> torch.Tensor:
+        """The guide's 9 conditioning channels: latent(references only) | mask | latent(page).
+
+        copies=1 (ours): both images encoded once, sampled from `generator`. copies=2 (official):
+        each image duplicated for the CFG batch and sampled from the global RNG, image A then B."""
+        references_only, page_only = guide_images(canvas, size)
+        if copies == 1:
+            latents = self.encode([references_only, page_only], generator)
+            references, page = latents[:1], latents[1:]
+        else:
+            references = self.encode([references_only] * copies, generator)
+            page = self.encode([page_only] * copies, generator)
+        mask_latent = self._mask_latent(mask, tuple(references.shape[2:])).expand(copies, -1, -1, -1)
+        return torch.cat([references, mask_latent, page], dim=1)
+
+    def decode_canvas(self, latents: torch.Tensor, size: WorkSize) -> Image.Image:
+        """Decode the whole 2W x 2H canvas latent (as the official) and cut out the page (W x H)."""
+        canvas = to_image(self.c.vae_runner(_decode, latents))
+        return canvas.crop(size.query_box_in_canvas)
 
     def decode_page(self, latents: torch.Tensor, size: WorkSize, margin_px: int) -> Image.Image:
-        """Decode the page region of the canvas latent plus a margin; return W x H."""
+        """Decode only the page region of the canvas latent plus a margin; return W x H.
+        Less memory than the whole canvas, but not the same pixels (see --help)."""
         scale = self.c.vae_scale
         margin = max(0, margin_px // scale)
         x0, y0, x1, y1 = self._page_latent_box(size)
         crop = latents[:, :, max(0, y0 - margin) : y1 + margin, max(0, x0 - margin) : x1 + margin]
-        with self._placed(self.c.vae) as vae:
-            decoded = vae.decode(crop / vae.config.scaling_factor, return_dict=False)[0]
+        decoded = self.c.vae_runner(_decode, crop)
         left, top = (x0 - max(0, x0 - margin)) * scale, (y0 - max(0, y0 - margin)) * scale
-        page = decoded[:, :, top : top + size.height, left : left + size.width]
-        return to_image(page)
+        return to_image(decoded[:, :, top : top + size.height, left : left + size.width])
+
+    def start_noise(self, size: WorkSize, settings: ColorizeSettings) -> torch.Tensor:
+        """The initial latent noise: a generator seeded with the seed (on the device for the
+        official procedure, as the official app; on the CPU for ours, the same on every device)."""
+        shape = (1, 4, size.canvas[1] // self.c.vae_scale, size.canvas[0] // self.c.vae_scale)
+        if settings.procedure == "official":
+            generator = torch.Generator(self.c.device).manual_seed(settings.seed)
+            return torch.randn(shape, generator=generator, device=self.c.device, dtype=torch.float32)
+        return torch.randn(shape, generator=stream_generator(settings.seed, START_NOISE), dtype=torch.float32)
 
     @torch.inference_mode()
     def __call__(
@@ -175,30 +210,39 @@ class Colorizer:
         settings: ColorizeSettings = ColorizeSettings(),
         callback: StepCallback | None = None,
     ) -> Image.Image:
-        """Colorize the page region of a RAP canvas; returns the page at working size (W x H)."""
+        """Colorize the page region of a RAP canvas; returns the page at working size (W x H).
+
+        With procedure "official" the conditioning samples come from the global RNG: the
+        caller seeds it (see rng.official_seeding) so that the GSRP sample follows them."""
         from diffusers import UniPCMultistepScheduler
 
         self.check_inputs(canvas, mask, size, settings)
-        generator = torch.Generator("cpu").manual_seed(settings.seed)
-        # Initial noise first, then the two conditioning encodes: one fixed RNG order.
-        latent_shape = (1, 4, size.canvas[1] // self.c.vae_scale, size.canvas[0] // self.c.vae_scale)
-        latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
-        conditioning = self.conditioning(canvas, mask, size, generator)
+        official = settings.procedure == "official"
+        use_cfg = settings.guidance_scale > 1.0
+        latents = self.start_noise(size, settings)
+        if official:  # one conditioning sample per CFG copy, from the global RNG
+            conditioning = self.conditioning(canvas, mask, size, None, copies=2 if use_cfg else 1)
+        else:
+            conditioning = self.conditioning(canvas, mask, size, stream_generator(settings.seed, CONDITIONING))
         text = self.prompt_embeddings(settings.prompt, settings.negative_prompt)
         scheduler = UniPCMultistepScheduler.from_config(self.c.scheduler_config)
-        scheduler.set_timesteps(settings.steps, device=self.c.device)
+        # Timesteps stay on the CPU (integers; UniPC keeps its sigmas there too): the step
+        # bookkeeping then never needs device data, and the models get them as scalars.
+        scheduler.set_timesteps(settings.steps, device="cpu")
         latents = (latents * scheduler.init_noise_sigma).to(self.c.device, self.c.dtype)
-        use_cfg = settings.guidance_scale > 1.0
         total = len(scheduler.timesteps)
         for index, timestep in enumerate(scheduler.timesteps):
             model_input = scheduler.scale_model_input(latents, timestep)
-            features = self.c.guide(model_input, timestep, conditioning, settings.conditioning_scale)
             if use_cfg:
-                noise = self.unet_forward(self.c.unet, torch.cat([model_input] * 2), timestep, text, features)
+                batch = torch.cat([model_input] * 2)
+                guide_input = batch if official else model_input
+                features = self.c.guide(guide_input, timestep, conditioning, settings.conditioning_scale)
+                noise = self.c.unet_runner(self.unet_forward, batch, timestep, text, features)
                 uncond, cond = noise.chunk(2)
                 noise = uncond + settings.guidance_scale * (cond - uncond)
             else:
-                noise = self.unet_forward(self.c.unet, model_input, timestep, text[1:], features)
+                features = self.c.guide(model_input, timestep, conditioning, settings.conditioning_scale)
+                noise = self.c.unet_runner(self.unet_forward, model_input, timestep, text[1:], features)
             latents = scheduler.step(noise, timestep, latents, return_dict=False)[0]
             if callback is not None:
                 step = index + 1
@@ -206,7 +250,11 @@ class Colorizer:
                 preview = latent_preview(self._page_latent(latents, size)) if wants_preview else None
                 if callback(StepInfo(step, total, int(timestep), preview)) is False:
                     raise Interrupted(f"interrupted after step {step} of {total}")
-        return self.decode_page(latents, size, settings.decode_margin)
+        if self.c.offload is not None:
+            self.c.offload.offload("guide")
+        if settings.decode == "page":
+            return self.decode_page(latents, size, settings.decode_margin)
+        return self.decode_canvas(latents, size)
 
     def _page_latent_box(self, size: WorkSize) -> tuple[int, int, int, int]:
         """The page area of the canvas in latent cells (x0, y0, x1, y1)."""

@@ -1,5 +1,6 @@
-"""Key -> shape listings of the three GraySD networks at official size, built on the meta
-device (no weights allocated), for diffing against the official checkpoints."""
+"""Key -> shape listings of the networks at official size (the three GraySD networks on the meta
+device, no weights allocated; the two small ScreenStyle networks), for diffing against the
+official checkpoints."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 
 def official_layout() -> dict[str, dict[str, list[int]]]:
-    """{"guider": {...}, "unet_lora": {...}, "multires": {...}} with every key and shape."""
+    """{"guider": {...}, "unet_lora": {...}, "multires": {...}, <ScreenStyle hub path>: {...}, ...}
+    with every key and shape; the ScreenStyle networks are named by their hub file paths."""
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
@@ -15,6 +17,7 @@ def official_layout() -> dict[str, dict[str, list[int]]]:
     from .checkpoints import attach_lora
     from .fusion import FusionNet
     from .guide import ColorGuiderSDModel
+    from .preprocess.screenstyle import RGB_TO_SCREEN_FILE, SCREEN_DECODER_FILE, RGBToScreen, ScreenDecoder
     from .resources import model_config
 
     diffusers_logging.set_verbosity_error()
@@ -31,4 +34,6 @@ def official_layout() -> dict[str, dict[str, list[int]]]:
         "guider": shapes(guide.state_dict()),
         "unet_lora": shapes({k: v for k, v in unet.state_dict().items() if ".lora_" in k}),
         "multires": shapes(fusion.state_dict()),
+        RGB_TO_SCREEN_FILE: shapes(RGBToScreen().state_dict()),
+        SCREEN_DECODER_FILE: shapes(ScreenDecoder().state_dict()),
     }

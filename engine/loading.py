@@ -67,6 +67,18 @@ class DiffusionComponents:
     fusion: Any
     device: torch.device
     dtype: torch.dtype
+    # Every use of the UNet and the VAE goes through these (see offload.py).
+    unet_runner: Any = None
+    vae_runner: Any = None
+    offload: Any = None  # offload.ModelOffload in low-VRAM mode, else None
+
+    def __post_init__(self) -> None:
+        from .offload import Runner
+
+        if self.unet_runner is None or self.unet_runner.model is not self.unet:
+            self.unet_runner = Runner(self.unet)
+        if self.vae_runner is None or self.vae_runner.model is not self.vae:
+            self.vae_runner = Runner(self.vae)
 
     @property
     def vae_scale(self) -> int:
@@ -74,11 +86,13 @@ class DiffusionComponents:
 
 
 def load_diffusion(
-    paths: ModelPaths, device: str = "cpu", dtype: torch.dtype | None = None, low_vram: bool = False
+    paths: ModelPaths, device: str = "cpu", dtype: torch.dtype | None = None, low_vram: bool = False,
+    vae_tiling: bool = False,
 ) -> DiffusionComponents:
     """Load SD1.5 (UNet + official LoRA, VAE, text encoder, tokenizer, scheduler config) and
-    the GraySD guide and fusion network. With `low_vram`, the text encoder and VAE stay on
-    the CPU until needed (see colorize.py)."""
+    the GraySD guide and fusion network. With `low_vram`, every model stays on the CPU and
+    moves to the device only while it runs (accelerate offload hooks, see offload.py);
+    `vae_tiling` encodes/decodes in tiles (less memory, slightly different pixels)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -108,15 +122,30 @@ def load_diffusion(
         module.requires_grad_(False)
         module.eval()
         module.to(dtype=dtype)
-    unet.to(target)
-    guide.to(target)
-    fusion.to(target)
-    if low_vram:
-        # Encode/decode the 2W x 2H canvas in tiles and one image at a time: the VAE's
-        # activations at that size are what overflows 8-12 GB cards.
+    if vae_tiling:
         vae.enable_tiling()
-        vae.enable_slicing()
+    components = DiffusionComponents(unet, guide, vae, text_encoder, tokenizer, scheduler_config, fusion, target, dtype)
+    if low_vram and target.type != "cpu":
+        install_offload(components)
     else:
-        vae.to(target)
-        text_encoder.to(target)
-    return DiffusionComponents(unet, guide, vae, text_encoder, tokenizer, scheduler_config, fusion, target, dtype)
+        for module in (unet, guide, vae, text_encoder, fusion):
+            module.to(target)
+    return components
+
+
+def install_offload(components: DiffusionComponents) -> ModelOffload:
+    """Low-VRAM placement: all models on the CPU, each moved to the device when it runs.
+
+    The text encoder leaves when the UNet starts; the UNet leaves when the VAE decodes; the
+    guide leaves after the last step (colorize.py); the VAE and the fusion net serve GSRP
+    together and leave at the end of the page (pipeline)."""
+    from .offload import ModelOffload
+
+    offload = ModelOffload(components.device)
+    offload.add("text_encoder", components.text_encoder)
+    offload.add("unet", components.unet_runner, after="text_encoder")
+    offload.add("guide", components.guide)
+    offload.add("vae", components.vae_runner, after="unet")
+    offload.add("fusion", components.fusion)
+    components.offload = offload
+    return offload

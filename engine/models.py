@@ -5,6 +5,7 @@ Layout: DIR/sd15/ (diffusers SD1.5) and DIR/colorflow/ (the ColorFlow hub repo f
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -17,7 +18,7 @@ from .paths import cache_dir
 IMAGE_ENCODER_SUBDIR = "image_encoder"
 GRAYSD_SUBDIR = "GraySD"
 TINY_MARKER = ".complete"
-TINY_VERSION = 3
+TINY_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,32 @@ class ModelPaths:
         return self.colorflow / GRAYSD_SUBDIR
 
 
+def fingerprint_models(paths: ModelPaths) -> str:
+    """A cheap id of the model files: both roots, then each file's relative path, size and
+    mtime (ns). Changes when a weight or config file is replaced, retrained in place or touched,
+    or when a root points elsewhere; reads no file, so GBs of weights cost only a stat each.
+
+    Every non-hidden file counts (weights, configs, tokenizer files): a spurious change only
+    costs a recompute, a missed one a stale page. Hidden entries (e.g. the ".cache" download
+    metadata of a local hub folder) are skipped. stat follows the hub cache's symlinks to its blobs.
+    """
+    digest = hashlib.sha256()
+    for root in (paths.sd15, paths.colorflow):
+        root = Path(root)
+        digest.update(f"root\t{root}\n".encode())
+        if not root.is_dir():
+            continue
+        files = []
+        for path in root.rglob("*"):
+            relative = path.relative_to(root)
+            if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+                continue
+            files.append((relative.as_posix(), path.stat()))
+        for name, stat in sorted(files, key=lambda item: item[0]):
+            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
 def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
     """Write small random-weight models in the official file layout under `root`.
 
@@ -47,7 +74,7 @@ def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from .tiny import write_tiny_graysd, write_tiny_image_encoder, write_tiny_sd15
+    from .tiny import write_tiny_graysd, write_tiny_image_encoder, write_tiny_screenstyle, write_tiny_sd15
 
     transformers_logging.disable_progress_bar()
     diffusers_logging.disable_progress_bar()
@@ -57,13 +84,15 @@ def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
     write_tiny_sd15(paths.sd15)
     write_tiny_graysd(paths.sd15, paths.colorflow / GRAYSD_SUBDIR)
     write_tiny_image_encoder(paths.image_encoder)
+    write_tiny_screenstyle(paths.colorflow)
     return paths
 
 
 def tiny_models(root: Path | None = None) -> ModelPaths:
     """The tiny preset: generated once into the cache folder (atomically), reused afterwards."""
     root = Path(root) if root else cache_dir() / "tiny-models"
-    if not (root / TINY_MARKER).exists():
+    marker = root / TINY_MARKER
+    if not marker.exists() or marker.read_text().strip() != f"tiny models v{TINY_VERSION}":
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
         try:

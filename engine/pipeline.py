@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from .canvas import WorkSize, restore_page
+from .canvas import WorkSize, choose_work_size, restore_page
 from .chapter import Chapter, ImageSource, PageImage
 from .curation import Choices
-from .errors import ColorFlowError
+from .errors import ColorFlowError, InputError
 from .events import (
     CancelToken,
     Cancelled,
@@ -33,6 +33,9 @@ from .events import (
 from .fileio import atomic_save_image, atomic_write_json
 from .project import ChapterProject
 from .retrieval import PageRetrieval, Retriever
+from .rng import SCREENSTYLE, stream_seed
+
+OUTPUT_SIZES = ("page", "gsrp")
 
 
 def page_folder_name(index: int, name: str) -> str:
@@ -94,6 +97,38 @@ def _load(chapter: Chapter, index: int) -> PageImage:
     return chapter.load_page(index)
 
 
+@dataclass(frozen=True)
+class InputSettings:
+    """How a page becomes the stages' input: working size, input style, procedure and seed."""
+
+    style: str = "screen"  # "screen": the official ScreenStyle pass (G); "gray": plain grayscale
+    procedure: str = "ours"
+    seed: int = 0
+    size: WorkSize | None = None
+
+    def __post_init__(self) -> None:
+        from .preprocess.page import INPUT_STYLES
+
+        if self.style not in INPUT_STYLES:
+            raise InputError(f"input style must be one of {', '.join(INPUT_STYLES)}, got {self.style!r}")
+
+    @property
+    def fit(self) -> str:
+        return "crop" if self.procedure == "official" else "letterbox"
+
+    @property
+    def screen_seed(self) -> int:
+        """The official app leaves the pass unseeded; its exact procedure here seeds it with the
+        seed, ours with the seed's own ScreenStyle stream."""
+        return self.seed if self.procedure == "official" else stream_seed(self.seed, SCREENSTYLE)
+
+
+def prepare_page(preparer, page: PageImage, inputs: InputSettings):
+    """The page framed, G computed (or cached) and the query made (preprocess stage)."""
+    size = choose_work_size(page.image.size, inputs.size)
+    return preparer.prepare(page.image, page.sha256, size, inputs.style, inputs.fit, inputs.screen_seed)
+
+
 def retrieve_chapter(
     chapter: Chapter,
     references: Sequence[ImageSource],
@@ -102,8 +137,12 @@ def retrieve_chapter(
     size: WorkSize | None = None,
     emit: EventSink = ignore,
     cancel: CancelToken | None = None,
+    preparer=None,
+    inputs: InputSettings | None = None,
 ) -> ChapterReport:
-    """RAP for every page: per-page outputs in the project folder, status saved as we go."""
+    """RAP for every page: per-page outputs in the project folder, status saved as we go.
+    With a preparer (preprocess.PagePreparer) each page's query is its G (see InputSettings)."""
+    inputs = inputs or InputSettings(style="gray", size=size)
     cancel = cancel or CancelToken()
     _prepare(project, chapter, references)
     report = ChapterReport([], {})
@@ -117,7 +156,8 @@ def retrieve_chapter(
         emit(Progress("RAP", index, total, source.name))
         try:
             page = _load(chapter, index)
-            result = retriever.retrieve(page, references, project.choices_for(source.name), size)
+            prepared = prepare_page(preparer, page, inputs) if preparer is not None else None
+            result = retriever.retrieve(page, references, project.choices_for(source.name), inputs.size, prepared)
             outputs = write_retrieval(result, project.folder / page_folder_name(index, source.name))
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, source.name, _reason(exc))
@@ -138,33 +178,84 @@ class PipelineSettings:
     upscale: Any  # upscale.UpscaleSettings
     keep_ink: bool = True
     size: WorkSize | None = None
+    input_style: str = "screen"  # see InputSettings
+    output_size: str = "page"  # "page": the page's own size; "gsrp": 1.5x the working size
+
+    def check(self) -> None:
+        """Consistent settings, before any model is loaded."""
+        self.colorize.check()
+        if self.output_size not in OUTPUT_SIZES:
+            raise InputError(f"output size must be one of {', '.join(OUTPUT_SIZES)}, got {self.output_size!r}")
+        if self.upscale.procedure != self.colorize.procedure:
+            raise InputError("ICP and GSRP must follow the same procedure")
+        if self.procedure == "official" and (self.keep_ink or self.output_size != "gsrp"):
+            raise InputError("the official procedure outputs 1.5x the working size without keep-ink")
+        self.inputs  # validates the input style
+
+    @property
+    def procedure(self) -> str:
+        return self.colorize.procedure
+
+    @property
+    def inputs(self) -> InputSettings:
+        return InputSettings(self.input_style, self.procedure, self.colorize.seed, self.size)
 
     def key(self, page: PageImage, retrieval: PageRetrieval, models_id: str) -> str:
-        """Hash of settings, page content, picks and models: equal keys, equal output."""
+        """Hash of everything a colored page is made from: settings, page content, picks, the
+        ICP canvas, the working size (which fixes the mask) and the models. Equal keys, equal
+        output; what only shows progress (preview_every) or explains the picks (scores, pinned
+        flags, warnings) is left out, so it never forces a recompute."""
+        colorize = asdict(self.colorize)
+        colorize.pop("preview_every", None)  # how often a preview is shown, not what is drawn
         parts = {
-            "colorize": asdict(self.colorize),
+            "colorize": colorize,
             "upscale": asdict(self.upscale),
             "keep_ink": self.keep_ink,
+            "input_style": self.input_style,
+            "output_size": self.output_size,
             "work_size": str(retrieval.work_size),
             "page": page.sha256,
-            "picks": retrieval.to_json()["picks"],
+            # Which reference patch fills each canvas cell, in rank (= placement) order.
+            "picks": [
+                [[p.candidate.ref, p.candidate.patch, list(p.candidate.box or ())] for p in row]
+                for row in retrieval.picks
+            ],
+            # ICP's own input: also catches a reference file edited in place (same picks).
+            "canvas": _image_sha256(retrieval.canvas),
             "models": models_id,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _image_sha256(image: Image.Image) -> str:
+    digest = hashlib.sha256(f"{image.mode} {image.size[0]}x{image.size[1]}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
 class ColorFlowPipeline:
-    """The three stages for one page, on loaded models; the chapter loop lives below."""
+    """The stages for one page (preprocess, RAP, ICP, GSRP) on loaded models; the chapter loop
+    lives below."""
 
-    def __init__(self, retriever: Retriever, colorizer, upscaler, models_id: str) -> None:
+    def __init__(self, retriever: Retriever, colorizer, upscaler, models_id: str, preparer=None) -> None:
+        from .preprocess.page import PagePreparer
+
         self.retriever, self.colorizer, self.upscaler = retriever, colorizer, upscaler
+        self.preparer = preparer or PagePreparer()  # without ScreenStyle networks: "gray" only
         self.models_id = models_id
-        self.timings = {"RAP": 0.0, "ICP": 0.0, "GSRP": 0.0}
+        self.timings = {"ScreenStyle": 0.0, "RAP": 0.0, "ICP": 0.0, "GSRP": 0.0}
 
-    def retrieve(self, page: PageImage, references: Sequence[ImageSource], choices: Choices, size: WorkSize | None) -> PageRetrieval:
+    def prepare(self, page: PageImage, inputs: InputSettings):
         start = time.perf_counter()
         try:
-            return self.retriever.retrieve(page, references, choices, size)
+            return prepare_page(self.preparer, page, inputs)
+        finally:
+            self.timings["ScreenStyle"] += time.perf_counter() - start
+
+    def retrieve(self, page: PageImage, references: Sequence[ImageSource], choices: Choices, prepared) -> PageRetrieval:
+        start = time.perf_counter()
+        try:
+            return self.retriever.retrieve(page, references, choices, prepared.work_size, prepared)
         finally:
             self.timings["RAP"] += time.perf_counter() - start
 
@@ -172,13 +263,16 @@ class ColorFlowPipeline:
         self,
         page: PageImage,
         retrieval: PageRetrieval,
+        prepared,
         settings: PipelineSettings,
         emit: EventSink = ignore,
         cancel: CancelToken | None = None,
     ) -> Image.Image:
-        """ICP then GSRP; the colored page at the page's own size. Raises colorize.Interrupted
-        when cancelled (within one denoising step)."""
-        from .upscale import keep_ink
+        """ICP then GSRP, then the output size (see PipelineSettings). Raises
+        colorize.Interrupted when cancelled (within one denoising step)."""
+        import contextlib
+
+        from .rng import official_seeding
 
         cancel = cancel or CancelToken()
         name = page.source.name
@@ -189,15 +283,24 @@ class ColorFlowPipeline:
                 emit(Preview(name, info.preview))
             return not cancel.cancelled
 
-        start = time.perf_counter()
-        colored = self.colorizer(retrieval.canvas, retrieval.mask, retrieval.work_size, settings.colorize, on_step)
-        self.timings["ICP"] += time.perf_counter() - start
-        start = time.perf_counter()
-        emit(Progress("GSRP", 0, 1, name))
-        frame, frame_fit = self.upscaler(colored, page.image, retrieval.work_size, settings.upscale)
-        final = restore_page(frame, frame_fit)
-        if settings.keep_ink:
-            final = keep_ink(final, page.image)
+        # Official: one global RNG stream seeded like fix_random_seeds, drawn by ICP's
+        # conditioning samples and then by the GSRP sample.
+        official = settings.procedure == "official"
+        device = getattr(self.upscaler, "device", "cpu")
+        rng = official_seeding(settings.colorize.seed, device) if official else contextlib.nullcontext()
+        try:
+            with rng:
+                start = time.perf_counter()
+                colored = self.colorizer(retrieval.canvas, retrieval.mask, retrieval.work_size, settings.colorize, on_step)
+                self.timings["ICP"] += time.perf_counter() - start
+                start = time.perf_counter()
+                emit(Progress("GSRP", 0, 1, name))
+                frame = self.upscaler(colored, prepared.frame, settings.upscale)
+            final = finish_page(frame, page.image, prepared.frame_fit, settings.output_size, settings.keep_ink)
+        finally:
+            offload = getattr(getattr(self.colorizer, "c", None), "offload", None)
+            if offload is not None:
+                offload.offload()  # the page is done: every model back to the CPU
         emit(Progress("GSRP", 1, 1, name))
         self.timings["GSRP"] += time.perf_counter() - start
         return final
@@ -207,6 +310,22 @@ class ColorFlowPipeline:
         release = getattr(self.retriever.embedder, "release", None)
         if release:
             release()
+
+
+def finish_page(frame: Image.Image, page: Image.Image, frame_fit, output_size: str, keep_ink: bool) -> Image.Image:
+    """The GSRP frame to the output: "page" cuts the page out and restores its own size;
+    "gsrp" cuts the page out at 1.5x the working size. With keep-ink, lightness comes from
+    the original page (resized to the output when it differs)."""
+    from .upscale import keep_ink as apply_keep_ink
+
+    if output_size == "page":
+        final = restore_page(frame, frame_fit)
+    else:
+        final = frame.crop(frame_fit.content_box)
+    if keep_ink:
+        ink = page if page.size == final.size else page.resize(final.size, Image.BICUBIC)
+        final = apply_keep_ink(final, ink)
+    return final
 
 
 def colorize_chapter(
@@ -226,6 +345,10 @@ def colorize_chapter(
     from .colorize import Interrupted
 
     cancel = cancel or CancelToken()
+    settings.check()
+    with project.lock:  # recorded with the chapter, so a reopened project shows how it was made
+        project.settings.update(input_style=settings.input_style, procedure=settings.procedure,
+                                output_size=settings.output_size)
     _prepare(project, chapter, references)
     report = ChapterReport([], {})
     indices = [i for i, s in enumerate(chapter.sources) if only is None or s.name in only]
@@ -240,7 +363,8 @@ def colorize_chapter(
             break
         emit(Progress("RAP", position, len(indices), name))
         try:
-            pipeline.retrieve(_load(chapter, index), references, project.choices_for(name), settings.size)
+            page = _load(chapter, index)
+            pipeline.retrieve(page, references, project.choices_for(name), pipeline.prepare(page, settings.inputs))
             usable.append(index)
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, name, _reason(exc))
@@ -251,7 +375,8 @@ def colorize_chapter(
         name = chapter.sources[index].name
         try:
             page = _load(chapter, index)
-            retrieval = pipeline.retrieve(page, references, project.choices_for(name), settings.size)
+            prepared = pipeline.prepare(page, settings.inputs)
+            retrieval = pipeline.retrieve(page, references, project.choices_for(name), prepared)
         except Exception as exc:
             _page_failed(project, report, emit, name, _reason(exc))
             continue
@@ -268,7 +393,7 @@ def colorize_chapter(
             break
         project.set_status(name, "running")
         try:
-            final = pipeline.color(page, retrieval, settings, emit, cancel)
+            final = pipeline.color(page, retrieval, prepared, settings, emit, cancel)
             atomic_save_image(final, output)
         except Interrupted:
             project.set_status(name, "pending")
@@ -299,24 +424,42 @@ def load_retriever(models: str, device: str = "cpu", cache_dir: Path | None = No
     return Retriever(embedder, EmbeddingCache(Path(cache_dir) if cache_dir else embeddings_dir()))
 
 
+def load_preparer(models: str, device: str = "cpu", cache_dir: Path | None = None, style: str = "screen"):
+    """The preprocess stage: the ScreenStyle networks of a model source (for style "screen")
+    and G's cache (the per-user cache folder unless `cache_dir`)."""
+    from .models import resolve_models
+    from .paths import cache_dir as user_cache_dir
+    from .preprocess.page import PagePreparer
+    from .preprocess.screenstyle import load_screenstyle
+
+    networks = load_screenstyle(resolve_models(models).colorflow, device) if style == "screen" else None
+    folder = (Path(cache_dir) if cache_dir else user_cache_dir()) / "screenstyle"
+    return PagePreparer(networks, folder)
+
+
 def load_pipeline(
     models: str,
     device: str = "cpu",
     low_vram: bool = False,
     cache_dir: Path | None = None,
     retriever: Retriever | None = None,
+    preparer=None,
+    vae_tiling: bool = False,
+    input_style: str = "screen",
 ) -> ColorFlowPipeline:
-    """Resolve a model source and load all three stages on `device` (reusing `retriever`
-    when the caller already has one for the same models)."""
+    """Resolve a model source and load every stage on `device` (reusing `retriever` and
+    `preparer` when the caller already has them for the same models)."""
     from .colorize import Colorizer
     from .loading import load_diffusion
-    from .models import resolve_models
+    from .models import fingerprint_models, resolve_models
     from .upscale import Upscaler
 
     paths = resolve_models(models)
     retriever = retriever or load_retriever(models, device, cache_dir)
-    components = load_diffusion(paths, device, low_vram=low_vram)
-    colorizer = Colorizer(components, low_vram)
-    upscaler = Upscaler(components.vae, components.fusion, components.device, components.dtype)
-    models_id = f"{paths.colorflow}|{retriever.embedder.encoder_id}"
-    return ColorFlowPipeline(retriever, colorizer, upscaler, models_id)
+    preparer = preparer or load_preparer(models, device, cache_dir, input_style)
+    components = load_diffusion(paths, device, low_vram=low_vram, vae_tiling=vae_tiling)
+    colorizer = Colorizer(components)
+    upscaler = Upscaler(components.vae_runner, components.fusion, components.device, components.dtype)
+    # The files themselves (paths, sizes, mtimes), so weights replaced in place count as new models.
+    models_id = f"{fingerprint_models(paths)}|{retriever.embedder.encoder_id}"
+    return ColorFlowPipeline(retriever, colorizer, upscaler, models_id, preparer)

@@ -239,18 +239,26 @@ class Retriever:
 
     # --- pages ------------------------------------------------------------------------
     def query_embeddings(
-        self, page: PageImage, size: WorkSize
+        self, page: PageImage, size: WorkSize, prepared=None
     ) -> tuple[Image.Image, PageFit, np.ndarray]:
-        working, fit = fit_page(page.image, size)
+        """The query image at working size, its fit, and its 4 patch embeddings (cached).
+
+        `prepared` (preprocess.PreparedPage): the query is its G at W x H, cached under its key;
+        without it, the page itself (gray, letterboxed)."""
+        if prepared is not None:
+            working, fit, content_key = prepared.query, prepared.query_fit, prepared.key
+        else:
+            working, fit = fit_page(page.image, size)
+            content_key = page.sha256
         boxes = query_boxes(size)
         boxes_key = _boxes_array(boxes)
-        vectors = self.cache.get(self.embedder.encoder_id, page.sha256, str(size), "query", boxes_key)
+        vectors = self.cache.get(self.embedder.encoder_id, content_key, str(size), "query", boxes_key)
         if vectors is None:
             patches = [working.crop(b).convert("RGB") for b in boxes]
             vectors = self.embedder.embed(patches)
             self.query_images_embedded += len(patches)
             self.cache.put(
-                self.embedder.encoder_id, page.sha256, str(size), "query", boxes_key, vectors
+                self.embedder.encoder_id, content_key, str(size), "query", boxes_key, vectors
             )
         return working.convert("RGB"), fit, vectors
 
@@ -260,11 +268,13 @@ class Retriever:
         references: Sequence[ImageSource],
         choices: Choices = Choices(),
         size: WorkSize | None = None,
+        prepared=None,
     ) -> PageRetrieval:
-        """Run RAP for one gray page: pick reference patches and stitch the canvas and mask."""
-        work_size = choose_work_size(page.image.size, size)
+        """Run RAP for one gray page: pick reference patches and stitch the canvas and mask.
+        With `prepared` (preprocess.PreparedPage) its query (G) is the page and sets the size."""
+        work_size = prepared.work_size if prepared is not None else choose_work_size(page.image.size, size)
         candidates, matrix, warnings = self.reference_candidates(references, work_size)
-        query_image, fit, query_vectors = self.query_embeddings(page, work_size)
+        query_image, fit, query_vectors = self.query_embeddings(page, work_size, prepared)
         scores = query_vectors @ matrix.T
         picks = select_picks(scores, candidates, choices)
         known = {c.ref for c in candidates}

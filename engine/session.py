@@ -28,6 +28,7 @@ class RunSettings:
     size: str | None = None  # "WxH" or None for automatic
     keep_ink: bool = True
     low_vram: bool = False
+    input_style: str = "screen"  # "screen": the official ScreenStyle pass; "gray": plain grayscale
     export_format: str = "cbz"
     cache_dir: str | None = None
 
@@ -41,6 +42,23 @@ class EngineSession:
 
     _pipelines: dict[tuple, Any] = field(default_factory=dict)
     _retrievers: dict[tuple, Any] = field(default_factory=dict)
+    _preparers: dict[tuple, Any] = field(default_factory=dict)
+
+    def preparer(self, settings: RunSettings):
+        key = (settings.models, settings.device, settings.cache_dir, settings.input_style)
+        if key not in self._preparers:
+            from .devices import pick_device
+            from .pipeline import load_preparer
+
+            self._preparers[key] = load_preparer(
+                settings.models, pick_device(settings.device), settings.cache_dir, settings.input_style
+            )
+        return self._preparers[key]
+
+    def inputs(self, settings: RunSettings):
+        from .pipeline import InputSettings
+
+        return InputSettings(settings.input_style, "ours", settings.seed, settings.work_size())
 
     def retriever(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.cache_dir)
@@ -52,13 +70,14 @@ class EngineSession:
         return self._retrievers[key]
 
     def pipeline(self, settings: RunSettings):
-        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir)
+        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, settings.input_style)
         if key not in self._pipelines:
             from .devices import pick_device
             from .pipeline import load_pipeline
 
             self._pipelines[key] = load_pipeline(
-                settings.models, pick_device(settings.device), settings.low_vram, retriever=self.retriever(settings)
+                settings.models, pick_device(settings.device), settings.low_vram, retriever=self.retriever(settings),
+                preparer=self.preparer(settings),
             )
         return self._pipelines[key]
 
@@ -71,7 +90,11 @@ class EngineSession:
         source = chapter.sources[index]
         if source.ref in chapter.errors:
             raise ColorFlowError(chapter.errors[source.ref])
-        return self.retriever(settings).retrieve(chapter.load_page(index), references, choices, settings.work_size())
+        from .pipeline import prepare_page
+
+        page = chapter.load_page(index)
+        prepared = prepare_page(self.preparer(settings), page, self.inputs(settings))
+        return self.retriever(settings).retrieve(page, references, choices, prepared.work_size, prepared)
 
     def colorize(
         self,
@@ -98,6 +121,7 @@ class EngineSession:
             upscale=UpscaleSettings(seed=settings.seed),
             keep_ink=settings.keep_ink,
             size=settings.work_size(),
+            input_style=settings.input_style,
         )
         pipeline = self.pipeline(settings)
         return colorize_chapter(chapter, references, pipeline, project, run, emit, cancel, resume=True, only=pages)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .canvas import PageFit, WorkSize, fit_page
+from .canvas import WorkSize
+from .rng import GSRP, stream_generator
 
 GSRP_SCALE = 1.5  # the official output is 1.5 W x 1.5 H
 INK_CHROMA_FADE_L = 15.0  # CIELAB lightness below which keep-ink fades the color out
@@ -25,15 +26,20 @@ INK_CHROMA_FADE_L = 15.0  # CIELAB lightness below which keep-ink fades the colo
 @dataclass(frozen=True)
 class UpscaleSettings:
     """`batch_norm`: "batch" = per-call statistics, as the official app (it never calls
-    .eval() on the fusion net); "running" = the stored running statistics."""
+    .eval() on the fusion net); "running" = the stored running statistics. `procedure`
+    "official" draws the latent sample from the global RNG (the draw after ICP's conditioning
+    samples), "ours" from the seed's own GSRP stream."""
 
     scale: float = GSRP_SCALE
     batch_norm: str = "batch"
     seed: int = 0
+    procedure: str = "ours"
 
     def __post_init__(self) -> None:
         if self.batch_norm not in ("batch", "running"):
             raise ValueError(f"batch_norm must be 'batch' or 'running', got {self.batch_norm!r}")
+        if self.procedure not in ("ours", "official"):
+            raise ValueError(f"procedure must be 'ours' or 'official', got {self.procedure!r}")
 
 
 def gsrp_size(size: WorkSize, scale: float, multiple: int) -> tuple[int, int]:
@@ -105,36 +111,43 @@ class Upscaler:
     """GSRP on loaded components (VAE + fusion network)."""
 
     def __init__(self, vae, fusion, device: torch.device, dtype: torch.dtype) -> None:
-        self.vae, self.fusion, self.device, self.dtype = vae, fusion, device, dtype
+        from .offload import Runner
+
+        # Every VAE use goes through a Runner (shared with ICP when given one), so low-VRAM
+        # offload hooks place the VAE on the device before it runs.
+        self.vae = vae if isinstance(vae, Runner) else Runner(vae)
+        self.fusion, self.device, self.dtype = fusion, device, dtype
 
     @property
     def grid(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    @torch.inference_mode()
-    def __call__(
-        self, colored: Image.Image, gray_page: Image.Image, size: WorkSize, settings: UpscaleSettings = UpscaleSettings()
-    ) -> tuple[Image.Image, PageFit]:
-        """Super-resolve a colored working-size page guided by the gray page.
+    def frame_size(self, size: WorkSize, scale: float = GSRP_SCALE) -> tuple[int, int]:
+        return gsrp_size(size, scale, self.grid)
 
-        Returns the GSRP frame (scale x working size, same framing as the working image) and
-        how the page sits in it, so `restore_page` can cut out the page.
-        """
-        width, height = gsrp_size(size, settings.scale, self.grid)
-        gray_frame, fit = fit_page(gray_page, (width, height))
+    @torch.inference_mode()
+    def __call__(self, colored: Image.Image, gray_frame: Image.Image, settings: UpscaleSettings = UpscaleSettings()) -> Image.Image:
+        """Super-resolve a colored working-size page guided by the gray page in the GSRP frame
+        (G, same framing as the working image); returns the colored frame at the gray frame's size."""
+        width, height = gray_frame.size
+        if width % self.grid or height % self.grid:
+            raise ValueError(f"GSRP frame {width}x{height} must be a multiple of {self.grid}")
         color_frame = colored.convert("RGB").resize((width, height), Image.BICUBIC)
         color = _to_tensor(color_frame, self.device, self.dtype)
         gray = _to_tensor(gray_frame.convert("RGB"), self.device, self.dtype)
-        moments, color_features = encode_with_features(self.vae, color)
-        _, gray_features = encode_with_features(self.vae, gray)
+        moments, color_features = self.vae(encode_with_features, color)
+        _, gray_features = self.vae(encode_with_features, gray)
         with _batch_norm_mode(self.fusion, settings.batch_norm):
             fused = self.fusion(color_features, gray_features)
         mean, logvar = moments.chunk(2, dim=1)
-        generator = torch.Generator("cpu").manual_seed(settings.seed)
-        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean.device, mean.dtype)
+        if settings.procedure == "official":  # diffusers' latent_dist.sample(): the global RNG
+            noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
+        else:
+            noise = torch.randn(mean.shape, generator=stream_generator(settings.seed, GSRP), dtype=torch.float32)
+            noise = noise.to(mean.device, mean.dtype)
         latents = mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * noise
-        decoded = decode_with_features(self.vae, latents, fused)
-        return _to_image_truncated(decoded), fit
+        decoded = self.vae(decode_with_features, latents, fused)
+        return _to_image_truncated(decoded)
 
 
 def keep_ink(colored: Image.Image, gray_page: Image.Image) -> Image.Image:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from xml.etree import ElementTree
 
 import numpy as np
 import pytest
+from natsort import natsorted
 from PIL import Image
 
 from engine.chapter import open_chapter
@@ -29,6 +31,21 @@ def test_cbz_round_trips_through_the_chapter_reader(tmp_path):
     assert info.findtext("Title") == "Chapter <1> & co"
     assert info.findtext("PageCount") == "11"
     assert "ColorFlow" in info.findtext("Notes")
+
+
+@pytest.mark.parametrize("count, digits", [(12, 3), (105, 3), (1000, 4)])
+def test_cbz_page_names_sort_in_reading_order_as_plain_strings_and_naturally(tmp_path, count, digits):
+    # Readers differ: many sort member names as plain strings (byte order), others naturally.
+    # Zero-padded numbers of one width give the reading order under both.
+    items = [(f"{i}.png", Image.new("L", (1, 1))) for i in range(1, count + 1)]
+    with zipfile.ZipFile(export_cbz(items, tmp_path / "out.cbz", "c")) as archive:
+        names = [n for n in archive.namelist() if n != "ComicInfo.xml"]
+    assert len(names) == count
+    assert all(re.fullmatch(rf"\d{{{digits}}}_\d+\.png", n) for n in names), names[:12]
+    reading_order = [f"{i}.png" for i in range(1, count + 1)]
+    assert [n.split("_", 1)[1] for n in sorted(names)] == reading_order
+    assert [n.split("_", 1)[1] for n in natsorted(names)] == reading_order
+    assert [int(n.split("_", 1)[0]) for n in sorted(names)] == list(range(1, count + 1))
 
 
 def test_failed_export_leaves_existing_file_untouched(tmp_path, monkeypatch):

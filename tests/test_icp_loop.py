@@ -91,7 +91,7 @@ def stubbed(tiny_components, monkeypatch):
     """The real Colorizer on stub guide/UNet/VAE (real tokenizer, text encoder, scheduler config)."""
     from diffusers import UniPCMultistepScheduler
 
-    components = dataclasses.replace(tiny_components, guide=StubGuide(), vae=StubVAE())
+    components = dataclasses.replace(tiny_components, guide=StubGuide(), vae=StubVAE(), vae_runner=None)
     latent_shape = (1, 4, SIZE.canvas[1] // SCALE, SIZE.canvas[0] // SCALE)
     unet = StubUNet(latent_shape)
     steps: list[tuple[int, torch.Tensor]] = []

@@ -165,7 +165,7 @@ def test_no_code_calls_torch_load_without_weights_only():
 def test_models_list_shows_presence_and_device(hub_snapshot, capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert "official  18/18 files present" in out
+    assert "official  20/20 files present" in out
     assert "device    auto -> cpu, float32" in out
 
 

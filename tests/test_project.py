@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -62,31 +60,82 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [PROJECT_FILE]  # no temp file left behind
 
 
-def test_project_survives_being_killed_mid_save(tmp_path):
-    """A process saving in a loop is SIGKILLed; the file on disk is always a complete save."""
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.path.insert(0, {str(REPO_ROOT)!r})
-        from engine.project import ChapterProject
-        project = ChapterProject(folder=__import__("pathlib").Path({str(tmp_path)!r}))
-        project.sync_pages([(f"{{i}}.png", f"/c/{{i}}.png") for i in range(2000)])
-        n = 0
-        while True:
-            n += 1
-            project.settings["n"] = n
-            project.save()
-            print(n, flush=True)
-        """
-    )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    for _ in range(3):  # let it complete a few saves
-        process.stdout.readline()
-    time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+# The child saves 3 times, then dies by SIGKILL at one point of its 4th save: hooks replace
+# engine.fileio.atomic_write (to write half the temp file) and os.replace (around the rename).
+KILL_MID_SAVE = """
+import os, signal, sys
+from pathlib import Path
+
+sys.path.insert(0, {repo!r})
+import engine.fileio as fileio
+from engine.project import ChapterProject
+
+point, folder = sys.argv[1], Path(sys.argv[2])
+armed = False
+real_atomic_write, real_replace = fileio.atomic_write, os.replace
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class HalfWriter:
+    # Half of the payload reaches the disk, then the process dies mid-write.
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data):
+        self.handle.write(data[: len(data) // 2])
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        die()
+
+
+def atomic_write(path, write):
+    if armed and point == "mid-write":
+        return real_atomic_write(path, lambda handle: write(HalfWriter(handle)))
+    return real_atomic_write(path, write)
+
+
+def replace(src, dst):
+    if armed and point == "before-rename":
+        die()
+    real_replace(src, dst)
+    if armed and point == "after-rename":
+        die()
+
+
+fileio.atomic_write = atomic_write
+os.replace = replace  # fileio calls it through the os module
+project = ChapterProject(folder=folder)
+project.sync_pages([(f"{{i}}.png", f"/c/{{i}}.png") for i in range(2000)])
+for n in (1, 2, 3):
+    project.settings["n"] = n
+    project.save()
+armed = True
+project.settings["n"] = 4
+project.save()
+sys.exit("the kill hook never fired")
+"""
+
+
+@pytest.mark.parametrize("point, saved", [("mid-write", 3), ("before-rename", 3), ("after-rename", 4)])
+def test_project_survives_being_killed_mid_save(tmp_path, point, saved):
+    """SIGKILLed at a chosen point of a save, the project file is the last complete save."""
+    script = KILL_MID_SAVE.format(repo=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-c", script, point, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
     loaded = ChapterProject.load(tmp_path)
-    assert len(loaded.pages) == 2000 and loaded.settings["n"] >= 3
+    assert loaded.settings["n"] == saved
+    assert len(loaded.pages) == 2000 and loaded.pages[-1].name == "1999.png"
+    # The temp file shows where the process died: half written, complete, or renamed away.
+    temps = [p for p in tmp_path.iterdir() if p.name != PROJECT_FILE]
+    assert len(temps) == (0 if point == "after-rename" else 1)
+    if point == "mid-write":
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(temps[0].read_text())
+    elif point == "before-rename":
+        assert json.loads(temps[0].read_text())["settings"]["n"] == 4
 
 
 def test_corrupt_file_is_reported_and_never_overwritten(tmp_path):

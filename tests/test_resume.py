@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from engine.cli import main
@@ -19,43 +18,89 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _done_pages(out: Path) -> list[str]:
-    try:
-        data = json.loads((out / PROJECT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
+    data = json.loads((out / PROJECT_FILE).read_text())
     return [p["name"] for p in data["pages"] if p["status"] == "done"]
 
 
-def test_killed_run_resumes_and_recomputes_only_missing_pages(tiny_models_dir, demo_data, tmp_path, capsys):
+def _stamp(path: Path) -> tuple[int, int]:
+    # An atomic rewrite is a new inode, whatever the file system's mtime resolution.
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+# The CLI in a child process that SIGKILLs itself at a chosen point of the run: on the first
+# ICP progress event of page 3 (hooked into the CLI's event sink: the page is in flight), or
+# right after the atomic rename of page 3's output (on disk, not yet recorded in the project).
+KILLED_RUN = """
+import os, signal, sys
+
+sys.path.insert(0, {repo!r})
+from engine import cli
+from engine.events import Progress
+
+point = {point!r}
+real_sink, real_replace = cli._progress_sink, os.replace
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def progress_sink(enabled):
+    emit, close = real_sink(enabled)
+
+    def hooked(event):
+        emit(event)
+        if point == "3rd page's ICP" and isinstance(event, Progress) and event.stage == "ICP" and event.page == "3.png":
+            die()  # after the first denoising step of page 3
+
+    return hooked, close
+
+
+def replace(src, dst):
+    real_replace(src, dst)
+    if point == "3rd page written" and os.path.basename(dst) == "003_3.png":
+        die()
+
+
+cli._progress_sink = progress_sink
+os.replace = replace  # fileio's atomic writes rename through the os module
+cli.main(sys.argv[1:])
+sys.exit("the kill hook never fired")
+"""
+
+
+@pytest.mark.parametrize("point", ["3rd page's ICP", "3rd page written"])
+def test_killed_run_resumes_and_recomputes_only_missing_pages(tiny_models_dir, tmp_path, capsys, point):
     from engine.demo import make_demo_chapter
 
-    chapter, refs = make_demo_chapter(tmp_path / "data", pages=6, refs=2)
+    chapter, refs = make_demo_chapter(tmp_path / "data", pages=4, refs=2)
     out = tmp_path / "out"
     args = ["colorize", str(chapter), "--refs", str(refs), "--out", str(out), "--models", str(tiny_models_dir),
             "--steps", "2", "--size", "256x384", "--json"]
-    env = dict(os.environ)
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "main.py"), *args], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while len(_done_pages(out)) < 2 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_before = _done_pages(out)
-    assert 2 <= len(done_before) < 6, "the run must be killed part-way"
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
-    assert len(stamps) == len(done_before)  # nothing half-written beside the done pages
-    assert not list(out.glob(".*tmp"))
+    script = KILLED_RUN.format(repo=str(REPO_ROOT), point=point)
+    result = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert _done_pages(out) == ["1.png", "2.png"]
+    assert not list(out.glob(".*tmp"))  # no write was in flight at either point
+    written = {"1.png": "001_1.png", "2.png": "002_2.png"}
+    if point == "3rd page written":  # on disk but not in the project: must be made again
+        written["3.png"] = "003_3.png"
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(written.values())
+    stamps = {name: _stamp(out / file) for name, file in written.items()}
 
     assert main([*args, "--resume"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert sorted(report["skipped"]) == sorted(done_before)
-    assert sorted(report["done"]) == sorted(set(f"{i}.png" for i in range(1, 7)) - set(done_before))
+    assert sorted(report["skipped"]) == ["1.png", "2.png"]
+    assert sorted(report["done"]) == ["3.png", "4.png"]
     assert report["timings_s"]["ICP"] > 0
+    assert _done_pages(out) == ["1.png", "2.png", "3.png", "4.png"]
     outputs = sorted(out.glob("*.png"))
-    assert len(outputs) == 6
-    for path, stamp in stamps.items():
-        assert path.stat().st_mtime_ns == stamp  # not recomputed
+    assert [p.name for p in outputs] == ["001_1.png", "002_2.png", "003_3.png", "004_4.png"]
+    for name in ("1.png", "2.png"):
+        assert _stamp(out / written[name]) == stamps[name]  # skipped, not rewritten
+    if "3.png" in stamps:
+        assert _stamp(out / "003_3.png") != stamps["3.png"]  # recomputed
     assert all(Image.open(p).size == (360, 512) for p in outputs)
 
 

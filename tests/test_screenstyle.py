@@ -117,3 +117,12 @@ def test_rng_draws_are_the_documented_five_in_order(networks):
         screen_style(manga_page((96, 96)), networks, seed=0)
     shapes = [shape for _, shape in draws]
     assert shapes == [(1, 384, 12, 12), (1, 384, 24, 24), (1, 192, 48, 48), (1, 96, 96, 96), (1, 48, 192, 192)], draws
+
+
+def test_models_layout_lists_the_screenstyle_networks_as_the_manifest(capsys):
+    from engine.cli import main
+
+    assert main(["models", "layout", "--json"]) == 0
+    layout = json.loads(capsys.readouterr().out)
+    for relative in (RGB_TO_SCREEN_FILE, SCREEN_DECODER_FILE):
+        assert layout[relative] == MANIFEST[relative]

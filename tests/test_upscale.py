@@ -53,9 +53,11 @@ def test_output_has_the_page_size_and_covers_the_whole_page(pipeline, tmp_path, 
     page = PageImage(ImageSource(path), gray, "0" * 64)
     ref = tmp_path / "ref.png"
     Image.new("RGB", (300, 450), (30, 160, 220)).save(ref)
-    settings = PipelineSettings(ColorizeSettings(steps=2, preview_every=0), UpscaleSettings(), keep_ink=True, size=SIZE)
-    retrieval = pipeline.retrieve(page, [ImageSource(ref)], Choices(), SIZE)
-    final = pipeline.color(page, retrieval, settings)
+    settings = PipelineSettings(ColorizeSettings(steps=2, preview_every=0), UpscaleSettings(), keep_ink=True, size=SIZE,
+                                input_style="gray")
+    prepared = pipeline.prepare(page, settings.inputs)
+    retrieval = pipeline.retrieve(page, [ImageSource(ref)], Choices(), prepared)
+    final = pipeline.color(page, retrieval, prepared, settings)
     assert final.size == page_size and final.mode == "RGB"
     # Whole page, no crop: the ink of the page's outermost lines is still there, in place.
     ink = np.asarray(gray) < 40
@@ -86,19 +88,20 @@ def test_gsrp_uses_five_encoder_levels_and_is_deterministic(upscaler, tiny_compo
     assert [f.shape[1] for f in features] == vae_feature_channels(vae.config)
     assert [f.shape[-1] for f in features] == [96, 48, 24, 12, 12]
     colored = Image.new("RGB", (SIZE.width, SIZE.height), (200, 60, 60))
-    gray = manga_page((400, 600))
+    gray_frame = manga_page(upscaler.frame_size(SIZE))
     stored = {k: v.clone() for k, v in upscaler.fusion.state_dict().items() if "running" in k}
-    a, fit = upscaler(colored, gray, SIZE)
+    a = upscaler(colored, gray_frame)
     after = upscaler.fusion.state_dict()
     assert all(torch.equal(after[k], v) for k, v in stored.items())  # batch mode leaves stored stats alone
-    b, _ = upscaler(colored, gray, SIZE)
+    b = upscaler(colored, gray_frame)
     assert a.size == gsrp_size(SIZE, 1.5, 8) == (384, 576)
     assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert restore_page(a, fit).size == (400, 600)
-    running, _ = upscaler(colored, gray, SIZE, UpscaleSettings(batch_norm="running"))
+    running = upscaler(colored, gray_frame, UpscaleSettings(batch_norm="running"))
     assert not np.array_equal(np.asarray(a), np.asarray(running))
     with pytest.raises(ValueError):
         UpscaleSettings(batch_norm="frozen")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        upscaler(colored, manga_page((385, 576)))
 
 
 def test_letterbox_round_trip_restores_framing():

@@ -8,7 +8,6 @@ torch modules with the official Sequential layout, so the official `.pth` files 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
+
+from ..rng import official_seeding
 
 # Hub files of the two networks used, relative to the ColorFlow repo root.
 RGB_TO_SCREEN_FILE = "ScreenStyle/color2manga/color2manga_cycle_ganstft/latest_net_G_RGB2INTSCR.pth"
@@ -213,21 +214,12 @@ def _decode_screen(decoder: ScreenDecoder, code: torch.Tensor, gray: torch.Tenso
     return torch.clamp((recons + 1) * (gray + 1) / 2 - 1, -1, 1)
 
 
-@contextlib.contextmanager
-def seeded_global_rng(seed: int, device: torch.device):
-    """Seed torch's global RNG (CPU, and the device's) for the block, then restore it: the pass
-    draws from the global RNG like the official code, without disturbing anyone else's stream."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 @torch.no_grad()
 def screen_style(page: Image.Image, networks: ScreenStyleNetworks, seed: int) -> Image.Image:
     """G for a page already fitted to 1.5W x 1.5H: returns an RGB (gray) image of the same size.
 
-    The RNG draws (decoder dropouts, then noise) come from the global RNG seeded with `seed`."""
+    The RNG draws (decoder dropouts, then noise) come from the global RNG seeded with `seed`,
+    restored afterwards."""
     rgb = page.convert("RGB")
     size = rgb.size
     work = rgb
@@ -237,7 +229,7 @@ def screen_style(page: Image.Image, networks: ScreenStyleNetworks, seed: int) ->
     device = networks.device
     color = _to_tensor(_pad_to_multiple(work, INPUT_MULTIPLE)).to(device)
     gray = _to_tensor(_pad_to_multiple(work.convert("L"), INPUT_MULTIPLE)).to(device)
-    with seeded_global_rng(seed, device):
+    with official_seeding(seed, device):
         code = networks.rgb_to_screen(torch.cat([gray, color], dim=1))
         tone = _decode_screen(networks.decoder, code, gray)
     toned = ((tone + 1) / 2 * ((gray + 1) / 2)) * 2 - 1

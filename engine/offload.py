@@ -1,0 +1,53 @@
+"""Low-VRAM model placement with accelerate's offload hooks, as diffusers' enable_model_cpu_offload.
+
+A hook moves a model to the accelerator when its forward runs (and may send the previous model
+back to the CPU). Hooks fire only on `forward`, so code that walks a model's submodules (the
+guided UNet, the VAE encoder/decoder with GSRP features) goes through a `Runner`, whose forward
+calls a function on the wrapped model: every use of a model is then a forward, and no code
+moves modules by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class Runner(nn.Module):
+    """`runner(fn, *args)` = `fn(model, *args)` through this module's forward (see module doc)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(self.model, *args, **kwargs)
+
+
+class ModelOffload:
+    """Model-level CPU offload: each registered model lives on the CPU and moves to `device`
+    when it runs; `after` names a model to send back to the CPU at that moment."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.hooks: dict[str, Any] = {}
+
+    def add(self, name: str, module: nn.Module, after: str | None = None) -> nn.Module:
+        from accelerate import cpu_offload_with_hook
+
+        module, hook = cpu_offload_with_hook(module, self.device, prev_module_hook=self.hooks.get(after))
+        self.hooks[name] = hook
+        return module
+
+    def offload(self, *names: str) -> None:
+        """Send these models (all when none are named) back to the CPU now."""
+        for name in names or tuple(self.hooks):
+            self.hooks[name].offload()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

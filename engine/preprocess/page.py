@@ -1,0 +1,145 @@
+"""Page preparation before RAP: the page framed at 1.5W x 1.5H, G (ScreenStyle or plain gray), the query.
+
+The official app fits the page to 1.5W x 1.5H, runs the ScreenStyle pass on it (G), and uses
+G everywhere: G downscaled to W x H is RAP's query and the page in the canvas, and G itself is
+GSRP's gray guide. G is cached per page (memory and disk), keyed by the page content, the
+working size, the framing, the style, the pass's seed and the model files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..canvas import Box, PageFit, WorkSize, fit_page, fit_reference
+from ..fileio import atomic_save_image
+
+INPUT_STYLES = ("screen", "gray")
+FRAME_SCALE = 1.5  # the official GSRP frame and ScreenStyle input: 1.5 W x 1.5 H
+FITS = ("letterbox", "crop")  # ours never cuts a page; "crop" is the official centre-crop fit
+
+
+@dataclass
+class PreparedPage:
+    """A page ready for the three stages."""
+
+    work_size: WorkSize
+    frame: Image.Image  # G at 1.5W x 1.5H (RGB, gray): GSRP's guide
+    frame_fit: PageFit  # where the page's pixels sit in the frame
+    query: Image.Image  # G at W x H (RGB): RAP's query and the page in the canvas
+    query_fit: PageFit
+    style: str
+    key: str  # identifies G: equal keys, equal pixels
+
+
+def frame_size(size: WorkSize) -> tuple[int, int]:
+    """1.5 W x 1.5 H (exact: W, H are multiples of 32)."""
+    return int(size.width * FRAME_SCALE), int(size.height * FRAME_SCALE)
+
+
+def _scaled_box(box: Box, factor: float) -> Box:
+    return tuple(int(round(v * factor)) for v in box)  # type: ignore[return-value]
+
+
+def frame_page(page: Image.Image, size: WorkSize, fit: str = "letterbox") -> tuple[Image.Image, PageFit, Image.Image, PageFit]:
+    """P: the page in the 1.5x frame with its fit there, and the page at working size with its fit.
+
+    "letterbox": as `fit_page` (never crops), the frame's page box derived from the working-size
+    box (x1.5) so both framings agree to the pixel. "crop": the official fit (straight resize
+    when aspects are close, else centre crop), the page filling both."""
+    fw, fh = frame_size(size)
+    if fit == "crop":
+        framed, working = _official_fit(page, fw, fh), _official_fit(page, size.width, size.height)
+        return framed, PageFit(page.size, (0, 0, fw, fh)), working, PageFit(page.size, (0, 0, size.width, size.height))
+    if fit != "letterbox":
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    working, query_fit = fit_page(page, size)
+    box = _scaled_box(query_fit.content_box, FRAME_SCALE)
+    framed = Image.new("RGB", (fw, fh), (255, 255, 255))
+    framed.paste(page.convert("RGB").resize((box[2] - box[0], box[3] - box[1]), Image.BICUBIC), box[:2])
+    return framed, PageFit(page.size, box), working, query_fit
+
+
+def _official_fit(page: Image.Image, width: int, height: int) -> Image.Image:
+    """GEOMETRY.md "fit": straight bicubic resize within 15% of the aspect, else centre crop first."""
+    return fit_reference(page, _AnySize(width, height))
+
+
+@dataclass(frozen=True)
+class _AnySize:
+    """A W x H target for `fit_reference` (which only reads width and height)."""
+
+    width: int
+    height: int
+
+
+class PagePreparer:
+    """Turns pages into PreparedPage, running the ScreenStyle pass once per page and caching G."""
+
+    def __init__(self, networks=None, cache_dir: Path | None = None, memory_items: int = 8) -> None:
+        self.networks = networks  # ScreenStyleNetworks, needed for style "screen"
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._memory: OrderedDict[str, Image.Image] = OrderedDict()
+        self._memory_items = memory_items
+        self.passes_run = 0  # ScreenStyle passes actually computed (not from a cache)
+
+    def key(self, page_sha256: str, size: WorkSize, style: str, fit: str, seed: int) -> str:
+        models = self.networks.fingerprint if (style == "screen" and self.networks is not None) else ""
+        text = f"{page_sha256}|{size}|{style}|{fit}|{seed if style == 'screen' else ''}|{models}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def prepare(self, page: Image.Image, page_sha256: str, size: WorkSize, style: str = "screen",
+                fit: str = "letterbox", seed: int = 0) -> PreparedPage:
+        """`seed` seeds the ScreenStyle pass's global-RNG draws (see screenstyle.py)."""
+        if style not in INPUT_STYLES:
+            raise ValueError(f"input style must be one of {INPUT_STYLES}, got {style!r}")
+        framed, frame_fit, working, query_fit = frame_page(page, size, fit)
+        key = self.key(page_sha256, size, style, fit, seed)
+        if style == "gray":  # the page itself, as before the ScreenStyle pass existed
+            gray = framed.convert("L").convert("RGB")
+            return PreparedPage(size, gray, frame_fit, working.convert("L").convert("RGB"), query_fit, style, key)
+        frame = self._cached(key)
+        if frame is None:
+            if self.networks is None:
+                from ..errors import ModelError
+
+                raise ModelError("the ScreenStyle networks are not loaded (input style 'screen')")
+            from .screenstyle import screen_style
+
+            frame = screen_style(framed, self.networks, seed)
+            self.passes_run += 1
+            self._store(key, frame)
+        query = frame.resize((size.width, size.height), Image.BICUBIC)
+        return PreparedPage(size, frame, frame_fit, query, query_fit, style, key)
+
+    def _cached(self, key: str) -> Image.Image | None:
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        if self.cache_dir is not None:
+            path = self.cache_dir / f"{key}.png"
+            try:
+                with Image.open(path) as image:
+                    frame = image.convert("RGB")
+            except (OSError, ValueError):
+                return None
+            self._remember(key, frame)
+            return frame
+        return None
+
+    def _store(self, key: str, frame: Image.Image) -> None:
+        self._remember(key, frame)
+        if self.cache_dir is not None:
+            try:
+                atomic_save_image(frame, self.cache_dir / f"{key}.png")
+            except OSError:
+                pass  # a cache that cannot be written only costs a recompute
+
+    def _remember(self, key: str, frame: Image.Image) -> None:
+        self._memory[key] = frame
+        while len(self._memory) > self._memory_items:
+            self._memory.popitem(last=False)
