@@ -6,10 +6,11 @@ refuses any pickle that would construct arbitrary objects (and so never runs cod
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 
@@ -156,3 +157,20 @@ def load_lora(unet, path: Path, adapter: str = "default") -> int:
     if result.unexpected_keys:  # cannot happen after compare_keys; kept as a hard guard
         raise ModelError(f"LoRA keys not applied: {result.unexpected_keys[:5]}")
     return len(state)
+
+
+@contextlib.contextmanager
+def reading_model(path: Path, what: str) -> Iterator[None]:
+    """Any failure while reading a model file or folder (a tokenizer, a config, weights)
+    becomes one ModelError line naming it and what to do, never a traceback."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except Exception as exc:  # transformers/tokenizers/diffusers raise many types, some bare Exception
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else ""
+        raise ModelError(
+            f"{path}: {what} could not be read ({type(exc).__name__}{': ' + first if first else ''}); "
+            f"repair it with `colorflow models download --repair` (official models) or replace the folder"
+        ) from exc

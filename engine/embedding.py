@@ -85,9 +85,12 @@ class ClipEmbedder:
         self.device = self.home_device = torch.device(device)
         self.dtype = dtype or torch.float32
         self.batch_size = batch_size
-        self.model = CLIPVisionModelWithProjection.from_pretrained(
-            model_dir, torch_dtype=self.dtype, use_safetensors=True
-        ).to(self.device)
+        from .checkpoints import reading_model
+
+        with reading_model(model_dir, "the CLIP image encoder"):
+            self.model = CLIPVisionModelWithProjection.from_pretrained(
+                model_dir, torch_dtype=self.dtype, use_safetensors=True
+            ).to(self.device)
         self.model.eval()
         self.processor = _clip_processor()
         self.images_embedded = 0

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .checkpoints import find_weights, load_lora, load_strict, read_state_dict
+from .checkpoints import find_weights, load_lora, load_strict, read_state_dict, reading_model
 from .errors import ModelError
 from .models import ModelPaths
 
@@ -106,17 +106,25 @@ def load_diffusion(
     sd15 = paths.sd15
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         _require(sd15 / sub, f"sd15/{sub}")
-    try:
+    with reading_model(sd15 / "unet", "the SD1.5 UNet"):
         unet = UNet2DConditionModel.from_pretrained(sd15 / "unet", use_safetensors=True)
+    with reading_model(sd15 / "vae", "the SD1.5 VAE"):
         vae = AutoencoderKL.from_pretrained(sd15 / "vae", use_safetensors=True)
+    with reading_model(sd15 / "text_encoder", "the SD1.5 text encoder"):
         text_encoder = CLIPTextModel.from_pretrained(sd15 / "text_encoder", use_safetensors=True)
+    with reading_model(sd15 / "tokenizer", "the SD1.5 tokenizer"):
         tokenizer = CLIPTokenizer.from_pretrained(sd15 / "tokenizer")
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{sd15}: Stable Diffusion 1.5 files could not be loaded ({exc})") from exc
-    scheduler_config = json.loads((sd15 / "scheduler" / "scheduler_config.json").read_text())
-    load_lora(unet, find_weights(paths.graysd, LORA_WEIGHTS))
-    guide = load_guide(paths.graysd)
-    fusion = load_fusion(paths.graysd, vae.config)
+    scheduler_file = _require(sd15 / "scheduler" / "scheduler_config.json", "sd15/scheduler/scheduler_config.json")
+    with reading_model(scheduler_file, "the scheduler config"):
+        scheduler_config = json.loads(scheduler_file.read_text())
+        if not isinstance(scheduler_config, dict):
+            raise ValueError("not a JSON object")
+    with reading_model(paths.graysd / LORA_WEIGHTS, "the ColorFlow UNet LoRA"):
+        load_lora(unet, find_weights(paths.graysd, LORA_WEIGHTS))
+    with reading_model(paths.graysd, "the ColorFlow guide (GraySD)"):
+        guide = load_guide(paths.graysd)
+    with reading_model(paths.graysd / FUSION_WEIGHTS, "the GSRP network"):
+        fusion = load_fusion(paths.graysd, vae.config)
     target = torch.device(device)
     for module in (unet, guide, vae, text_encoder, fusion):
         module.requires_grad_(False)

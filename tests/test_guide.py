@@ -176,3 +176,36 @@ def test_pickle_that_would_run_a_command_is_refused(tmp_path):
     with pytest.raises(ModelError, match="refused or unreadable"):
         read_state_dict(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["tokenizer-json", "tokenizer-official-layout", "scheduler-json", "guide-config-types", "text-encoder-config"],
+)
+def test_broken_model_files_give_one_line_naming_the_file(models_copy, demo_data, tmp_path, capsys, damage):
+    sd15, graysd = models_copy / "sd15", models_copy / "colorflow" / "GraySD"
+    if damage == "tokenizer-json":
+        (sd15 / "tokenizer" / "tokenizer.json").write_text("{broken")
+        named = "tokenizer"
+    elif damage == "tokenizer-official-layout":  # the official folder has no tokenizer.json
+        (sd15 / "tokenizer" / "tokenizer.json").unlink()
+        (sd15 / "tokenizer" / "vocab.json").write_text("{broken")
+        named = "tokenizer"
+    elif damage == "scheduler-json":
+        (sd15 / "scheduler" / "scheduler_config.json").write_text("[1, 2")
+        named = "scheduler_config.json"
+    elif damage == "guide-config-types":
+        config = json.loads((graysd / "config.json").read_text())
+        config["block_out_channels"] = "wide"
+        (graysd / "config.json").write_text(json.dumps(config))
+        named = "GraySD"
+    else:
+        (sd15 / "text_encoder" / "config.json").write_text("{}")
+        named = "text_encoder"
+    chapter, refs = demo_data
+    code = main(["colorize", str(chapter), "--refs", str(refs), "--out", str(tmp_path / "out"), "--models",
+                 str(models_copy), "--steps", "1", "--input-style", "gray", "--size", "256x384"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("colorflow: error: ") and named in err[0], err
+    assert "Traceback" not in err[0]

@@ -168,7 +168,7 @@ class ScreenStyleNetworks:
 
 def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -> ScreenStyleNetworks:
     """Both networks from the official `.pth` files (weights_only), every key checked."""
-    from ..checkpoints import load_strict, read_state_dict
+    from ..checkpoints import load_strict, read_state_dict, reading_model
     from ..errors import ModelError
 
     networks = []
@@ -178,7 +178,8 @@ def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -
         if not path.is_file():
             raise ModelError(f"{path}: ScreenStyle weights are missing; run `colorflow models download`")
         # The official files hold the `.model.` prefix of their wrappers (e.g. model.model.1.weight_orig).
-        load_strict(module, read_state_dict(path), f"ScreenStyle checkpoint {relative}")
+        with reading_model(path, "a ScreenStyle network"):
+            load_strict(module, read_state_dict(path), f"ScreenStyle checkpoint {relative}")
         stat = path.stat()
         stamps.append(f"{relative}:{stat.st_size}:{stat.st_mtime_ns}")
         networks.append(module.requires_grad_(False))
