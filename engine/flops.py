@@ -1,10 +1,11 @@
 """FLOP count per page of our ICP pipeline vs the official procedure, on the meta device.
 
 Counts with torch.utils.flop_counter at official model size (no weights, runs on the CPU in
-seconds). The official procedure: UNet and guide at CFG batch 2, the two conditioning images
-VAE-encoded once per CFG copy, the whole 2W x 2H canvas decoded, every reference re-embedded
-with CLIP for every page. Ours: guide at batch 1, conditioning encoded once, page region +
-margin decoded, reference embeddings cached per chapter (amortised over `pages`).
+seconds). Both procedures run the ScreenStyle pass once per page and decode the whole 2W x 2H
+canvas. The official procedure: UNet and guide at CFG batch 2, the two conditioning images
+VAE-encoded once per CFG copy, every reference re-embedded with CLIP for every page. Ours:
+guide at batch 1, conditioning encoded once, reference embeddings cached per chapter
+(amortised over `pages`).
 """
 
 from __future__ import annotations
@@ -91,8 +92,24 @@ def measure_parts(width: int, height: int, margin: int = 64) -> dict[str, float]
             lambda: models.text_encoder(torch.zeros(2, 77, dtype=torch.long, **meta))
         ),
         "clip_crop": count_flops(lambda: models.image_encoder(pixel_values=torch.empty(1, 3, 224, 224, **meta))),
+        "screenstyle": screenstyle_flops(width, height),
     }
     return parts
+
+
+def screenstyle_flops(width: int, height: int) -> float:
+    """The ScreenStyle pass on the 1.5W x 1.5H page: padded to multiples of 256 for the
+    RGB-to-screen network, then 128 more for the ScreenVAE decoder (SCREENSTYLE.md)."""
+    import torch
+
+    from .preprocess.screenstyle import RGBToScreen, ScreenDecoder
+
+    fw, fh = int(1.5 * width), int(1.5 * height)
+    pw, ph = -(-fw // 256) * 256, -(-fh // 256) * 256
+    rgb_to_screen, decoder = RGBToScreen().to("meta").eval(), ScreenDecoder().to("meta")
+    return count_flops(lambda: rgb_to_screen(torch.empty(1, 4, ph, pw, device="meta"))) + count_flops(
+        lambda: decoder(torch.empty(1, 4, ph + 128, pw + 128, device="meta"))
+    )
 
 
 def compare(width: int = 512, height: int = 800, steps: int = 10, refs: int = 40, pages: int = 20) -> dict:
@@ -106,6 +123,7 @@ def compare(width: int = 512, height: int = 800, steps: int = 10, refs: int = 40
         "guide": steps * p["guide_batch2"],
         "unet": steps * p["unet_cfg_step"],
         "vae_decode": p["vae_decode_canvas"],
+        "screenstyle": p["screenstyle"],
     }
     ours = {
         "clip": (query_crops + ref_crops / pages) * p["clip_crop"],  # references cached per chapter
@@ -113,7 +131,8 @@ def compare(width: int = 512, height: int = 800, steps: int = 10, refs: int = 40
         "vae_encode": 2 * p["vae_encode_canvas"],
         "guide": steps * p["guide_batch1"],
         "unet": steps * p["unet_cfg_step"],
-        "vae_decode": p["vae_decode_page"],
+        "vae_decode": p["vae_decode_canvas"],  # the whole canvas, as the official
+        "screenstyle": p["screenstyle"],
     }
     total_official, total_ours = sum(official.values()), sum(ours.values())
     return {
