@@ -9,8 +9,8 @@ from typing import Callable
 
 from PySide6.QtGui import QUndoCommand
 
-from engine.chapter import Chapter, ImageSource, list_images, open_chapter
-from engine.curation import Target
+from engine.io.chapter import Chapter, ImageSource, list_images, open_chapter
+from engine.rap.curation import Target
 from engine.errors import InputError
 from engine.project import PROJECT_FILE, ChapterProject
 

@@ -31,7 +31,7 @@ def _thumb(image: Image.Image, size: int) -> Image.Image:
 
 
 def reference_thumbnails(document: ChapterDocument) -> dict[str, Image.Image]:
-    from engine.chapter import load_image
+    from engine.io.chapter import load_image
     from engine.errors import PageDecodeError
 
     thumbs = {}

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
-from engine.curation import Target
+from engine.rap.curation import Target
 from engine.session import EngineSession
 
 from . import jobs
@@ -443,7 +443,7 @@ class MainWindow(QMainWindow):
     def export(self, fmt: str) -> None:
         if self.document is None:
             return
-        from engine.export import export_project
+        from engine.io.export import export_project
 
         document = self.document
         self._export_job = self.worker.submit(lambda emit, cancel: export_project(document.project, document.chapter, fmt))

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from engine.hub import human_bytes, local_path, preset_files
+from engine.models.hub import human_bytes, local_path, preset_files
 
 from .worker import EngineWorker
 
@@ -70,7 +70,7 @@ class ModelDialog(QDialog):
         self.download_button.setEnabled(bool(missing) and self.job is None)
 
     def start_download(self) -> None:
-        from engine.hub import download
+        from engine.models.hub import download
 
         self.progress.show()
         self.download_button.setEnabled(False)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.curation import Target
+from engine.rap.curation import Target
 
 REGIONS = ("TL", "TR", "BL", "BR")
 REGION_NAMES = {"TL": "top left", "TR": "top right", "BL": "bottom left", "BR": "bottom right"}

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QSpinBox,
 )
 
-from engine.fileio import atomic_write_json
+from engine.io.fileio import atomic_write_json
 from engine.paths import config_dir
 from engine.session import RunSettings
 

@@ -11,11 +11,11 @@ from typing import Any
 def bench_retrieval(pages: int = 20, refs: int = 20, seed: int = 0) -> dict[str, Any]:
     """Cached retrieval (references embedded once per chapter, on disk) against the official
     procedure (every reference re-embedded for every page), on a generated chapter."""
-    from .chapter import list_images, open_chapter
-    from .demo import make_demo_chapter
-    from .embedding import ClipEmbedder, EmbeddingCache
-    from .models import make_tiny
-    from .retrieval import Retriever
+    from engine.io.chapter import list_images, open_chapter
+    from engine.demo import make_demo_chapter
+    from engine.rap.embedding import ClipEmbedder, EmbeddingCache
+    from engine.sources import make_tiny
+    from engine.rap.retrieval import Retriever
 
     with tempfile.TemporaryDirectory(prefix="colorflow-bench-") as tmp:
         root = Path(tmp)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ColorFlowError, InputError
+from engine.errors import ColorFlowError, InputError
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -22,7 +22,7 @@ Run `colorflow COMMAND --help` for the options of each command.
 
 
 def _size_arg(text: str):
-    from .canvas import WorkSize
+    from engine.rap.canvas import WorkSize
 
     try:
         return WorkSize.parse(text)
@@ -86,8 +86,8 @@ DECODE_DIFFERENCE = "measured on the tiny models at 256x384, MEASURE"
 
 def _open_inputs(args):
     """Chapter, references and project of a retrieve/colorize run, checked before any model loads."""
-    from .chapter import list_images, open_chapter
-    from .project import ChapterProject
+    from engine.io.chapter import list_images, open_chapter
+    from engine.project import ChapterProject
 
     chapter = open_chapter(args.input)
     references = list_images(args.refs)
@@ -245,7 +245,7 @@ def _progress_sink(enabled: bool):
     """Turn engine events into a tqdm bar on stderr and collect the per-page report."""
     from tqdm import tqdm
 
-    from .events import Cancelled, PageDone, PageFailed, Progress, Started
+    from engine.events import Cancelled, PageDone, PageFailed, Progress, Started
 
     state: dict = {"bar": None}
 
@@ -271,8 +271,8 @@ def _progress_sink(enabled: bool):
 
 
 def cmd_retrieve(args) -> int:
-    from .devices import pick_device
-    from .pipeline import InputSettings, load_preparer, load_retriever, retrieve_chapter
+    from engine.devices import pick_device
+    from engine.pipeline import InputSettings, load_preparer, load_retriever, retrieve_chapter
 
     chapter, references, project = _open_inputs(args)
     inputs = InputSettings(args.input_style, args.procedure, args.seed, args.size)
@@ -290,11 +290,11 @@ def cmd_retrieve(args) -> int:
 
 
 def cmd_colorize(args) -> int:
-    from .colorize import ColorizeSettings
-    from .devices import pick_device
-    from .export import export_project
-    from .pipeline import PipelineSettings, colorize_chapter, load_pipeline
-    from .upscale import UpscaleSettings
+    from engine.icp.colorize import ColorizeSettings
+    from engine.devices import pick_device
+    from engine.io.export import export_project
+    from engine.pipeline import PipelineSettings, colorize_chapter, load_pipeline
+    from engine.gsrp.upscale import UpscaleSettings
 
     official = args.procedure == "official"
     if official and (args.keep_ink or args.output_size == "page" or args.decode == "page"):
@@ -346,7 +346,7 @@ def _byte_progress_sink():
     """A tqdm byte bar per downloaded file, fed by engine Progress events."""
     from tqdm import tqdm
 
-    from .events import Progress
+    from engine.events import Progress
 
     bars: dict[str, tqdm] = {}
 
@@ -365,10 +365,10 @@ def _byte_progress_sink():
 
 
 def _print_models_list() -> None:
-    from .devices import pick_device
-    from .hub import human_bytes, local_path, preset_files
-    from .loading import default_dtype
-    from .paths import cache_dir
+    from engine.devices import pick_device
+    from engine.models.hub import human_bytes, local_path, preset_files
+    from engine.loading import default_dtype
+    from engine.paths import cache_dir
 
     files = preset_files("official")
     present = [(f, local_path(f)) for f in files]
@@ -385,7 +385,7 @@ def _print_models_list() -> None:
 
 
 def cmd_demo(args) -> int:
-    from .demo import make_demo_chapter
+    from engine.demo import make_demo_chapter
 
     if args.pages < 1 or args.refs < 1:
         raise InputError("--pages and --refs must be at least 1")
@@ -395,13 +395,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import make_tiny
+    from engine.sources import make_tiny
 
     if args.models_command == "make-tiny":
         paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
         print(f"tiny models written: {paths.sd15.parent}")
     elif args.models_command == "download":
-        from .hub import download, missing_files, verify
+        from engine.models.hub import download, missing_files, verify
 
         files = None
         if args.repair:
@@ -419,7 +419,7 @@ def cmd_models(args) -> int:
         for state in states:
             print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  ({state.detail})")
     elif args.models_command == "verify":
-        from .hub import verify
+        from engine.models.hub import verify
 
         states = verify("official")
         for state in states:
@@ -429,15 +429,15 @@ def cmd_models(args) -> int:
             print(f"{len(bad)} file(s) missing or damaged; fetch them again with: colorflow models download --repair")
             return EXIT_PAGES_FAILED
     elif args.models_command == "convert":
-        from .hub import convert_to_safetensors
-        from .models import resolve_models
+        from engine.models.hub import convert_to_safetensors
+        from engine.sources import resolve_models
 
         written = convert_to_safetensors(resolve_models(args.models).graysd, report=print)
         print(f"{len(written)} file(s) converted" if written else "nothing to convert")
     elif args.models_command == "list":
         _print_models_list()
     elif args.models_command == "layout":
-        from .layout import official_layout
+        from engine.layout import official_layout
 
         layout = official_layout()
         if args.json:
@@ -452,11 +452,11 @@ def cmd_models(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.bench_command == "retrieval":
-        from .bench import bench_retrieval
+        from engine.bench import bench_retrieval
 
         result = bench_retrieval(pages=args.pages, refs=args.refs)
     else:
-        from .flops import compare
+        from engine.flops import compare
 
         width, height = (args.size.width, args.size.height) if args.size else (512, 800)
         result = compare(width, height, args.steps, args.refs, args.pages)

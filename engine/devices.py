@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import InputError
+from engine.errors import InputError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 

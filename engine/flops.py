@@ -31,9 +31,9 @@ def build_meta_models() -> FlopModels:
     from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from .checkpoints import attach_lora
-    from .guide import ColorGuiderSDModel
-    from .resources import model_config
+    from engine.models.checkpoints import attach_lora
+    from engine.icp.guide import ColorGuiderSDModel
+    from engine.resources import model_config
 
     diffusers_logging.set_verbosity_error()
     with init_empty_weights():
@@ -59,7 +59,7 @@ def measure_parts(width: int, height: int, margin: int = 64) -> dict[str, float]
     """FLOPs of each building block at working size W x H (canvas 2W x 2H)."""
     import torch
 
-    from .guide import guided_unet_forward
+    from engine.icp.guide import guided_unet_forward
 
     models = build_meta_models()
     meta = dict(device="meta")
@@ -102,7 +102,7 @@ def screenstyle_flops(width: int, height: int) -> float:
     RGB-to-screen network, then 128 more for the ScreenVAE decoder (SCREENSTYLE.md)."""
     import torch
 
-    from .preprocess.screenstyle import RGBToScreen, ScreenDecoder
+    from engine.preprocess.screenstyle import RGBToScreen, ScreenDecoder
 
     fw, fh = int(1.5 * width), int(1.5 * height)
     pw, ph = -(-fw // 256) * 256, -(-fh // 256) * 256

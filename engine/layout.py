@@ -14,11 +14,11 @@ def official_layout() -> dict[str, dict[str, list[int]]]:
     from diffusers import UNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
 
-    from .checkpoints import attach_lora
-    from .fusion import FusionNet
-    from .guide import ColorGuiderSDModel
-    from .preprocess.screenstyle import RGB_TO_SCREEN_FILE, SCREEN_DECODER_FILE, RGBToScreen, ScreenDecoder
-    from .resources import model_config
+    from engine.models.checkpoints import attach_lora
+    from engine.gsrp.fusion import FusionNet
+    from engine.icp.guide import ColorGuiderSDModel
+    from engine.preprocess.screenstyle import RGB_TO_SCREEN_FILE, SCREEN_DECODER_FILE, RGBToScreen, ScreenDecoder
+    from engine.resources import model_config
 
     diffusers_logging.set_verbosity_error()
     with init_empty_weights():

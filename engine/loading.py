@@ -1,21 +1,24 @@
-"""Load the diffusion components of one model source (SD1.5 + GraySD) strictly and safely."""
+"""Load the diffusion components of one model source (SD1.5 + GraySD) strictly and safely.
+
+Composition above the stages: each stage builds its own network (icp.guide.load_guide,
+gsrp.fusion.load_fusion) from the models package's safe, strict readers."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .checkpoints import find_weights, load_lora, load_strict, read_state_dict, reading_model
-from .errors import ModelError
-from .models import ModelPaths
+from engine.errors import ModelError
+from engine.gsrp.fusion import FUSION_WEIGHTS, load_fusion
+from engine.icp.components import DiffusionComponents
+from engine.icp.guide import load_guide
+from engine.models import ModelPaths
+from engine.models.checkpoints import find_weights, load_lora, reading_model
+from engine.offload import ModelOffload
 
-GUIDE_WEIGHTS = "diffusion_pytorch_model"
 LORA_WEIGHTS = "unet_lora"
-FUSION_WEIGHTS = "MultiResNetModel"
 
 
 def default_dtype(device: str) -> torch.dtype:
@@ -28,61 +31,6 @@ def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise ModelError(f"{path}: {what} is missing from the model directory")
     return path
-
-
-def load_guide(graysd: Path) -> torch.nn.Module:
-    """The Colorization Guide from GraySD/config.json + weights, every key checked."""
-    from accelerate import init_empty_weights
-
-    from .guide import ColorGuiderSDModel
-
-    config = json.loads(_require(graysd / "config.json", "GraySD/config.json").read_text())
-    with init_empty_weights():
-        guide = ColorGuiderSDModel.from_config(config)
-    state = read_state_dict(find_weights(graysd, GUIDE_WEIGHTS))
-    load_strict(guide, state, f"guide checkpoint {graysd.name}/{GUIDE_WEIGHTS}")
-    return guide
-
-
-def load_fusion(graysd: Path, vae_config: Any) -> torch.nn.Module:
-    """The GSRP fusion network sized for the VAE, every key checked."""
-    from .fusion import FusionNet, vae_feature_channels
-
-    fusion = FusionNet(vae_feature_channels(vae_config))
-    state = read_state_dict(find_weights(graysd, FUSION_WEIGHTS))
-    load_strict(fusion, state, f"GSRP checkpoint {graysd.name}/{FUSION_WEIGHTS}")
-    return fusion
-
-
-@dataclass
-class DiffusionComponents:
-    """Everything ICP (and GSRP) runs on, loaded and placed on one device."""
-
-    unet: Any
-    guide: Any
-    vae: Any
-    text_encoder: Any
-    tokenizer: Any
-    scheduler_config: dict
-    fusion: Any
-    device: torch.device
-    dtype: torch.dtype
-    # Every use of the UNet and the VAE goes through these (see offload.py).
-    unet_runner: Any = None
-    vae_runner: Any = None
-    offload: Any = None  # offload.ModelOffload in low-VRAM mode, else None
-
-    def __post_init__(self) -> None:
-        from .offload import Runner
-
-        if self.unet_runner is None or self.unet_runner.model is not self.unet:
-            self.unet_runner = Runner(self.unet)
-        if self.vae_runner is None or self.vae_runner.model is not self.vae:
-            self.vae_runner = Runner(self.vae)
-
-    @property
-    def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
 def load_diffusion(
@@ -147,7 +95,6 @@ def install_offload(components: DiffusionComponents) -> ModelOffload:
     The text encoder leaves when the UNet starts; the UNet leaves when the VAE decodes; the
     guide leaves after the last step (colorize.py); the VAE and the fusion net serve GSRP
     together and leave at the end of the page (pipeline)."""
-    from .offload import ModelOffload
 
     offload = ModelOffload(components.device)
     offload.add("text_encoder", components.text_encoder)

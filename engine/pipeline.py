@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -14,11 +13,11 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from .canvas import WorkSize, choose_work_size, restore_page
-from .chapter import Chapter, ImageSource, PageImage
-from .curation import Choices
-from .errors import ColorFlowError, InputError
-from .events import (
+from engine.rap.canvas import WorkSize, choose_work_size, restore_page
+from engine.io.chapter import Chapter, ImageSource, PageImage
+from engine.rap.curation import Choices
+from engine.errors import ColorFlowError, InputError
+from engine.events import (
     CancelToken,
     Cancelled,
     EventSink,
@@ -30,19 +29,13 @@ from .events import (
     Started,
     ignore,
 )
-from .fileio import atomic_save_image, atomic_write_json
-from .project import ChapterProject
-from .retrieval import PageRetrieval, Retriever
-from .rng import SCREENSTYLE, stream_seed
+from engine.io.fileio import atomic_save_image, atomic_write_json
+from engine.io.naming import page_folder_name
+from engine.project import ChapterProject
+from engine.rap.retrieval import PageRetrieval, Retriever
+from engine.rng import SCREENSTYLE, stream_seed
 
 OUTPUT_SIZES = ("page", "gsrp")
-
-
-def page_folder_name(index: int, name: str) -> str:
-    """A safe, ordered name for page `index` (0-based), e.g. `003_page-10`."""
-    stem = Path(name).stem
-    safe = re.sub(r"[^\w.-]+", "_", stem).strip("._") or "page"
-    return f"{index + 1:03d}_{safe[:60]}"
 
 
 def write_retrieval(result: PageRetrieval, folder: Path) -> dict[str, str]:
@@ -107,7 +100,7 @@ class InputSettings:
     size: WorkSize | None = None
 
     def __post_init__(self) -> None:
-        from .preprocess.page import INPUT_STYLES
+        from engine.preprocess.page import INPUT_STYLES
 
         if self.style not in INPUT_STYLES:
             raise InputError(f"input style must be one of {', '.join(INPUT_STYLES)}, got {self.style!r}")
@@ -238,7 +231,7 @@ class ColorFlowPipeline:
     lives below."""
 
     def __init__(self, retriever: Retriever, colorizer, upscaler, models_id: str, preparer=None) -> None:
-        from .preprocess.page import PagePreparer
+        from engine.preprocess.page import PagePreparer
 
         self.retriever, self.colorizer, self.upscaler = retriever, colorizer, upscaler
         self.preparer = preparer or PagePreparer()  # without ScreenStyle networks: "gray" only
@@ -272,7 +265,7 @@ class ColorFlowPipeline:
         colorize.Interrupted when cancelled (within one denoising step)."""
         import contextlib
 
-        from .rng import official_seeding
+        from engine.rng import official_seeding
 
         cancel = cancel or CancelToken()
         name = page.source.name
@@ -316,7 +309,7 @@ def finish_page(frame: Image.Image, page: Image.Image, frame_fit, output_size: s
     """The GSRP frame to the output: "page" cuts the page out and restores its own size;
     "gsrp" cuts the page out at 1.5x the working size. With keep-ink, lightness comes from
     the original page (resized to the output when it differs)."""
-    from .upscale import keep_ink as apply_keep_ink
+    from engine.gsrp.upscale import keep_ink as apply_keep_ink
 
     if output_size == "page":
         final = restore_page(frame, frame_fit)
@@ -342,7 +335,7 @@ def colorize_chapter(
     """Color a chapter: RAP for every page, then RAP (cached) + ICP + GSRP page by page. Each page is written
     as `NNN_name.png` at its own size and the project saved, so a killed run loses at most the
     page in flight. With `resume`, pages done with the same settings key are skipped."""
-    from .colorize import Interrupted
+    from engine.icp.colorize import Interrupted
 
     cancel = cancel or CancelToken()
     settings.check()
@@ -416,9 +409,9 @@ def colorize_chapter(
 def load_retriever(models: str, device: str = "cpu", cache_dir: Path | None = None) -> Retriever:
     """The RAP retriever of a model source: its CLIP image encoder and the embedding cache
     (the per-user cache folder unless `cache_dir`)."""
-    from .embedding import ClipEmbedder, EmbeddingCache
-    from .models import resolve_models
-    from .paths import embeddings_dir
+    from engine.rap.embedding import ClipEmbedder, EmbeddingCache
+    from engine.sources import resolve_models
+    from engine.paths import embeddings_dir
 
     embedder = ClipEmbedder(resolve_models(models).image_encoder, device=device)
     return Retriever(embedder, EmbeddingCache(Path(cache_dir) if cache_dir else embeddings_dir()))
@@ -427,10 +420,10 @@ def load_retriever(models: str, device: str = "cpu", cache_dir: Path | None = No
 def load_preparer(models: str, device: str = "cpu", cache_dir: Path | None = None, style: str = "screen"):
     """The preprocess stage: the ScreenStyle networks of a model source (for style "screen")
     and G's cache (the per-user cache folder unless `cache_dir`)."""
-    from .models import resolve_models
-    from .paths import cache_dir as user_cache_dir
-    from .preprocess.page import PagePreparer
-    from .preprocess.screenstyle import load_screenstyle
+    from engine.sources import resolve_models
+    from engine.paths import cache_dir as user_cache_dir
+    from engine.preprocess.page import PagePreparer
+    from engine.preprocess.screenstyle import load_screenstyle
 
     networks = load_screenstyle(resolve_models(models).colorflow, device) if style == "screen" else None
     folder = (Path(cache_dir) if cache_dir else user_cache_dir()) / "screenstyle"
@@ -449,10 +442,11 @@ def load_pipeline(
 ) -> ColorFlowPipeline:
     """Resolve a model source and load every stage on `device` (reusing `retriever` and
     `preparer` when the caller already has them for the same models)."""
-    from .colorize import Colorizer
-    from .loading import load_diffusion
-    from .models import fingerprint_models, resolve_models
-    from .upscale import Upscaler
+    from engine.icp.colorize import Colorizer
+    from engine.loading import load_diffusion
+    from engine.models import fingerprint_models
+    from engine.sources import resolve_models
+    from engine.gsrp.upscale import Upscaler
 
     paths = resolve_models(models)
     retriever = retriever or load_retriever(models, device, cache_dir)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
-from .curation import Curation, Target
-from .errors import ProjectFileError
-from .fileio import atomic_write_json
+from engine import __version__
+from engine.rap.curation import Curation, Target
+from engine.errors import ProjectFileError
+from engine.io.fileio import atomic_write_json
 
 PROJECT_FILE = "colorflow-project.json"
 FORMAT = "colorflow-project"

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .canvas import WorkSize
-from .chapter import Chapter, ImageSource
-from .curation import Choices
-from .events import CancelToken, EventSink, ignore
-from .project import ChapterProject
-from .retrieval import PageRetrieval
+from engine.rap.canvas import WorkSize
+from engine.io.chapter import Chapter, ImageSource
+from engine.rap.curation import Choices
+from engine.events import CancelToken, EventSink, ignore
+from engine.project import ChapterProject
+from engine.rap.retrieval import PageRetrieval
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class EngineSession:
     def preparer(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.cache_dir, settings.input_style)
         if key not in self._preparers:
-            from .devices import pick_device
-            from .pipeline import load_preparer
+            from engine.devices import pick_device
+            from engine.pipeline import load_preparer
 
             self._preparers[key] = load_preparer(
                 settings.models, pick_device(settings.device), settings.cache_dir, settings.input_style
@@ -56,15 +56,15 @@ class EngineSession:
         return self._preparers[key]
 
     def inputs(self, settings: RunSettings):
-        from .pipeline import InputSettings
+        from engine.pipeline import InputSettings
 
         return InputSettings(settings.input_style, "ours", settings.seed, settings.work_size())
 
     def retriever(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.cache_dir)
         if key not in self._retrievers:
-            from .devices import pick_device
-            from .pipeline import load_retriever
+            from engine.devices import pick_device
+            from engine.pipeline import load_retriever
 
             self._retrievers[key] = load_retriever(settings.models, pick_device(settings.device), settings.cache_dir)
         return self._retrievers[key]
@@ -72,8 +72,8 @@ class EngineSession:
     def pipeline(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, settings.input_style)
         if key not in self._pipelines:
-            from .devices import pick_device
-            from .pipeline import load_pipeline
+            from engine.devices import pick_device
+            from engine.pipeline import load_pipeline
 
             self._pipelines[key] = load_pipeline(
                 settings.models, pick_device(settings.device), settings.low_vram, retriever=self.retriever(settings),
@@ -85,12 +85,12 @@ class EngineSession:
         self, chapter: Chapter, index: int, references: Sequence[ImageSource], choices: Choices, settings: RunSettings
     ) -> PageRetrieval:
         """RAP for one page (cached embeddings make repeats instant)."""
-        from .errors import ColorFlowError
+        from engine.errors import ColorFlowError
 
         source = chapter.sources[index]
         if source.ref in chapter.errors:
             raise ColorFlowError(chapter.errors[source.ref])
-        from .pipeline import prepare_page
+        from engine.pipeline import prepare_page
 
         page = chapter.load_page(index)
         prepared = prepare_page(self.preparer(settings), page, self.inputs(settings))
@@ -107,11 +107,11 @@ class EngineSession:
         cancel: CancelToken | None = None,
     ):
         """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport."""
-        from .colorize import ColorizeSettings
-        from .pipeline import PipelineSettings, colorize_chapter
-        from .upscale import UpscaleSettings
+        from engine.icp.colorize import ColorizeSettings
+        from engine.pipeline import PipelineSettings, colorize_chapter
+        from engine.gsrp.upscale import UpscaleSettings
 
-        from .events import Progress
+        from engine.events import Progress
 
         page_label = next(iter(pages)) if pages and len(pages) == 1 else None
         if not self._pipelines:

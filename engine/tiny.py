@@ -120,9 +120,9 @@ def write_tiny_graysd(sd15: Path, graysd: Path) -> None:
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from .checkpoints import attach_lora
-    from .fusion import FusionNet, vae_feature_channels
-    from .guide import ColorGuiderSDModel
+    from engine.models.checkpoints import attach_lora
+    from engine.gsrp.fusion import FusionNet, vae_feature_channels
+    from engine.icp.guide import ColorGuiderSDModel
 
     graysd.mkdir(parents=True, exist_ok=True)
     unet = UNet2DConditionModel.from_pretrained(sd15 / "unet")
@@ -165,7 +165,7 @@ def write_tiny_screenstyle(colorflow: Path) -> None:
     random weights, saved as pickled tensor dicts at the official paths."""
     import torch
 
-    from .preprocess.screenstyle import RGB_TO_SCREEN_FILE, SCREEN_DECODER_FILE, RGBToScreen, ScreenDecoder
+    from engine.preprocess.screenstyle import RGB_TO_SCREEN_FILE, SCREEN_DECODER_FILE, RGBToScreen, ScreenDecoder
 
     for network, relative in ((RGBToScreen(), RGB_TO_SCREEN_FILE), (ScreenDecoder(), SCREEN_DECODER_FILE)):
         with torch.no_grad():  # noise weights random, not zero, so the noise visibly acts

@@ -45,14 +45,14 @@ class Fault:
 FAULTS = [
     Fault(
         "1", "cfg-cond-only", "classifier-free guidance replaced by the conditional prediction alone",
-        "engine/colorize.py",
+        "engine/icp/colorize.py",
         "noise = uncond + settings.guidance_scale * (cond - uncond)",
         "noise = cond",
         ICP_TESTS,
     ),
     Fault(
         "2", "guide-latents-swapped", "guide conditioning: page latent and references latent exchanged",
-        "engine/colorize.py",
+        "engine/icp/colorize.py",
         "torch.cat([references, mask_latent, page], dim=1)",
         "torch.cat([page, mask_latent, references], dim=1)",
         ICP_TESTS,
@@ -61,21 +61,21 @@ FAULTS = [
         # down[1:] feeds down_path states 0, 1, 2...; states 0 and 1 are the first block's two
         # resnets, so the swap keeps every shape (states 1 and 2 would not: 2 is downsampled).
         "3", "guide-down-residuals-swapped", "guide residuals for the first two down-block states exchanged",
-        "engine/guide.py",
+        "engine/icp/guide.py",
         "features.down[1:] if features else None",
         "[features.down[2], features.down[1], *features.down[3:]] if features else None",
         ICP_TESTS,
     ),
     Fault(
         "4", "guide-mid-dropped", "guide mid-block residual dropped",
-        "engine/guide.py",
+        "engine/icp/guide.py",
         "hidden = hidden + features.mid",
         "hidden = hidden",
         ICP_TESTS,
     ),
     Fault(
         "5", "placement-swap-in-row", "canvas placement: TL ranks 2 and 3 exchanged",
-        "engine/canvas.py",
+        "engine/rap/canvas.py",
         '"TL": ((1, 0), (0, 1), (0, 0)),',
         '"TL": ((1, 0), (0, 0), (0, 1)),',
         CANVAS_TESTS,
@@ -83,7 +83,7 @@ FAULTS = [
     Fault(
         # Across corners needs two lines changed (a one-line change would duplicate a cell).
         "6", "placement-swap-across-rows", "canvas placement: TL rank 1 (1, 0) exchanged with BL rank 1 (2, 0)",
-        "engine/canvas.py",
+        "engine/rap/canvas.py",
         '    "TL": ((1, 0), (0, 1), (0, 0)),\n'
         '    "TR": ((1, 3), (0, 2), (0, 3)),\n'
         '    "BL": ((2, 0), (3, 1), (3, 0)),',
@@ -94,7 +94,7 @@ FAULTS = [
     ),
     Fault(
         "7", "pins-reversed", "pinned references in reverse pin order",
-        "engine/retrieval.py",
+        "engine/rap/retrieval.py",
         "chosen = sorted(pinned[query], key=lambda i: pin_order[(query, i)])",
         "chosen = sorted(pinned[query], key=lambda i: -pin_order[(query, i)])",
         CANVAS_TESTS,
@@ -102,7 +102,7 @@ FAULTS = [
     Fault(
         # Levels 3 and 4 are both the deepest width at 1/8 scale, so the swap keeps shapes.
         "8", "gsrp-deepest-levels-swapped", "GSRP decoder: the two deepest fused levels exchanged",
-        "engine/upscale.py",
+        "engine/gsrp/upscale.py",
         "    hidden = decoder.conv_in(latents) + fused[-1]\n",
         "    fused = [*fused[:-2], fused[-1], fused[-2]]\n"
         "    hidden = decoder.conv_in(latents) + fused[-1]\n",
@@ -110,7 +110,7 @@ FAULTS = [
     ),
     Fault(
         "9", "cbz-no-padding", "CBZ member names without zero padding",
-        "engine/export.py",
+        "engine/io/export.py",
         'f"{number:0{width}d}_{Path(name).stem}.png"',
         'f"{number}_{Path(name).stem}.png"',
         EXPORT_TESTS,

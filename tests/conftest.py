@@ -21,7 +21,7 @@ def _isolated_user_dirs(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory) -> Path:
     """A models directory written by the real `make_tiny` (official file layout)."""
-    from engine.models import make_tiny
+    from engine.sources import make_tiny
 
     root = tmp_path_factory.mktemp("tiny-models")
     make_tiny(root)
@@ -31,8 +31,8 @@ def tiny_models_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_models_dir):
     """The CLIP embedder loaded from the tiny models through the real from_pretrained path."""
-    from engine.embedding import ClipEmbedder
-    from engine.models import resolve_models
+    from engine.rap.embedding import ClipEmbedder
+    from engine.sources import resolve_models
 
     return ClipEmbedder(resolve_models(str(tiny_models_dir)).image_encoder)
 
@@ -49,7 +49,7 @@ def demo_data(tmp_path) -> tuple[Path, Path]:
 def tiny_components(tiny_models_dir):
     """SD1.5 + GraySD tiny components loaded through the real strict loader, on the CPU."""
     from engine.loading import load_diffusion
-    from engine.models import resolve_models
+    from engine.sources import resolve_models
 
     return load_diffusion(resolve_models(str(tiny_models_dir)), "cpu")
 

@@ -17,7 +17,7 @@ from PySide6.QtCore import QTimer  # noqa: E402
 from app.main_window import MainWindow  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
 from app.worker import EngineWorker  # noqa: E402
-from engine.curation import Target  # noqa: E402
+from engine.rap.curation import Target  # noqa: E402
 from engine.project import ChapterProject  # noqa: E402
 from engine.session import RunSettings  # noqa: E402
 

@@ -12,11 +12,22 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Modules that do the network math import torch at the top; everything the GUI or CLI touches
 # at start-up must not (the window appears before torch/diffusers are imported).
-TORCH_MODULES = {"guide", "unet_walk", "checkpoints", "loading", "colorize", "fusion", "upscale", "offload"}
+TORCH_MODULES = {
+    "icp.guide", "icp.unet_walk", "icp.colorize", "icp.components", "gsrp.fusion", "gsrp.upscale",
+    "models.checkpoints", "preprocess.screenstyle", "loading", "offload",
+}
 
 
 def _engine_modules() -> list[str]:
-    return sorted(p.stem for p in (REPO_ROOT / "engine").glob("*.py") if p.stem != "__init__")
+    """Every engine module as a dotted name below `engine` (packages by their __init__)."""
+    names = []
+    for path in sorted((REPO_ROOT / "engine").rglob("*.py")):
+        parts = path.relative_to(REPO_ROOT / "engine").with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            names.append(".".join(parts))
+    return names
 
 
 def test_import_linter_contracts_hold():
@@ -25,6 +36,8 @@ def test_import_linter_contracts_hold():
     result = subprocess.run([lint], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "engine never imports Qt KEPT" in result.stdout
+    assert "stages never import pipeline, session or cli KEPT" in result.stdout
+    assert "engine packages form layers KEPT" in result.stdout
 
 
 @pytest.mark.parametrize("module", _engine_modules())

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.canvas import (
+from engine.rap.canvas import (
     WorkSize,
     build_canvas,
     build_mask,
-    cell_box,
     choose_work_size,
     fit_page,
     fit_reference,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.chapter import ImageSource, list_archive, list_images, load_image, open_chapter
+from engine.io.chapter import ImageSource, list_archive, list_images, load_image, open_chapter
 from engine.errors import InputError, PageDecodeError, UnsafeArchiveError
-from engine.imaging import DecodeLimits, decode_image, to_gray, to_rgb
+from engine.io.imaging import DecodeLimits, decode_image, to_gray, to_rgb
 
 
 def png_bytes(color=128, size=(40, 60), mode="L") -> bytes:

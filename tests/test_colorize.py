@@ -9,17 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.canvas import WorkSize, build_canvas, build_mask
-from engine.chapter import list_images, open_chapter
+from engine.rap.canvas import WorkSize, build_canvas, build_mask
+from engine.io.chapter import list_images, open_chapter
 from engine.cli import main
-from engine.colorize import Colorizer, ColorizeSettings, Interrupted
-from engine.embedding import EmbeddingCache
+from engine.icp.colorize import Colorizer, ColorizeSettings, Interrupted
+from engine.rap.embedding import EmbeddingCache
 from engine.errors import InputError
 from engine.events import CancelToken, Cancelled, PageDone, Preview, Progress
 from engine.pipeline import ColorFlowPipeline, PipelineSettings, colorize_chapter
 from engine.project import ChapterProject
-from engine.retrieval import Retriever
-from engine.upscale import Upscaler, UpscaleSettings
+from engine.rap.retrieval import Retriever
+from engine.gsrp.upscale import Upscaler, UpscaleSettings
 
 SIZE = WorkSize(256, 384)
 FAST = ColorizeSettings(steps=3, preview_every=1)
@@ -202,7 +202,7 @@ def test_cli_colorize_writes_pages_at_their_own_size(tiny_models_dir, tmp_path, 
 def test_offloaded_models_give_the_same_pixels(tiny_models_dir):
     """Low-VRAM offload hooks (here with the CPU as the execution device) change nothing."""
     from engine.loading import install_offload, load_diffusion
-    from engine.models import resolve_models
+    from engine.sources import resolve_models
 
     paths = resolve_models(str(tiny_models_dir))
     canvas, mask = sample_canvas()

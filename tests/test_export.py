@@ -11,8 +11,8 @@ import pytest
 from natsort import natsorted
 from PIL import Image
 
-from engine.chapter import open_chapter
-from engine.export import color_layer, export_cbz, export_ora, export_psd
+from engine.io.chapter import open_chapter
+from engine.io.export import color_layer, export_cbz, export_ora, export_psd
 
 
 def pages(n: int) -> list[tuple[str, Image.Image]]:
@@ -55,7 +55,7 @@ def test_failed_export_leaves_existing_file_untouched(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("engine.export._png_bytes", broken)
+    monkeypatch.setattr("engine.io.export._png_bytes", broken)
     with pytest.raises(OSError):
         export_cbz(pages(3), path, "c")
     assert path.read_bytes() == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.upscale import decode_with_features, encode_with_features
+from engine.gsrp.upscale import decode_with_features, encode_with_features
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoints import normalise_lora_key, read_state_dict
+from engine.models.checkpoints import normalise_lora_key, read_state_dict
 from engine.cli import main
 from engine.errors import ModelError
-from engine.guide import ColorGuiderSDModel, guided_unet_forward
+from engine.icp.guide import ColorGuiderSDModel, guided_unet_forward
 from engine.loading import load_diffusion, load_guide
-from engine.models import resolve_models
+from engine.sources import resolve_models
 
 MANIFEST = json.loads((Path(__file__).parent / "data" / "colorflow-checkpoints.json").read_text())
 

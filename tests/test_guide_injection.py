@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.guide import GuideFeatures, guided_unet_forward
+from engine.icp.guide import GuideFeatures, guided_unet_forward
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def _add_output(value):
 
 def stock_forward_with_hooks(unet, sample, t, text, features: GuideFeatures) -> torch.Tensor:
     """Reference: the stock diffusers UNet forward, with each feature added by a hook at the
-    point CHECKPOINTS.md names. Written from that text, independent of engine.unet_walk."""
+    point CHECKPOINTS.md names. Written from that text, independent of engine.icp.unet_walk."""
     handles = []
     # down[0]: joins the conv_in output on its way into the first block; the skip saved before
     # the first block keeps the value without it (a pre-hook changes only the block's input).

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.canvas import WorkSize, build_mask
-from engine.colorize import Colorizer, ColorizeSettings
-from engine.guide import GuideFeatures
+from engine.rap.canvas import WorkSize, build_mask
+from engine.icp.colorize import Colorizer, ColorizeSettings
+from engine.icp.guide import GuideFeatures
 
 SIZE = WorkSize(256, 384)
 SCALE = 8  # the stub VAE's latent grid, as SD1.5's

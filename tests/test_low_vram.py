@@ -16,9 +16,9 @@ from PIL import Image
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from engine.canvas import WorkSize, build_canvas, build_mask
-from engine.colorize import Colorizer, ColorizeSettings
-from engine.upscale import Upscaler, UpscaleSettings
+from engine.rap.canvas import WorkSize, build_canvas, build_mask
+from engine.icp.colorize import Colorizer, ColorizeSettings
+from engine.gsrp.upscale import Upscaler, UpscaleSettings
 
 SIZE = WorkSize(256, 384)
 # Ops that move data between devices on purpose.
@@ -50,7 +50,7 @@ def meta_components(tiny_models_dir, monkeypatch):
     from accelerate.hooks import UserCpuOffloadHook
 
     from engine.loading import load_diffusion
-    from engine.models import resolve_models
+    from engine.sources import resolve_models
 
     offloaded: list[str] = []
 

@@ -13,8 +13,8 @@ import torch
 
 from engine.cli import main
 from engine.errors import ModelError
-from engine.hub import convert_to_safetensors, download, local_path, pin, preset_files, sha256_file, verify
-from engine.models import resolve_models
+from engine.models.hub import convert_to_safetensors, download, local_path, pin, preset_files, sha256_file, verify
+from engine.sources import resolve_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_models_list_shows_presence_and_device(hub_snapshot, capsys):
 
 def test_download_progress_bar_reports_bytes_and_cancels():
     from engine.events import CancelToken, Progress
-    from engine.hub import _progress_bar_class
+    from engine.models.hub import _progress_bar_class
 
     events, cancel = [], CancelToken()
     bar_class = _progress_bar_class(events.append, "GraySD/unet_lora.bin", cancel)
@@ -202,6 +202,6 @@ def test_download_repair_fetches_only_damaged_files(hub_snapshot, capsys, monkey
         requested.extend(f.path for f in files)
         return []
 
-    monkeypatch.setattr("engine.hub.download", fake_download)
+    monkeypatch.setattr("engine.models.hub.download", fake_download)
     assert main(["models", "download", "--repair"]) == 0
     assert requested == ["GraySD/unet_lora.bin"]

@@ -8,16 +8,16 @@ import torch
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engine.canvas import WorkSize
-from engine.chapter import ImageSource, PageImage
-from engine.colorize import Colorizer, ColorizeSettings
-from engine.curation import Choices
+from engine.rap.canvas import WorkSize
+from engine.io.chapter import ImageSource, PageImage
+from engine.icp.colorize import Colorizer, ColorizeSettings
+from engine.rap.curation import Choices
 from engine.pipeline import ColorFlowPipeline, PipelineSettings
 from engine.preprocess.page import PagePreparer
 from engine.preprocess.screenstyle import load_screenstyle
-from engine.retrieval import Retriever
+from engine.rap.retrieval import Retriever
 from engine.rng import STREAMS, stream_generator, stream_seed
-from engine.upscale import Upscaler, UpscaleSettings
+from engine.gsrp.upscale import Upscaler, UpscaleSettings
 
 SIZE = WorkSize(256, 384)
 
@@ -41,7 +41,7 @@ class RandomDraws(TorchDispatchMode):
 def pipeline(tiny_models_dir, tiny_embedder, tiny_components, tmp_path_factory):
     from pathlib import Path
 
-    from engine.embedding import EmbeddingCache
+    from engine.rap.embedding import EmbeddingCache
 
     c = tiny_components
     networks = load_screenstyle(Path(tiny_models_dir) / "colorflow")

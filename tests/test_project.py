@@ -61,13 +61,13 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
 
 
 # The child saves 3 times, then dies by SIGKILL at one point of its 4th save: hooks replace
-# engine.fileio.atomic_write (to write half the temp file) and os.replace (around the rename).
+# engine.io.fileio.atomic_write (to write half the temp file) and os.replace (around the rename).
 KILL_MID_SAVE = """
 import os, signal, sys
 from pathlib import Path
 
 sys.path.insert(0, {repo!r})
-import engine.fileio as fileio
+import engine.io.fileio as fileio
 from engine.project import ChapterProject
 
 point, folder = sys.argv[1], Path(sys.argv[2])

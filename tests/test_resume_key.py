@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.canvas import REFERENCE_PATCHES, WorkSize, cell_box, reference_boxes
-from engine.chapter import ImageSource, PageImage, list_images, load_image
-from engine.colorize import ColorizeSettings
-from engine.curation import Choices, Target
+from engine.rap.canvas import REFERENCE_PATCHES, WorkSize, cell_box, reference_boxes
+from engine.io.chapter import ImageSource, PageImage, list_images, load_image
+from engine.icp.colorize import ColorizeSettings
+from engine.rap.curation import Choices, Target
 from engine.demo import make_demo_chapter
-from engine.embedding import EmbeddingCache
-from engine.models import ModelPaths, fingerprint_models, resolve_models
+from engine.rap.embedding import EmbeddingCache
+from engine.models import ModelPaths, fingerprint_models
+from engine.sources import resolve_models
 from engine.pipeline import PipelineSettings, load_pipeline
-from engine.retrieval import Candidate, Pick, PageRetrieval, Retriever
-from engine.upscale import UpscaleSettings
+from engine.rap.retrieval import Candidate, Pick, PageRetrieval, Retriever
+from engine.gsrp.upscale import UpscaleSettings
 
 SIZE = WorkSize(256, 384)
 MODELS_ID = "models-a|clip-a"
@@ -54,9 +55,8 @@ class Inputs:
         return self.settings.key(self.page, self.retrieval, self.models_id)
 
     def retrieve(self, choices: Choices) -> "Inputs":
-        """The same page retrieved again, fresh retriever, with other pins/rejects."""
-        retrieval = Retriever(ThumbnailEmbedder(), EmbeddingCache()).retrieve(self.page, self.references, choices, SIZE)
-        return dataclasses.replace(self, retrieval=retrieval)
+        """The same page retrieved again, fresh retriever, with these pins/rejects."""
+        return dataclasses.replace(self, retrieval=retrieve(self.page, self.references, choices))
 
     def with_settings(self, **changes) -> "Inputs":
         return dataclasses.replace(self, settings=dataclasses.replace(self.settings, **changes))
@@ -71,12 +71,16 @@ class Inputs:
         return dataclasses.replace(self, retrieval=dataclasses.replace(self.retrieval, **changes))
 
 
+def retrieve(page: PageImage, references, choices: Choices) -> PageRetrieval:
+    return Retriever(ThumbnailEmbedder(), EmbeddingCache()).retrieve(page, references, choices, SIZE)
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Inputs:
     chapter, refs = make_demo_chapter(tmp_path_factory.mktemp("key"), pages=1, refs=3)
     page = load_image(ImageSource(chapter / "1.png"), "L")
-    inputs = Inputs(BASE, page, None, MODELS_ID, tuple(list_images([refs])))  # type: ignore[arg-type]
-    return inputs.retrieve(Choices())
+    references = tuple(list_images([refs]))
+    return Inputs(BASE, page, retrieve(page, references, Choices()), MODELS_ID, references)
 
 
 def picked(inputs: Inputs) -> list[list[tuple[str, str]]]:

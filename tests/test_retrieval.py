@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.canvas import PLACEMENT, QUERY_PATCHES, WorkSize, cell_box
-from engine.chapter import list_images, open_chapter
-from engine.curation import Choices, Curation, Target
+from engine.rap.canvas import PLACEMENT, QUERY_PATCHES, WorkSize, cell_box
+from engine.io.chapter import list_images, open_chapter
+from engine.rap.curation import Choices, Curation, Target
 from engine.demo import make_demo_chapter
-from engine.embedding import EmbeddingCache
-from engine.retrieval import Candidate, Retriever, select_picks
+from engine.rap.embedding import EmbeddingCache
+from engine.rap.retrieval import Candidate, Retriever, select_picks
 
 
 def candidates(n_refs: int) -> list[Candidate]:

@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine.canvas import WorkSize, fit_page, restore_page
-from engine.chapter import ImageSource, PageImage
-from engine.colorize import Colorizer, ColorizeSettings
-from engine.curation import Choices
-from engine.fusion import vae_feature_channels
+from engine.rap.canvas import WorkSize, fit_page, restore_page
+from engine.io.chapter import ImageSource, PageImage
+from engine.icp.colorize import Colorizer, ColorizeSettings
+from engine.rap.curation import Choices
+from engine.gsrp.fusion import vae_feature_channels
 from engine.pipeline import ColorFlowPipeline, PipelineSettings
-from engine.retrieval import Retriever
-from engine.upscale import Upscaler, UpscaleSettings, encode_with_features, gsrp_size, keep_ink
+from engine.rap.retrieval import Retriever
+from engine.gsrp.upscale import Upscaler, UpscaleSettings, encode_with_features, gsrp_size, keep_ink
 
 SIZE = WorkSize(256, 384)
 

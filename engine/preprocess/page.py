@@ -15,8 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..canvas import Box, PageFit, WorkSize, fit_page, fit_reference
-from ..fileio import atomic_save_image
+from engine.rap.canvas import Box, PageFit, WorkSize, fit_page, fit_reference
+from engine.io.fileio import atomic_save_image
 
 INPUT_STYLES = ("screen", "gray")
 FRAME_SCALE = 1.5  # the official GSRP frame and ScreenStyle input: 1.5 W x 1.5 H
@@ -105,10 +105,10 @@ class PagePreparer:
         frame = self._cached(key)
         if frame is None:
             if self.networks is None:
-                from ..errors import ModelError
+                from engine.errors import ModelError
 
                 raise ModelError("the ScreenStyle networks are not loaded (input style 'screen')")
-            from .screenstyle import screen_style
+            from engine.preprocess.screenstyle import screen_style
 
             frame = screen_style(framed, self.networks, seed)
             self.passes_run += 1

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from ..rng import official_seeding
+from engine.rng import official_seeding
 
 # Hub files of the two networks used, relative to the ColorFlow repo root.
 RGB_TO_SCREEN_FILE = "ScreenStyle/color2manga/color2manga_cycle_ganstft/latest_net_G_RGB2INTSCR.pth"
@@ -168,8 +168,8 @@ class ScreenStyleNetworks:
 
 def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -> ScreenStyleNetworks:
     """Both networks from the official `.pth` files (weights_only), every key checked."""
-    from ..checkpoints import load_strict, read_state_dict, reading_model
-    from ..errors import ModelError
+    from engine.models.checkpoints import load_strict, read_state_dict, reading_model
+    from engine.errors import ModelError
 
     networks = []
     stamps = []

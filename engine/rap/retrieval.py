@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from .canvas import (
+from engine.rap.canvas import (
     REFERENCE_PATCHES,
     TOP_K,
     Box,
@@ -25,10 +25,10 @@ from .canvas import (
     query_boxes,
     reference_boxes,
 )
-from .chapter import ImageSource, PageImage, load_image
-from .curation import Choices
-from .embedding import Embedder, EmbeddingCache
-from .errors import InputError, PageDecodeError
+from engine.io.chapter import ImageSource, PageImage, load_image
+from engine.rap.curation import Choices
+from engine.rap.embedding import Embedder, EmbeddingCache
+from engine.errors import InputError, PageDecodeError
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import ModelError
-from .fileio import atomic_write
+from engine.errors import ModelError
+from engine.io.fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -85,7 +85,7 @@ class ClipEmbedder:
         self.device = self.home_device = torch.device(device)
         self.dtype = dtype or torch.float32
         self.batch_size = batch_size
-        from .checkpoints import reading_model
+        from engine.models.checkpoints import reading_model
 
         with reading_model(model_dir, "the CLIP image encoder"):
             self.model = CLIPVisionModelWithProjection.from_pretrained(

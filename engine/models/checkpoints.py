@@ -14,7 +14,7 @@ from typing import Iterator, Mapping
 
 import torch
 
-from .errors import ModelError
+from engine.errors import ModelError
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 

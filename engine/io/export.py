@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 from PIL import Image
 
-from .fileio import atomic_write
+from engine.io.fileio import atomic_write
 
 EXPORT_FORMATS = ("png", "cbz", "ora", "psd")
 
@@ -118,7 +118,7 @@ def export_project(project, chapter, fmt: str, title: str | None = None) -> list
     """Export the done pages of a chapter project, in reading order, in one format:
     png = the per-page PNGs already in the project folder; cbz = `<title>.cbz` beside them;
     ora/psd = `layered/NNN_name.<fmt>` with the page's own ink over the color."""
-    from .pipeline import page_folder_name
+    from engine.io.naming import page_folder_name
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .canvas import WorkSize, guide_images
-from .errors import ColorFlowError, InputError
-from .guide import guided_unet_forward
-from .loading import DiffusionComponents
-from .rng import CONDITIONING, START_NOISE, stream_generator
+from engine.rap.canvas import WorkSize, guide_images
+from engine.errors import ColorFlowError, InputError
+from engine.icp.guide import guided_unet_forward
+from engine.icp.components import DiffusionComponents
+from engine.rng import CONDITIONING, START_NOISE, stream_generator
 
 # Rough linear map from SD1.5 latents to RGB, good enough for a live preview.
 LATENT_RGB = torch.tensor(

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelError
-from .events import CancelToken, EventSink, Progress, ignore
-from .fileio import atomic_write_json
-from .paths import config_dir
-from .resources import model_config
+from engine.errors import ModelError
+from engine.events import CancelToken, EventSink, Progress, ignore
+from engine.io.fileio import atomic_write_json
+from engine.paths import config_dir
+from engine.resources import model_config
 
 LOCK_FILE = "models.lock.json"
 
@@ -284,7 +284,7 @@ def convert_to_safetensors(folder: Path, report: Callable[[str], None] = lambda 
     weights_only=True), checked to reload to identical tensors. The loader prefers them."""
     from safetensors.torch import load_file, save_file
 
-    from .checkpoints import PICKLE_SUFFIXES, read_state_dict
+    from engine.models.checkpoints import PICKLE_SUFFIXES, read_state_dict
 
     written = []
     for path in sorted(Path(folder).iterdir()):

@@ -7,7 +7,9 @@ Built from stock diffusers blocks; its state_dict matches the official GraySD ch
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -23,7 +25,9 @@ from diffusers.models.unets.unet_2d_blocks import (
 )
 from torch import nn
 
-from .unet_walk import down_path, up_path
+from engine.errors import ModelError
+from engine.icp.unet_walk import down_path, up_path
+from engine.models.checkpoints import find_weights, load_strict, read_state_dict
 
 # The official config names self-attention-only blocks; stock diffusers builds the same layout
 # from its cross-attention blocks with cross_attention_dim=None.
@@ -293,3 +297,21 @@ def guided_unet_forward(
     )
     hidden = unet.conv_act(unet.conv_norm_out(hidden))
     return unet.conv_out(hidden)
+
+
+GUIDE_WEIGHTS = "diffusion_pytorch_model"
+
+
+def load_guide(graysd: Path) -> torch.nn.Module:
+    """The Colorization Guide from GraySD/config.json + weights, every key checked."""
+    from accelerate import init_empty_weights
+
+    config_file = graysd / "config.json"
+    if not config_file.is_file():
+        raise ModelError(f"{config_file}: GraySD/config.json is missing from the model directory")
+    config = json.loads(config_file.read_text())
+    with init_empty_weights():
+        guide = ColorGuiderSDModel.from_config(config)
+    state = read_state_dict(find_weights(graysd, GUIDE_WEIGHTS))
+    load_strict(guide, state, f"guide checkpoint {graysd.name}/{GUIDE_WEIGHTS}")
+    return guide

@@ -15,8 +15,8 @@ from typing import Iterable, Sequence
 from natsort import natsorted, ns
 from PIL import Image
 
-from .errors import InputError, PageDecodeError, UnsafeArchiveError
-from .imaging import IMAGE_EXTENSIONS, DecodeLimits, decode_image, to_gray, to_rgb
+from engine.errors import InputError, PageDecodeError, UnsafeArchiveError
+from engine.io.imaging import IMAGE_EXTENSIONS, DecodeLimits, decode_image, to_gray, to_rgb
 
 ARCHIVE_EXTENSIONS = frozenset({".cbz", ".zip"})
 MAX_ARCHIVE_BYTES = 4 * 1024**3  # total uncompressed size of all image members

@@ -3,10 +3,13 @@ colored and the gray page, one per level; names match the official MultiResNetMo
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from engine.models.checkpoints import find_weights, load_strict, read_state_dict
 
 # Channels of the SD VAE encoder features GSRP uses (conv_in, down blocks 0-3).
 SD_VAE_FEATURE_CHANNELS = (128, 128, 256, 512, 512)
@@ -74,3 +77,14 @@ class FusionNet(nn.Module):
             branch(torch.cat([c, g], dim=1))
             for branch, c, g in zip(self.two_layer_resnets, color, gray)
         ]
+
+
+FUSION_WEIGHTS = "MultiResNetModel"
+
+
+def load_fusion(graysd: Path, vae_config: Any) -> torch.nn.Module:
+    """The GSRP fusion network sized for the VAE, every key checked."""
+    fusion = FusionNet(vae_feature_channels(vae_config))
+    state = read_state_dict(find_weights(graysd, FUSION_WEIGHTS))
+    load_strict(fusion, state, f"GSRP checkpoint {graysd.name}/{FUSION_WEIGHTS}")
+    return fusion

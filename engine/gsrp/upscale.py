@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .canvas import WorkSize
-from .rng import GSRP, stream_generator
+from engine.rap.canvas import WorkSize
+from engine.rng import GSRP, stream_generator
 
 GSRP_SCALE = 1.5  # the official output is 1.5 W x 1.5 H
 INK_CHROMA_FADE_L = 15.0  # CIELAB lightness below which keep-ink fades the color out
@@ -111,7 +111,7 @@ class Upscaler:
     """GSRP on loaded components (VAE + fusion network)."""
 
     def __init__(self, vae, fusion, device: torch.device, dtype: torch.dtype) -> None:
-        from .offload import Runner
+        from engine.offload import Runner
 
         # Every VAE use goes through a Runner (shared with ICP when given one), so low-VRAM
         # offload hooks place the VAE on the device before it runs.

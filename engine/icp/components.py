@@ -1,0 +1,39 @@
+"""The components ICP (and GSRP) run on: SD1.5, the guide, the VAE, the fusion net, one device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class DiffusionComponents:
+    """Everything ICP (and GSRP) runs on, loaded and placed on one device."""
+
+    unet: Any
+    guide: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict
+    fusion: Any
+    device: torch.device
+    dtype: torch.dtype
+    # Every use of the UNet and the VAE goes through these (see offload.py).
+    unet_runner: Any = None
+    vae_runner: Any = None
+    offload: Any = None  # offload.ModelOffload in low-VRAM mode, else None
+
+    def __post_init__(self) -> None:
+        from engine.offload import Runner
+
+        if self.unet_runner is None or self.unet_runner.model is not self.unet:
+            self.unet_runner = Runner(self.unet)
+        if self.vae_runner is None or self.vae_runner.model is not self.vae:
+            self.vae_runner = Runner(self.vae)
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)

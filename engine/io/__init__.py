@@ -1,0 +1,1 @@
+"""Files in and out: chapters and images, atomic writes, exports."""
