@@ -8,6 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -21,7 +22,7 @@ def test_retrieve_writes_canvas_mask_and_json_per_page(tiny_models_dir, demo_dat
     chapter, refs = demo_data
     out = tmp_path / "out"
     code = main(["retrieve", str(chapter), "--refs", str(refs), "--out", str(out),
-                 "--models", str(tiny_models_dir), "--device", "cpu", "--json"])
+                 "--models", str(tiny_models_dir), "--device", "cpu", "--input-style", "gray", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["done"] == ["1.png", "2.png", "3.png", "4.png"] and report["failed"] == {}
@@ -47,12 +48,26 @@ def test_retrieve_applies_project_rejects_and_custom_size(tiny_models_dir, demo_
     project.reject(rejected)
     project.save()
     code = main(["retrieve", str(chapter), "--refs", str(refs), "--out", str(out), "--size", "768x768",
-                 "--models", str(tiny_models_dir), "--json"])
+                 "--models", str(tiny_models_dir), "--input-style", "gray", "--json"])
     assert code == 0
     for folder in sorted(out.glob("0*")):
         data = json.loads((folder / "retrieval.json").read_text())
         assert data["work_size"] == [768, 768]
         assert all(p["ref"] != rejected for row in data["picks"] for p in row)
+
+
+def test_retrieve_puts_the_screenstyle_page_in_the_canvas_by_default(tiny_models_dir, tmp_path, capsys):
+    chapter = tmp_path / "chapter"
+    chapter.mkdir()
+    Image.new("L", (256, 384), 200).save(chapter / "1.png")  # flat gray: G re-screens it
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (256, 384), (200, 10, 10)).save(ref)
+    out = tmp_path / "out"
+    assert main(["retrieve", str(chapter), "--refs", str(ref), "--out", str(out), "--size", "256x384",
+                 "--models", str(tiny_models_dir), "--json"]) == 0
+    centre = np.asarray(Image.open(out / "001_1" / "canvas.png").convert("L"))[192:576, 128:384].astype(int)
+    assert np.abs(centre - 200).mean() > 2  # not the plain page
+    assert ChapterProject.load(out).pages[0].status == "retrieved"
 
 
 def test_bad_page_fails_alone_with_exit_code_1(tiny_models_dir, tmp_path, capsys):
@@ -66,7 +81,7 @@ def test_bad_page_fails_alone_with_exit_code_1(tiny_models_dir, tmp_path, capsys
     ref = tmp_path / "ref.png"
     Image.new("RGB", (300, 450), (200, 10, 10)).save(ref)
     code = main(["retrieve", str(archive), "--refs", str(ref), "--out", str(tmp_path / "out"),
-                 "--models", str(tiny_models_dir), "--json"])
+                 "--models", str(tiny_models_dir), "--input-style", "gray", "--json"])
     assert code == 1
     report = json.loads(capsys.readouterr().out)
     assert report["done"] == ["ch/1.png", "ch/3.png"]

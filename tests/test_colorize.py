@@ -189,7 +189,7 @@ def test_cli_colorize_writes_pages_at_their_own_size(tiny_models_dir, tmp_path, 
     ref = tmp_path / "ref.png"
     Image.new("RGB", (300, 450), (200, 30, 30)).save(ref)
     code = main(["colorize", str(chapter), "--refs", str(ref), "--out", str(tmp_path / "out"),
-                 "--models", str(tiny_models_dir), "--steps", "2", "--size", "256x384", "--json"])
+                 "--models", str(tiny_models_dir), "--steps", "2", "--size", "256x384", "--input-style", "gray", "--json"])
     assert code == 1
     report = json.loads(capsys.readouterr().out)
     assert report["done"] == ["1.png", "2.png", "3.png"] and list(report["failed"]) == ["4.png"]

@@ -121,7 +121,8 @@ def test_colorize_command_exports_each_format(tiny_models_dir, tmp_path, capsys,
     chapter, refs = make_demo_chapter(tmp_path / "data", pages=2, refs=1)
     out = tmp_path / "out"
     code = main(["colorize", str(chapter), "--refs", str(refs), "--out", str(out), "--models",
-                 str(tiny_models_dir), "--steps", "1", "--size", "256x384", "--format", fmt, "--json"])
+                 str(tiny_models_dir), "--steps", "1", "--size", "256x384", "--format", fmt,
+                 "--input-style", "gray", "--json"])
     assert code == 0
     exports = [tmp_path / p for p in json.loads(capsys.readouterr().out)["exports"]]
     if fmt == "cbz":

@@ -169,3 +169,19 @@ def test_official_settings_are_checked_before_work():
     with pytest.raises(InputError, match="same procedure"):
         PipelineSettings(ColorizeSettings(procedure="official"), UpscaleSettings(), keep_ink=False,
                          output_size="gsrp").check()
+
+
+@pytest.mark.parametrize("page_size", [(600, 250), (257, 391), (150, 700), (1000, 1500), (333, 333)])
+def test_letterboxed_frame_box_is_the_working_box_times_one_and_a_half(page_size):
+    from engine.preprocess.page import frame_page
+
+    page = Image.new("L", page_size, 0)
+    framed, frame_fit, working, query_fit = frame_page(page, SIZE)
+    assert framed.size == (384, 576) and working.size == (256, 384)
+    assert frame_fit.content_box == tuple(round(v * 1.5) for v in query_fit.content_box)
+    x0, y0, x1, y1 = frame_fit.content_box
+    pixels = np.asarray(framed.convert("L"))
+    assert pixels[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].max() < 40  # the page fills its box...
+    outside = np.ones(pixels.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert not outside.any() or pixels[outside].min() == 255  # ...and white paper the rest

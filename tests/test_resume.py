@@ -76,8 +76,9 @@ def test_killed_run_resumes_and_recomputes_only_missing_pages(tiny_models_dir, t
 
     chapter, refs = make_demo_chapter(tmp_path / "data", pages=4, refs=2)
     out = tmp_path / "out"
+    # Gray input style: the ScreenStyle pass would double the runtime and has no part in resuming.
     args = ["colorize", str(chapter), "--refs", str(refs), "--out", str(out), "--models", str(tiny_models_dir),
-            "--steps", "2", "--size", "256x384", "--json"]
+            "--steps", "2", "--size", "256x384", "--input-style", "gray", "--json"]
     script = KILLED_RUN.format(repo=str(REPO_ROOT), point=point)
     result = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]

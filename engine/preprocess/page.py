@@ -66,15 +66,7 @@ def frame_page(page: Image.Image, size: WorkSize, fit: str = "letterbox") -> tup
 
 def _official_fit(page: Image.Image, width: int, height: int) -> Image.Image:
     """GEOMETRY.md "fit": straight bicubic resize within 15% of the aspect, else centre crop first."""
-    return fit_reference(page, _AnySize(width, height))
-
-
-@dataclass(frozen=True)
-class _AnySize:
-    """A W x H target for `fit_reference` (which only reads width and height)."""
-
-    width: int
-    height: int
+    return fit_reference(page, (width, height))
 
 
 class PagePreparer:

@@ -91,9 +91,9 @@ def reference_boxes(size: WorkSize) -> list[Box | None]:
     return [None, *query_boxes(size)]
 
 
-def fit_reference(image: Image.Image, size: WorkSize) -> Image.Image:
+def fit_reference(image: Image.Image, size: WorkSize | tuple[int, int]) -> Image.Image:
     """Official aspect-aware fit: resize straight when aspects are close, else centre-crop first."""
-    w, h = size.width, size.height
+    w, h = (size.width, size.height) if isinstance(size, WorkSize) else size
     iw, ih = image.size
     target = w / h
     if abs(iw / ih - target) / target >= ASPECT_TOLERANCE:
