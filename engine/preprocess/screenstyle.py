@@ -177,7 +177,6 @@ def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -
         path = Path(colorflow_root) / relative
         if not path.is_file():
             raise ModelError(f"{path}: ScreenStyle weights are missing; run `colorflow models download`")
-        # The official files hold the `.model.` prefix of their wrappers (e.g. model.model.1.weight_orig).
         with reading_model(path, "a ScreenStyle network"):
             load_strict(module, read_state_dict(path), f"ScreenStyle checkpoint {relative}")
         stat = path.stat()
@@ -190,10 +189,12 @@ def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -
 
 
 def _to_tensor(image: Image.Image) -> torch.Tensor:
-    array = np.asarray(image, dtype=np.float32) / 255.0
+    """torchvision's ToTensor then Normalize(0.5, 0.5), in the same float operations."""
+    array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[..., None]
-    return torch.from_numpy(array).permute(2, 0, 1)[None] * 2.0 - 1.0
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
+    return ((tensor - 0.5) / 0.5)[None]
 
 
 def _pad_to_multiple(image: Image.Image, multiple: int) -> Image.Image:
