@@ -354,10 +354,13 @@ def colorize_chapter(
         name = chapter.sources[index].name
         if cancel.cancelled:
             break
-        emit(Progress("RAP", position, len(indices), name))
         try:
             page = _load(chapter, index)
-            pipeline.retrieve(page, references, project.choices_for(name), pipeline.prepare(page, settings.inputs))
+            if settings.input_style == "screen":
+                emit(Progress("ScreenStyle", position, len(indices), name))
+            prepared = pipeline.prepare(page, settings.inputs)
+            emit(Progress("RAP", position, len(indices), name))
+            pipeline.retrieve(page, references, project.choices_for(name), prepared)
             usable.append(index)
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, name, _reason(exc))
