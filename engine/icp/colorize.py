@@ -196,9 +196,9 @@ class Colorizer:
         """The initial latent noise: a generator seeded with the seed (on the device for the
         official procedure, as the official app; on the CPU for ours, the same on every device)."""
         shape = (1, 4, size.canvas[1] // self.c.vae_scale, size.canvas[0] // self.c.vae_scale)
-        if settings.procedure == "official":
+        if settings.procedure == "official":  # as diffusers' prepare_latents: in the model dtype
             generator = torch.Generator(self.c.device).manual_seed(settings.seed)
-            return torch.randn(shape, generator=generator, device=self.c.device, dtype=torch.float32)
+            return torch.randn(shape, generator=generator, device=self.c.device, dtype=self.c.dtype)
         return torch.randn(shape, generator=stream_generator(settings.seed, START_NOISE), dtype=torch.float32)
 
     @torch.inference_mode()
