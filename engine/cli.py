@@ -92,8 +92,14 @@ def _open_inputs(args):
     from engine.io.chapter import list_images, open_chapter
     from engine.project import ChapterProject
 
-    chapter = open_chapter(args.input)
-    references = list_images(args.refs)
+    try:
+        chapter = open_chapter(args.input)
+    except InputError as exc:
+        raise InputError(f"INPUT {exc}") from exc
+    try:
+        references = list_images(args.refs)
+    except InputError as exc:
+        raise InputError(f"--refs {exc}") from exc
     project = ChapterProject.open_or_create(args.out.expanduser().resolve())
     project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
     return chapter, references, project
@@ -103,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colorflow", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    from engine import __version__
+
+    parser.add_argument("--version", action="version", version=f"colorflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     retrieve = commands.add_parser(
@@ -273,11 +282,21 @@ def _progress_sink(enabled: bool):
     return emit, close
 
 
+def _precheck(args) -> None:
+    """Everything that can be checked without torch: device, and that the models are present."""
+    from engine.devices import precheck_device
+    from engine.sources import check_models
+
+    precheck_device(args.device)
+    check_models(args.models)
+
+
 def cmd_retrieve(args) -> int:
     from engine.devices import pick_device
     from engine.pipeline import InputSettings, load_preparer, load_retriever, retrieve_chapter
 
     chapter, references, project = _open_inputs(args)
+    _precheck(args)
     inputs = InputSettings(args.input_style, args.procedure, args.seed, args.size)
     device = pick_device(args.device)
     retriever = load_retriever(args.models, device, args.cache_dir)
@@ -293,11 +312,11 @@ def cmd_retrieve(args) -> int:
 
 
 def cmd_colorize(args) -> int:
-    from engine.icp.colorize import ColorizeSettings
+    from engine.icp.settings import ColorizeSettings
     from engine.devices import pick_device
     from engine.io.export import export_project
     from engine.pipeline import PipelineSettings, colorize_chapter, load_pipeline
-    from engine.gsrp.upscale import UpscaleSettings
+    from engine.gsrp.settings import UpscaleSettings
 
     official = args.procedure == "official"
     if official and (args.keep_ink or args.output_size == "page" or args.decode == "page"):
@@ -314,6 +333,7 @@ def cmd_colorize(args) -> int:
     )
     settings.check()
     chapter, references, project = _open_inputs(args)
+    _precheck(args)
     pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir,
                              vae_tiling=args.vae_tiling, input_style=args.input_style)
     emit, close = _progress_sink(not args.json)

@@ -7,6 +7,32 @@ from engine.errors import InputError
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
 
+def precheck_device(choice: str) -> None:
+    """The device checks that need no torch import (fast errors before any heavy work): a CPU-only
+    torch build or no NVIDIA driver for cuda, not Apple silicon for mps. pick_device decides."""
+    import importlib.metadata
+    import platform
+    import sys
+    from pathlib import Path
+
+    if choice not in DEVICE_CHOICES:
+        raise InputError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {choice!r}")
+    if choice == "cuda":
+        try:
+            build = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            build = ""
+        if "+cpu" in build:
+            raise InputError(
+                f"--device cuda: this torch build ({build}) has no CUDA support; use --device cpu, "
+                "or install a CUDA build of torch (README: Install with a GPU)"
+            )
+        if sys.platform.startswith("linux") and not Path("/proc/driver/nvidia/version").exists():
+            raise InputError("--device cuda: no NVIDIA driver is loaded on this machine; use --device cpu")
+    if choice == "mps" and not (sys.platform == "darwin" and platform.machine() == "arm64"):
+        raise InputError("--device mps: Apple Metal needs a Mac with Apple silicon; use --device cpu")
+
+
 def pick_device(choice: str = "auto") -> str:
     """Resolve a device name; asking for an absent accelerator is a clear error."""
     import torch

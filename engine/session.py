@@ -107,9 +107,9 @@ class EngineSession:
         cancel: CancelToken | None = None,
     ):
         """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport."""
-        from engine.icp.colorize import ColorizeSettings
+        from engine.icp.settings import ColorizeSettings
         from engine.pipeline import PipelineSettings, colorize_chapter
-        from engine.gsrp.upscale import UpscaleSettings
+        from engine.gsrp.settings import UpscaleSettings
 
         from engine.events import Progress
 

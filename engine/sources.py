@@ -79,3 +79,10 @@ def resolve_models(spec: str, tiny_root: Path | None = None) -> ModelPaths:
             f"{root}: not a ColorFlow models directory (expected colorflow/image_encoder/config.json)"
         )
     return paths
+
+
+def check_models(spec: str) -> None:
+    """Light presence check of a model source before anything heavy is imported: official files
+    downloaded, a folder in the layout; `tiny` is always available (built on first use)."""
+    if spec != "tiny":
+        resolve_models(spec)

@@ -54,9 +54,9 @@ def test_missing_file_names_it_with_size_and_fetch_command(hub_snapshot):
     with pytest.raises(ModelError) as error:
         resolve_models("official")
     message = str(error.value)
-    assert "TencentARC/ColorFlow/GraySD/unet_lora.bin (95.9 MB)" in message
+    assert "(GraySD/unet_lora.bin): 95.9 MB to download" in message
     assert "colorflow models download" in message
-    assert "1 official model file(s)" in message
+    assert "1 official model file(s)" in message and "\n" not in message
 
 
 def test_flipped_byte_fails_verify_naming_the_file(hub_snapshot, capsys):

@@ -10,36 +10,16 @@ the page's own size is a resize, and with keep-ink the lightness comes from the 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from engine.gsrp.settings import GSRP_SCALE, UpscaleSettings  # noqa: F401 (re-exported)
 from engine.rap.canvas import WorkSize
 from engine.rng import GSRP, stream_generator
 
-GSRP_SCALE = 1.5  # the official output is 1.5 W x 1.5 H
 INK_CHROMA_FADE_L = 15.0  # CIELAB lightness below which keep-ink fades the color out
-
-
-@dataclass(frozen=True)
-class UpscaleSettings:
-    """`batch_norm`: "batch" = per-call statistics, as the official app (it never calls
-    .eval() on the fusion net); "running" = the stored running statistics. `procedure`
-    "official" draws the latent sample from the global RNG (the draw after ICP's conditioning
-    samples), "ours" from the seed's own GSRP stream."""
-
-    scale: float = GSRP_SCALE
-    batch_norm: str = "batch"
-    seed: int = 0
-    procedure: str = "ours"
-
-    def __post_init__(self) -> None:
-        if self.batch_norm not in ("batch", "running"):
-            raise ValueError(f"batch_norm must be 'batch' or 'running', got {self.batch_norm!r}")
-        if self.procedure not in ("ours", "official"):
-            raise ValueError(f"procedure must be 'ours' or 'official', got {self.procedure!r}")
 
 
 def gsrp_size(size: WorkSize, scale: float, multiple: int) -> tuple[int, int]:

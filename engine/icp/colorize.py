@@ -23,6 +23,7 @@ from engine.rap.canvas import WorkSize, guide_images
 from engine.errors import ColorFlowError, InputError
 from engine.icp.guide import guided_unet_forward
 from engine.icp.components import DiffusionComponents
+from engine.icp.settings import ColorizeSettings  # noqa: F401 (re-exported for callers)
 from engine.rng import CONDITIONING, START_NOISE, stream_generator
 
 # Rough linear map from SD1.5 latents to RGB, good enough for a live preview.
@@ -33,40 +34,6 @@ LATENT_RGB = torch.tensor(
 
 class Interrupted(ColorFlowError):
     """Raised when the step callback asks to stop; no output is produced."""
-
-
-PROCEDURES = ("ours", "official")
-DECODE_REGIONS = ("canvas", "page")
-
-
-@dataclass(frozen=True)
-class ColorizeSettings:
-    """Sampler settings; defaults are the official GrayImage ones."""
-
-    steps: int = 10
-    guidance_scale: float = 7.5
-    prompt: str = "manga"
-    negative_prompt: str = ""
-    conditioning_scale: float = 1.0
-    seed: int = 0
-    procedure: str = "ours"  # "official": the official random draws (see the module doc)
-    decode: str = "canvas"  # "page": decode only the page region + margin (less memory, differs)
-    decode_margin: int = 64  # pixels decoded around the page with decode="page"
-    preview_every: int = 2  # 0 disables previews
-
-    def check(self) -> None:
-        if not 1 <= self.steps <= 100:
-            raise InputError(f"steps must be between 1 and 100, got {self.steps}")
-        if self.guidance_scale < 0:
-            raise InputError(f"guidance scale must be >= 0, got {self.guidance_scale}")
-        if not 0 <= self.seed < 2**63:
-            raise InputError(f"seed must be a non-negative integer, got {self.seed}")
-        if self.procedure not in PROCEDURES:
-            raise InputError(f"procedure must be one of {', '.join(PROCEDURES)}, got {self.procedure!r}")
-        if self.decode not in DECODE_REGIONS:
-            raise InputError(f"decode must be one of {', '.join(DECODE_REGIONS)}, got {self.decode!r}")
-        if self.procedure == "official" and self.decode != "canvas":
-            raise InputError("the official procedure decodes the whole canvas; drop the page-region decode")
 
 
 @dataclass(frozen=True)

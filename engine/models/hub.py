@@ -105,12 +105,17 @@ def missing_files(preset: str = "official") -> list[PresetFile]:
 
 
 def missing_message(missing: list[PresetFile]) -> str:
+    """One short line: what is missing, the download size, the command."""
     total = sum(f.approx_bytes for f in missing)
-    listing = "; ".join(f"{f.repo}/{f.path} ({human_bytes(f.approx_bytes)})" for f in missing[:8])
-    more = f"; ... and {len(missing) - 8} more" if len(missing) > 8 else ""
+    everything = len(missing) == len(preset_files("official"))
+    if everything:
+        what = f"the official models are not downloaded yet ({len(missing)} files)"
+    else:
+        names = ", ".join(f.path for f in missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2 else "")
+        what = f"{len(missing)} official model file(s) are missing ({names})"
     return (
-        f"{len(missing)} official model file(s) are not downloaded ({human_bytes(total)}): "
-        f"{listing}{more}. Fetch them once, with network access, with: colorflow models download"
+        f"{what}: {human_bytes(total)} to download once with `colorflow models download` "
+        f"(or try everything offline with --models tiny: random weights, meaningless colors)"
     )
 
 

@@ -1,0 +1,90 @@
+"""Common CLI mistakes end with exit 2 and a plain message before torch is even imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROBE = (
+    "import json, sys\n"
+    "from engine.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
+)
+
+
+def run_cli(args: list[str], env_extra: dict | None = None) -> tuple[dict, str]:
+    import os
+
+    env = dict(os.environ, **(env_extra or {}))
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO_ROOT, capture_output=True, text=True, env=env)
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+
+@pytest.fixture
+def chapter(tmp_path) -> tuple[Path, Path]:
+    pages, refs = tmp_path / "pages", tmp_path / "refs"
+    pages.mkdir()
+    refs.mkdir()
+    Image.new("L", (64, 96), 200).save(pages / "1.png")
+    Image.new("RGB", (64, 96), (200, 20, 20)).save(refs / "r.png")
+    return pages, refs
+
+
+def _assert_fast_error(args, expected: str, env_extra=None):
+    outcome, err = run_cli(args, env_extra)
+    assert outcome == {"code": 2, "torch": False}, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], err
+
+
+def test_missing_input_folder(chapter, tmp_path):
+    _, refs = chapter
+    _assert_fast_error(["colorize", str(tmp_path / "nope"), "--refs", str(refs), "--out", str(tmp_path / "o"),
+                        "--models", "tiny"], "INPUT")
+
+
+def test_empty_reference_folder_names_the_argument(chapter, tmp_path):
+    pages, _ = chapter
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_fast_error(["colorize", str(pages), "--refs", str(empty), "--out", str(tmp_path / "o"),
+                        "--models", "tiny"], "--refs")
+
+
+def test_bad_size(chapter, tmp_path):
+    pages, refs = chapter
+    result = subprocess.run([sys.executable, "-c", PROBE, "colorize", str(pages), "--refs", str(refs), "--out",
+                             str(tmp_path / "o"), "--size", "500x800"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "multiples of 64" in result.stderr  # argparse exits before main returns
+
+
+def test_missing_official_models_is_one_short_line(chapter, tmp_path):
+    pages, refs = chapter
+    outcome, err = run_cli(["colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "o")],
+                           {"HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_CACHE": str(tmp_path / "empty-hf" / "hub")})
+    assert outcome == {"code": 2, "torch": False}, err
+    line = err.strip()
+    assert "\n" not in line and "colorflow models download" in line and "GB" in line
+    assert len(line) < 260
+
+
+def test_cuda_without_cuda_says_what_to_do(chapter, tmp_path):
+    import importlib.metadata
+
+    if "+cpu" not in importlib.metadata.version("torch") and Path("/proc/driver/nvidia/version").exists():
+        pytest.skip("this machine has a CUDA torch and a driver")
+    pages, refs = chapter
+    _assert_fast_error(["colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "o"), "--models", "tiny",
+                        "--device", "cuda"], "--device cpu")
+
+
+def test_version():
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("colorflow ")
