@@ -443,10 +443,26 @@ class MainWindow(QMainWindow):
     def export(self, fmt: str) -> None:
         if self.document is None:
             return
-        from engine.io.export import export_project
+        from engine.io.export import export_project, uncolored_pages
 
         document = self.document
-        self._export_job = self.worker.submit(lambda emit, cancel: export_project(document.project, document.chapter, fmt))
+        include = False
+        missing = uncolored_pages(document.project, document.chapter) if fmt == "cbz" else []
+        if missing:  # never a silently short CBZ: ask
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            answer = QMessageBox.question(
+                self, "Export CBZ",
+                f"{len(missing)} of {len(document.chapter.sources)} pages are not colored yet ({shown}).\n\n"
+                "Export the CBZ with the original black-and-white pages in their place?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+            )
+            if answer != QMessageBox.StandardButton.Yes:
+                self.statusBar().showMessage("export cancelled: some pages are not colored yet", 8000)
+                return
+            include = True
+        self._export_job = self.worker.submit(
+            lambda emit, cancel: export_project(document.project, document.chapter, fmt, include_uncolored=include)
+        )
 
     def settings_dialog(self) -> None:
         dialog = SettingsDialog(self.settings, self)

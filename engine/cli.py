@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="take lightness from the original page so line art, text and "
                           "screentone stay pixel-faithful; color only from the model (default on; "
                           "off with --procedure official)")
+    colorize.add_argument("--include-uncolored", action="store_true",
+                          help="when some pages could not be colored, export the CBZ anyway with the original "
+                          "pages in their place (by default such an export is refused, never written short)")
     colorize.add_argument("--resume", action="store_true",
                           help="skip pages already done with the same settings, picks and models")
     colorize.add_argument("--gsrp-batchnorm", choices=("batch", "running"), default="batch",
@@ -314,7 +317,7 @@ def cmd_retrieve(args) -> int:
 def cmd_colorize(args) -> int:
     from engine.icp.settings import ColorizeSettings
     from engine.devices import pick_device
-    from engine.io.export import export_project
+    from engine.io.export import IncompleteExport, export_project
     from engine.pipeline import PipelineSettings, colorize_chapter, load_pipeline
     from engine.gsrp.settings import UpscaleSettings
 
@@ -341,7 +344,12 @@ def cmd_colorize(args) -> int:
         report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)
     finally:
         close()
-    exports = [str(p) for p in export_project(project, chapter, args.format)]
+    try:
+        exports = [str(p) for p in export_project(project, chapter, args.format,
+                                                  include_uncolored=args.include_uncolored)]
+    except IncompleteExport as exc:  # the per-page report still prints; nothing short is written
+        print(f"colorflow: {args.format} export not written: {exc}", file=sys.stderr)
+        exports = []
     _print_report(args, project, report, "colored", exports)
     return EXIT_PAGES_FAILED if report.failed else EXIT_OK
 

@@ -278,3 +278,38 @@ def test_original_view_applies_exif_orientation(qtbot):
     pixmap = pixmap_with_exif(buffer.getvalue())
     assert (pixmap.width(), pixmap.height()) == (20, 40)
     assert pixmap_with_exif(b"not an image") is None
+
+
+@pytest.mark.parametrize("answer", ["No", "Yes"])
+def test_partial_cbz_export_asks_and_never_writes_a_short_file(qtbot, settings, chapter, monkeypatch, answer):
+    from dataclasses import replace
+
+    from PIL import Image
+    from PySide6.QtWidgets import QMessageBox
+
+    settings.run = replace(settings.run, input_style="gray")
+    window = make_window(qtbot, settings)
+    with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):
+        window.open_path(str(chapter[0]))
+    project = window.document.project
+    first = project.pages[0].name
+    Image.new("RGB", (64, 64), (200, 0, 0)).save(project.folder / "001_1.png")
+    project.record_outputs(first, {"colored": "001_1.png"}, "done", "k")
+    asked = []
+
+    def question(*args, **kwargs):
+        asked.append(args[2])
+        return getattr(QMessageBox.StandardButton, answer)
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    window.export("cbz")
+    assert asked and "3 of 4 pages are not colored" in asked[0]
+    if answer == "No":
+        assert window._export_job is None and not list(project.folder.glob("*.cbz"))
+    else:
+        qtbot.waitUntil(lambda: bool(list(project.folder.glob("*.cbz"))), timeout=WAIT_MS)
+        import zipfile
+
+        with zipfile.ZipFile(next(project.folder.glob("*.cbz"))) as archive:
+            assert len([n for n in archive.namelist() if n.endswith(".png")]) == 4
+    close(qtbot, window)

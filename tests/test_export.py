@@ -133,3 +133,70 @@ def test_colorize_command_exports_each_format(tiny_models_dir, tmp_path, capsys,
     else:
         assert [p.name for p in exports] == [f"001_1.{fmt}", f"002_2.{fmt}"]
         assert all(p.parent == out / "layered" and p.stat().st_size > 0 for p in exports)
+
+
+def _half_done_project(tmp_path):
+    """A 3-page chapter whose page 2 is not colored."""
+    from engine.io.chapter import open_chapter
+    from engine.project import ChapterProject
+
+    chapter_dir = tmp_path / "Berserk 12"
+    chapter_dir.mkdir()
+    for i in (1, 2, 3):
+        Image.new("L", (30 + i, 40), 100).save(chapter_dir / f"{i}.png")
+    chapter = open_chapter(chapter_dir)
+    project = ChapterProject(folder=tmp_path / "out")
+    project.sync_pages([(s.name, s.ref) for s in chapter.sources])
+    project.inputs = [str(chapter_dir)]
+    project.folder.mkdir(parents=True, exist_ok=True)
+    for i in (1, 3):
+        Image.new("RGB", (30 + i, 40), (200, 0, 0)).save(project.folder / f"00{i}_{i}.png")
+        project.record_outputs(f"{i}.png", {"colored": f"00{i}_{i}.png"}, "done", "k")
+    return project, chapter
+
+
+def test_partial_chapter_cbz_is_refused_unless_uncolored_pages_are_included(tmp_path):
+    from engine.io.export import IncompleteExport, export_project
+
+    project, chapter = _half_done_project(tmp_path)
+    with pytest.raises(IncompleteExport, match=r"1 page\(s\) not colored yet \(2.png\)"):
+        export_project(project, chapter, "cbz")
+    assert not list(project.folder.glob("*.cbz"))  # never a short CBZ
+    [path] = export_project(project, chapter, "cbz", include_uncolored=True)
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith(".png"))
+        assert names == ["001_1.png", "002_2.png", "003_3.png"]
+        with archive.open("002_2.png") as handle:
+            assert Image.open(handle).convert("RGB").getpixel((0, 0)) == (100, 100, 100)  # the original page
+        info = ElementTree.fromstring(archive.read("ComicInfo.xml"))
+    assert info.findtext("Manga") == "YesAndRightToLeft"
+    assert info.findtext("Series") == "Berserk" and info.findtext("Number") == "12"
+    assert info.findtext("PageCount") == "3"
+    assert [p.get("ImageWidth") for p in info.find("Pages")] == ["31", "32", "33"]
+
+
+def test_project_settings_choose_the_comic_metadata(tmp_path):
+    from engine.io.export import export_project
+
+    project, chapter = _half_done_project(tmp_path)
+    project.settings.update(series="Guts", number="7", manga="Yes")
+    [path] = export_project(project, chapter, "cbz", include_uncolored=True)
+    with zipfile.ZipFile(path) as archive:
+        info = ElementTree.fromstring(archive.read("ComicInfo.xml"))
+    assert (info.findtext("Series"), info.findtext("Number"), info.findtext("Manga")) == ("Guts", "7", "Yes")
+
+
+def test_written_files_have_the_users_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from engine.io.fileio import atomic_write_bytes
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        export_cbz(pages(1), tmp_path / "b.cbz", "c")
+    finally:
+        os.umask(previous)
+    for name in ("a.bin", "b.cbz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644

@@ -7,7 +7,9 @@ never half-overwritten.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape, quoteattr
@@ -15,6 +17,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 from PIL import Image
 
+from engine.errors import InputError
 from engine.io.fileio import atomic_write
 
 EXPORT_FORMATS = ("png", "cbz", "ora", "psd")
@@ -26,29 +29,67 @@ def _png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def comic_info(title: str, page_count: int) -> str:
-    """ComicInfo.xml (the Anansi/ComicRack schema most readers understand)."""
+@dataclass(frozen=True)
+class ComicMetadata:
+    """ComicInfo.xml fields; manga right-to-left by default (readers then page it correctly)."""
+
+    title: str
+    series: str = ""
+    number: str = ""
+    manga: str = "YesAndRightToLeft"  # ComicInfo values: Yes, YesAndRightToLeft, No, Unknown
+
+    @classmethod
+    def for_chapter(cls, title: str, settings: dict) -> "ComicMetadata":
+        """From the project's settings (`series`, `number`, `manga`), else guessed from the title
+        ("Series 12" -> series "Series", number "12")."""
+        match = re.match(r"^(.*?)[\s_-]*(?:ch(?:apter)?\.?\s*)?(\d+(?:\.\d+)?)$", title, re.IGNORECASE)
+        series, number = (match.group(1).strip(" _-") or title, match.group(2)) if match else (title, "")
+        return cls(
+            title=title,
+            series=str(settings.get("series") or series),
+            number=str(settings.get("number") or number),
+            manga=str(settings.get("manga") or "YesAndRightToLeft"),
+        )
+
+
+def comic_info(meta: ComicMetadata | str, sizes: Sequence[tuple[int, int]] | int) -> str:
+    """ComicInfo.xml (the Anansi/ComicRack schema most readers understand), with a Pages list."""
+    if isinstance(meta, str):
+        meta = ComicMetadata(meta)
+    if isinstance(sizes, int):
+        sizes = [(0, 0)] * sizes
+    pages = "".join(
+        f'    <Page Image="{i}" ImageWidth="{w}" ImageHeight="{h}"/>\n' if w else f'    <Page Image="{i}"/>\n'
+        for i, (w, h) in enumerate(sizes)
+    )
+    optional = "".join(
+        f"  <{tag}>{escape(value)}</{tag}>\n" for tag, value in (("Series", meta.series), ("Number", meta.number)) if value
+    )
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         '<ComicInfo xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
         'xmlns:xsd="http://www.w3.org/2001/XMLSchema">\n'
-        f"  <Title>{escape(title)}</Title>\n"
-        f"  <PageCount>{page_count}</PageCount>\n"
+        f"  <Title>{escape(meta.title)}</Title>\n"
+        f"{optional}"
+        f"  <PageCount>{len(sizes)}</PageCount>\n"
         "  <Notes>Colored with ColorFlow desktop (reference-based manga colorization).</Notes>\n"
         "  <BlackAndWhite>No</BlackAndWhite>\n"
+        f"  <Manga>{escape(meta.manga)}</Manga>\n"
+        f"  <Pages>\n{pages}  </Pages>\n"
         "</ComicInfo>\n"
     )
 
 
-def export_cbz(pages: Sequence[tuple[str, Image.Image]], path: Path, title: str) -> Path:
+def export_cbz(pages: Sequence[tuple[str, Image.Image]], path: Path, title: str | ComicMetadata) -> Path:
     """A CBZ whose page files sort in reading order (zero-padded numbers) + ComicInfo.xml."""
     width = max(3, len(str(len(pages))))
+    meta = title if isinstance(title, ComicMetadata) else ComicMetadata(title)
 
     def write(handle) -> None:
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
             for number, (name, image) in enumerate(pages, start=1):
                 archive.writestr(f"{number:0{width}d}_{Path(name).stem}.png", _png_bytes(image))
-            archive.writestr("ComicInfo.xml", comic_info(title, len(pages)))
+            archive.writestr("ComicInfo.xml", comic_info(meta, [image.size for _, image in pages]))
 
     atomic_write(Path(path), write)
     return Path(path)
@@ -114,14 +155,37 @@ def export_psd(colored: Image.Image, ink: Image.Image, path: Path) -> Path:
     return Path(path)
 
 
-def export_project(project, chapter, fmt: str, title: str | None = None) -> list[Path]:
-    """Export the done pages of a chapter project, in reading order, in one format:
-    png = the per-page PNGs already in the project folder; cbz = `<title>.cbz` beside them;
-    ora/psd = `layered/NNN_name.<fmt>` with the page's own ink over the color."""
+class IncompleteExport(InputError):
+    """Some pages of the chapter are not colored; the export was not written."""
+
+    def __init__(self, pages: list[str]) -> None:
+        self.pages = pages
+        shown = ", ".join(pages[:6]) + (f" and {len(pages) - 6} more" if len(pages) > 6 else "")
+        super().__init__(
+            f"{len(pages)} page(s) not colored yet ({shown}): nothing exported; color them first, "
+            f"or export with the original pages in their place (--include-uncolored)"
+        )
+
+
+def uncolored_pages(project, chapter) -> list[str]:
+    """Chapter pages without a finished colored output, in reading order."""
+    done = {p.name for p in project.pages if p.status == "done" and p.outputs.get("colored")}
+    return [source.name for source in chapter.sources if source.name not in done]
+
+
+def export_project(project, chapter, fmt: str, title: str | None = None, include_uncolored: bool = False) -> list[Path]:
+    """Export a chapter project, in reading order, in one format: png = the per-page PNGs already
+    in the project folder; cbz = `<title>-colored.cbz` beside them; ora/psd = `layered/NNN_name.<fmt>`
+    with the page's own ink over the color (colored pages only). A CBZ of a chapter with pages
+    not colored is refused (IncompleteExport), never written short, unless `include_uncolored`,
+    which puts the original pages in their place."""
     from engine.io.naming import page_folder_name
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    missing = uncolored_pages(project, chapter) if fmt == "cbz" else []
+    if missing and not include_uncolored:
+        raise IncompleteExport(missing)
     folder = Path(project.folder)
     done = []
     for index, source in enumerate(chapter.sources):
@@ -133,8 +197,15 @@ def export_project(project, chapter, fmt: str, title: str | None = None) -> list
     if fmt == "cbz":
         if not title:
             title = Path(project.inputs[0]).stem if project.inputs else folder.name
-        pages = [(source.name, Image.open(path)) for _, source, path in done]
-        return [export_cbz(pages, folder / f"{_safe(title)}-colored.cbz", title)]
+        colored = {source.name: path for _, source, path in done}
+        pages = []
+        for index, source in enumerate(chapter.sources):
+            if source.name in colored:
+                pages.append((source.name, Image.open(colored[source.name])))
+            elif source.ref not in chapter.errors:
+                pages.append((source.name, chapter.load_page(index).image.convert("RGB")))
+        meta = ComicMetadata.for_chapter(title, getattr(project, "settings", {}) or {})
+        return [export_cbz(pages, folder / f"{_safe(title)}-colored.cbz", meta)]
     written = []
     for index, source, path in done:
         ink = chapter.load_page(index).image
@@ -145,6 +216,4 @@ def export_project(project, chapter, fmt: str, title: str | None = None) -> list
 
 
 def _safe(text: str) -> str:
-    import re
-
     return re.sub(r"[^\w.-]+", "_", text).strip("._") or "chapter"
