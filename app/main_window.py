@@ -238,6 +238,15 @@ class MainWindow(QMainWindow):
             return
         if self._retrieval_job is not None:
             self.worker.cancel(self._retrieval_job)  # only the latest page matters
+        if not self.document.references:  # a normal first step, not a failure
+            self.canvas_view.set_pixmap(None)
+            self.canvas_view._placeholder.setText(
+                "No colored references yet.\n\nAdd some with + Add references in the References panel, "
+                "or drop colored images on this window: each page is then matched to them."
+            )
+            self.canvas_view._placeholder.setWordWrap(True)
+            self.reference_panel.clear_page()
+            return
         document, index, run, session = self.document, self.current_page, self.settings.run, self.session
         self._retrieval_job = self.worker.submit(lambda emit, cancel: jobs.retrieve_view(session, document, index, run))
 

@@ -313,3 +313,14 @@ def test_partial_cbz_export_asks_and_never_writes_a_short_file(qtbot, settings, 
         with zipfile.ZipFile(next(project.folder.glob("*.cbz"))) as archive:
             assert len([n for n in archive.namelist() if n.endswith(".png")]) == 4
     close(qtbot, window)
+
+
+def test_no_references_yet_is_a_hint_not_an_error(qtbot, settings, chapter):
+    window = make_window(qtbot, settings)
+    with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):
+        window.open_path(str(chapter[0]))
+    qtbot.wait(200)
+    text = window.canvas_view._placeholder.text()
+    assert "Add references" in text or "+ Add references" in text
+    assert "Error" not in text and "ValueError" not in text and "failed" not in text
+    close(qtbot, window)
