@@ -158,4 +158,5 @@ def test_official_models_missing_offline_names_the_fetch_command(demo_data, tmp_
     code = main(["retrieve", str(chapter), "--refs", str(refs), "--out", str(tmp_path / "o"), "--models", "official"])
     assert code == 2
     error = capsys.readouterr().err
-    assert "colorflow models download" in error and "stable-diffusion-v1-5" in error
+    assert "colorflow models download" in error and "not downloaded yet" in error and "GB" in error
+    assert len(error.strip().splitlines()) == 1
