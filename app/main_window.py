@@ -129,7 +129,10 @@ class MainWindow(QMainWindow):
         self._action(run, "Colorize page", self.colorize_current, "Ctrl+Return")
         self._action(run, "Colorize all pages", self.colorize_all, "Ctrl+Shift+Return")
         self._action(run, "Retry failed pages", self.colorize_failed)
-        self._action(run, "Cancel all", self.cancel_all, "Esc")
+        # Esc is a reflex key in paint programs: it asks first; Ctrl+Esc (or the Queue's
+        # button) cancels everything at once.
+        self._action(run, "Cancel all…", self.ask_cancel_all, "Esc")
+        self._action(run, "Cancel all now", self.cancel_all, "Ctrl+Esc")
         view = bar.addMenu("&View")
         self._action(view, "Toggle original / result", self.toggle_original, "Space")
         self._action(view, "Next page", lambda: self._step_page(1), "Right")
@@ -340,6 +343,17 @@ class MainWindow(QMainWindow):
     def cancel_all(self) -> None:
         for job in list(self._page_jobs):
             self.worker.cancel(job)
+
+    def ask_cancel_all(self) -> None:
+        """Cancel every queued and running page after a confirmation."""
+        if not self._page_jobs:
+            return
+        answer = QMessageBox.question(
+            self, "Cancel", f"Cancel all {len(self._page_jobs)} queued page(s)? Pages already colored are kept.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.cancel_all()
 
     def _cancel_selected(self) -> None:
         item = self.queue.list.currentItem()

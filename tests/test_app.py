@@ -324,3 +324,23 @@ def test_no_references_yet_is_a_hint_not_an_error(qtbot, settings, chapter):
     assert "Add references" in text or "+ Add references" in text
     assert "Error" not in text and "ValueError" not in text and "failed" not in text
     close(qtbot, window)
+
+
+@pytest.mark.parametrize("answer", ["No", "Yes"])
+def test_esc_asks_before_cancelling_the_queue(qtbot, settings, monkeypatch, answer):
+    from PySide6.QtGui import QAction, QKeySequence
+    from PySide6.QtWidgets import QMessageBox
+
+    window = make_window(qtbot, settings)
+    cancelled = []
+    monkeypatch.setattr(window, "cancel_all", lambda: cancelled.append(True))
+    monkeypatch.setattr(window, "_page_jobs", {7: "1.png", 8: "2.png"})
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *a, **k: asked.append(a[2]) or getattr(QMessageBox.StandardButton, answer))
+    esc = next(a for a in window.findChildren(QAction) if a.shortcut() == QKeySequence("Esc"))
+    esc.trigger()
+    assert asked and "Cancel all 2 queued page(s)" in asked[0]
+    assert cancelled == ([] if answer == "No" else [True])
+    monkeypatch.setattr(window, "_page_jobs", {})
+    close(qtbot, window)
