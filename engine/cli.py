@@ -499,6 +499,33 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def command_usages(width: int = 100) -> list[str]:
+    """The usage line of every command and subcommand, as argparse prints it (wrapped at
+    `width`): the README's Commands block is generated from this and kept in sync by a test."""
+    import os
+
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)
+    try:
+        usages: list[str] = []
+
+        def walk(parser: argparse.ArgumentParser) -> None:
+            subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            if not subparsers:
+                usages.append(parser.format_usage().strip().removeprefix("usage: "))
+            for action in subparsers:
+                for child in action.choices.values():
+                    walk(child)
+
+        walk(build_parser())
+        return usages
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {

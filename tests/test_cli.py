@@ -160,3 +160,14 @@ def test_official_models_missing_offline_names_the_fetch_command(demo_data, tmp_
     error = capsys.readouterr().err
     assert "colorflow models download" in error and "not downloaded yet" in error and "GB" in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_readme_commands_block_matches_the_parser():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_commands", REPO_ROOT / "scripts" / "readme_commands.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert module.rewrite(readme) == readme, "run: python scripts/readme_commands.py"
+    assert "colorflow colorize [-h] --refs" in readme and "--include-uncolored" in readme
