@@ -14,6 +14,8 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QTabWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from engine.rap.curation import Target
@@ -70,7 +72,20 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.canvas_view, "Canvas")
         self.tabs.addTab(self.result_view, "Result")
         self.tabs.addTab(self.compare_view, "Compare")
-        self.setCentralWidget(self.tabs)
+        # Shown while the tiny random-weight models are in use: their colors mean nothing.
+        self.tiny_banner = QLabel(
+            "Demo models in use: random weights, the colors are meaningless. "
+            "Models ▸ Model manager downloads the official models for real colors."
+        )
+        self.tiny_banner.setWordWrap(True)
+        self.tiny_banner.setStyleSheet("background: #f6c343; color: #222; padding: 6px; font-weight: bold;")
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.tiny_banner)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
 
         self.page_strip = PageStrip()
         self.page_strip.page_selected.connect(self.select_page)
@@ -157,8 +172,11 @@ class MainWindow(QMainWindow):
         w.cancelled.connect(self._on_cancelled)
 
     def _update_device_label(self) -> None:
+        from engine.sources import is_tiny
+
         run = self.settings.run
         self.device_label.setText(f"models: {run.models} | device: {run.device} | steps {run.steps}")
+        self.tiny_banner.setVisible(is_tiny(run.models))
 
     # --- opening ------------------------------------------------------------------------
     def open_folder_dialog(self) -> None:

@@ -16,6 +16,8 @@ from engine.paths import cache_dir
 
 TINY_MARKER = ".complete"
 TINY_VERSION = 4
+# Written by make_tiny into every tiny models folder, so any front end can say so.
+RANDOM_WEIGHTS_NOTE = "TINY-RANDOM-WEIGHTS.txt"
 
 
 def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
@@ -40,6 +42,10 @@ def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
     write_tiny_graysd(paths.sd15, paths.colorflow / GRAYSD_SUBDIR)
     write_tiny_image_encoder(paths.image_encoder)
     write_tiny_screenstyle(paths.colorflow)
+    (root / RANDOM_WEIGHTS_NOTE).write_text(
+        "Tiny models with random weights, built by `colorflow models make-tiny`: every code path runs, "
+        "the colors are meaningless. Use --models official for real colors.\n"
+    )
     return paths
 
 
@@ -86,3 +92,13 @@ def check_models(spec: str) -> None:
     downloaded, a folder in the layout; `tiny` is always available (built on first use)."""
     if spec != "tiny":
         resolve_models(spec)
+
+
+def is_tiny(spec: str) -> bool:
+    """Whether a model source is the tiny random-weight models (their colors mean nothing)."""
+    if spec == "tiny":
+        return True
+    try:
+        return (Path(spec).expanduser() / RANDOM_WEIGHTS_NOTE).is_file()
+    except (OSError, ValueError):
+        return False

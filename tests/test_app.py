@@ -344,3 +344,14 @@ def test_esc_asks_before_cancelling_the_queue(qtbot, settings, monkeypatch, answ
     assert cancelled == ([] if answer == "No" else [True])
     monkeypatch.setattr(window, "_page_jobs", {})
     close(qtbot, window)
+
+
+def test_tiny_models_banner_shows_only_with_tiny_models(qtbot, settings):
+    from dataclasses import replace
+
+    window = make_window(qtbot, settings)  # settings use a tiny models folder
+    assert window.tiny_banner.isVisible() and "meaningless" in window.tiny_banner.text()
+    window.settings.run = replace(window.settings.run, models="official")
+    window._update_device_label()
+    assert not window.tiny_banner.isVisible()
+    close(qtbot, window)
