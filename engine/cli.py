@@ -456,6 +456,9 @@ def cmd_models(args) -> int:
         for state in states:
             print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  {state.detail}")
         bad = [s for s in states if s.status in ("missing", "corrupt")]
+        if bad and all(s.status == "missing" for s in states):  # a fresh install: nothing to repair
+            print("the official models are not downloaded yet; fetch them once with: colorflow models download")
+            return EXIT_PAGES_FAILED
         if bad:
             print(f"{len(bad)} file(s) missing or damaged; fetch them again with: colorflow models download --repair")
             return EXIT_PAGES_FAILED

@@ -205,3 +205,11 @@ def test_download_repair_fetches_only_damaged_files(hub_snapshot, capsys, monkey
     monkeypatch.setattr("engine.models.hub.download", fake_download)
     assert main(["models", "download", "--repair"]) == 0
     assert requested == ["GraySD/unet_lora.bin"]
+
+
+def test_verify_on_a_fresh_install_says_download_not_repair(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert main(["models", "verify"]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "not downloaded yet" in last and "colorflow models download" in last and "--repair" not in last
