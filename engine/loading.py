@@ -6,16 +6,14 @@ gsrp.fusion.load_fusion) from the models package's safe, strict readers."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
-from engine.errors import ModelError
 from engine.gsrp.fusion import FUSION_WEIGHTS, load_fusion
 from engine.icp.components import DiffusionComponents
 from engine.icp.guide import load_guide
 from engine.models import ModelPaths
-from engine.models.checkpoints import find_weights, load_lora, reading_model
+from engine.models.checkpoints import find_weights, load_lora, reading_model, require_model_file
 from engine.offload import ModelOffload
 
 LORA_WEIGHTS = "unet_lora"
@@ -25,12 +23,6 @@ def default_dtype(device: str) -> torch.dtype:
     """fp16 on CUDA and Apple MPS (as the official app on CUDA), fp32 on the CPU (fp16 matmuls
     are slow or unsupported there)."""
     return torch.float16 if device in ("cuda", "mps") else torch.float32
-
-
-def _require(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise ModelError(f"{path}: {what} is missing from the model directory")
-    return path
 
 
 def load_diffusion(
@@ -53,7 +45,7 @@ def load_diffusion(
     dtype = dtype or default_dtype(device)
     sd15 = paths.sd15
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
-        _require(sd15 / sub, f"sd15/{sub}")
+        require_model_file(sd15 / sub, f"sd15/{sub}")
     with reading_model(sd15 / "unet", "the SD1.5 UNet"):
         unet = UNet2DConditionModel.from_pretrained(sd15 / "unet", use_safetensors=True)
     with reading_model(sd15 / "vae", "the SD1.5 VAE"):
@@ -62,7 +54,7 @@ def load_diffusion(
         text_encoder = CLIPTextModel.from_pretrained(sd15 / "text_encoder", use_safetensors=True)
     with reading_model(sd15 / "tokenizer", "the SD1.5 tokenizer"):
         tokenizer = CLIPTokenizer.from_pretrained(sd15 / "tokenizer")
-    scheduler_file = _require(sd15 / "scheduler" / "scheduler_config.json", "sd15/scheduler/scheduler_config.json")
+    scheduler_file = require_model_file(sd15 / "scheduler" / "scheduler_config.json", "sd15/scheduler/scheduler_config.json")
     with reading_model(scheduler_file, "the scheduler config"):
         scheduler_config = json.loads(scheduler_file.read_text())
         if not isinstance(scheduler_config, dict):

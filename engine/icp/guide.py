@@ -25,9 +25,8 @@ from diffusers.models.unets.unet_2d_blocks import (
 )
 from torch import nn
 
-from engine.errors import ModelError
 from engine.icp.unet_walk import down_path, up_path
-from engine.models.checkpoints import find_weights, load_strict, read_state_dict
+from engine.models.checkpoints import find_weights, load_strict, read_state_dict, require_model_file
 
 # The official config names self-attention-only blocks; stock diffusers builds the same layout
 # from its cross-attention blocks with cross_attention_dim=None.
@@ -306,10 +305,7 @@ def load_guide(graysd: Path) -> torch.nn.Module:
     """The Colorization Guide from GraySD/config.json + weights, every key checked."""
     from accelerate import init_empty_weights
 
-    config_file = graysd / "config.json"
-    if not config_file.is_file():
-        raise ModelError(f"{config_file}: GraySD/config.json is missing from the model directory")
-    config = json.loads(config_file.read_text())
+    config = json.loads(require_model_file(graysd / "config.json", "GraySD/config.json").read_text())
     with init_empty_weights():
         guide = ColorGuiderSDModel.from_config(config)
     state = read_state_dict(find_weights(graysd, GUIDE_WEIGHTS))

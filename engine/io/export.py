@@ -167,10 +167,16 @@ class IncompleteExport(InputError):
         )
 
 
+def _colored_outputs(project) -> dict[str, Path]:
+    """Page name -> its finished colored PNG in the project folder."""
+    folder = Path(project.folder)
+    return {p.name: folder / p.outputs["colored"] for p in project.pages if p.status == "done" and p.outputs.get("colored")}
+
+
 def uncolored_pages(project, chapter) -> list[str]:
     """Chapter pages without a finished colored output, in reading order."""
-    done = {p.name for p in project.pages if p.status == "done" and p.outputs.get("colored")}
-    return [source.name for source in chapter.sources if source.name not in done]
+    colored = _colored_outputs(project)
+    return [source.name for source in chapter.sources if source.name not in colored]
 
 
 def export_project(project, chapter, fmt: str, title: str | None = None, include_uncolored: bool = False) -> list[Path]:
@@ -187,17 +193,13 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
     if missing and not include_uncolored:
         raise IncompleteExport(missing)
     folder = Path(project.folder)
-    done = []
-    for index, source in enumerate(chapter.sources):
-        state = next((p for p in project.pages if p.name == source.name), None)
-        if state and state.status == "done" and state.outputs.get("colored"):
-            done.append((index, source, folder / state.outputs["colored"]))
+    colored = _colored_outputs(project)
+    done = [(index, source, colored[source.name]) for index, source in enumerate(chapter.sources) if source.name in colored]
     if fmt == "png":
         return [path for _, _, path in done]
     if fmt == "cbz":
         if not title:
             title = Path(project.inputs[0]).stem if project.inputs else folder.name
-        colored = {source.name: path for _, source, path in done}
         pages = []
         for index, source in enumerate(chapter.sources):
             if source.name in colored:

@@ -19,6 +19,16 @@ from engine.errors import ModelError
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 
 
+def require_model_file(path: Path, what: str) -> Path:
+    """`path` if it exists, else a ModelError naming it and the fix."""
+    if not Path(path).exists():
+        raise ModelError(
+            f"{path}: {what} is missing from the model directory "
+            f"(official models: fetch it with `colorflow models download`)"
+        )
+    return Path(path)
+
+
 def find_weights(folder: Path, stem: str) -> Path:
     """`folder/stem.safetensors` if present, else the official pickled `stem.bin`/`.pth`."""
     for suffix in (".safetensors", *PICKLE_SUFFIXES):

@@ -168,15 +168,12 @@ class ScreenStyleNetworks:
 
 def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -> ScreenStyleNetworks:
     """Both networks from the official `.pth` files (weights_only), every key checked."""
-    from engine.models.checkpoints import load_strict, read_state_dict, reading_model
-    from engine.errors import ModelError
+    from engine.models.checkpoints import load_strict, read_state_dict, reading_model, require_model_file
 
     networks = []
     stamps = []
     for module, relative in ((RGBToScreen(), RGB_TO_SCREEN_FILE), (ScreenDecoder(), SCREEN_DECODER_FILE)):
-        path = Path(colorflow_root) / relative
-        if not path.is_file():
-            raise ModelError(f"{path}: ScreenStyle weights are missing; run `colorflow models download`")
+        path = require_model_file(Path(colorflow_root) / relative, "a ScreenStyle network")
         with reading_model(path, "a ScreenStyle network"):
             load_strict(module, read_state_dict(path), f"ScreenStyle checkpoint {relative}")
         stat = path.stat()
