@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GSRP_SCALE = 1.5  # the official output is 1.5 W x 1.5 H
+# The official GSRP frame, 1.5 W x 1.5 H: the frame the preprocess stage prepares the page in.
+from engine.preprocess.page import FRAME_SCALE as GSRP_SCALE
 
 
 @dataclass(frozen=True)
