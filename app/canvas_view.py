@@ -1,4 +1,5 @@
-"""Zoomable, pannable image view (QGraphicsView) with an optional outline (the mask area)."""
+"""Zoomable, pannable image view (QGraphicsView) with an optional outline (the mask area) and
+hover highlights (a reference tile and the page region it was matched to)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ class ZoomView(QGraphicsView):
     """Wheel zooms around the cursor, drag pans; `view_changed` lets views follow each other."""
 
     view_changed = Signal(float, float, float)  # zoom, horizontal, vertical scroll
+    hover_moved = Signal(float, float)  # pointer position in image pixels; (-1, -1) on leave
 
     def __init__(self, placeholder: str = "", parent=None) -> None:
         super().__init__(parent)
@@ -28,6 +30,19 @@ class ZoomView(QGraphicsView):
         self._outline.setPen(pen)
         self._outline.setVisible(False)
         self.scene().addItem(self._outline)
+        self._highlights = []
+        for color, style in ((QColor(255, 64, 160), Qt.PenStyle.SolidLine), (QColor(64, 200, 255), Qt.PenStyle.DashLine)):
+            item = QGraphicsRectItem()
+            pen = QPen(color)
+            pen.setWidth(4)
+            pen.setCosmetic(True)
+            pen.setStyle(style)
+            item.setPen(pen)
+            item.setVisible(False)
+            item.setZValue(2)
+            self.scene().addItem(item)
+            self._highlights.append(item)
+        self.setMouseTracking(True)
         self._placeholder = QLabel(placeholder, self)
         self._placeholder.setStyleSheet("color: #aaa; font-size: 14px;")
         self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -45,12 +60,33 @@ class ZoomView(QGraphicsView):
         self._pixmap.setPixmap(pixmap if has_image else QPixmap())
         self._placeholder.setVisible(not has_image)
         self._outline.setVisible(outline is not None)
+        self.set_highlights(None, None)
         if outline is not None:
             self._outline.setRect(outline)
         if has_image:
             self.scene().setSceneRect(QRectF(pixmap.rect()))
             if fit:
                 self.fit()
+
+    def set_highlights(self, tile: QRectF | None, region: QRectF | None = None) -> None:
+        """Outline a reference tile (solid) and the page region it serves (dashed); None hides."""
+        for item, rect in zip(self._highlights, (tile, region)):
+            item.setVisible(rect is not None)
+            if rect is not None:
+                item.setRect(rect)
+
+    def highlighted(self) -> list[QRectF]:
+        return [item.rect() for item in self._highlights if item.isVisible()]
+
+    def mouseMoveEvent(self, event) -> None:
+        super().mouseMoveEvent(event)
+        if self.has_image():
+            point = self.mapToScene(event.position().toPoint())
+            self.hover_moved.emit(point.x(), point.y())
+
+    def leaveEvent(self, event) -> None:
+        super().leaveEvent(event)
+        self.hover_moved.emit(-1.0, -1.0)
 
     def has_image(self) -> bool:
         return not self._pixmap.pixmap().isNull()

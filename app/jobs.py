@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from engine.rap.canvas import PLACEMENT, QUERY_PATCHES, REFERENCE_PATCHES, cell_box, query_boxes, reference_boxes
 from engine.session import EngineSession, RunSettings
 
 from .document import ChapterDocument
@@ -57,14 +58,30 @@ def open_document(path: str, projects_dir: str | None = None) -> OpenResult:
     return OpenResult(document, thumbs, reference_thumbnails(document))
 
 
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class RejectedPatch:
+    """A rejected target that applies to the page, for the References panel's Rejected list."""
+
+    ref: str
+    patch: str | None  # None: the whole reference
+    scope: str  # "page" or "chapter"
+    thumb: Image.Image | None
+
+
 @dataclass
 class RetrievalView:
     page_index: int
     picks: list[list[dict]]
     patch_thumbs: list[list[Image.Image]]
     canvas: Image.Image
-    page_box: tuple[int, int, int, int]  # in display canvas pixels
+    page_box: Box  # in display canvas pixels
     warnings: list[str]
+    tile_boxes: list[list[Box]]  # [query region][rank]: the pick's cell, display pixels
+    query_regions: list[Box]  # [query region]: the region of the page it was matched to
+    rejected: list[RejectedPatch]
 
 
 def retrieve_view(session: EngineSession, document: ChapterDocument, index: int, settings: RunSettings) -> RetrievalView:
@@ -78,9 +95,38 @@ def retrieve_view(session: EngineSession, document: ChapterDocument, index: int,
     scale = min(1.0, CANVAS_DISPLAY_MAX / max(canvas.size))
     if scale < 1.0:
         canvas = canvas.resize((int(canvas.width * scale), int(canvas.height * scale)), Image.BILINEAR)
-    x0, y0, x1, y1 = result.work_size.query_box_in_canvas
-    box = tuple(int(v * scale) for v in (x0, y0, x1, y1))
-    return RetrievalView(index, result.to_json()["picks"], patches, canvas, box, list(result.warnings))
+    size = result.work_size
+
+    def shown(box) -> Box:
+        return tuple(int(v * scale) for v in box)
+
+    page_x, page_y = size.query_box_in_canvas[:2]
+    regions = [shown((x0 + page_x, y0 + page_y, x1 + page_x, y1 + page_y)) for x0, y0, x1, y1 in query_boxes(size)]
+    tiles = [[shown(cell_box(size, *PLACEMENT[region][rank])) for rank in range(len(row))]
+             for region, row in zip(QUERY_PATCHES, result.picks)]
+    rejected = rejected_patches(retriever, document, name, size)
+    return RetrievalView(index, result.to_json()["picks"], patches, canvas, shown(size.query_box_in_canvas),
+                         list(result.warnings), tiles, regions, rejected)
+
+
+def rejected_patches(retriever, document: ChapterDocument, page: str, size) -> list[RejectedPatch]:
+    """The page's own rejects then the chapter's, each with a thumbnail of what was rejected."""
+    from engine.errors import ColorFlowError
+    from engine.rap.retrieval import Candidate
+
+    curation = document.project.curation
+    page_rejects = curation.pages[page].rejects if page in curation.pages else []
+    entries = []
+    for scope, targets in (("page", page_rejects), ("chapter", curation.chapter.rejects)):
+        for target in targets:
+            patch = target.patch or "full"
+            box = reference_boxes(size)[REFERENCE_PATCHES.index(patch)] if patch in REFERENCE_PATCHES else None
+            try:
+                thumb = _thumb(retriever.reference_patch(Candidate(target.ref, patch, box), size), PATCH_THUMB)
+            except (ColorFlowError, OSError, ValueError):
+                thumb = None  # a reference no longer on disk still shows, without a picture
+            entries.append(RejectedPatch(target.ref, target.patch, scope, thumb))
+    return entries
 
 
 def result_path(document: ChapterDocument, name: str) -> Path | None:
@@ -89,3 +135,16 @@ def result_path(document: ChapterDocument, name: str) -> Path | None:
         path = document.project.folder / state.outputs["colored"]
         return path if path.is_file() else None
     return None
+
+
+def describe_device(choice: str) -> str:
+    """What `choice` resolves to on this machine: "cpu", "cuda:0 (NVIDIA …)", "mps"."""
+    from engine.devices import pick_device
+
+    device = pick_device(choice)
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index or torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return device

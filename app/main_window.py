@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence, QPixmap, QUndoStack
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QPixmap, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QLabel,
-    QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QPushButton,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -21,19 +21,21 @@ from PySide6.QtWidgets import (
 from engine.rap.curation import Target
 from engine.session import EngineSession
 
-from . import jobs
+from . import export_flow, jobs
 from .canvas_view import ZoomView
 from .compare_view import CompareView
 from .document import ChapterDocument, ChoiceCommand
 from .images import pil_to_pixmap, pixmap_with_exif
-from .page_strip import PageStrip
+from .menus import add_action, build_menus
+from .page_strip import PageStrip, status_legend
 from .queue_panel import QueuePanel
+from .run_queue import RunQueueMixin
 from .reference_panel import ReferencePanel
 from .settings import AppSettings, SettingsDialog, save_settings
 from .worker import EngineWorker
 
 
-class MainWindow(QMainWindow):
+class MainWindow(RunQueueMixin, QMainWindow):
     """All widget work happens here, on the main thread; engine work goes through `worker`."""
 
     document_opened = Signal()
@@ -55,6 +57,9 @@ class MainWindow(QMainWindow):
         self._open_job: int | None = None
         self._refs_job: int | None = None
         self._export_job: int | None = None
+        self._device_job: int | None = None
+        self._view: jobs.RetrievalView | None = None  # the retrieval on the canvas
+        self._live_page: str | None = None  # the page whose live preview is in the Result tab
         self._page_jobs: dict[int, str] = {}  # colorize job -> page name
         self._ref_thumbs: dict[str, QPixmap] = {}
         self._original: QPixmap | None = None
@@ -62,6 +67,7 @@ class MainWindow(QMainWindow):
         self._build_ui()
         self._connect_worker()
         self.setAcceptDrops(True)
+        self._update_actions()
 
     # --- construction -------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -83,7 +89,10 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
+        self.page_caption = QLabel("No chapter open")
+        self.page_caption.setStyleSheet("padding: 3px 8px; color: #ddd; background: #3a3a40;")
         layout.addWidget(self.tiny_banner)
+        layout.addWidget(self.page_caption)
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
 
@@ -92,12 +101,20 @@ class MainWindow(QMainWindow):
         self.reference_panel = ReferencePanel()
         self.reference_panel.choice_requested.connect(self.request_choice)
         self.reference_panel.add_requested.connect(self.add_references_dialog)
+        self.reference_panel.patch_hovered.connect(self._on_patch_hovered)
+        self.reference_panel.selection_changed.connect(self._update_actions)
+        self.canvas_view.hover_moved.connect(self._on_canvas_hover)
+        pages = QWidget()
+        pages_layout = QVBoxLayout(pages)
+        pages_layout.setContentsMargins(0, 0, 0, 0)
+        pages_layout.addWidget(self.page_strip, 1)
+        pages_layout.addWidget(status_legend())
         self.queue = QueuePanel()
         self.queue.cancel_selected.clicked.connect(self._cancel_selected)
         self.queue.cancel_all.clicked.connect(self.cancel_all)
         self.queue.retry_failed.clicked.connect(self.colorize_failed)
         for title, widget, area in (
-            ("Pages", self.page_strip, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("Pages", pages, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("References", self.reference_panel, Qt.DockWidgetArea.RightDockWidgetArea),
             ("Queue", self.queue, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
@@ -105,60 +122,16 @@ class MainWindow(QMainWindow):
             dock.setObjectName(title)
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
+        self.show_folder_button = QPushButton("Show in folder")
+        self.show_folder_button.hide()
+        self.statusBar().addPermanentWidget(self.show_folder_button)
+        self._exported: list[Path] = []
+        self.show_folder_button.clicked.connect(lambda: self._exported and export_flow.show_in_folder(self._exported[0]))
         self.device_label = QLabel()
         self.statusBar().addPermanentWidget(self.device_label)
+        self._device_text = None  # the resolved device, once the worker has looked
         self._update_device_label()
-        self._build_menus()
-
-    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
-        action = QAction(text, self)
-        if shortcut:
-            action.setShortcut(QKeySequence(shortcut))
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        return action
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file = bar.addMenu("&File")
-        self._action(file, "Open chapter folder…", self.open_folder_dialog, QKeySequence.StandardKey.Open)
-        self._action(file, "Open CBZ/ZIP…", self.open_archive_dialog)
-        self.recent_menu = file.addMenu("Open recent")
-        self._action(file, "Add references…", self.add_references_dialog)
-        export = file.addMenu("Export")
-        for fmt in ("cbz", "png", "ora", "psd"):
-            self._action(export, fmt.upper(), lambda _c=False, f=fmt: self.export(f))
-        file.addSeparator()
-        self._action(file, "Quit", self.close, QKeySequence.StandardKey.Quit)
-        edit = bar.addMenu("&Edit")
-        undo = self.undo_stack.createUndoAction(self, "Undo")
-        undo.setShortcut(QKeySequence.StandardKey.Undo)
-        redo = self.undo_stack.createRedoAction(self, "Redo")
-        redo.setShortcuts([QKeySequence("Ctrl+Y"), QKeySequence.StandardKey.Redo])
-        edit.addActions([undo, redo])
-        edit.addSeparator()
-        self._action(edit, "Pin selected patch", lambda: self.reference_panel._apply_to_selection("pin"), "P")
-        self._action(edit, "Reject selected patch", lambda: self.reference_panel._apply_to_selection("reject"), "R")
-        self._action(edit, "Settings…", self.settings_dialog)
-        run = bar.addMenu("&Run")
-        self._action(run, "Colorize page", self.colorize_current, "Ctrl+Return")
-        self._action(run, "Colorize all pages", self.colorize_all, "Ctrl+Shift+Return")
-        self._action(run, "Retry failed pages", self.colorize_failed)
-        # Esc is a reflex key in paint programs: it asks first; Ctrl+Esc (or the Queue's
-        # button) cancels everything at once.
-        self._action(run, "Cancel all…", self.ask_cancel_all, "Esc")
-        self._action(run, "Cancel all now", self.cancel_all, "Ctrl+Esc")
-        view = bar.addMenu("&View")
-        self._action(view, "Toggle original / result", self.toggle_original, "Space")
-        self._action(view, "Next page", lambda: self._step_page(1), "Right")
-        self._action(view, "Previous page", lambda: self._step_page(-1), "Left")
-        self._action(view, "Fit to window", lambda: self.tabs.currentWidget().fit() if hasattr(self.tabs.currentWidget(), "fit") else None, "Ctrl+0")
-        models = bar.addMenu("&Models")
-        self._action(models, "Model manager…", self.models_dialog)
-        help_menu = bar.addMenu("&Help")
-        self._action(help_menu, "About ColorFlow", lambda: QMessageBox.about(
-            self, "ColorFlow", "Reference-based manga colorization (ColorFlow: retrieval, in-context "
-            "diffusion colorization, guided super-resolution)."))
+        self.actions = build_menus(self)
         self._refresh_recent()
 
     def _connect_worker(self) -> None:
@@ -175,8 +148,46 @@ class MainWindow(QMainWindow):
         from engine.sources import is_tiny
 
         run = self.settings.run
-        self.device_label.setText(f"models: {run.models} | device: {run.device} | steps {run.steps}")
+        device = self._device_text or f"{run.device} (resolved when a chapter opens)"
+        self.device_label.setText(f"models: {run.models} | device: {device} | steps {run.steps}")
         self.tiny_banner.setVisible(is_tiny(run.models))
+
+    def _resolve_device(self) -> None:
+        """Ask the worker which device `auto` (or the chosen one) really is."""
+        choice = self.settings.run.device
+        self._device_text = f"{choice} (checking…)"
+        self._update_device_label()
+        self._device_job = self.worker.submit(lambda emit, cancel: jobs.describe_device(choice))
+
+    def _update_actions(self) -> None:
+        """Enable only what can apply now: no chapter, no selection, nothing queued."""
+        if not hasattr(self, "actions"):  # still building the window
+            return
+        has_doc = self.document is not None
+        for action in self.actions.need_chapter:
+            action.setEnabled(has_doc)
+        for action in self.actions.need_selection:
+            action.setEnabled(has_doc and self.reference_panel.has_selection())
+        for action in self.actions.need_queue:
+            action.setEnabled(bool(self._page_jobs))
+        failed = has_doc and any(p.status == "failed" for p in self.document.project.pages)
+        self.actions.retry_failed.setEnabled(failed)
+        self.queue.retry_failed.setEnabled(failed)
+        self.actions.export_default.setText(f"Export {self.settings.run.export_format.upper()}…")
+
+    def fit_current(self) -> None:
+        widget = self.tabs.currentWidget()
+        if hasattr(widget, "fit"):
+            widget.fit()
+
+    def _update_caption(self) -> None:
+        if self.document is None or self.current_page < 0:
+            self.page_caption.setText("No chapter open" if self.document is None else "")
+            return
+        name = self.document.page_names[self.current_page]
+        status = self.page_strip.status(self.current_page)
+        live = " — live preview" if self._live_page == name else ""
+        self.page_caption.setText(f"Page {self.current_page + 1} / {len(self.document.page_names)}: {name} ({status}){live}")
 
     # --- opening ------------------------------------------------------------------------
     def open_folder_dialog(self) -> None:
@@ -203,7 +214,7 @@ class MainWindow(QMainWindow):
     def _refresh_recent(self) -> None:
         self.recent_menu.clear()
         for path in self.settings.recent:
-            self._action(self.recent_menu, path, lambda _c=False, p=path: self.open_path(p))
+            add_action(self, self.recent_menu, path, lambda _c=False, p=path: self.open_path(p))
 
     def _show_document(self, result: jobs.OpenResult) -> None:
         self.document = result.document
@@ -217,6 +228,9 @@ class MainWindow(QMainWindow):
         self._refresh_references()
         self.setWindowTitle(f"ColorFlow — {doc.project.folder.name}")
         self.statusBar().showMessage(f"{len(doc.page_names)} pages, {len(doc.references)} references", 5000)
+        self._update_actions()
+        if self._device_text is None:  # torch loads with the chapter anyway; not before the window shows
+            self._resolve_device()
         self.document_opened.emit()
         if doc.page_names:
             self.page_strip.setCurrentRow(0)
@@ -252,6 +266,7 @@ class MainWindow(QMainWindow):
             return
         self.current_page = index
         self._show_result(index)
+        self._update_caption()
         self.request_retrieval()
 
     def request_retrieval(self) -> None:
@@ -267,6 +282,7 @@ class MainWindow(QMainWindow):
             )
             self.canvas_view._placeholder.setWordWrap(True)
             self.reference_panel.clear_page()
+            self._view = None
             return
         document, index, run, session = self.document, self.current_page, self.settings.run, self.session
         self._retrieval_job = self.worker.submit(lambda emit, cancel: jobs.retrieve_view(session, document, index, run))
@@ -282,10 +298,29 @@ class MainWindow(QMainWindow):
         if page_choices:
             states = {(t.ref, t.patch): "pin" for t in page_choices.pins} | {(t.ref, t.patch): "reject" for t in page_choices.rejects}
         patches = [[pil_to_pixmap(p) for p in row] for row in view.patch_thumbs]
-        self.reference_panel.set_page_picks(view.picks, patches, states)
+        rejected_thumbs = [pil_to_pixmap(r.thumb) if r.thumb is not None else None for r in view.rejected]
+        self._view = view
+        self.reference_panel.set_page_picks(view.picks, patches, states, view.rejected, rejected_thumbs)
         if view.warnings:
             self.statusBar().showMessage("; ".join(view.warnings), 8000)
         self.retrieval_shown.emit(view.page_index)
+
+    # --- hover: a patch button and its tile in the canvas, both ways ---------------------
+    def _on_patch_hovered(self, row: int, rank: int) -> None:
+        view = self._view
+        if view is None or row < 0 or row >= len(view.tile_boxes) or rank >= len(view.tile_boxes[row]):
+            self.canvas_view.set_highlights(None, None)
+            return
+        self.canvas_view.set_highlights(_rect(view.tile_boxes[row][rank]), _rect(view.query_regions[row]))
+
+    def _on_canvas_hover(self, x: float, y: float) -> None:
+        view = self._view
+        hit = None
+        if view is not None:
+            hit = next(((row, rank) for row, tiles in enumerate(view.tile_boxes) for rank, box in enumerate(tiles)
+                        if box[0] <= x < box[2] and box[1] <= y < box[3]), None)
+        self.reference_panel.highlight_patch(*(hit or (-1, -1)))
+        self._on_patch_hovered(*(hit or (-1, -1)))
 
     def _show_result(self, index: int) -> None:
         source = self.document.chapter.sources[index]
@@ -298,8 +333,11 @@ class MainWindow(QMainWindow):
         path = jobs.result_path(self.document, source.name)
         colored = QPixmap(str(path)) if path else None
         self._showing_original = False
-        self.result_view.set_pixmap(colored)
+        if self._live_page != source.name:  # a running page keeps its live preview
+            self.result_view.set_pixmap(colored)
         self.compare_view.set_images(self._original, colored)
+        self.tabs.setTabText(1, f"Result — {source.name}")
+        self.tabs.setTabText(2, f"Compare — {source.name}")
 
     def toggle_original(self) -> None:
         """Space: flip the Result view between the colored page and the original."""
@@ -324,99 +362,7 @@ class MainWindow(QMainWindow):
         self._refresh_references()
         self.request_retrieval()
 
-    # --- running ------------------------------------------------------------------------
-    def colorize_pages(self, names: list[str]) -> None:
-        if self.document is None or not names:
-            return
-        document, run, session = self.document, self.settings.run, self.session
-        if not self._page_jobs:  # a new run: overall progress starts again
-            self.queue.overall.setRange(0, 0)
-            self.queue.overall.setValue(0)
-        for name in names:
-            if name in self._page_jobs.values():
-                continue
-            self.queue.overall.setMaximum(self.queue.overall.maximum() + 1)
-            job = self.worker.submit(
-                lambda emit, cancel, n=name: session.colorize(document.chapter, document.references, document.project, run, {n}, emit, cancel)
-            )
-            self._page_jobs[job] = name
-            item = QListWidgetItem(f"{name} — queued")
-            item.setData(Qt.ItemDataRole.UserRole, job)
-            self.queue.list.addItem(item)
-            self.page_strip.set_status(document.page_names.index(name), "queued")
-        self.queue.status.setText(f"{len(self._page_jobs)} page(s) queued")
-
-    def colorize_current(self) -> None:
-        if self.document is not None and self.current_page >= 0:
-            self.colorize_pages([self.document.page_names[self.current_page]])
-
-    def colorize_all(self) -> None:
-        if self.document is not None:
-            self.colorize_pages([p.name for p in self.document.project.pages if p.status != "done"])
-
-    def colorize_failed(self) -> None:
-        if self.document is not None:
-            self.colorize_pages([p.name for p in self.document.project.pages if p.status == "failed"])
-
-    def cancel_all(self) -> None:
-        for job in list(self._page_jobs):
-            self.worker.cancel(job)
-
-    def ask_cancel_all(self) -> None:
-        """Cancel every queued and running page after a confirmation."""
-        if not self._page_jobs:
-            return
-        answer = QMessageBox.question(
-            self, "Cancel", f"Cancel all {len(self._page_jobs)} queued page(s)? Pages already colored are kept.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
-        )
-        if answer == QMessageBox.StandardButton.Yes:
-            self.cancel_all()
-
-    def _cancel_selected(self) -> None:
-        item = self.queue.list.currentItem()
-        if item is not None:
-            self.worker.cancel(item.data(Qt.ItemDataRole.UserRole))
-
-    def _queue_item(self, job: int) -> QListWidgetItem | None:
-        for row in range(self.queue.list.count()):
-            item = self.queue.list.item(row)
-            if item.data(Qt.ItemDataRole.UserRole) == job:
-                return item
-        return None
-
-    def _finish_page_job(self, job: int, status: str, error: str | None = None) -> None:
-        name = self._page_jobs.pop(job, None)
-        self.queue.overall.setValue(self.queue.overall.value() + 1)
-        item = self._queue_item(job)
-        if item is not None:
-            self.queue.list.takeItem(self.queue.list.row(item))
-        if name is not None and self.document is not None:
-            index = self.document.page_names.index(name)
-            self.page_strip.set_status(index, status, error)
-            if index == self.current_page:
-                self._show_result(index)
-        if not self._page_jobs:
-            self.queue.status.setText("Idle")
-            self.queue.progress.reset()
-            self.run_finished.emit()
-
     # --- worker signals -----------------------------------------------------------------
-    def _on_progress(self, job: int, event) -> None:
-        if job in self._page_jobs:
-            self.queue.status.setText(f"{event.page or self._page_jobs[job]}: {event.stage} {event.step}/{event.total}")
-            self.queue.progress.setMaximum(max(1, event.total))
-            self.queue.progress.setValue(event.step)
-            item = self._queue_item(job)
-            if item is not None and event.stage in ("ICP", "GSRP"):
-                item.setText(f"{self._page_jobs[job]} — {event.stage} {event.step}/{event.total}")
-            if event.stage == "ICP" and event.step == 1 and self.document is not None:
-                self.page_strip.set_status(self.document.page_names.index(self._page_jobs[job]), "running")
-
-    def _on_preview(self, job: int, page: str, image) -> None:
-        pixmap = pil_to_pixmap(image).scaled(self.queue.preview.size(), Qt.AspectRatioMode.KeepAspectRatio)
-        self.queue.preview.setPixmap(pixmap)
-
     def _on_page_done(self, job: int, page: str, outputs: dict) -> None:
         self.statusBar().showMessage(f"{page} colored", 4000)
 
@@ -444,7 +390,16 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{len(doc.page_names)} pages, {len(doc.references)} references", 5000)
             self.request_retrieval()
         elif job == self._export_job:
-            self.statusBar().showMessage(f"exported {len(result)} file(s) to {self.document.project.folder}", 8000)
+            self._export_job = None
+            self._exported = list(result)
+            where = result[0].parent if result else self.document.project.folder
+            self.statusBar().showMessage(f"exported {len(result)} file(s) to {where}", 15000)
+            self.show_folder_button.setVisible(bool(result))
+            QTimer.singleShot(15000, self.show_folder_button.hide)
+        elif job == self._device_job:
+            self._device_job = None
+            self._device_text = result
+            self._update_device_label()
 
     def _on_job_failed(self, job: int, reason: str) -> None:
         if job in self._page_jobs:
@@ -463,6 +418,13 @@ class MainWindow(QMainWindow):
         elif job == self._open_job:
             self._open_job = None
             QMessageBox.warning(self, "ColorFlow", f"Could not open the chapter:\n{reason}")
+        elif job == self._device_job:
+            self._device_job = None
+            self._device_text = f"{self.settings.run.device} — {reason}"
+            self._update_device_label()
+        elif job == self._export_job:
+            self._export_job = None
+            QMessageBox.warning(self, "ColorFlow", f"Export failed:\n{reason}")
         elif reason != "cancelled before it started":  # superseded requests are dropped quietly
             self.statusBar().showMessage(reason, 8000)
 
@@ -481,28 +443,28 @@ class MainWindow(QMainWindow):
             self.add_references(images)
 
     # --- dialogs, export, closing -------------------------------------------------------
-    def export(self, fmt: str) -> None:
+    def export(self, fmt: str, destination: Path | None = None) -> None:
+        """Ask about uncolored pages (CBZ), then where to write (remembered per project)."""
         if self.document is None:
             return
         from engine.io.export import export_project, uncolored_pages
 
         document = self.document
-        include = False
         missing = uncolored_pages(document.project, document.chapter) if fmt == "cbz" else []
-        if missing:  # never a silently short CBZ: ask
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            answer = QMessageBox.question(
-                self, "Export CBZ",
-                f"{len(missing)} of {len(document.chapter.sources)} pages are not colored yet ({shown}).\n\n"
-                "Export the CBZ with the original black-and-white pages in their place?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
-            )
-            if answer != QMessageBox.StandardButton.Yes:
-                self.statusBar().showMessage("export cancelled: some pages are not colored yet", 8000)
+        include = export_flow.ask_include_uncolored(self, missing, len(document.chapter.sources))
+        if include is None:  # never a silently short CBZ
+            self.statusBar().showMessage("export cancelled: some pages are not colored yet", 8000)
+            return
+        if destination is None:
+            title = Path(document.project.inputs[0]).stem if document.project.inputs else document.project.folder.name
+            destination = export_flow.choose_destination(self, document.project, fmt, title)
+            if destination is None:
                 return
-            include = True
+        export_flow.remember_destination(document.project, destination, fmt)
+        self.show_folder_button.hide()
         self._export_job = self.worker.submit(
-            lambda emit, cancel: export_project(document.project, document.chapter, fmt, include_uncolored=include)
+            lambda emit, cancel: export_project(document.project, document.chapter, fmt,
+                                                include_uncolored=include, destination=destination)
         )
 
     def settings_dialog(self) -> None:
@@ -511,7 +473,8 @@ class MainWindow(QMainWindow):
             self.settings.run = dialog.result_settings()
             self.settings.projects_dir = dialog.chosen_projects_dir()
             self._save_settings()
-            self._update_device_label()
+            self._resolve_device()
+            self._update_actions()
             self.request_retrieval()
 
     def models_dialog(self) -> None:
@@ -528,3 +491,8 @@ class MainWindow(QMainWindow):
             self.document.project.save()
         self.worker.shutdown()
         super().closeEvent(event)
+
+
+def _rect(box) -> QRectF:
+    x0, y0, x1, y1 = box
+    return QRectF(x0, y0, x1 - x0, y1 - y0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
-from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem
+from PySide6.QtWidgets import QLabel, QListView, QListWidget, QListWidgetItem
 
 BADGES = {
     "pending": ("#8a8a8a", "pending"),
@@ -78,3 +78,12 @@ class PageStrip(QListWidget):
         if error:
             text += f"\n{error}"
         self.item(index).setToolTip(text)
+
+
+def status_legend() -> QLabel:
+    """What the coloured dots on the page thumbnails mean."""
+    rows = "".join(f'<span style="color:{color}">&#9679;</span>&nbsp;{label}<br>' for color, label in BADGES.values())
+    legend = QLabel(rows)
+    legend.setStyleSheet("padding: 4px; font-size: 11px;")
+    legend.setToolTip("Page status: the dot in the corner of each thumbnail")
+    return legend

@@ -88,7 +88,7 @@ def test_open_chapter_shows_pages_and_retrieved_patches(qtbot, settings, chapter
     assert window.page_strip.count() == 4
     assert window.reference_panel.references.count() == 4
     buttons = window.reference_panel.patch_buttons
-    assert all(b.isEnabled() and b.text()[0] in "0123456789-" for b in buttons.values())
+    assert all(b.isEnabled() and "similarity 0." in b.toolTip() for b in buttons.values())
     assert len(picked_refs(window)) >= 1
     assert window.canvas_view.has_image()
     assert window.canvas_view._outline.isVisible()  # mask area outlined
@@ -134,13 +134,19 @@ def test_chapter_run_completes_with_responsive_ui(qtbot, settings, chapter):
     heartbeat.timeout.connect(beat)
     heartbeat.start(10)
     previews = []
-    window.worker.preview.connect(lambda *_: previews.append(1))
+    # the window's own slot ran first: the running page (page 1, the one shown) is large in
+    # the Result tab, and the caption says it is a live preview
+    window.worker.preview.connect(lambda *_: previews.append((window._live_page, window.page_caption.text())))
     with qtbot.waitSignal(window.run_finished, timeout=WAIT_MS):
         window.colorize_all()
     heartbeat.stop()
     assert [window.page_strip.status(i) for i in range(4)] == ["done"] * 4
     assert [p.status for p in ChapterProject.load(window.document.project.folder).pages] == ["done"] * 4
     assert previews, "live preview shown during denoising"
+    first_page = window.document.page_names[0]
+    assert (first_page, ) == tuple({page for page, _ in previews if page is not None}), previews
+    assert any("live preview" in caption for _, caption in previews)
+    assert window._live_page is None and "live preview" not in window.page_caption.text()
     assert len(gaps) > 20 and max(gaps) < 0.100, f"main thread blocked {max(gaps) * 1000:.0f} ms"
     assert window.result_view.has_image()
     close(qtbot, window)
@@ -302,16 +308,33 @@ def test_partial_cbz_export_asks_and_never_writes_a_short_file(qtbot, settings, 
         return getattr(QMessageBox.StandardButton, answer)
 
     monkeypatch.setattr(QMessageBox, "question", question)
+    from PySide6.QtGui import QDesktopServices
+    from PySide6.QtWidgets import QFileDialog
+
+    chosen = project.folder.parent / "exports" / "mine.cbz"
+    offered = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: offered.append(a[2]) or (str(chosen), ""))
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
     window.export("cbz")
     assert asked and "3 of 4 pages are not colored" in asked[0]
     if answer == "No":
-        assert window._export_job is None and not list(project.folder.glob("*.cbz"))
+        assert window._export_job is None and not offered and not list(project.folder.parent.rglob("*.cbz"))
     else:
-        qtbot.waitUntil(lambda: bool(list(project.folder.glob("*.cbz"))), timeout=WAIT_MS)
+        assert offered == [str(project.folder / f"{chapter[0].name}-colored.cbz")]  # first time: the project
+        qtbot.waitUntil(lambda: chosen.is_file() and window._export_job is None, timeout=WAIT_MS)
         import zipfile
 
-        with zipfile.ZipFile(next(project.folder.glob("*.cbz"))) as archive:
+        with zipfile.ZipFile(chosen) as archive:
             assert len([n for n in archive.namelist() if n.endswith(".png")]) == 4
+        assert window.show_folder_button.isVisible()
+        window.show_folder_button.click()
+        assert opened == [str(chosen.parent)]
+        # remembered per project: the next export (after reopening) starts in that folder
+        assert ChapterProject.load(project.folder).settings["export_dir"] == str(chosen.parent)
+        window.export("cbz")
+        assert offered[1] == str(chosen.parent / f"{chapter[0].name}-colored.cbz")
+        qtbot.waitUntil(lambda: window._export_job is None, timeout=WAIT_MS)
     close(qtbot, window)
 
 
@@ -335,6 +358,7 @@ def test_esc_asks_before_cancelling_the_queue(qtbot, settings, monkeypatch, answ
     cancelled = []
     monkeypatch.setattr(window, "cancel_all", lambda: cancelled.append(True))
     monkeypatch.setattr(window, "_page_jobs", {7: "1.png", 8: "2.png"})
+    window._update_actions()  # what queueing pages does
     asked = []
     monkeypatch.setattr(QMessageBox, "question",
                         lambda *a, **k: asked.append(a[2]) or getattr(QMessageBox.StandardButton, answer))
@@ -354,4 +378,99 @@ def test_tiny_models_banner_shows_only_with_tiny_models(qtbot, settings):
     window.settings.run = replace(window.settings.run, models="official")
     window._update_device_label()
     assert not window.tiny_banner.isVisible()
+    close(qtbot, window)
+
+
+def test_reject_keeps_the_selection_lists_it_and_restore_brings_it_back(qtbot, settings, chapter):
+    from PySide6.QtGui import QAction
+
+    window = make_window(qtbot, settings)
+    open_with_refs(qtbot, window, *chapter)
+    panel = window.reference_panel
+    original = canvas_image(window)
+    reject = next(a for a in window.findChildren(QAction) if a.text() == "Reject selected patch")
+    assert not reject.isEnabled()  # nothing selected yet
+    button = panel.patch_buttons[("TL", 0)]
+    button.click()
+    acted = (panel._picks[0][0]["ref"], panel._picks[0][0]["patch"])
+    assert button.isChecked() and reject.isEnabled()
+    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
+        reject.trigger()  # R
+    assert acted not in {(p["ref"], p["patch"]) for row in panel._picks for p in row}
+    assert panel.rejected.count() == 1
+    item = panel.rejected.currentItem()
+    assert item is not None and item.data(0x0100) == (acted[0], acted[1], "page")  # Qt.UserRole
+    assert not any(b.isChecked() for b in panel.patch_buttons.values())  # no unseen patch selected
+    commands = window.undo_stack.count()
+    reject.trigger()  # R again: the selection is the rejected patch, so nothing else is rejected
+    qtbot.wait(100)
+    assert window.undo_stack.count() == commands
+    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
+        panel.restore_button.click()
+    assert panel.rejected.count() == 0
+    assert canvas_image(window) == original
+    assert (panel._picks[0][0]["ref"], panel._picks[0][0]["patch"]) == acted
+    assert panel.patch_buttons[("TL", 0)].isChecked()  # the selection followed the patch back
+    close(qtbot, window)
+
+
+def test_hovering_a_patch_outlines_its_tile_and_query_region_and_back(qtbot, settings, chapter):
+    from PySide6.QtCore import QEvent, QRectF
+    from PySide6.QtWidgets import QApplication
+
+    window = make_window(qtbot, settings)  # 256x384 working size: canvas 512x768, shown 1:1
+    open_with_refs(qtbot, window, *chapter)
+    QApplication.sendEvent(window.reference_panel.patch_buttons[("TR", 0)], QEvent(QEvent.Type.Enter))
+    # GEOMETRY.md: TR rank 1 sits in cell (row 1, col 3) of W/2 x H/2 = 128x192 cells, pasted at
+    # (3*128 + 1, 192 + 1) with size 126x190; the TR query patch is 192x288 at (W/4, 0) of
+    # the page, which starts at (W/2, H/2) = (128, 192) in the canvas.
+    assert window.canvas_view.highlighted() == [QRectF(385, 193, 126, 190), QRectF(192, 192, 192, 288)]
+    QApplication.sendEvent(window.reference_panel.patch_buttons[("TR", 0)], QEvent(QEvent.Type.Leave))
+    assert window.canvas_view.highlighted() == []
+    # the other way: the pointer over cell (3, 0) = BL rank 3 marks that patch's button
+    window.canvas_view.hover_moved.emit(10.0, 3 * 192 + 50.0)
+    assert window.reference_panel.hovered_patch() == (2, 2)
+    assert window.canvas_view.highlighted()[0] == QRectF(1, 3 * 192 + 1, 126, 190)
+    window.canvas_view.hover_moved.emit(-1.0, -1.0)
+    assert window.reference_panel.hovered_patch() is None
+    close(qtbot, window)
+
+
+def test_patch_score_is_a_bar_with_the_number_in_the_tooltip(qtbot, settings, chapter):
+    window = make_window(qtbot, settings)
+    open_with_refs(qtbot, window, *chapter)
+    button = window.reference_panel.patch_buttons[("TL", 0)]
+    score = window.reference_panel._picks[0][0]["score"]
+    assert button.text() == "" and f"similarity {score:.4f}" in button.toolTip()
+    icon = button.icon().pixmap(button.iconSize()).toImage()
+    bar_row = icon.height() - 3  # the bar is the last rows of the icon
+    filled = sum(1 for x in range(icon.width()) if icon.pixelColor(x, bar_row).name() == "#4fb3ff")
+    assert abs(filled / icon.width() - max(0.0, score)) < 0.05
+    close(qtbot, window)
+
+
+def test_actions_follow_state_and_idle_queue_is_one_line(qtbot, settings, chapter):
+    from dataclasses import replace
+
+    from PySide6.QtGui import QAction
+
+    settings.run = replace(settings.run, device="auto")
+    window = make_window(qtbot, settings)
+    actions = {a.text(): a for a in window.findChildren(QAction)}
+    for text in ("Colorize page", "Colorize all pages", "Pin selected patch", "Reject selected patch",
+                 "Retry failed pages", "Cancel all…", "Export CBZ…"):
+        assert not actions[text].isEnabled(), text
+    assert not window.queue.progress.isVisible() and not window.queue.list.isVisible()
+    assert not window.queue.overall.isVisible()
+    assert window.queue.sizeHint().height() < 60
+    assert "resolved when a chapter opens" in window.device_label.text()
+    open_with_refs(qtbot, window, *chapter)
+    assert actions["Colorize page"].isEnabled() and actions["Export CBZ…"].isEnabled()
+    assert not actions["Pin selected patch"].isEnabled() and not actions["Cancel all…"].isEnabled()
+    import torch
+
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"  # what `auto` must resolve to here
+    qtbot.waitUntil(lambda: f"device: {expected}" in window.device_label.text(), timeout=WAIT_MS)
+    assert window.page_caption.text().startswith(f"Page 1 / 4: {window.document.page_names[0]}")
+    assert window.tabs.tabText(1) == f"Result — {window.document.page_names[0]}"
     close(qtbot, window)

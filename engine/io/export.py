@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from engine.errors import InputError
-from engine.io.fileio import atomic_write
+from engine.io.fileio import atomic_write, atomic_write_bytes
 
 EXPORT_FORMATS = ("png", "cbz", "ora", "psd")
 
@@ -179,12 +179,16 @@ def uncolored_pages(project, chapter) -> list[str]:
     return [source.name for source in chapter.sources if source.name not in colored]
 
 
-def export_project(project, chapter, fmt: str, title: str | None = None, include_uncolored: bool = False) -> list[Path]:
+def export_project(project, chapter, fmt: str, title: str | None = None, include_uncolored: bool = False,
+                   destination: Path | None = None) -> list[Path]:
     """Export a chapter project, in reading order, in one format: png = the per-page PNGs already
     in the project folder; cbz = `<title>-colored.cbz` beside them; ora/psd = `layered/NNN_name.<fmt>`
     with the page's own ink over the color (colored pages only). A CBZ of a chapter with pages
     not colored is refused (IncompleteExport), never written short, unless `include_uncolored`,
-    which puts the original pages in their place."""
+    which puts the original pages in their place.
+
+    `destination` (a user's choice in a Save dialog) replaces the default place: the CBZ file
+    itself, or the folder that receives the PNG copies / layered files."""
     from engine.io.naming import page_folder_name
 
     if fmt not in EXPORT_FORMATS:
@@ -196,7 +200,14 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
     colored = _colored_outputs(project)
     done = [(index, source, colored[source.name]) for index, source in enumerate(chapter.sources) if source.name in colored]
     if fmt == "png":
-        return [path for _, _, path in done]
+        if destination is None:
+            return [path for _, _, path in done]
+        copies = []
+        for index, source, path in done:
+            copy = Path(destination) / f"{page_folder_name(index, source.name)}.png"
+            atomic_write_bytes(copy, path.read_bytes())
+            copies.append(copy)
+        return copies
     if fmt == "cbz":
         if not title:
             title = Path(project.inputs[0]).stem if project.inputs else folder.name
@@ -207,11 +218,11 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
             elif source.ref not in chapter.errors:
                 pages.append((source.name, chapter.load_page(index).image.convert("RGB")))
         meta = ComicMetadata.for_chapter(title, getattr(project, "settings", {}) or {})
-        return [export_cbz(pages, folder / f"{_safe(title)}-colored.cbz", meta)]
+        return [export_cbz(pages, Path(destination) if destination else folder / f"{_safe(title)}-colored.cbz", meta)]
     written = []
     for index, source, path in done:
         ink = chapter.load_page(index).image
-        target = folder / "layered" / f"{page_folder_name(index, source.name)}.{fmt}"
+        target = Path(destination or folder / "layered") / f"{page_folder_name(index, source.name)}.{fmt}"
         writer = export_ora if fmt == "ora" else export_psd
         written.append(writer(Image.open(path).convert("RGB"), ink, target))
     return written

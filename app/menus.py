@@ -1,0 +1,86 @@
+"""The main window's menus and shortcuts; returns the actions whose enabled state follows the
+window's state (no chapter, nothing selected, nothing running)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMenu, QMessageBox
+
+EXPORT_FORMATS = ("cbz", "png", "ora", "psd")
+
+
+@dataclass
+class WindowActions:
+    """Actions that need a chapter, a selected patch, a running queue or failed pages."""
+
+    need_chapter: list[QAction]
+    need_selection: list[QAction]
+    need_queue: list[QAction]
+    retry_failed: QAction
+    export_default: QAction
+
+
+def add_action(window, menu: QMenu, text: str, slot, shortcut=None) -> QAction:
+    action = QAction(text, window)
+    if shortcut:
+        action.setShortcut(QKeySequence(shortcut))
+    action.triggered.connect(slot)
+    menu.addAction(action)
+    return action
+
+
+def build_menus(window) -> WindowActions:
+    bar = window.menuBar()
+    file = bar.addMenu("&File")
+    add_action(window, file, "Open chapter folder…", window.open_folder_dialog, QKeySequence.StandardKey.Open)
+    add_action(window, file, "Open CBZ/ZIP…", window.open_archive_dialog)
+    window.recent_menu = file.addMenu("Open recent")
+    add_refs = add_action(window, file, "Add references…", window.add_references_dialog)
+    # The format chosen in Settings is the default; the submenu picks another one.
+    export_default = add_action(window, file, "Export…", lambda: window.export(window.settings.run.export_format), "Ctrl+E")
+    export = file.addMenu("Export as")
+    export_as = [add_action(window, export, fmt.upper() + "…", lambda _c=False, f=fmt: window.export(f)) for fmt in EXPORT_FORMATS]
+    file.addSeparator()
+    add_action(window, file, "Quit", window.close, QKeySequence.StandardKey.Quit)
+
+    edit = bar.addMenu("&Edit")
+    undo = window.undo_stack.createUndoAction(window, "Undo")
+    undo.setShortcut(QKeySequence.StandardKey.Undo)
+    redo = window.undo_stack.createRedoAction(window, "Redo")
+    redo.setShortcuts([QKeySequence("Ctrl+Y"), QKeySequence.StandardKey.Redo])
+    edit.addActions([undo, redo])
+    edit.addSeparator()
+    panel = window.reference_panel
+    pin = add_action(window, edit, "Pin selected patch", lambda: panel._apply_to_selection("pin"), "P")
+    reject = add_action(window, edit, "Reject selected patch", lambda: panel._apply_to_selection("reject"), "R")
+    add_action(window, edit, "Settings…", window.settings_dialog)
+
+    run = bar.addMenu("&Run")
+    colorize = add_action(window, run, "Colorize page", window.colorize_current, "Ctrl+Return")
+    colorize_all = add_action(window, run, "Colorize all pages", window.colorize_all, "Ctrl+Shift+Return")
+    retry = add_action(window, run, "Retry failed pages", window.colorize_failed)
+    # Esc is a reflex key in paint programs: it asks first; Ctrl+Esc (or the Queue's button)
+    # cancels everything at once.
+    cancel_ask = add_action(window, run, "Cancel all…", window.ask_cancel_all, "Esc")
+    cancel_now = add_action(window, run, "Cancel all now", window.cancel_all, "Ctrl+Esc")
+
+    view = bar.addMenu("&View")
+    toggle = add_action(window, view, "Toggle original / result", window.toggle_original, "Space")
+    add_action(window, view, "Next page", lambda: window._step_page(1), "Right")
+    add_action(window, view, "Previous page", lambda: window._step_page(-1), "Left")
+    add_action(window, view, "Fit to window", window.fit_current, "Ctrl+0")
+    models = bar.addMenu("&Models")
+    add_action(window, models, "Model manager…", window.models_dialog)
+    help_menu = bar.addMenu("&Help")
+    add_action(window, help_menu, "About ColorFlow", lambda: QMessageBox.about(
+        window, "ColorFlow", "Reference-based manga colorization (ColorFlow: retrieval, in-context "
+        "diffusion colorization, guided super-resolution)."))
+    return WindowActions(
+        need_chapter=[add_refs, export_default, *export_as, colorize, colorize_all, toggle],
+        need_selection=[pin, reject],
+        need_queue=[cancel_ask, cancel_now],
+        retry_failed=retry,
+        export_default=export_default,
+    )
