@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPixmap, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -18,24 +18,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.rap.curation import Target
 from engine.session import EngineSession
 
 from . import export_flow, jobs
 from .canvas_view import ZoomView
 from .compare_view import CompareView
-from .document import ChapterDocument, ChoiceCommand
+from .document import ChapterDocument
 from .images import pil_to_pixmap, pixmap_with_exif
 from .menus import add_action, build_menus
 from .page_strip import PageStrip, status_legend
 from .queue_panel import QueuePanel
+from .curation_view import CurationMixin
 from .run_queue import RunQueueMixin
 from .reference_panel import ReferencePanel
 from .settings import AppSettings, SettingsDialog, save_settings
 from .worker import EngineWorker
 
 
-class MainWindow(RunQueueMixin, QMainWindow):
+class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
     """All widget work happens here, on the main thread; engine work goes through `worker`."""
 
     document_opened = Signal()
@@ -251,11 +251,6 @@ class MainWindow(RunQueueMixin, QMainWindow):
 
         self._refs_job = self.worker.submit(job)
 
-    def _refresh_references(self) -> None:
-        doc = self.document
-        states = {ref: doc.project.choice(Target(ref)) for ref in doc.project.references}
-        self.reference_panel.set_references([r.ref for r in doc.references], self._ref_thumbs, states)
-
     # --- pages and retrieval ------------------------------------------------------------
     def _step_page(self, delta: int) -> None:
         if self.page_strip.count():
@@ -287,41 +282,6 @@ class MainWindow(RunQueueMixin, QMainWindow):
         document, index, run, session = self.document, self.current_page, self.settings.run, self.session
         self._retrieval_job = self.worker.submit(lambda emit, cancel: jobs.retrieve_view(session, document, index, run))
 
-    def _show_retrieval(self, view: jobs.RetrievalView) -> None:
-        if view.page_index != self.current_page:
-            return
-        x0, y0, x1, y1 = view.page_box
-        self.canvas_view.set_pixmap(pil_to_pixmap(view.canvas), QRectF(x0, y0, x1 - x0, y1 - y0))
-        name = self.document.page_names[view.page_index]
-        page_choices = self.document.project.curation.pages.get(name)
-        states = {}
-        if page_choices:
-            states = {(t.ref, t.patch): "pin" for t in page_choices.pins} | {(t.ref, t.patch): "reject" for t in page_choices.rejects}
-        patches = [[pil_to_pixmap(p) for p in row] for row in view.patch_thumbs]
-        rejected_thumbs = [pil_to_pixmap(r.thumb) if r.thumb is not None else None for r in view.rejected]
-        self._view = view
-        self.reference_panel.set_page_picks(view.picks, patches, states, view.rejected, rejected_thumbs)
-        if view.warnings:
-            self.statusBar().showMessage("; ".join(view.warnings), 8000)
-        self.retrieval_shown.emit(view.page_index)
-
-    # --- hover: a patch button and its tile in the canvas, both ways ---------------------
-    def _on_patch_hovered(self, row: int, rank: int) -> None:
-        view = self._view
-        if view is None or row < 0 or row >= len(view.tile_boxes) or rank >= len(view.tile_boxes[row]):
-            self.canvas_view.set_highlights(None, None)
-            return
-        self.canvas_view.set_highlights(_rect(view.tile_boxes[row][rank]), _rect(view.query_regions[row]))
-
-    def _on_canvas_hover(self, x: float, y: float) -> None:
-        view = self._view
-        hit = None
-        if view is not None:
-            hit = next(((row, rank) for row, tiles in enumerate(view.tile_boxes) for rank, box in enumerate(tiles)
-                        if box[0] <= x < box[2] and box[1] <= y < box[3]), None)
-        self.reference_panel.highlight_patch(*(hit or (-1, -1)))
-        self._on_patch_hovered(*(hit or (-1, -1)))
-
     def _show_result(self, index: int) -> None:
         source = self.document.chapter.sources[index]
         self._original = None
@@ -350,17 +310,6 @@ class MainWindow(RunQueueMixin, QMainWindow):
         shown = self._original if self._showing_original or colored is None else colored
         self.result_view.set_pixmap(shown, fit=False)
         self.statusBar().showMessage("original" if shown is self._original else "colored", 1500)
-
-    # --- pins and rejects (undoable) ----------------------------------------------------
-    def request_choice(self, target: Target, state, whole_chapter: bool) -> None:
-        if self.document is None:
-            return
-        page = None if whole_chapter else self.document.page_names[self.current_page]
-        self.undo_stack.push(ChoiceCommand(self.document, target, state, page, self._choices_changed))
-
-    def _choices_changed(self) -> None:
-        self._refresh_references()
-        self.request_retrieval()
 
     # --- worker signals -----------------------------------------------------------------
     def _on_page_done(self, job: int, page: str, outputs: dict) -> None:
@@ -447,7 +396,7 @@ class MainWindow(RunQueueMixin, QMainWindow):
         """Ask about uncolored pages (CBZ), then where to write (remembered per project)."""
         if self.document is None:
             return
-        from engine.io.export import export_project, uncolored_pages
+        from engine.io.export import default_title, export_project, uncolored_pages
 
         document = self.document
         missing = uncolored_pages(document.project, document.chapter) if fmt == "cbz" else []
@@ -456,8 +405,7 @@ class MainWindow(RunQueueMixin, QMainWindow):
             self.statusBar().showMessage("export cancelled: some pages are not colored yet", 8000)
             return
         if destination is None:
-            title = Path(document.project.inputs[0]).stem if document.project.inputs else document.project.folder.name
-            destination = export_flow.choose_destination(self, document.project, fmt, title)
+            destination = export_flow.choose_destination(self, document.project, fmt, default_title(document.project))
             if destination is None:
                 return
         export_flow.remember_destination(document.project, destination, fmt)
@@ -466,6 +414,12 @@ class MainWindow(RunQueueMixin, QMainWindow):
             lambda emit, cancel: export_project(document.project, document.chapter, fmt,
                                                 include_uncolored=include, destination=destination)
         )
+
+    def chapter_info_dialog(self) -> None:
+        if self.document is not None:
+            from .chapter_info import edit_chapter_info
+
+            edit_chapter_info(self, self.document.project)
 
     def settings_dialog(self) -> None:
         dialog = SettingsDialog(self.settings, self)
@@ -492,7 +446,3 @@ class MainWindow(RunQueueMixin, QMainWindow):
         self.worker.shutdown()
         super().closeEvent(event)
 
-
-def _rect(box) -> QRectF:
-    x0, y0, x1, y1 = box
-    return QRectF(x0, y0, x1 - x0, y1 - y0)

@@ -40,6 +40,7 @@ def build_menus(window) -> WindowActions:
     add_refs = add_action(window, file, "Add references…", window.add_references_dialog)
     # The format chosen in Settings is the default; the submenu picks another one.
     export_default = add_action(window, file, "Export…", lambda: window.export(window.settings.run.export_format), "Ctrl+E")
+    info = add_action(window, file, "Chapter info…", window.chapter_info_dialog)
     export = file.addMenu("Export as")
     export_as = [add_action(window, export, fmt.upper() + "…", lambda _c=False, f=fmt: window.export(f)) for fmt in EXPORT_FORMATS]
     file.addSeparator()
@@ -78,7 +79,7 @@ def build_menus(window) -> WindowActions:
         window, "ColorFlow", "Reference-based manga colorization (ColorFlow: retrieval, in-context "
         "diffusion colorization, guided super-resolution)."))
     return WindowActions(
-        need_chapter=[add_refs, export_default, *export_as, colorize, colorize_all, toggle],
+        need_chapter=[add_refs, info, export_default, *export_as, colorize, colorize_all, toggle],
         need_selection=[pin, reject],
         need_queue=[cancel_ask, cancel_now],
         retry_failed=retry,

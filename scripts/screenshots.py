@@ -29,7 +29,7 @@ def main(out: Path) -> None:
     window.resize(1400, 900)
     window.show()
 
-    def wait_for(signal, timeout_ms: int = 300_000) -> None:
+    def wait_for(signal, timeout_ms: int = 1_200_000) -> None:
         loop = QEventLoop()
         signal.connect(loop.quit)
         QTimer.singleShot(timeout_ms, loop.quit)
@@ -46,9 +46,21 @@ def main(out: Path) -> None:
         window.add_references([str(refs)])
     wait_for(window.retrieval_shown)
     settle()
+    from PySide6.QtCore import QEvent
+
+    panel = window.reference_panel
+    panel.patch_buttons[("BL", 0)].click()  # reject one patch: it moves to the Rejected list
+    panel._apply_to_selection("reject")
+    wait_for(window.retrieval_shown)
+    settle()
+    QApplication.sendEvent(panel.patch_buttons[("TR", 0)], QEvent(QEvent.Type.Enter))  # hover
+    settle()
     window.grab().save(str(out / "canvas.png"))
+    QApplication.sendEvent(panel.patch_buttons[("TR", 0)], QEvent(QEvent.Type.Leave))
+    window.tabs.setCurrentIndex(1)
     window.colorize_all()
-    settle(1500)
+    wait_for(window.worker.preview)
+    settle(300)
     window.grab().save(str(out / "running.png"))
     wait_for(window.run_finished)
     window.page_strip.setCurrentRow(0)

@@ -474,3 +474,39 @@ def test_actions_follow_state_and_idle_queue_is_one_line(qtbot, settings, chapte
     assert window.page_caption.text().startswith(f"Page 1 / 4: {window.document.page_names[0]}")
     assert window.tabs.tabText(1) == f"Result — {window.document.page_names[0]}"
     close(qtbot, window)
+
+
+def test_chapter_info_dialog_sets_the_cbz_comicinfo(qtbot, tmp_path, monkeypatch):
+    import zipfile
+    import xml.etree.ElementTree as ET
+
+    from app.chapter_info import ChapterInfoDialog, edit_chapter_info
+    from engine.io.chapter import open_chapter
+    from engine.io.export import export_project
+
+    pages = tmp_path / "Blue Lagoon 12"
+    pages.mkdir()
+    for index in range(2):
+        Image.new("L", (60, 80), 200).save(pages / f"{index + 1}.png")
+    project = ChapterProject.open_or_create(tmp_path / "proj.colorflow")
+    project.inputs = [str(pages)]
+    chapter = open_chapter(project.inputs)
+    project.sync_pages([(s.name, s.ref) for s in chapter.sources])
+
+    def fill(dialog: ChapterInfoDialog) -> int:
+        assert dialog.title.text() == "Blue Lagoon 12"  # default: the chapter's name
+        dialog.series.setText("Blue Lagoon")
+        dialog.number.setText("12.5")
+        dialog.reading.setCurrentIndex(dialog.reading.findData("Yes"))  # manga read left to right
+        return 1
+
+    monkeypatch.setattr(ChapterInfoDialog, "exec", fill)
+    assert edit_chapter_info(None, project)
+    saved = ChapterProject.load(project.folder).settings
+    assert (saved["series"], saved["number"], saved["manga"]) == ("Blue Lagoon", "12.5", "Yes")
+    [cbz] = export_project(project, chapter, "cbz", include_uncolored=True)
+    with zipfile.ZipFile(cbz) as archive:
+        info = ET.fromstring(archive.read("ComicInfo.xml"))
+    assert info.findtext("Series") == "Blue Lagoon" and info.findtext("Number") == "12.5"
+    assert info.findtext("Manga") == "Yes" and info.findtext("Title") == "Blue Lagoon 12"
+    assert info.findtext("PageCount") == "2"

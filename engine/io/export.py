@@ -210,7 +210,7 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
         return copies
     if fmt == "cbz":
         if not title:
-            title = Path(project.inputs[0]).stem if project.inputs else folder.name
+            title = default_title(project)
         pages = []
         for index, source in enumerate(chapter.sources):
             if source.name in colored:
@@ -226,6 +226,14 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
         writer = export_ora if fmt == "ora" else export_psd
         written.append(writer(Image.open(path).convert("RGB"), ink, target))
     return written
+
+
+def default_title(project) -> str:
+    """The chapter's title: the one set in the project (Chapter info), else its input's name."""
+    chosen = (getattr(project, "settings", {}) or {}).get("title")
+    if isinstance(chosen, str) and chosen.strip():
+        return chosen.strip()
+    return Path(project.inputs[0]).stem if project.inputs else Path(project.folder).name
 
 
 def _safe(text: str) -> str:

@@ -1,0 +1,72 @@
+"""The curation half of the main window: show a page's retrieval (canvas, picks, rejected
+patches), pin/reject through the undo stack, and the hover link between patches and tiles."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRectF
+
+from engine.rap.curation import Target
+
+from . import jobs
+from .document import ChoiceCommand
+from .images import pil_to_pixmap
+
+
+class CurationMixin:
+    """Mixed into MainWindow (main thread only); uses its document, panels and views."""
+
+    def _refresh_references(self) -> None:
+        doc = self.document
+        states = {ref: doc.project.choice(Target(ref)) for ref in doc.project.references}
+        self.reference_panel.set_references([r.ref for r in doc.references], self._ref_thumbs, states)
+
+    def _show_retrieval(self, view: jobs.RetrievalView) -> None:
+        if view.page_index != self.current_page:
+            return
+        x0, y0, x1, y1 = view.page_box
+        self.canvas_view.set_pixmap(pil_to_pixmap(view.canvas), QRectF(x0, y0, x1 - x0, y1 - y0))
+        name = self.document.page_names[view.page_index]
+        page_choices = self.document.project.curation.pages.get(name)
+        states = {}
+        if page_choices:
+            states = {(t.ref, t.patch): "pin" for t in page_choices.pins} | {(t.ref, t.patch): "reject" for t in page_choices.rejects}
+        patches = [[pil_to_pixmap(p) for p in row] for row in view.patch_thumbs]
+        rejected_thumbs = [pil_to_pixmap(r.thumb) if r.thumb is not None else None for r in view.rejected]
+        self._view = view
+        self.reference_panel.set_page_picks(view.picks, patches, states, view.rejected, rejected_thumbs)
+        if view.warnings:
+            self.statusBar().showMessage("; ".join(view.warnings), 8000)
+        self.retrieval_shown.emit(view.page_index)
+
+    # --- hover: a patch button and its tile in the canvas, both ways ---------------------
+    def _on_patch_hovered(self, row: int, rank: int) -> None:
+        view = self._view
+        if view is None or row < 0 or row >= len(view.tile_boxes) or rank >= len(view.tile_boxes[row]):
+            self.canvas_view.set_highlights(None, None)
+            return
+        self.canvas_view.set_highlights(_rect(view.tile_boxes[row][rank]), _rect(view.query_regions[row]))
+
+    def _on_canvas_hover(self, x: float, y: float) -> None:
+        view = self._view
+        hit = None
+        if view is not None:
+            hit = next(((row, rank) for row, tiles in enumerate(view.tile_boxes) for rank, box in enumerate(tiles)
+                        if box[0] <= x < box[2] and box[1] <= y < box[3]), None)
+        self.reference_panel.highlight_patch(*(hit or (-1, -1)))
+        self._on_patch_hovered(*(hit or (-1, -1)))
+
+    # --- pins and rejects (undoable) ----------------------------------------------------
+    def request_choice(self, target: Target, state, whole_chapter: bool) -> None:
+        if self.document is None:
+            return
+        page = None if whole_chapter else self.document.page_names[self.current_page]
+        self.undo_stack.push(ChoiceCommand(self.document, target, state, page, self._choices_changed))
+
+    def _choices_changed(self) -> None:
+        self._refresh_references()
+        self.request_retrieval()
+
+
+def _rect(box) -> QRectF:
+    x0, y0, x1, y1 = box
+    return QRectF(x0, y0, x1 - x0, y1 - y0)
