@@ -143,6 +143,7 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         w.page_done.connect(self._on_page_done)
         w.page_failed.connect(self._on_page_failed)
         w.cancelled.connect(self._on_cancelled)
+        w.notice.connect(lambda _job, text: self.statusBar().showMessage(text, 10000))
 
     def _update_device_label(self) -> None:
         from engine.sources import is_tiny

@@ -15,6 +15,7 @@ from engine.events import (
     CancelToken,
     Cancelled,
     Finished,
+    Notice,
     PageDone,
     PageFailed,
     Preview,
@@ -61,6 +62,7 @@ class EngineWorker(QObject):
     page_done = Signal(int, str, dict)
     page_failed = Signal(int, str, str)
     cancelled = Signal(int, str)
+    notice = Signal(int, str)  # job, message worth showing (not a failure)
     job_finished = Signal(int, object)  # job, result
     job_failed = Signal(int, str)  # job, reason
     busy_changed = Signal(bool)
@@ -129,6 +131,8 @@ class EngineWorker(QObject):
             self.page_failed.emit(job_id, event.page, event.reason)
         elif isinstance(event, Cancelled):
             self.cancelled.emit(job_id, event.page or "")
+        elif isinstance(event, Notice):
+            self.notice.emit(job_id, f"{event.page + ': ' if event.page else ''}{event.message}")
         elif isinstance(event, Finished):
             pass  # the job's result carries the report
 

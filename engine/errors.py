@@ -23,3 +23,11 @@ class ProjectFileError(ColorFlowError):
 
 class ModelError(ColorFlowError):
     """A model directory or checkpoint is missing, incomplete or does not match."""
+
+
+class OutputError(ColorFlowError):
+    """An output folder or file cannot be written (read-only, no permission, disk full)."""
+
+
+class OutOfMemory(ColorFlowError):
+    """A page ran out of memory even in the lowest-memory mode (reported with advice)."""

@@ -56,12 +56,20 @@ class Cancelled:
 
 
 @dataclass(frozen=True)
+class Notice:
+    """Something the user should know that is not a failure (e.g. a page retried with less memory)."""
+
+    message: str
+    page: str | None = None
+
+
+@dataclass(frozen=True)
 class Finished:
     done: int
     failed: int
 
 
-Event = Union[Started, Progress, Preview, PageDone, PageFailed, Cancelled, Finished]
+Event = Union[Started, Progress, Preview, PageDone, PageFailed, Cancelled, Notice, Finished]
 EventSink = Callable[[Event], None]
 
 

@@ -96,3 +96,19 @@ def install_offload(components: DiffusionComponents) -> ModelOffload:
     offload.add("fusion", components.fusion)
     components.offload = offload
     return offload
+
+
+def use_lowest_memory(components: DiffusionComponents) -> list[str]:
+    """Switch loaded models to the lowest-memory mode this device allows: the VAE works in
+    tiles and, on an accelerator, every model waits on the CPU until it runs (as --low-vram).
+    Returns what changed (empty when already there)."""
+    changed = []
+    if not getattr(components.vae, "use_tiling", False):
+        components.vae.enable_tiling()
+        changed.append("tiled VAE")
+    if components.device.type != "cpu" and components.offload is None:
+        for module in (components.unet, components.guide, components.vae, components.text_encoder, components.fusion):
+            module.to("cpu")
+        install_offload(components)
+        changed.append("models offloaded to the CPU between uses")
+    return changed

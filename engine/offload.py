@@ -51,3 +51,19 @@ class ModelOffload:
             self.hooks[name].offload()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA, MPS or host memory ran out (torch raises several types for this)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_memory() -> None:
+    """Give back what a failed page held: Python garbage, then the CUDA allocator's cache."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,86 @@
+"""Output folders the run can trust: writable and with room for the chapter, checked before any
+model loads; storage failures (disk full, read-only, quota) told apart from other errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+from engine.errors import OutputError
+
+# What a colored page costs on disk compared with its black-and-white source file (a gray PNG
+# or JPEG becomes an RGB PNG): generous, so the check errs on the side of warning.
+OUTPUT_PER_SOURCE_BYTE = 4
+PROJECT_OVERHEAD_BYTES = 2 * 1024**2  # project file, its backup, retrieval records
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def human_bytes(count: float) -> str:
+    """541 B, 95.9 MB, 3.4 GB (decimal units, as the hub shows sizes)."""
+    if count < 1000:
+        return f"{int(count)} B"
+    for unit in ("KB", "MB", "GB"):
+        count /= 1000
+        if count < 1000 or unit == "GB":
+            break
+    return f"{count:.1f} {unit}"
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """A write failed because of the disk or folder (full, read-only, no permission)."""
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def storage_advice(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free some disk space (or choose another output folder)"
+    return "make the folder writable (or choose another output folder)"
+
+
+def estimate_output_bytes(sources: Sequence) -> int:
+    """Bytes a chapter's colored pages will take, from its source files' sizes."""
+    total = 0
+    archives: dict[Path, dict[str, int]] = {}
+    for source in sources:
+        try:
+            if source.member is None:
+                total += source.path.stat().st_size
+                continue
+            if source.path not in archives:
+                with zipfile.ZipFile(source.path) as archive:
+                    archives[source.path] = {i.filename: i.file_size for i in archive.infolist()}
+            total += archives[source.path].get(source.member, 0)
+        except (OSError, zipfile.BadZipFile):
+            continue  # an unreadable page fails on its own later
+    return total * OUTPUT_PER_SOURCE_BYTE + PROJECT_OVERHEAD_BYTES
+
+
+def _existing_parent(folder: Path) -> Path:
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def check_output_folder(folder: Path, needed_bytes: int = 0) -> None:
+    """Refuse an output folder that cannot be written or lacks room, before the run starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".colorflow-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputError(f"{folder}: cannot write there ({reason}); {storage_advice(exc)}") from exc
+    free = shutil.disk_usage(_existing_parent(folder)).free
+    if needed_bytes and free < needed_bytes:
+        raise OutputError(
+            f"{folder}: only {human_bytes(free)} free, the chapter needs about {human_bytes(needed_bytes)}; "
+            "free some disk space or choose another output folder"
+        )

@@ -1,0 +1,150 @@
+"""Faults during a chapter run: disk full or read-only output, out of memory. Nothing already
+written is lost, the project stays loadable and --resume finishes the chapter."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from engine.errors import OutputError
+from engine.events import Notice, PageDone
+from engine.io.chapter import list_images, open_chapter
+from engine.io.storage import check_output_folder, estimate_output_bytes
+from engine.pipeline import PipelineSettings, colorize_chapter, load_pipeline
+from engine.project import PROJECT_FILE, ChapterProject
+from engine.rap.canvas import WorkSize
+from engine.icp.settings import ColorizeSettings
+from engine.gsrp.settings import UpscaleSettings
+
+SETTINGS = PipelineSettings(colorize=ColorizeSettings(steps=2), upscale=UpscaleSettings(),
+                            size=WorkSize(256, 384), input_style="gray")
+
+
+@pytest.fixture
+def run(tiny_models_dir, demo_data, tmp_path):
+    """A fresh tiny pipeline (its memory mode may change), the demo chapter and a project."""
+    chapter_dir, refs_dir = demo_data
+    pipeline = load_pipeline(str(tiny_models_dir), cache_dir=tmp_path / "cache", input_style="gray")
+    return open_chapter(chapter_dir), list_images([refs_dir]), pipeline, ChapterProject(folder=tmp_path / "out")
+
+
+def test_disk_full_mid_run_keeps_written_pages_and_resume_finishes(run, monkeypatch):
+    chapter, refs, pipeline, project = run
+    real_replace, real_fsync = os.replace, os.fsync
+    state = {"page2_written": False, "full": False}
+
+    def replace(src, dst):  # fileio renames through the os module
+        real_replace(src, dst)
+        if os.path.basename(dst) == "002_2.png":
+            state["page2_written"] = True
+        elif os.path.basename(dst) == PROJECT_FILE and state["page2_written"]:
+            state["full"] = True  # page 2 is recorded: from now on the disk is full
+
+    def fsync(fd):
+        if state["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OutputError) as caught:
+        colorize_chapter(chapter, refs, pipeline, project, SETTINGS)
+    message = str(caught.value)
+    assert "No space left on device" in message and "3.png" in message and "--resume" in message
+    assert "2 page(s) written before are kept" in message
+    folder = project.folder
+    assert sorted(p.name for p in folder.iterdir() if not p.is_dir() and p.suffix == ".png") == ["001_1.png", "002_2.png"]
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]  # no half-written file left
+    for name in ("001_1.png", "002_2.png"):
+        Image.open(folder / name).load()  # complete files
+    saved = ChapterProject.load(folder)  # the last good project file
+    assert [p.status for p in saved.pages] == ["done", "done", "pending", "pending"]
+
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed
+    report = colorize_chapter(chapter, refs, pipeline, ChapterProject.load(folder), SETTINGS, resume=True)
+    assert report.skipped == ["1.png", "2.png"] and report.done == ["3.png", "4.png"]
+    assert [p.status for p in ChapterProject.load(folder).pages] == ["done"] * 4
+
+
+def test_read_only_or_small_output_folder_is_refused_before_the_run(tmp_path, monkeypatch, demo_data):
+    import shutil
+    import tempfile
+
+    import engine.io.storage as storage
+
+    chapter = open_chapter(demo_data[0])
+    needed = estimate_output_bytes(chapter.sources)
+    source_bytes = sum(p.stat().st_size for p in demo_data[0].iterdir())
+    assert needed >= source_bytes  # a colored page is never smaller than the estimate's base
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", read_only)
+        with pytest.raises(OutputError, match="cannot write there \\(Read-only file system\\)"):
+            check_output_folder(tmp_path / "out", needed)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda _p: usage._replace(free=needed - 1))
+    with pytest.raises(OutputError, match="free, the chapter needs about"):
+        check_output_folder(tmp_path / "out", needed)
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda _p: usage._replace(free=needed))
+    check_output_folder(tmp_path / "out", needed)
+    assert not list((tmp_path / "out").iterdir())  # the write probe leaves nothing behind
+
+
+class RunsOutOfMemory:
+    """Stands in for the colorizer: raises CUDA's out-of-memory error on chosen calls."""
+
+    def __init__(self, real, failing_calls):
+        self.real, self.failing, self.calls = real, set(failing_calls), 0
+        self.c = real.c  # the components, as the real colorizer exposes them
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls in self.failing:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return self.real(*args, **kwargs)
+
+
+def test_out_of_memory_retries_once_in_lowest_memory_mode(run):
+    chapter, refs, pipeline, project = run
+    pipeline.colorizer = RunsOutOfMemory(pipeline.colorizer, failing_calls={1})
+    vae = pipeline.colorizer.c.vae
+    assert not vae.use_tiling
+    events = []
+    report = colorize_chapter(chapter, refs, pipeline, project, SETTINGS, events.append)
+    assert report.done == ["1.png", "2.png", "3.png", "4.png"] and not report.failed
+    assert vae.use_tiling  # the lowest-memory mode on the CPU: tiled VAE
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert len(notices) == 1 and notices[0].page == "1.png" and "tiled VAE" in notices[0].message
+    first = next(e for e in events if isinstance(e, PageDone) and e.page == "1.png")
+    assert any("out of memory at first" in w for w in first.info["warnings"])
+
+
+def test_out_of_memory_twice_fails_the_page_with_advice_and_the_run_goes_on(run):
+    chapter, refs, pipeline, project = run
+    pipeline.colorizer = RunsOutOfMemory(pipeline.colorizer, failing_calls={1, 2})
+    report = colorize_chapter(chapter, refs, pipeline, project, SETTINGS)
+    assert report.done == ["2.png", "3.png", "4.png"]
+    reason = report.failed["1.png"]
+    assert "out of memory even in the lowest-memory mode" in reason and "--size" in reason
+    assert pipeline.colorizer.calls == 5  # page 1 twice, then one call per page
+
+
+def test_lowest_memory_on_an_accelerator_offloads_every_model(tiny_models_dir):
+    from engine.loading import load_diffusion, use_lowest_memory
+    from engine.sources import resolve_models
+
+    components = load_diffusion(resolve_models(str(tiny_models_dir)), "cpu")
+    components.device = torch.device("meta")  # as if the models had been loaded on an accelerator
+    changed = use_lowest_memory(components)
+    assert changed == ["tiled VAE", "models offloaded to the CPU between uses"]
+    assert set(components.offload.hooks) == {"text_encoder", "unet", "guide", "vae", "fusion"}
+    models = (components.unet, components.guide, components.vae, components.text_encoder, components.fusion)
+    assert all(p.device.type == "cpu" for m in models for p in m.parameters())  # waiting on the CPU
+    assert use_lowest_memory(components) == []  # nothing lower: a second OOM fails the page
