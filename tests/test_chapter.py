@@ -57,8 +57,9 @@ def test_archive_members_escaping_the_folder_are_refused(tmp_path, member):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("1.png", png_bytes())
         zf.writestr(zipfile.ZipInfo(member), png_bytes())
-    with pytest.raises(UnsafeArchiveError, match="refused"):
+    with pytest.raises(UnsafeArchiveError, match="refused") as caught:
         list_images([archive])
+    assert str(caught.value).startswith(f"{archive}: archive member {member!r}")
 
 
 def test_archive_total_size_is_capped(tmp_path):
@@ -102,6 +103,7 @@ def _modes() -> dict[str, Image.Image]:
         "1": Image.new("1", (16, 16), 1),
         "L": Image.new("L", (16, 16), 255),
         "LA": Image.new("LA", (16, 16), (0, 0)),  # fully transparent ink on white paper
+        "La": Image.new("La", (16, 16), (0, 0)),  # premultiplied alpha, as TIFF ExtraSamples=1 opens
         "P": rgb.convert("P"),
         "P-transparent": palette_transparent,
         "RGB": rgb,
@@ -116,7 +118,7 @@ def test_every_mode_normalises_to_gray_and_rgb(mode):
     image = _modes()[mode]
     gray, color = to_gray(image), to_rgb(image)
     assert gray.mode == "L" and color.mode == "RGB"
-    expected_white = mode in ("1", "L", "LA", "P-transparent", "RGBA", "CMYK", "I;16")
+    expected_white = mode in ("1", "L", "LA", "La", "P-transparent", "RGBA", "CMYK", "I;16")
     if expected_white:  # paper stays white, transparency goes onto white
         assert np.asarray(gray).min() == 255
         assert np.asarray(color).min() == 255

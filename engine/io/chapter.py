@@ -7,7 +7,6 @@ path and size checks; a page that cannot be decoded becomes a per-page error.
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
@@ -16,11 +15,10 @@ from natsort import natsorted, ns
 from PIL import Image
 
 from engine.errors import InputError, PageDecodeError, UnsafeArchiveError
-from engine.io.imaging import IMAGE_EXTENSIONS, DecodeLimits, decode_image, to_gray, to_rgb
+from engine.io import archive
+from engine.io.imaging import IMAGE_EXTENSIONS, DecodeLimits, decode_image, normalise
 
 ARCHIVE_EXTENSIONS = frozenset({".cbz", ".zip"})
-MAX_ARCHIVE_BYTES = 4 * 1024**3  # total uncompressed size of all image members
-MAX_MEMBER_BYTES = 256 * 1024**2  # one compressed page file
 
 
 @dataclass(frozen=True)
@@ -42,13 +40,19 @@ class ImageSource:
         return self.label or self.member or self.path.name
 
     def read_bytes(self) -> bytes:
-        if self.member is None:
-            return self.path.read_bytes()
-        with zipfile.ZipFile(self.path) as archive:
-            info = archive.getinfo(self.member)
-            if info.file_size > MAX_MEMBER_BYTES:
-                raise PageDecodeError(f"{self.name}: {info.file_size:,} bytes, above the page limit")
-            return archive.read(info)
+        """The file's bytes, at most the page limit (PageDecodeError beyond it).
+
+        Archive members go through the archive limits; OSError for an unreadable file and
+        InputError for an archive that can no longer be used.
+        """
+        if self.member is not None:
+            return archive.read_member(self.path, self.member, self.name)
+        limit = archive.MAX_MEMBER_BYTES
+        with open(self.path, "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise PageDecodeError(f"{self.name}: more than {limit:,} bytes, above the page limit")
+        return data
 
     @classmethod
     def parse(cls, ref: str) -> "ImageSource":
@@ -75,11 +79,14 @@ def load_image(source: ImageSource, mode: str, limits: DecodeLimits = DecodeLimi
         raise ValueError(f"mode must be 'L' or 'RGB', got {mode!r}")
     try:
         data = source.read_bytes()
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+    except PageDecodeError:
+        raise
+    except OSError as exc:
         raise PageDecodeError(f"{source.name}: cannot be read ({exc})") from exc
+    except InputError as exc:  # the whole archive changed or broke since it was listed
+        raise PageDecodeError(f"{source.name}: {exc}") from exc
     image = decode_image(data, source.name, limits)
-    normalised = to_gray(image) if mode == "L" else to_rgb(image)
-    return PageImage(source, normalised, hashlib.sha256(data).hexdigest())
+    return PageImage(source, normalise(image, mode, source.name), hashlib.sha256(data).hexdigest())
 
 
 def _is_image_name(name: str) -> bool:
@@ -91,36 +98,34 @@ def _is_hidden(parts: Iterable[str]) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
-def _check_member_name(name: str) -> None:
+def _check_member_name(path: Path, name: str) -> None:
     pure = PurePosixPath(name.replace("\\", "/"))
     if pure.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(f"archive member {name!r} has an absolute path; refused")
+        raise UnsafeArchiveError(f"{path}: archive member {name!r} has an absolute path; refused")
     if ".." in pure.parts:
-        raise UnsafeArchiveError(f"archive member {name!r} points outside the archive; refused")
+        raise UnsafeArchiveError(f"{path}: archive member {name!r} points outside the archive; refused")
 
 
-def list_archive(path: Path, max_total_bytes: int = MAX_ARCHIVE_BYTES) -> list[ImageSource]:
-    """Image members of a ZIP/CBZ in natural order, after path and size checks."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except zipfile.BadZipFile as exc:
-        raise InputError(f"{path}: not a valid ZIP/CBZ archive ({exc})") from exc
-    sources = []
-    total = 0
+def list_archive(path: Path, max_total_bytes: int | None = None) -> list[ImageSource]:
+    """Image members of a ZIP/CBZ in natural order, after path and size checks.
+
+    Every refusal is an InputError naming the archive: UnsafeArchiveError for a member that
+    escapes its folder or a limit of `engine.io.archive` (member count, total size, default
+    `MAX_ARCHIVE_BYTES`, compression ratio), all checked before anything is decompressed.
+    """
+    with archive.open_archive(path) as opened:
+        infos = opened.infolist()
+    images = []
     for info in infos:
-        _check_member_name(info.filename)
-        if info.is_dir():
+        _check_member_name(path, info.filename)
+        if info.filename.endswith("/"):  # a folder (ZipInfo.is_dir() fails on an empty name)
             continue
         parts = PurePosixPath(info.filename).parts
         if _is_hidden(parts) or not _is_image_name(info.filename):
             continue
-        total += info.file_size
-        if total > max_total_bytes:
-            raise UnsafeArchiveError(
-                f"{path}: images add up to more than {max_total_bytes:,} bytes uncompressed; refused"
-            )
-        sources.append(ImageSource(path, info.filename))
+        images.append(info)
+    archive.check_members(path, images, max_total_bytes)
+    sources = [ImageSource(path, info.filename) for info in images]
     return natsorted(sources, key=lambda s: s.member, alg=ns.PATH | ns.IGNORECASE)
 
 
@@ -187,11 +192,12 @@ def open_chapter(inputs: Sequence[str | Path] | str | Path, check: bool = True) 
     """Open a chapter; with `check`, every page is decoded once and failures recorded per page."""
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    sources = list_images(inputs)
-    chapter = Chapter(sources)
-    if check:
-        for source in sources:
-            reason = probe(source)
-            if reason:
-                chapter.errors[source.ref] = reason
+    with archive.archives_kept_open():  # each archive is parsed once, not once per page
+        sources = list_images(inputs)
+        chapter = Chapter(sources)
+        if check:
+            for source in sources:
+                reason = probe(source)
+                if reason:
+                    chapter.errors[source.ref] = reason
     return chapter

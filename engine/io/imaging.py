@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,12 +50,14 @@ def decode_image(data: bytes, name: str, limits: DecodeLimits = DecodeLimits()) 
         raise PageDecodeError(f"{name}: refused, image too large ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise PageDecodeError(f"{name}: not a readable image file") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise PageDecodeError(f"{name}: image data is damaged or truncated ({exc})") from exc
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
     """Composite an image with transparency onto white (manga paper), returning RGB."""
+    if image.mode == "La":  # premultiplied gray+alpha (TIFF ExtraSamples=1): PIL goes to RGBA via LA only
+        image = image.convert("LA")
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
@@ -95,3 +98,11 @@ def to_gray(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I") or image.mode == "F":
         return _high_bit_depth_to_8bit(image)
     return to_rgb(image).convert("L")
+
+
+def normalise(image: Image.Image, mode: str, name: str) -> Image.Image:
+    """`to_gray` ("L") or `to_rgb` ("RGB"); PageDecodeError naming `name` for a mode PIL cannot convert."""
+    try:
+        return to_gray(image) if mode == "L" else to_rgb(image)
+    except (OSError, ValueError) as exc:
+        raise PageDecodeError(f"{name}: {image.mode} images cannot be converted ({exc})") from exc
