@@ -27,6 +27,7 @@ from engine.rap.canvas import (
 )
 from engine.io.chapter import ImageSource, PageImage, load_image
 from engine.rap.curation import Choices
+from engine.io.archive import archives_kept_open
 from engine.rap.embedding import Embedder, EmbeddingCache
 from engine.errors import InputError, PageDecodeError
 
@@ -198,22 +199,23 @@ class Retriever:
         warnings: list[str] = []
         blocks: dict[str, np.ndarray] = {}  # ref -> its 5 patch embeddings
         missing: list[tuple[_Reference, list[Image.Image]]] = []
-        for source in sources:
-            entry = self._reference(source)
-            if entry.error:
-                warnings.append(entry.error)
-                continue
-            try:
-                sha = self._reference_sha(entry)
-                cached = self.cache.get(self.embedder.encoder_id, sha, str(size), "ref", boxes_key)
-                if cached is None:
-                    fitted = self._fitted_reference(entry, size)
-                    missing.append((entry, [crop_patch(fitted, b) for b in boxes]))
-                else:
-                    blocks[source.ref] = cached
-            except (PageDecodeError, OSError) as exc:
-                entry.error = f"reference skipped: {exc}"
-                warnings.append(entry.error)
+        with archives_kept_open():  # references packed in one CBZ: the archive is parsed once
+            for source in sources:
+                entry = self._reference(source)
+                if entry.error:
+                    warnings.append(entry.error)
+                    continue
+                try:
+                    sha = self._reference_sha(entry)
+                    cached = self.cache.get(self.embedder.encoder_id, sha, str(size), "ref", boxes_key)
+                    if cached is None:
+                        fitted = self._fitted_reference(entry, size)
+                        missing.append((entry, [crop_patch(fitted, b) for b in boxes]))
+                    else:
+                        blocks[source.ref] = cached
+                except (PageDecodeError, OSError) as exc:
+                    entry.error = f"reference skipped: {exc}"
+                    warnings.append(entry.error)
         if missing:
             flat = [patch for _, patches in missing for patch in patches]
             embedded = self.embedder.embed(flat)
