@@ -12,6 +12,7 @@ from PySide6.QtGui import QUndoCommand
 from engine.io.chapter import Chapter, ImageSource, list_images, open_chapter
 from engine.rap.curation import Target
 from engine.errors import InputError
+from engine.io.projectlock import ProjectLock
 from engine.project import PROJECT_FILE, ChapterProject
 
 
@@ -29,13 +30,25 @@ class ChapterDocument:
     chapter: Chapter
     references: list[ImageSource]
 
+    lock: ProjectLock | None = None  # held while the chapter is open: another ColorFlow is refused
+
     @classmethod
     def open(cls, path: str | Path, projects_dir: str | Path | None = None) -> "ChapterDocument":
-        """Open a chapter (folder, CBZ/ZIP) or a project folder; runs in the worker thread."""
+        """Open a chapter (folder, CBZ/ZIP) or a project folder; runs in the worker thread.
+        The project's lock is held until `close`."""
         path = Path(path).expanduser().resolve()
         if not path.exists():
             raise InputError(f"{path}: does not exist")
         folder = project_folder_for(path, Path(projects_dir).expanduser() if projects_dir else None)
+        lock = ProjectLock(folder).acquire()
+        try:
+            return cls._open(path, folder, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open(cls, path: Path, folder: Path, lock: ProjectLock) -> "ChapterDocument":
         project = ChapterProject.open_or_create(folder)
         if folder == path:
             if not project.inputs:
@@ -56,7 +69,16 @@ class ChapterDocument:
             if reason:
                 project.set_status(source.name, "failed", reason)
         project.save()
-        return cls(project, chapter, references)
+        return cls(project, chapter, references, lock)
+
+    def close(self) -> None:
+        """Save and let other ColorFlow windows or runs use the project again."""
+        try:
+            self.project.save()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     @property
     def page_names(self) -> list[str]:

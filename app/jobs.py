@@ -71,6 +71,17 @@ class RejectedPatch:
     thumb: Image.Image | None
 
 
+def restore_and_open(path: str, projects_dir: str | None = None) -> OpenResult:
+    """The project's previous good copy replaces its damaged file, then the chapter opens."""
+    from engine.project import ChapterProject
+
+    from .document import project_folder_for
+
+    resolved = Path(path).expanduser().resolve()
+    ChapterProject.restore_backup(project_folder_for(resolved, Path(projects_dir).expanduser() if projects_dir else None))
+    return open_document(path, projects_dir)
+
+
 @dataclass
 class RetrievalView:
     page_index: int
@@ -130,11 +141,16 @@ def rejected_patches(retriever, document: ChapterDocument, page: str, size) -> l
 
 
 def result_path(document: ChapterDocument, name: str) -> Path | None:
+    from engine.errors import ProjectFileError
+
     state = next((p for p in document.project.pages if p.name == name), None)
-    if state and state.status == "done" and state.outputs.get("colored"):
-        path = document.project.folder / state.outputs["colored"]
-        return path if path.is_file() else None
-    return None
+    if state is None or state.status != "done":
+        return None
+    try:
+        path = document.project.output_path(state, "colored")  # never outside the project
+    except ProjectFileError:
+        return None
+    return path if path is not None and path.is_file() else None
 
 
 def describe_device(choice: str) -> str:

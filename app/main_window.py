@@ -58,6 +58,7 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         self._refs_job: int | None = None
         self._export_job: int | None = None
         self._device_job: int | None = None
+        self._opening: str | None = None  # the chapter or project being opened
         self._view: jobs.RetrievalView | None = None  # the retrieval on the canvas
         self._live_page: str | None = None  # the page whose live preview is in the Result tab
         self._page_jobs: dict[int, str] = {}  # colorize job -> page name
@@ -207,6 +208,7 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
             return
         self.statusBar().showMessage(f"Opening {path}…")
         projects_dir = self.settings.projects_dir
+        self._opening = path
         self._open_job = self.worker.submit(lambda emit, cancel: jobs.open_document(path, projects_dir))
         self.settings.remember(str(Path(path).expanduser().resolve()))
         self._save_settings()
@@ -218,6 +220,8 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
             add_action(self, self.recent_menu, path, lambda _c=False, p=path: self.open_path(p))
 
     def _show_document(self, result: jobs.OpenResult) -> None:
+        if self.document is not None:
+            self.document.close()  # its project lock goes with it
         self.document = result.document
         self.undo_stack.clear()
         doc = self.document
@@ -367,7 +371,10 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
                 self.reference_panel.clear_page()
         elif job == self._open_job:
             self._open_job = None
-            QMessageBox.warning(self, "ColorFlow", f"Could not open the chapter:\n{reason}")
+            if "rename colorflow-project.json.bak" in reason:  # damaged, with a good previous copy
+                self._offer_backup(reason)
+            else:
+                QMessageBox.warning(self, "ColorFlow", f"Could not open the chapter:\n{reason}")
         elif job == self._device_job:
             self._device_job = None
             self._device_text = f"{self.settings.run.device} — {reason}"
@@ -441,9 +448,18 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         if self.persist_settings:
             save_settings(self.settings)
 
+    def _offer_backup(self, reason: str) -> None:
+        answer = QMessageBox.question(
+            self, "Damaged project", f"{reason}\n\nGo back to the previous good copy? The damaged file is kept beside it.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes,
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            path, projects_dir = self._opening, self.settings.projects_dir
+            self._open_job = self.worker.submit(lambda emit, cancel: jobs.restore_and_open(path, projects_dir))
+
     def closeEvent(self, event) -> None:
         if self.document is not None:
-            self.document.project.save()
+            self.document.close()
         self.worker.shutdown()
         super().closeEvent(event)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.errors import ColorFlowError, InputError
+from engine.cli_models import add_models_commands, cmd_models
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -88,8 +89,10 @@ DECODE_DIFFERENCE = (
 
 
 def _open_inputs(args):
-    """Chapter, references and project of a retrieve/colorize run, checked before any model loads."""
+    """Chapter, references, project and the project's lock (held: use it in a `with` block) of a
+    retrieve/colorize run, checked before any model loads. Another process on OUT is refused."""
     from engine.io.chapter import list_images, open_chapter
+    from engine.io.projectlock import ProjectLock
     from engine.project import ChapterProject
 
     try:
@@ -100,9 +103,15 @@ def _open_inputs(args):
         references = list_images(args.refs)
     except InputError as exc:
         raise InputError(f"--refs {exc}") from exc
-    project = ChapterProject.open_or_create(args.out.expanduser().resolve())
+    folder = args.out.expanduser().resolve()
+    lock = ProjectLock(folder).acquire()
+    try:
+        project = ChapterProject.open_or_create(folder)
+    except BaseException:
+        lock.release()
+        raise
     project.inputs = [str(Path(p).expanduser().resolve()) for p in args.input]
-    return chapter, references, project
+    return chapter, references, project, lock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,60 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="write a small generated chapter and colored references to try the commands on",
         description="Writes DIR/chapter/ (gray pages) and DIR/refs/ (colored references), "
-        "generated and deterministic. Try: colorflow colorize DIR/chapter --refs DIR/refs "
-        "--out DIR/out --models tiny",
+        "generated and deterministic, and prints the colorize command that colors them with the "
+        "tiny models at a small working size and a few steps (well under a minute of CPU).",
     )
     demo.add_argument("dir", type=Path, metavar="DIR")
     demo.add_argument("--pages", type=int, default=3, help="number of pages (default 3)")
     demo.add_argument("--refs", type=int, default=3, help="number of references (default 3)")
 
-    models = commands.add_parser("models", help="manage model files")
-    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    make_tiny = model_commands.add_parser(
-        "make-tiny",
-        help="write small random-weight models in the official layout (offline tests, demos)",
-        description="Writes DIR/sd15/ and DIR/colorflow/ with tiny random-weight models built "
-        "with the real classes. Use with --models DIR. Colors they produce are meaningless.",
-    )
-    make_tiny.add_argument("dir", type=Path, metavar="DIR")
-    make_tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
-    download = model_commands.add_parser(
-        "download",
-        help="fetch the official model files once into the Hugging Face cache (about 10.6 GB)",
-        description="Downloads only the files the official preset needs (SD1.5 UNet, VAE, text "
-        "encoder, tokenizer, scheduler config; ColorFlow GraySD guide, UNet LoRA, GSRP network and "
-        "CLIP image encoder) into the Hugging Face cache (HF_HOME), checks each file's sha256 "
-        "against the hub and pins it in the lock file. Interrupted downloads resume. Proxies: "
-        "the usual HTTPS_PROXY variables.",
-    )
-    download.add_argument("--repair", action="store_true",
-                          help="verify every file first and fetch again the missing and damaged ones")
-    download.add_argument("--force", action="store_true", help="download every file again")
-    model_commands.add_parser(
-        "verify",
-        help="check presence and sha256 of every official file; exit 1 if any is missing or damaged",
-        description="Checks each file of the official preset against the sha256 pinned at download. "
-        "Damaged files are named; fetch them again with `colorflow models download --repair`.",
-    )
-    convert = model_commands.add_parser(
-        "convert",
-        help="write safetensors copies of the pickled official GraySD files (loaded in preference)",
-        description="Reads GraySD/*.bin with torch.load(weights_only=True), writes .safetensors "
-        "beside them and checks they reload to identical tensors. Later loads use the copies.",
-    )
-    convert.add_argument("--models", default="official", help="official (default) or a models DIR")
-    model_commands.add_parser(
-        "list",
-        help="show the presets, what is present locally, size on disk and the device settings",
-    )
-    layout = model_commands.add_parser(
-        "layout",
-        help="print every key and shape of the GraySD guide, UNet LoRA, GSRP network and ScreenStyle networks",
-        description="Builds the networks at official size (no weights loaded, no download) and "
-        "prints each state-dict key with its shape, to diff against the official checkpoint files.",
-    )
-    layout.add_argument("--json", action="store_true",
-                        help="print JSON {guider, unet_lora, multires, <ScreenStyle .pth hub paths>}")
+    add_models_commands(commands, _size_arg)
 
     bench = commands.add_parser("bench", help="benchmarks that print measured ratios")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHICH")
@@ -260,7 +223,7 @@ def _progress_sink(enabled: bool):
     """Turn engine events into a tqdm bar on stderr and collect the per-page report."""
     from tqdm import tqdm
 
-    from engine.events import Cancelled, PageDone, PageFailed, Progress, Started
+    from engine.events import Cancelled, Notice, PageDone, PageFailed, Progress, Started
 
     state: dict = {"bar": None}
 
@@ -277,6 +240,9 @@ def _progress_sink(enabled: bool):
             bar.update(1)
         elif isinstance(event, Cancelled) and bar is not None:
             bar.write("cancelled", file=sys.stderr)
+        elif isinstance(event, Notice):
+            text = f"note: {event.page + ': ' if event.page else ''}{event.message}"
+            bar.write(text, file=sys.stderr) if bar is not None else print(text, file=sys.stderr)
 
     def close() -> None:
         if state["bar"] is not None:
@@ -298,18 +264,19 @@ def cmd_retrieve(args) -> int:
     from engine.devices import pick_device
     from engine.pipeline import InputSettings, load_preparer, load_retriever, retrieve_chapter
 
-    chapter, references, project = _open_inputs(args)
-    _precheck(args)
-    inputs = InputSettings(args.input_style, args.procedure, args.seed, args.size)
-    device = pick_device(args.device)
-    retriever = load_retriever(args.models, device, args.cache_dir)
-    preparer = load_preparer(args.models, device, args.cache_dir, args.input_style)
-    emit, close = _progress_sink(not args.json)
-    try:
-        report = retrieve_chapter(chapter, references, retriever, project, args.size, emit,
-                                  preparer=preparer, inputs=inputs)
-    finally:
-        close()
+    chapter, references, project, lock = _open_inputs(args)
+    with lock:  # held until the run ends, so a second process on OUT is refused
+        _precheck(args)
+        inputs = InputSettings(args.input_style, args.procedure, args.seed, args.size)
+        device = pick_device(args.device)
+        retriever = load_retriever(args.models, device, args.cache_dir)
+        preparer = load_preparer(args.models, device, args.cache_dir, args.input_style)
+        emit, close = _progress_sink(not args.json)
+        try:
+            report = retrieve_chapter(chapter, references, retriever, project, args.size, emit,
+                                      preparer=preparer, inputs=inputs)
+        finally:
+            close()
     _print_report(args, project, report, "retrieved")
     return EXIT_PAGES_FAILED if report.failed else EXIT_OK
 
@@ -335,21 +302,22 @@ def cmd_colorize(args) -> int:
         output_size=args.output_size or ("gsrp" if official else "page"),
     )
     settings.check()
-    chapter, references, project = _open_inputs(args)
-    _precheck(args)
-    pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir,
-                             vae_tiling=args.vae_tiling, input_style=args.input_style)
-    emit, close = _progress_sink(not args.json)
-    try:
-        report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)
-    finally:
-        close()
-    try:
-        exports = [str(p) for p in export_project(project, chapter, args.format,
-                                                  include_uncolored=args.include_uncolored)]
-    except IncompleteExport as exc:  # the per-page report still prints; nothing short is written
-        print(f"colorflow: {args.format} export not written: {exc}", file=sys.stderr)
-        exports = []
+    chapter, references, project, lock = _open_inputs(args)
+    with lock:  # held until the export is written, so a second process on OUT is refused
+        _precheck(args)
+        pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir,
+                                 vae_tiling=args.vae_tiling, input_style=args.input_style)
+        emit, close = _progress_sink(not args.json)
+        try:
+            report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)
+        finally:
+            close()
+        try:
+            exports = [str(p) for p in export_project(project, chapter, args.format,
+                                                      include_uncolored=args.include_uncolored)]
+        except IncompleteExport as exc:  # the per-page report still prints; nothing short is written
+            print(f"colorflow: {args.format} export not written: {exc}", file=sys.stderr)
+            exports = []
     _print_report(args, project, report, "colored", exports)
     return EXIT_PAGES_FAILED if report.failed else EXIT_OK
 
@@ -373,114 +341,14 @@ def _print_report(args, project, report, verb: str, exports: list[str] | None = 
         print("exported: " + ", ".join(exports))
 
 
-def _byte_progress_sink():
-    """A tqdm byte bar per downloaded file, fed by engine Progress events."""
-    from tqdm import tqdm
-
-    from engine.events import Progress
-
-    bars: dict[str, tqdm] = {}
-
-    def emit(event) -> None:
-        if isinstance(event, Progress) and event.stage == "download" and event.page:
-            bar = bars.get(event.page)
-            if bar is None:
-                bar = bars[event.page] = tqdm(total=event.total, unit="B", unit_scale=True, desc=event.page, file=sys.stderr)
-            bar.update(event.step - bar.n)
-
-    def close() -> None:
-        for bar in bars.values():
-            bar.close()
-
-    return emit, close
-
-
-def _print_models_list() -> None:
-    from engine.devices import pick_device
-    from engine.models.hub import human_bytes, local_path, preset_files
-    from engine.loading import default_dtype
-    from engine.paths import cache_dir
-
-    files = preset_files("official")
-    present = [(f, local_path(f)) for f in files]
-    on_disk = sum(p.stat().st_size for _, p in present if p)
-    count = sum(1 for _, p in present if p)
-    print(f"official  {count}/{len(files)} files present, {human_bytes(on_disk)} on disk "
-          f"(of ~{human_bytes(sum(f.approx_bytes for f in files))})")
-    for file, path in present:
-        print(f"   {'ok' if path else '--'}  {file.repo}/{file.path}")
-    tiny = cache_dir() / "tiny-models"
-    print(f"tiny      {'generated in ' + str(tiny) if (tiny / '.complete').exists() else 'generated on first use'}")
-    device = pick_device("auto")
-    print(f"device    auto -> {device}, {str(default_dtype(device)).replace('torch.', '')}")
-
-
 def cmd_demo(args) -> int:
-    from engine.demo import make_demo_chapter
+    from engine.demo import make_demo_chapter, try_command
 
     if args.pages < 1 or args.refs < 1:
         raise InputError("--pages and --refs must be at least 1")
     chapter, refs = make_demo_chapter(args.dir.expanduser().resolve(), pages=args.pages, refs=args.refs)
     print(f"chapter: {chapter}\nreferences: {refs}")
-    return EXIT_OK
-
-
-def cmd_models(args) -> int:
-    from engine.sources import make_tiny
-
-    if args.models_command == "make-tiny":
-        paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
-        print(f"tiny models written: {paths.sd15.parent}")
-    elif args.models_command == "download":
-        from engine.models.hub import download, missing_files, verify
-
-        files = None
-        if args.repair:
-            files = [s.file for s in verify("official") if s.status in ("missing", "corrupt")]
-        elif not args.force:
-            files = missing_files("official")
-        if files == []:
-            print("all official model files are present (verify: colorflow models verify)")
-            return EXIT_OK
-        emit, close = _byte_progress_sink()
-        try:
-            states = download("official", emit=emit, force=args.force, files=files)
-        finally:
-            close()
-        for state in states:
-            print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  ({state.detail})")
-    elif args.models_command == "verify":
-        from engine.models.hub import verify
-
-        states = verify("official")
-        for state in states:
-            print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  {state.detail}")
-        bad = [s for s in states if s.status in ("missing", "corrupt")]
-        if bad and all(s.status == "missing" for s in states):  # a fresh install: nothing to repair
-            print("the official models are not downloaded yet; fetch them once with: colorflow models download")
-            return EXIT_PAGES_FAILED
-        if bad:
-            print(f"{len(bad)} file(s) missing or damaged; fetch them again with: colorflow models download --repair")
-            return EXIT_PAGES_FAILED
-    elif args.models_command == "convert":
-        from engine.models.hub import convert_to_safetensors
-        from engine.sources import resolve_models
-
-        written = convert_to_safetensors(resolve_models(args.models).graysd, report=print)
-        print(f"{len(written)} file(s) converted" if written else "nothing to convert")
-    elif args.models_command == "list":
-        _print_models_list()
-    elif args.models_command == "layout":
-        from engine.layout import official_layout
-
-        layout = official_layout()
-        if args.json:
-            print(json.dumps(layout, indent=1))
-        else:
-            for network, keys in layout.items():
-                print(f"# {network}: {len(keys)} tensors")
-                for key, shape in keys.items():
-                    print(f"{key}\t{shape}")
+    print(f"next: {try_command(str(args.dir))}")
     return EXIT_OK
 
 

@@ -8,6 +8,17 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 PALETTE = [(220, 70, 60), (60, 120, 210), (240, 200, 80), (90, 170, 100), (170, 90, 180), (240, 150, 170)]
+# The demo's colorize settings: a small working size near the pages' aspect and a few steps, so
+# the tiny models color the demo chapter in well under a minute of CPU (the official defaults,
+# the nearest official size and 10 steps, take minutes of CPU even with the tiny models).
+DEMO_WORK_SIZE = "256x384"
+DEMO_STEPS = 4
+
+
+def try_command(folder: str) -> str:
+    """The colorize command `colorflow demo` and the README suggest for a demo folder."""
+    return (f"colorflow colorize {folder}/chapter --refs {folder}/refs --out {folder}/out --models tiny "
+            f"--size {DEMO_WORK_SIZE} --steps {DEMO_STEPS} --format cbz")
 
 
 def _scene(rng: random.Random, size: tuple[int, int]) -> Image.Image:

@@ -47,3 +47,58 @@ def pick_device(choice: str = "auto") -> str:
     if choice == "mps" and not has_mps:
         raise InputError("--device mps: Apple Metal is not available")
     return choice
+
+
+NO_GPU = "no GPU: official models run on the CPU at several minutes per page"
+
+
+def describe_device(device: str) -> str:
+    """A resolved device in words: "cuda:0 (NVIDIA ..., 79.2 GiB)", "mps (Apple Metal)", "cpu"."""
+    import torch
+
+    if device.startswith("cuda"):
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        properties = torch.cuda.get_device_properties(index)
+        return f"cuda:{index} ({properties.name}, {properties.total_memory / 2**30:.1f} GiB)"
+    if device == "mps":
+        return "mps (Apple Metal)"
+    return device
+
+
+def gpu_ruled_out() -> bool:
+    """True when no GPU can be usable, decided without importing torch: a CPU-only torch build,
+    or Linux without an NVIDIA driver (and no ROCm build), or macOS on Intel. Otherwise only
+    torch can tell (pick_device)."""
+    import importlib.metadata
+    import platform
+    import sys
+    from pathlib import Path
+
+    try:
+        build = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        build = ""
+    if "+cpu" in build:
+        return True
+    if sys.platform.startswith("linux"):
+        return "+rocm" not in build and not Path("/proc/driver/nvidia/version").exists()
+    if sys.platform == "darwin":
+        return platform.machine() != "arm64"
+    return False
+
+
+def dtype_name(device: str) -> str:
+    """The dtype loading.default_dtype picks for a resolved device, without torch."""
+    return "float16" if device in ("cuda", "mps") else "float32"
+
+
+def resolve_auto() -> str:
+    """`auto` resolved: "cpu" without importing torch when no GPU can be usable, else pick_device."""
+    return "cpu" if gpu_ruled_out() else pick_device("auto")
+
+
+def describe_gpu() -> str:
+    """The GPU `--device auto` uses, or that there is none and what that costs."""
+    device = resolve_auto()
+    return NO_GPU if device == "cpu" else describe_device(device)

@@ -31,3 +31,7 @@ class OutputError(ColorFlowError):
 
 class OutOfMemory(ColorFlowError):
     """A page ran out of memory even in the lowest-memory mode (reported with advice)."""
+
+
+class ProjectLockedError(ColorFlowError):
+    """Another ColorFlow process is working on the same project folder."""

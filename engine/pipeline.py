@@ -388,7 +388,8 @@ def colorize_chapter(
         state = project.page(name)
         key = settings.key(page, retrieval, pipeline.models_id)
         output = project.folder / f"{page_folder_name(index, name)}.png"
-        if resume and state.status == "done" and state.settings_key == key and output.exists():
+        recorded = state.outputs.get("colored") == output.name  # the file this run would write, nothing else
+        if resume and state.status == "done" and state.settings_key == key and recorded and output.exists():
             report.skipped.append(name)
             emit(PageDone(name, {"colored": str(output)}, {"skipped": True}))
             continue

@@ -510,3 +510,32 @@ def test_chapter_info_dialog_sets_the_cbz_comicinfo(qtbot, tmp_path, monkeypatch
     assert info.findtext("Series") == "Blue Lagoon" and info.findtext("Number") == "12.5"
     assert info.findtext("Manga") == "Yes" and info.findtext("Title") == "Blue Lagoon 12"
     assert info.findtext("PageCount") == "2"
+
+
+def test_an_open_chapter_is_locked_and_a_damaged_project_offers_its_backup(qtbot, settings, chapter, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.document import ChapterDocument
+    from engine.errors import ProjectLockedError
+
+    window = make_window(qtbot, settings)
+    with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):
+        window.open_path(str(chapter[0]))
+    folder = window.document.project.folder
+    with pytest.raises(ProjectLockedError, match="is in use by"):
+        ChapterDocument.open(chapter[0])  # a second window or run on the same project
+    window.document.project.settings["series"] = "kept"
+    window.document.project.save()  # the previous save becomes the .bak
+    window.close()
+    ChapterDocument.open(chapter[0]).close()  # closing the window let the project go
+
+    (folder / "colorflow-project.json").write_text('{"format": "colorflow-project", "version": 2, "pages": 7}')
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Yes)
+    window = make_window(qtbot, settings)
+    with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):
+        window.open_path(str(chapter[0]))
+    assert asked and "colorflow-project.json.bak" in asked[0]
+    assert list(folder.glob("colorflow-project.json.damaged-*"))  # the damaged file is kept
+    assert window.page_strip.count() == 4
+    close(qtbot, window)

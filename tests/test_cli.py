@@ -111,8 +111,8 @@ def test_missing_model_directory_is_a_clear_error(demo_data, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["retrieve"], ["colorize"], ["models"], ["models", "make-tiny"], ["models", "layout"],
-     ["bench", "retrieval"], ["bench", "flops"]],
+    [[], ["retrieve"], ["colorize"], ["demo"], ["models"], ["models", "make-tiny"], ["models", "layout"],
+     ["models", "list"], ["models", "probe"], ["bench", "retrieval"], ["bench", "flops"]],
 )
 def test_help_explains_each_command(args):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), *args, "--help"],
@@ -171,3 +171,17 @@ def test_readme_commands_block_matches_the_parser():
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert module.rewrite(readme) == readme, "run: python scripts/readme_commands.py"
     assert "colorflow colorize [-h] --refs" in readme and "--include-uncolored" in readme
+
+
+def test_demo_prints_the_fast_tiny_command_the_readme_gives(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "demo"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("next: ")
+    command = lines[-1].removeprefix("next: ")
+    assert command.startswith("colorflow colorize demo/chapter --refs demo/refs --out demo/out --models tiny ")
+    assert "--size 256x384" in command and "--steps 4" in command
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"colorflow demo demo && {command}" in readme
+    assert len(list((tmp_path / "demo" / "chapter").glob("*.png"))) == 3
+    assert len(list((tmp_path / "demo" / "refs").glob("*.png"))) == 3

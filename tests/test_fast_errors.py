@@ -88,3 +88,24 @@ def test_cuda_without_cuda_says_what_to_do(chapter, tmp_path):
 def test_version():
     result = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("colorflow ")
+
+
+def test_probe_without_official_models_is_one_short_line(tmp_path):
+    outcome, err = run_cli(["models", "probe"],
+                           {"HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_CACHE": str(tmp_path / "empty-hf" / "hub")})
+    assert outcome == {"code": 2, "torch": False}, err
+    line = err.strip()
+    assert "\n" not in line and "colorflow models download" in line and "not downloaded yet" in line
+
+
+def test_probe_with_bad_steps():
+    _assert_fast_error(["models", "probe", "--models", "tiny", "--steps", "0"], "--steps must be between 1 and 100")
+
+
+def test_models_list_imports_no_torch_where_no_gpu_can_be_used(tmp_path):
+    from engine.devices import gpu_ruled_out
+
+    if not gpu_ruled_out():
+        pytest.skip("a GPU may be usable here: only torch can tell")
+    outcome, err = run_cli(["models", "list"], {"HF_HOME": str(tmp_path / "hf")})
+    assert outcome == {"code": 0, "torch": False}, err

@@ -1,8 +1,11 @@
 """Model manager: an official-layout hub snapshot used offline, verify, convert, safe loading,
-fail-fast downloads."""
+fail-fast downloads, what `models list` tells a new user, the speed probe."""
 
 from __future__ import annotations
 
+import collections
+import json
+import os
 import re
 import shutil
 import time
@@ -13,7 +16,9 @@ import torch
 
 from engine.cli import main
 from engine.errors import ModelError
-from engine.models.hub import convert_to_safetensors, download, local_path, pin, preset_files, sha256_file, verify
+from engine.models.hub import (
+    convert_to_safetensors, download, human_bytes, local_path, pin, preset_files, sha256_file, verify,
+)
 from engine.sources import resolve_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +218,110 @@ def test_verify_on_a_fresh_install_says_download_not_repair(tmp_path, monkeypatc
     assert main(["models", "verify"]) == 1
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "not downloaded yet" in last and "colorflow models download" in last and "--repair" not in last
+
+
+Usage = collections.namedtuple("Usage", "total used free")
+
+
+def _fake_disk(monkeypatch, free: int) -> list[Path]:
+    """shutil.disk_usage answering `free` bytes; returns the folders it was asked about."""
+    asked: list[Path] = []
+
+    def disk_usage(path):
+        asked.append(Path(path))
+        return Usage(10 * free + 1, 0, free)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    return asked
+
+
+def test_models_list_shows_file_sizes_total_folder_space_licences_and_speed(hub_snapshot, monkeypatch, capsys):
+    lora = next(f for f in preset_files() if f.path == "GraySD/unet_lora.bin")
+    local_path(lora).unlink()
+    asked = _fake_disk(monkeypatch, 500 * 10**9)
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    installed = {f.path: os.path.getsize(local_path(f)) for f in preset_files() if local_path(f)}
+    assert len(installed) == 19
+    # An installed file shows its size on disk, a missing one its download size (~).
+    rows = {m[3]: (m[1], m[2]) for m in (re.match(r"   (ok|--)\s+(~?[\d.]+ [KMG]?B)  (\S+)$", line) for line in lines) if m}
+    assert len(rows) == 20
+    guide = "TencentARC/ColorFlow/GraySD/diffusion_pytorch_model.bin"
+    assert rows[guide] == ("ok", human_bytes(installed["GraySD/diffusion_pytorch_model.bin"]))
+    assert rows["TencentARC/ColorFlow/GraySD/unet_lora.bin"] == ("--", "~95.9 MB")
+    total = sum(installed.values()) + 95_900_000
+    assert f"official  19/20 files present, {human_bytes(sum(installed.values()))} on disk, 95.9 MB still to download" in out
+    assert f"   total {human_bytes(total)} " in out
+    assert f"folder    {hub_snapshot / 'hub'} " in out
+    assert f"free      500.0 GB free (measured at {hub_snapshot / 'hub'})" in out and asked == [hub_snapshot / "hub"]
+    assert "WARNING" not in out
+    for name in ("CreativeML OpenRAIL-M", "Academic Software Licence (ASL)", "ScreenStyle licence"):
+        assert sum(line.strip().startswith(name) for line in lines) == 1, name
+    assert "https://github.com/TencentARC/ColorFlow/blob/main/LICENSE" in out
+    assert "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5" in out
+    assert "speed     not measured — run `colorflow models probe`" in out
+    assert "speed: not measured — run `colorflow models probe --models tiny`" in out
+
+
+@pytest.mark.parametrize("room, warned", [(1.0, True), (1.04, True), (1.06, False)])
+def test_models_list_warns_when_the_download_does_not_fit(tmp_path, monkeypatch, capsys, room, warned):
+    """The warning comes exactly when `models download` would refuse (5% margin), and free
+    space is measured on the nearest folder that exists (the cache folder is made later)."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "new" / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    needed = sum(f.approx_bytes for f in preset_files())
+    asked = _fake_disk(monkeypatch, int(needed * room))
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert asked == [tmp_path]
+    assert f"{human_bytes(needed)} still to download" in out
+    warning = [line for line in out.splitlines() if line.startswith("WARNING")]
+    if warned:
+        assert len(warning) == 1 and "not enough free disk space" in warning[0]
+        assert f"only {human_bytes(int(needed * room))} free in {tmp_path / 'new' / 'hf' / 'hub'}" in warning[0]
+        assert "HF_HOME" in warning[0]
+    else:
+        assert warning == []
+
+
+def test_probe_with_tiny_models_prints_stage_seconds_and_models_list_shows_it(capsys):
+    from engine.models.speed import probe_path
+
+    assert main(["models", "probe", "--models", "tiny", "--device", "cpu", "--size", "256x384", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    shown = dict(re.findall(r"^  (ScreenStyle|RAP|ICP|GSRP|total)\s+([\d.]+) s", out, flags=re.M))
+    assert set(shown) == {"ScreenStyle", "RAP", "ICP", "GSRP", "total"}
+    stored = json.loads(probe_path().read_text())
+    assert list(stored) == ["tiny"]
+    probe = stored["tiny"]
+    assert (probe["device"], probe["size"], probe["steps"], probe["dtype"]) == ("cpu", "256x384", 1, "float32")
+    assert all(seconds > 0 for seconds in probe["stages_s"].values())
+    assert probe["page_s"] == pytest.approx(sum(probe["stages_s"].values()), abs=0.002)
+    assert float(shown["total"]) == pytest.approx(probe["page_s"], abs=0.05)
+    assert sum(float(shown[s]) for s in probe["stages_s"]) == pytest.approx(probe["page_s"], abs=0.21)
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    date = probe["measured"][:10]
+    assert f"speed: last probe: {probe['page_s']:.1f} s/page on cpu ({date}, 1 step, 256x384)" in listing
+    assert "speed     not measured — run `colorflow models probe`" in listing  # the official models: not yet
+
+
+def test_stored_probes_are_kept_per_model_source(tmp_path):
+    from engine.models.speed import probe_line, read_probes, store_probe
+
+    base = {"device": "cuda:0", "steps": 10, "size": "512x800", "stages_s": {}, "measured": "2026-11-25T10:00:00"}
+    store_probe({**base, "models": "official", "page_s": 12.34})
+    store_probe({**base, "models": "tiny", "page_s": 0.5, "device": "cpu"})
+    store_probe({**base, "models": str(tmp_path / "m" / ".." / "m"), "page_s": 3.0})
+    assert sorted(read_probes()) == sorted(["official", "tiny", str(tmp_path / "m")])
+    assert probe_line("official") == "last probe: 12.3 s/page on cuda:0 (2026-11-25, 10 steps, 512x800)"
+    assert probe_line(str(tmp_path / "m")).startswith("last probe: 3.0 s/page")
+
+
+def test_device_dtype_names_match_the_loader():
+    from engine.devices import dtype_name
+    from engine.loading import default_dtype
+
+    for device in ("cpu", "cuda", "mps"):
+        assert f"torch.{dtype_name(device)}" == str(default_dtype(device))

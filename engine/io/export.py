@@ -168,9 +168,10 @@ class IncompleteExport(InputError):
 
 
 def _colored_outputs(project) -> dict[str, Path]:
-    """Page name -> its finished colored PNG in the project folder."""
-    folder = Path(project.folder)
-    return {p.name: folder / p.outputs["colored"] for p in project.pages if p.status == "done" and p.outputs.get("colored")}
+    """Page name -> its finished colored PNG, checked to lie inside the project folder (a project
+    file is shared and untrusted: an entry leading outside is a ProjectFileError naming it)."""
+    return {p.name: project.output_path(p, "colored")
+            for p in project.pages if p.status == "done" and p.outputs.get("colored")}
 
 
 def uncolored_pages(project, chapter) -> list[str]:

@@ -60,8 +60,9 @@ def estimate_output_bytes(sources: Sequence) -> int:
     return total * OUTPUT_PER_SOURCE_BYTE + PROJECT_OVERHEAD_BYTES
 
 
-def _existing_parent(folder: Path) -> Path:
-    folder = Path(folder).absolute()
+def nearest_existing(folder: Path) -> Path:
+    """`folder` or its nearest parent that exists (where a folder not yet made would live)."""
+    folder = Path(folder).expanduser().absolute()
     while not folder.exists() and folder.parent != folder:
         folder = folder.parent
     return folder
@@ -78,7 +79,7 @@ def check_output_folder(folder: Path, needed_bytes: int = 0) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OutputError(f"{folder}: cannot write there ({reason}); {storage_advice(exc)}") from exc
-    free = shutil.disk_usage(_existing_parent(folder)).free
+    free = shutil.disk_usage(nearest_existing(folder)).free
     if needed_bytes and free < needed_bytes:
         raise OutputError(
             f"{folder}: only {human_bytes(free)} free, the chapter needs about {human_bytes(needed_bytes)}; "

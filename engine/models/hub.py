@@ -18,10 +18,12 @@ from typing import Callable
 from engine.errors import ModelError
 from engine.events import CancelToken, EventSink, Progress, ignore
 from engine.io.fileio import atomic_write_json
+from engine.io.storage import human_bytes  # noqa: F401 - also this module's public helper
 from engine.paths import config_dir
 from engine.resources import model_config
 
 LOCK_FILE = "models.lock.json"
+DOWNLOAD_MARGIN = 1.05  # a download wants 5% more free space than the files' own size
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,6 @@ def local_path(file: PresetFile, cache: Path | None = None) -> Path | None:
         return candidate
     converted = candidate.with_suffix(".safetensors")
     return converted if converted.is_file() else None
-
-
-def human_bytes(count: float) -> str:
-    """541 B, 95.9 MB, 3.4 GB (decimal units, as the hub shows sizes)."""
-    if count < 1000:
-        return f"{int(count)} B"
-    for unit in ("KB", "MB", "GB"):
-        count /= 1000
-        if count < 1000 or unit == "GB":
-            break
-    return f"{count:.1f} {unit}"
 
 
 def missing_files(preset: str = "official") -> list[PresetFile]:
@@ -246,7 +237,7 @@ def download(
     cache.mkdir(parents=True, exist_ok=True)
     needed = sum(f.approx_bytes for f in files)
     free = shutil.disk_usage(cache).free
-    if needed * 1.05 > free:
+    if needed * DOWNLOAD_MARGIN > free:
         raise ModelError(
             f"not enough free disk space in {cache}: {human_bytes(needed)} needed, {human_bytes(free)} free"
         )

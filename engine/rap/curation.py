@@ -27,7 +27,9 @@ class Target:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Target":
-        return cls(str(data["ref"]), data.get("patch"))
+        if not isinstance(data, dict) or not isinstance(data.get("ref"), str):
+            raise ValueError(f"a pin or reject must be {{'ref': str, 'patch': ...}}, got {data!r:.80}")
+        return cls(data["ref"], data.get("patch"))
 
 
 @dataclass
@@ -66,6 +68,8 @@ class Choices:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Choices":
+        if not isinstance(data, dict) or not all(isinstance(data.get(k, []), list) for k in ("pins", "rejects")):
+            raise ValueError(f"choices must be {{'pins': [...], 'rejects': [...]}}, got {data!r:.80}")
         return cls(
             [Target.from_json(t) for t in data.get("pins", [])],
             [Target.from_json(t) for t in data.get("rejects", [])],
@@ -104,6 +108,8 @@ class Curation:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Curation":
+        if not isinstance(data, dict) or not isinstance(data.get("pages", {}), dict):
+            raise ValueError(f"curation must be {{'chapter': {{...}}, 'pages': {{...}}}}, got {data!r:.80}")
         return cls(
             Choices.from_json(data.get("chapter", {})),
             {name: Choices.from_json(c) for name, c in data.get("pages", {}).items()},

@@ -1,0 +1,239 @@
+"""The `colorflow models ...` subcommands: list, download, verify, convert, layout, make-tiny, probe."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from engine.devices import DEVICE_CHOICES
+
+OK, FAILED = 0, 1  # engine.cli's EXIT_OK and EXIT_PAGES_FAILED
+
+
+def add_models_commands(commands, size_type: Callable) -> None:
+    """The `models` command and its actions, on the top-level subparsers `commands`."""
+    models = commands.add_parser("models", help="manage model files")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    make_tiny = model_commands.add_parser(
+        "make-tiny",
+        help="write small random-weight models in the official layout (offline tests, demos)",
+        description="Writes DIR/sd15/ and DIR/colorflow/ with tiny random-weight models built "
+        "with the real classes. Use with --models DIR. Colors they produce are meaningless.",
+    )
+    make_tiny.add_argument("dir", type=Path, metavar="DIR")
+    make_tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    download = model_commands.add_parser(
+        "download",
+        help="fetch the official model files once into the Hugging Face cache (about 10.7 GB)",
+        description="Downloads only the files the official preset needs (SD1.5 UNet, VAE, text "
+        "encoder, tokenizer, scheduler config; ColorFlow GraySD guide, UNet LoRA, GSRP network, "
+        "CLIP image encoder and ScreenStyle networks) into the Hugging Face cache (HF_HOME), checks "
+        "each file's sha256 against the hub and pins it in the lock file. Interrupted downloads "
+        "resume. Proxies: the usual HTTPS_PROXY variables. `colorflow models list` shows the "
+        "sizes, the folder, its free space and the licences first.",
+    )
+    download.add_argument("--repair", action="store_true",
+                          help="verify every file first and fetch again the missing and damaged ones")
+    download.add_argument("--force", action="store_true", help="download every file again")
+    model_commands.add_parser(
+        "verify",
+        help="check presence and sha256 of every official file; exit 1 if any is missing or damaged",
+        description="Checks each file of the official preset against the sha256 pinned at download. "
+        "Damaged files are named; fetch them again with `colorflow models download --repair`.",
+    )
+    convert = model_commands.add_parser(
+        "convert",
+        help="write safetensors copies of the pickled official GraySD files (loaded in preference)",
+        description="Reads GraySD/*.bin with torch.load(weights_only=True), writes .safetensors "
+        "beside them and checks they reload to identical tensors. Later loads use the copies.",
+    )
+    convert.add_argument("--models", default="official", help="official (default) or a models DIR")
+    model_commands.add_parser(
+        "list",
+        help="per-file sizes, destination folder and free space, licences, GPU and measured speed",
+        description="Shows each official file with its size (on disk when present, else the "
+        "download size) and the total, the Hugging Face cache folder the files go to and its free "
+        "space (with a warning when the download does not fit), the licence of each part with its "
+        "URL, whether a usable GPU is present, the last speed probe, and the tiny models.",
+    )
+    layout = model_commands.add_parser(
+        "layout",
+        help="print every key and shape of the GraySD guide, UNet LoRA, GSRP network and ScreenStyle networks",
+        description="Builds the networks at official size (no weights loaded, no download) and "
+        "prints each state-dict key with its shape, to diff against the official checkpoint files.",
+    )
+    layout.add_argument("--json", action="store_true",
+                        help="print JSON {guider, unet_lora, multires, <ScreenStyle .pth hub paths>}")
+    probe = model_commands.add_parser(
+        "probe",
+        help="measure seconds per page on this machine: one generated page colored with the models",
+        description="Colors one generated demo page with the chosen models (the default pipeline: "
+        "ScreenStyle pass, RAP, ICP, GSRP; empty caches, so nothing is reused) and prints the seconds "
+        "of each stage and the total per page; model loading is timed apart. The result is stored "
+        "in the config folder and shown by `colorflow models list` and the Model manager.",
+    )
+    probe.add_argument("--models", default="official", help="official (default), tiny or a models DIR")
+    probe.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                       help="where models run (default: auto = CUDA, then Apple MPS, then CPU)")
+    probe.add_argument("--steps", type=int, default=10, help="denoising steps (default 10, as colorize)")
+    probe.add_argument("--size", type=size_type, default=None, metavar="WxH",
+                       help="working size (default: the official size for the page, 512x800)")
+    probe.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _byte_progress_sink():
+    """A tqdm byte bar per downloaded file, fed by engine Progress events."""
+    from tqdm import tqdm
+
+    from engine.events import Progress
+
+    bars: dict[str, tqdm] = {}
+
+    def emit(event) -> None:
+        if isinstance(event, Progress) and event.stage == "download" and event.page:
+            bar = bars.get(event.page)
+            if bar is None:
+                bar = bars[event.page] = tqdm(total=event.total, unit="B", unit_scale=True, desc=event.page, file=sys.stderr)
+            bar.update(event.step - bar.n)
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return emit, close
+
+
+def print_models_list() -> None:
+    """Sizes, destination, free space, licences, GPU and speed; imports no torch when no GPU
+    can be usable (devices.gpu_ruled_out)."""
+    from engine.devices import NO_GPU, describe_device, dtype_name, resolve_auto
+    from engine.models.hub import human_bytes
+    from engine.models.overview import models_overview
+    from engine.models.speed import last_probe, probe_line, read_probes
+    from engine.paths import cache_dir
+    from engine.sources import TINY_MARKER
+
+    overview = models_overview("official")
+    present = len(overview.rows) - overview.missing
+    print(f"official  {present}/{len(overview.rows)} files present, {human_bytes(overview.installed_bytes)} on disk, "
+          f"{human_bytes(overview.to_download_bytes)} still to download; {human_bytes(overview.total_bytes)} in all")
+    for row in overview.rows:
+        print(f"   {'ok' if row.installed else '--'}  {row.size_text():>10}  {row.file.repo}/{row.file.path}")
+    print(f"   total {human_bytes(overview.total_bytes)} (sizes on disk where present, else the download size)")
+    print(f"folder    {overview.destination} (Hugging Face cache: HF_HUB_CACHE, else HF_HOME/hub)")
+    print(f"free      {overview.space_text()}")
+    warning = overview.warning()
+    if warning:
+        print(f"WARNING   {warning}")
+    print("licences  (read them before use)")
+    for licence in overview.licences:
+        name, details = licence.lines()
+        print(f"   {name}\n      {details}")
+    print(f"speed     {probe_line('official')}")
+    tiny = cache_dir() / "tiny-models"
+    print(f"tiny      {'generated in ' + str(tiny) if (tiny / TINY_MARKER).exists() else 'generated on first use'}; "
+          f"random weights, meaningless colors; speed: {probe_line('tiny')}")
+    for key in read_probes():
+        if key not in ("official", "tiny") and last_probe(key):
+            print(f"{key}: {probe_line(key)}")
+    device = resolve_auto()
+    print(f"GPU       {NO_GPU if device == 'cpu' else describe_device(device)}")
+    print(f"device    auto -> {device}, {dtype_name(device)}")
+
+
+def cmd_probe(args) -> int:
+    from engine.devices import precheck_device
+    from engine.errors import InputError
+    from engine.sources import check_models
+
+    if not 1 <= args.steps <= 100:
+        raise InputError(f"--steps must be between 1 and 100, got {args.steps}")
+    precheck_device(args.device)
+    check_models(args.models)  # missing official files: one line naming the download, no torch
+    from engine.events import Progress
+    from engine.probe import run_probe
+
+    seen: set[str] = set()
+
+    def emit(event) -> None:
+        if isinstance(event, Progress) and event.stage not in seen and not args.json:
+            seen.add(event.stage)
+            print(f"probe: {'loading models' if event.stage == 'load' else event.stage}…", file=sys.stderr)
+
+    result = run_probe(args.models, args.device, args.steps, args.size, emit=emit)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return OK
+    from engine.models.speed import probe_path
+
+    print(f"speed probe: {args.models} models on {result['device_name']}, {result['dtype']}, "
+          f"{result['size']}, {result['steps']} steps, one generated page")
+    for stage, seconds in result["stages_s"].items():
+        print(f"  {stage:<12}{seconds:8.1f} s")
+    print(f"  {'total':<12}{result['page_s']:8.1f} s per page (model loading {result['load_s']:.1f} s, not counted)")
+    print(f"stored in {probe_path()}; `colorflow models list` shows it")
+    return OK
+
+
+def cmd_models(args) -> int:
+    from engine.sources import make_tiny
+
+    if args.models_command == "make-tiny":
+        paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
+        print(f"tiny models written: {paths.sd15.parent}")
+    elif args.models_command == "download":
+        from engine.models.hub import download, missing_files, verify
+
+        files = None
+        if args.repair:
+            files = [s.file for s in verify("official") if s.status in ("missing", "corrupt")]
+        elif not args.force:
+            files = missing_files("official")
+        if files == []:
+            print("all official model files are present (verify: colorflow models verify)")
+            return OK
+        emit, close = _byte_progress_sink()
+        try:
+            states = download("official", emit=emit, force=args.force, files=files)
+        finally:
+            close()
+        for state in states:
+            print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  ({state.detail})")
+    elif args.models_command == "verify":
+        from engine.models.hub import verify
+
+        states = verify("official")
+        for state in states:
+            print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  {state.detail}")
+        bad = [s for s in states if s.status in ("missing", "corrupt")]
+        if bad and all(s.status == "missing" for s in states):  # a fresh install: nothing to repair
+            print("the official models are not downloaded yet; fetch them once with: colorflow models download")
+            return FAILED
+        if bad:
+            print(f"{len(bad)} file(s) missing or damaged; fetch them again with: colorflow models download --repair")
+            return FAILED
+    elif args.models_command == "convert":
+        from engine.models.hub import convert_to_safetensors
+        from engine.sources import resolve_models
+
+        written = convert_to_safetensors(resolve_models(args.models).graysd, report=print)
+        print(f"{len(written)} file(s) converted" if written else "nothing to convert")
+    elif args.models_command == "list":
+        print_models_list()
+    elif args.models_command == "probe":
+        return cmd_probe(args)
+    elif args.models_command == "layout":
+        from engine.layout import official_layout
+
+        layout = official_layout()
+        if args.json:
+            print(json.dumps(layout, indent=1))
+        else:
+            for network, keys in layout.items():
+                print(f"# {network}: {len(keys)} tensors")
+                for key, shape in keys.items():
+                    print(f"{key}\t{shape}")
+    return OK
+

@@ -1,0 +1,106 @@
+"""The Model manager dialog: sizes, destination and free space, licences, GPU, and the speed probe run in the worker."""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+import test_models  # noqa: E402  (its hub_snapshot fixture: the tiny models as the official hub snapshot)
+from app.model_dialog import ModelDialog  # noqa: E402
+from app.worker import EngineWorker  # noqa: E402
+from engine.models.hub import human_bytes, preset_files  # noqa: E402
+from engine.models.speed import probe_path  # noqa: E402
+
+hub_snapshot = test_models.hub_snapshot
+Usage = collections.namedtuple("Usage", "total used free")
+WAIT_MS = 120_000
+
+
+@pytest.fixture
+def worker():
+    worker = EngineWorker()
+    yield worker
+    worker.shutdown()
+
+
+def open_dialog(qtbot, worker) -> ModelDialog:
+    dialog = ModelDialog(worker)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    return dialog
+
+
+def test_dialog_shows_sizes_folder_space_warning_licences_gpu_and_speed(qtbot, worker, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(3 * 10**9, 10**9, 2 * 10**9))
+    dialog = open_dialog(qtbot, worker)
+    files = preset_files()
+    rows = {dialog.tree.topLevelItem(i).text(0): dialog.tree.topLevelItem(i) for i in range(dialog.tree.topLevelItemCount())}
+    assert len(rows) == len(files)
+    for file in files:  # nothing installed: every size is the expected download size
+        row = rows[f"{file.repo}/{file.path}"]
+        assert (row.text(1), row.text(2)) == (f"~{human_bytes(file.approx_bytes)}", "no")
+    needed = human_bytes(sum(f.approx_bytes for f in files))
+    assert dialog.total.text() == f"Total {needed}: 0 B installed, {needed} still to download."
+    assert str(tmp_path / "hf" / "hub") in dialog.destination.text()
+    assert f"2.0 GB free (measured at {tmp_path})" in dialog.destination.text()
+    assert dialog.space_warning.isVisible() and "not enough free disk space" in dialog.space_warning.text()
+    licences = dialog.licences.text()
+    for text in ("CreativeML OpenRAIL-M", "Academic Software Licence (ASL)",
+                 "href='https://github.com/TencentARC/ColorFlow/blob/main/LICENSE'",
+                 "href='https://huggingface.co/spaces/CompVis/stable-diffusion-license'"):
+        assert text in licences
+    qtbot.waitUntil(lambda: "checking" not in dialog.gpu.text(), timeout=WAIT_MS)
+    assert dialog.gpu.text().startswith("GPU: ")
+    assert dialog.speed.text().endswith("not measured — run `colorflow models probe` or press Measure speed")
+    assert dialog.download_button.isEnabled() and not dialog.probe_button.isEnabled()
+
+
+def test_no_warning_when_the_download_fits(qtbot, worker, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**13, 0, 10**12))
+    dialog = open_dialog(qtbot, worker)
+    assert not dialog.space_warning.isVisible() and dialog.space_warning.text() == ""
+
+
+def test_measure_speed_runs_the_probe_in_the_worker_and_shows_it(qtbot, worker, hub_snapshot, monkeypatch):
+    from engine.rap.canvas import WorkSize
+
+    monkeypatch.setattr(ModelDialog, "probe_size", WorkSize.parse("256x384"))
+    monkeypatch.setattr(ModelDialog, "probe_steps", 1)
+    dialog = open_dialog(qtbot, worker)
+    assert dialog.summary.text() == "All official files are installed."
+    assert not dialog.download_button.isEnabled() and dialog.probe_button.isEnabled()
+    stages = []
+    worker.progress.connect(lambda job, event: stages.append(event.stage))
+    qtbot.mouseClick(dialog.probe_button, Qt.LeftButton)
+    assert not dialog.probe_button.isEnabled() and dialog.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=WAIT_MS)
+    probe = json.loads(probe_path().read_text())["official"]
+    assert (probe["size"], probe["steps"]) == ("256x384", 1)
+    assert dialog.summary.text().startswith(f"Measured {probe['page_s']:.1f} s per page on {probe['device_name']}")
+    assert dialog.speed.text().endswith(f"last probe: {probe['page_s']:.1f} s/page on {probe['device']} "
+                                        f"({probe['measured'][:10]}, 1 step, 256x384)")
+    assert {"load", "ScreenStyle", "RAP", "ICP", "GSRP"} <= set(stages)
+    assert dialog.probe_button.isEnabled() and not dialog.cancel_button.isEnabled()
+
+
+def test_cancelled_probe_stores_nothing(qtbot, worker, hub_snapshot, monkeypatch):
+    from engine.rap.canvas import WorkSize
+
+    monkeypatch.setattr(ModelDialog, "probe_size", WorkSize.parse("256x384"))
+    dialog = open_dialog(qtbot, worker)
+    qtbot.mouseClick(dialog.probe_button, Qt.LeftButton)
+    qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=WAIT_MS)
+    assert dialog.summary.text().startswith("Speed probe stopped:")
+    assert not probe_path().exists()
+    assert dialog.speed.text().endswith("not measured — run `colorflow models probe` or press Measure speed")
