@@ -38,12 +38,13 @@ def run(argv: list[str]) -> int:
     persist = True
     path = args.path
     if args.demo:
-        from engine.demo import make_demo_chapter
+        from engine.demo import DEMO_STEPS, DEMO_WORK_SIZE, make_demo_chapter
         from engine.paths import cache_dir
 
         chapter, refs = make_demo_chapter(cache_dir() / "demo", pages=4, refs=3)
         path = str(chapter)
-        settings.run = replace(settings.run, models="tiny", size=settings.run.size or "512x800")
+        # the demo's small working size and few steps: a page in seconds on a CPU
+        settings.run = replace(settings.run, models="tiny", size=DEMO_WORK_SIZE, steps=DEMO_STEPS)
         persist = False
     if args.models:
         settings.run = replace(settings.run, models=args.models)

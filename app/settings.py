@@ -83,6 +83,8 @@ class SettingsDialog(QDialog):
         self.seed.setValue(run.seed)
         self.size = QComboBox()
         self.size.addItems(SIZES)
+        if run.size and run.size not in SIZES:  # e.g. the demo's small size: kept, not reset
+            self.size.addItem(run.size)
         self.size.setCurrentText(run.size or "auto")
         self.keep_ink = QCheckBox("take lightness from the original page (line art stays exact)")
         self.keep_ink.setChecked(run.keep_ink)

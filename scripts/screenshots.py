@@ -17,14 +17,14 @@ def main(out: Path) -> None:
     from app.main_window import MainWindow
     from app.model_dialog import ModelDialog
     from app.settings import AppSettings, SettingsDialog
-    from engine.demo import make_demo_chapter
+    from engine.demo import DEMO_STEPS, DEMO_WORK_SIZE, make_demo_chapter
     from engine.paths import cache_dir
 
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication(sys.argv[:1])  # noqa: F841 - must outlive the widgets
     chapter, refs = make_demo_chapter(cache_dir() / "screenshot-demo", pages=4, refs=3)
     settings = AppSettings()
-    settings.run = replace(settings.run, models="tiny", size="512x800", steps=4)
+    settings.run = replace(settings.run, models="tiny", size=DEMO_WORK_SIZE, steps=DEMO_STEPS)
     window = MainWindow(settings, persist_settings=False)
     window.resize(1400, 900)
     window.show()
