@@ -103,7 +103,10 @@ def _open_inputs(args):
         references = list_images(args.refs)
     except InputError as exc:
         raise InputError(f"--refs {exc}") from exc
+    from engine.io.storage import check_output_folder
+
     folder = args.out.expanduser().resolve()
+    check_output_folder(folder)  # read-only or not creatable: said now, before the lock or any model
     lock = ProjectLock(folder).acquire()
     try:
         project = ChapterProject.open_or_create(folder)
@@ -304,12 +307,20 @@ def cmd_colorize(args) -> int:
     settings.check()
     chapter, references, project, lock = _open_inputs(args)
     with lock:  # held until the export is written, so a second process on OUT is refused
+        from engine.errors import OutputError
+        from engine.io.storage import check_output_folder, estimate_output_bytes
+
+        check_output_folder(project.folder, estimate_output_bytes(chapter.sources))
         _precheck(args)
         pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir,
                                  vae_tiling=args.vae_tiling, input_style=args.input_style)
         emit, close = _progress_sink(not args.json)
         try:
             report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)
+        except OutputError as exc:  # disk full or read-only mid-run: pages written so far are kept
+            close()
+            print(f"colorflow: error: {exc}", file=sys.stderr)
+            return EXIT_PAGES_FAILED
         finally:
             close()
         try:
@@ -410,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except ColorFlowError as exc:
         print(f"colorflow: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a file we read or write (not a model: those are ModelErrors)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"colorflow: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("colorflow: interrupted", file=sys.stderr)

@@ -148,3 +148,52 @@ def test_lowest_memory_on_an_accelerator_offloads_every_model(tiny_models_dir):
     models = (components.unet, components.guide, components.vae, components.text_encoder, components.fusion)
     assert all(p.device.type == "cpu" for m in models for p in m.parameters())  # waiting on the CPU
     assert use_lowest_memory(components) == []  # nothing lower: a second OOM fails the page
+
+
+def test_cli_read_only_out_is_one_line_and_disk_full_mid_run_exits_1(tiny_models_dir, demo_data, tmp_path,
+                                                                     monkeypatch, capsys):
+    import tempfile
+
+    from engine.cli import main
+
+    chapter_dir, refs_dir = demo_data
+    out = tmp_path / "out"
+    args = ["colorize", str(chapter_dir), "--refs", str(refs_dir), "--out", str(out), "--models", str(tiny_models_dir),
+            "--steps", "2", "--size", "256x384", "--input-style", "gray", "--format", "png"]
+
+    def read_only(*_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", read_only)
+        assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"colorflow: error: {out}: cannot write there (Read-only file system); " \
+                  "make the folder writable (or choose another output folder)"
+
+    real_replace, real_fsync = os.replace, os.fsync
+    state = {"full": False}
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        if os.path.basename(dst) == "001_1.png":
+            state["full"] = True
+
+    def fsync(fd):
+        if state["full"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [l for l in err.splitlines() if l.startswith("colorflow: error:")]
+    assert "No space left on device while writing page 1.png" in line and "--resume" in line
+    assert sorted(p.name for p in out.glob("*.png")) == ["001_1.png"]  # written, kept
+    # page 1's project save failed: on disk the project still says pending, so resume redoes it
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert main([*args, "--resume"]) == 0
+    assert [p.status for p in ChapterProject.load(out).pages] == ["done"] * 4
