@@ -48,12 +48,19 @@ class ZoomView(QGraphicsView):
         self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._zoom = 1.0
         self._syncing = False
+        self._fit_pending = False
         self.horizontalScrollBar().valueChanged.connect(self._emit_view)
         self.verticalScrollBar().valueChanged.connect(self._emit_view)
 
     def resizeEvent(self, event) -> None:  # keep the placeholder centred
         super().resizeEvent(event)
         self._placeholder.setGeometry(self.viewport().geometry())
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._fit_pending:
+            self._fit_pending = False
+            self.fit()
 
     def set_pixmap(self, pixmap: QPixmap | None, outline: QRectF | None = None, fit: bool = True) -> None:
         has_image = pixmap is not None and not pixmap.isNull()
@@ -66,6 +73,8 @@ class ZoomView(QGraphicsView):
         if has_image:
             self.scene().setSceneRect(QRectF(pixmap.rect()))
             if fit:
+                # a hidden view (another tab) has no real size yet: fit when it is shown
+                self._fit_pending = not self.isVisible()
                 self.fit()
 
     def set_highlights(self, tile: QRectF | None, region: QRectF | None = None) -> None:

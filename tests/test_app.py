@@ -539,3 +539,26 @@ def test_an_open_chapter_is_locked_and_a_damaged_project_offers_its_backup(qtbot
     assert list(folder.glob("colorflow-project.json.damaged-*"))  # the damaged file is kept
     assert window.page_strip.count() == 4
     close(qtbot, window)
+
+
+def test_a_view_filled_while_hidden_fits_when_shown(qtbot):
+    from PySide6.QtGui import QPixmap
+    from PySide6.QtWidgets import QTabWidget
+
+    from app.canvas_view import ZoomView
+
+    tabs = QTabWidget()
+    qtbot.addWidget(tabs)
+    first, hidden = ZoomView(), ZoomView()
+    tabs.addTab(first, "a")
+    tabs.addTab(hidden, "b")
+    tabs.resize(800, 600)
+    tabs.show()
+    image = QPixmap(200, 100)
+    image.fill()
+    hidden.set_pixmap(image)  # set while its tab is not shown
+    tabs.setCurrentIndex(1)
+    qtbot.waitUntil(hidden.isVisible)
+    shown = hidden.mapFromScene(hidden.sceneRect()).boundingRect()
+    # fitted: the 2:1 image fills the view's width (not drawn at 1:1, 200 px wide)
+    assert shown.width() > 0.9 * hidden.viewport().width()
