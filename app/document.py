@@ -10,6 +10,7 @@ from typing import Callable
 from PySide6.QtGui import QUndoCommand
 
 from engine.io.chapter import Chapter, ImageSource, list_images, open_chapter
+from engine.io.imaging import IMAGE_EXTENSIONS
 from engine.rap.curation import Target
 from engine.errors import InputError
 from engine.io.projectlock import ProjectLock
@@ -61,7 +62,8 @@ class ChapterDocument:
         references = []
         for ref in project.references:
             source = ImageSource.parse(ref)
-            if source.path.exists():
+            # a shared project file names these paths: only image files are ever decoded
+            if Path(source.member or source.path.name).suffix.lower() in IMAGE_EXTENSIONS and source.path.is_file():
                 references.append(source)
         project.sync_pages([(s.name, s.ref) for s in chapter.sources])
         for source in chapter.sources:

@@ -193,3 +193,34 @@ def test_cbz_of_a_clean_project_still_packs_its_own_outputs(tmp_path):
     with zipfile.ZipFile(cbz) as archive:
         [page] = [n for n in archive.namelist() if n.endswith(".png")]
         assert Image.open(io.BytesIO(archive.read(page))).size == (41, 60)
+
+
+def test_gui_open_never_decodes_a_project_reference_that_is_not_an_image_file(tmp_path, opened):
+    from PIL import Image
+
+    from app.document import ChapterDocument
+    from engine.project import ChapterProject
+
+    chapter = tmp_path / "chapter"
+    chapter.mkdir()
+    Image.new("L", (64, 96), 200).save(chapter / "1.png")
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("not for us")
+    picture = tmp_path / "outside" / "ref.png"
+    Image.new("RGB", (64, 96), (200, 30, 30)).save(picture)
+    project = ChapterProject.open_or_create(tmp_path / "chapter.colorflow")
+    project.inputs = [str(chapter)]
+    project.references = [str(secret), str(picture)]  # as a colleague's project file may say
+    project.save()
+    from app.jobs import reference_thumbnails
+
+    opened.clear()  # what the test itself wrote above does not count
+    document = ChapterDocument.open(chapter)
+    try:
+        assert [r.ref for r in document.references] == [str(picture)]
+        assert set(reference_thumbnails(document)) == {str(picture)}  # decoded: the picture only
+        assert picture in opened, opened
+        assert secret not in opened, opened
+    finally:
+        document.close()
