@@ -85,6 +85,6 @@ FUSION_WEIGHTS = "MultiResNetModel"
 def load_fusion(graysd: Path, vae_config: Any) -> torch.nn.Module:
     """The GSRP fusion network sized for the VAE, every key checked."""
     fusion = FusionNet(vae_feature_channels(vae_config))
-    state = read_state_dict(find_weights(graysd, FUSION_WEIGHTS))
-    load_strict(fusion, state, f"GSRP checkpoint {graysd.name}/{FUSION_WEIGHTS}")
+    weights = find_weights(graysd, FUSION_WEIGHTS)
+    load_strict(fusion, read_state_dict(weights), f"GSRP checkpoint {weights} (sized for the SD1.5 VAE config)")
     return fusion

@@ -7,7 +7,6 @@ Built from stock diffusers blocks; its state_dict matches the official GraySD ch
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +25,9 @@ from diffusers.models.unets.unet_2d_blocks import (
 from torch import nn
 
 from engine.icp.unet_walk import down_path, up_path
-from engine.models.checkpoints import find_weights, load_strict, read_state_dict, require_model_file
+from engine.models.checkpoints import (
+    check_config_types, find_weights, load_strict, read_config, read_state_dict, reading_model,
+)
 
 # The official config names self-attention-only blocks; stock diffusers builds the same layout
 # from its cross-attention blocks with cross_attention_dim=None.
@@ -302,12 +303,16 @@ GUIDE_WEIGHTS = "diffusion_pytorch_model"
 
 
 def load_guide(graysd: Path) -> torch.nn.Module:
-    """The Colorization Guide from GraySD/config.json + weights, every key checked."""
+    """The Colorization Guide from GraySD/config.json + weights, every key checked; a damaged
+    or mismatched file is one ModelError naming it."""
     from accelerate import init_empty_weights
 
-    config = json.loads(require_model_file(graysd / "config.json", "GraySD/config.json").read_text())
-    with init_empty_weights():
+    config_path = graysd / "config.json"
+    config = read_config(config_path, "the guide config (GraySD/config.json)")
+    check_config_types(config, ColorGuiderSDModel, config_path, "the Colorization Guide")
+    with reading_model(config_path, "the guide config (GraySD/config.json)"), init_empty_weights():
         guide = ColorGuiderSDModel.from_config(config)
-    state = read_state_dict(find_weights(graysd, GUIDE_WEIGHTS))
-    load_strict(guide, state, f"guide checkpoint {graysd.name}/{GUIDE_WEIGHTS}")
+    weights = find_weights(graysd, GUIDE_WEIGHTS)
+    state = read_state_dict(weights)
+    load_strict(guide, state, f"{weights} (guide weights for {config_path})")
     return guide

@@ -23,6 +23,8 @@ from engine.paths import config_dir
 from engine.resources import model_config
 
 LOCK_FILE = "models.lock.json"
+CHECKED_FILE = "models.checked.json"  # files whose sha256 matched their pin, by path: size, mtime_ns
+REPAIR_COMMAND = "colorflow models download --repair"
 DOWNLOAD_MARGIN = 1.05  # a download wants 5% more free space than the files' own size
 
 
@@ -111,10 +113,12 @@ def missing_message(missing: list[PresetFile]) -> str:
 
 
 def official_roots() -> tuple[Path, Path]:
-    """(sd15, colorflow) snapshot folders, or a ModelError naming every missing file."""
+    """(sd15, colorflow) snapshot folders, or a ModelError naming every missing file or the
+    first one whose content no longer matches its pinned sha256 (see check_pinned)."""
     missing = missing_files("official")
     if missing:
         raise ModelError(missing_message(missing))
+    check_pinned("official")
     files = preset_files("official")
     roots = {f.root: snapshot_folder(f.repo) for f in files}
     return roots["sd15"], roots["colorflow"]
@@ -144,9 +148,98 @@ def read_lock() -> dict[str, dict]:
 
 
 def pin(file: PresetFile, path: Path, sha256: str) -> None:
+    """Pin `sha256`, the hash of `path` as it is now (just computed): it also counts as the
+    first check of the file (see check_pinned)."""
     lock = read_lock()
     lock[file.key] = {"sha256": sha256, "size": path.stat().st_size}
     atomic_write_json(lock_path(), lock)
+    _remember_checked({str(path): _stamp(file, path, sha256)})
+
+
+# --- integrity on use ---------------------------------------------------------------------
+
+def checked_path() -> Path:
+    return config_dir() / CHECKED_FILE
+
+
+def _read_checked() -> dict[str, dict]:
+    """The cache of files already found intact; unreadable or damaged means none (they are
+    hashed again, which is only slower)."""
+    try:
+        data = json.loads(checked_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember_checked(changes: dict[str, dict | None]) -> None:
+    """Add (or, for None, forget) entries of the cache; a cache that cannot be written is
+    not an error (the files are hashed again next time)."""
+    checked = _read_checked()
+    for path, stamp in changes.items():
+        if stamp is None:
+            checked.pop(path, None)
+        else:
+            checked[path] = stamp
+    try:
+        atomic_write_json(checked_path(), checked)
+    except OSError:
+        pass
+
+
+def _stamp(file: PresetFile, path: Path, sha256: str) -> dict:
+    stat = path.stat()  # follows the hub cache's symlink to its blob
+    return {"key": file.key, "sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def check_pinned(preset: str = "official") -> int:
+    """Check every downloaded file of a preset that has a pinned sha256 against it, before
+    it is used: a flipped byte inside a tensor loads silently, so only the hash can tell.
+
+    Hashing GBs takes seconds, so each file is hashed once and remembered (CHECKED_FILE:
+    path -> pinned sha256, size, mtime_ns); it is hashed again only when its size or mtime
+    changes (or its pin does). Files without a pin are not checked: a user's own models
+    folder has no pins at all, and a file present but never pinned (copied into the cache
+    by hand) has nothing to compare with; so is a safetensors conversion of a pinned pickle.
+    Returns how many files were hashed; raises a ModelError naming the first damaged file
+    and the repair command (its cache entry is dropped, so it is hashed again next time).
+    A change that keeps both size and mtime (a clock set back, a byte flipped in place by
+    the disk) is only seen by `colorflow models verify`, which always hashes.
+    """
+    lock = read_lock()
+    checked = _read_checked()
+    changes: dict[str, dict | None] = {}
+    hashed = 0
+    try:
+        for file in preset_files(preset):
+            pinned = lock.get(file.key)
+            path = local_path(file)
+            if not isinstance(pinned, dict) or "sha256" not in pinned or path is None:
+                continue
+            if path.suffix == ".safetensors" and not file.path.endswith(".safetensors"):
+                continue  # a conversion: the pin is that of the removed original
+            try:
+                stat = path.stat()
+                stamp = {"key": file.key, "sha256": pinned["sha256"], "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+                if checked.get(str(path)) == stamp:
+                    continue
+                problem = None
+                if "size" in pinned and stat.st_size != pinned["size"]:
+                    problem = f"size {stat.st_size:,} bytes, pinned {pinned['size']:,}"
+                else:
+                    hashed += 1
+                    if sha256_file(path) != pinned["sha256"]:
+                        problem = "sha256 does not match the pinned value"
+            except OSError as exc:
+                raise ModelError(f"{path}: cannot be read to check it ({exc.strerror or exc}); run `{REPAIR_COMMAND}`") from exc
+            if problem:
+                changes[str(path)] = None
+                raise ModelError(f"{path}: {problem} (damaged or replaced); run `{REPAIR_COMMAND}`")
+            changes[str(path)] = stamp
+    finally:
+        if changes:
+            _remember_checked(changes)
+    return hashed
 
 
 def verify(preset: str = "official", emit: EventSink = ignore) -> list[FileState]:
@@ -175,6 +268,7 @@ def verify(preset: str = "official", emit: EventSink = ignore) -> list[FileState
         status = "ok" if actual == pinned["sha256"] else "corrupt"
         detail = "sha256 matches" if status == "ok" else f"sha256 {actual[:12]}... expected {pinned['sha256'][:12]}..."
         states.append(FileState(file, path, status, detail))
+        _remember_checked({str(path): _stamp(file, path, actual) if status == "ok" else None})
     emit(Progress("verify", len(files), len(files)))
     return states
 

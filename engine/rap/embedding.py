@@ -85,12 +85,12 @@ class ClipEmbedder:
         self.device = self.home_device = torch.device(device)
         self.dtype = dtype or torch.float32
         self.batch_size = batch_size
-        from engine.models.checkpoints import reading_model
+        from engine.models.checkpoints import load_pretrained, reading_model
 
+        model = load_pretrained(CLIPVisionModelWithProjection, model_dir, "the CLIP image encoder",
+                                "model.safetensors", torch_dtype=self.dtype, use_safetensors=True)
         with reading_model(model_dir, "the CLIP image encoder"):
-            self.model = CLIPVisionModelWithProjection.from_pretrained(
-                model_dir, torch_dtype=self.dtype, use_safetensors=True
-            ).to(self.device)
+            self.model = model.to(self.device)
         self.model.eval()
         self.processor = _clip_processor()
         self.images_embedded = 0

@@ -1,0 +1,180 @@
+"""Official files are checked against their pinned sha256 before use, hashed once and again only after a change of size or mtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ModelError
+from engine.models import hub
+from engine.models.hub import check_pinned, checked_path, local_path, pin, preset_files, sha256_file, verify
+from engine.sources import resolve_models
+
+VAE = "vae/diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture
+def hub_snapshot(tiny_models_dir, tmp_path, monkeypatch) -> Path:
+    """HF_HOME holding the tiny models as hub snapshots of the two official repos, offline."""
+    hf_home = tmp_path / "hf"
+    for root, repo in (("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"), ("colorflow", "TencentARC/ColorFlow")):
+        base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+        (base / "refs").mkdir(parents=True)
+        (base / "refs" / "main").write_text("0123abcd")
+        shutil.copytree(Path(tiny_models_dir) / root, base / "snapshots" / "0123abcd")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hf_home
+
+
+@pytest.fixture
+def hashed(monkeypatch) -> list[str]:
+    """The files hashed by the engine from now on (by path relative to the snapshot)."""
+    calls: list[str] = []
+
+    def counting(path, *args, **kwargs):
+        calls.append("/".join(Path(path).parts[-2:]))
+        return sha256_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(hub, "sha256_file", counting)
+    return calls
+
+
+def _pin_all(checked: bool = True) -> None:
+    """Pin every file as a download does; without `checked`, as pins written before the
+    on-use check existed (nothing remembered as checked yet)."""
+    for file in preset_files("official"):
+        path = local_path(file)
+        pin(file, path, sha256_file(path))
+    if not checked:
+        checked_path().unlink()
+
+
+def _path(relative: str) -> Path:
+    return local_path(next(f for f in preset_files() if f.path == relative))
+
+
+def _flip_byte_in_tensor_data(path: Path) -> None:
+    """One bit of one weight: the header (and so every shape) stays valid."""
+    data = bytearray(path.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    data[8 + header + (len(data) - 8 - header) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_byte_in_a_tensor_is_caught_before_the_models_load(hub_snapshot, hashed):
+    from safetensors.torch import load_file
+
+    from engine.pipeline import load_retriever
+
+    _pin_all()
+    vae = _path(VAE)
+    _flip_byte_in_tensor_data(vae)
+    load_file(str(vae))  # what makes the check necessary: safetensors loads it without a word
+    with pytest.raises(ModelError) as error:
+        load_retriever("official")
+    message = str(error.value)
+    assert message == (
+        f"{vae}: sha256 does not match the pinned value (damaged or replaced); "
+        f"run `colorflow models download --repair`"
+    )
+    assert hashed == ["vae/diffusion_pytorch_model.safetensors"]  # the others are unchanged since pinned
+    with pytest.raises(ModelError, match="sha256 does not match"):  # still damaged: still refused
+        resolve_models("official")
+    assert hashed.count("vae/diffusion_pytorch_model.safetensors") == 2
+
+
+def test_first_use_hashes_each_pinned_file_once_then_only_stats(hub_snapshot, hashed):
+    _pin_all(checked=False)
+    resolve_models("official")
+    assert len(hashed) == len(preset_files("official")) == 20
+    hashed.clear()
+    resolve_models("official")
+    resolve_models("official")
+    assert hashed == []
+    remembered = json.loads(checked_path().read_text())
+    assert remembered[str(_path(VAE))]["size"] == _path(VAE).stat().st_size
+
+
+def test_touched_file_is_hashed_again_and_passes(hub_snapshot, hashed):
+    _pin_all()
+    vae = _path(VAE)
+    stat = vae.stat()
+    os.utime(vae, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    assert check_pinned() == 1
+    assert hashed == ["vae/diffusion_pytorch_model.safetensors"]
+    assert check_pinned() == 0
+
+
+def test_truncated_file_is_refused_by_size_without_hashing(hub_snapshot, hashed):
+    _pin_all()
+    lora = _path("GraySD/unet_lora.bin")
+    size = lora.stat().st_size
+    lora.write_bytes(lora.read_bytes()[:1000])
+    with pytest.raises(ModelError) as error:
+        resolve_models("official")
+    assert str(error.value) == (
+        f"{lora}: size 1,000 bytes, pinned {size:,} (damaged or replaced); run `colorflow models download --repair`"
+    )
+    assert hashed == []
+
+
+def test_repaired_file_passes_again(hub_snapshot, hashed):
+    _pin_all()
+    vae = _path(VAE)
+    original = vae.read_bytes()
+    _flip_byte_in_tensor_data(vae)
+    with pytest.raises(ModelError):
+        resolve_models("official")
+    vae.write_bytes(original)  # what `models download --repair` does: the file anew
+    resolve_models("official")
+    assert hashed == [f"vae/{vae.name}"] * 2
+
+
+def test_verify_counts_as_a_check(hub_snapshot, hashed):
+    _pin_all(checked=False)
+    assert all(state.status == "ok" for state in verify())
+    hashed.clear()
+    assert check_pinned() == 0 and hashed == []
+
+
+def test_files_without_a_pin_are_not_checked(hub_snapshot, models_copy, hashed):
+    resolve_models("official")  # downloaded files never pinned (nothing to compare with)
+    _flip_byte_in_tensor_data(models_copy / "sd15" / VAE)
+    resolve_models(str(models_copy))  # a user's own folder: no pins at all
+    assert hashed == []
+
+
+def test_colorize_with_a_damaged_official_file_is_one_line_before_torch(hub_snapshot, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    _pin_all()
+    lora = _path("GraySD/unet_lora.bin")
+    data = bytearray(lora.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    lora.write_bytes(bytes(data))
+    pages, refs = tmp_path / "pages", tmp_path / "refs"
+    pages.mkdir()
+    refs.mkdir()
+    Image.new("L", (64, 96), 200).save(pages / "1.png")
+    Image.new("RGB", (64, 96), (200, 20, 20)).save(refs / "r.png")
+    probe = ("import json, sys\nfrom engine.cli import main\ncode = main(sys.argv[1:])\n"
+             "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n")
+    result = subprocess.run(
+        [sys.executable, "-c", probe, "colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "out"),
+         "--models", "official"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, env=dict(os.environ),
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"code": 2, "torch": False}, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == (f"colorflow: error: {lora}: sha256 does not match the pinned value (damaged or replaced); "
+                        f"run `colorflow models download --repair`")
