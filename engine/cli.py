@@ -1,4 +1,4 @@
-"""Command-line interface: `colorflow retrieve|models|bench ...` (see --help of each)."""
+"""Command-line interface: `colorflow retrieve|models|eval|bench ...` (see --help of each)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.errors import ColorFlowError, InputError
+from engine.cli_eval import add_bench_pages_command, add_eval_commands, cmd_bench_pages, cmd_eval, eval_argv
 from engine.cli_models import add_models_commands, cmd_models
+from engine.cli_train import add_train_commands, cmd_train
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--refs", type=int, default=3, help="number of references (default 3)")
 
     add_models_commands(commands, _size_arg)
+    add_train_commands(commands, _size_arg)
 
     bench = commands.add_parser("bench", help="benchmarks that print measured ratios")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHICH")
@@ -219,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_flops.add_argument("--refs", type=int, default=40, help="references in the chapter (default 40)")
     bench_flops.add_argument("--pages", type=int, default=20, help="pages in the chapter (default 20)")
     bench_flops.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_bench_pages_command(bench_commands, _size_arg)
+    add_eval_commands(commands, _size_arg)
     return parser
 
 
@@ -364,6 +369,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.bench_command == "pages":
+        return cmd_bench_pages(args)
     if args.bench_command == "retrieval":
         from engine.bench import bench_retrieval
 
@@ -409,13 +416,15 @@ def command_usages(width: int = 100) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(eval_argv(sys.argv[1:] if argv is None else argv))
     handlers = {
         "colorize": cmd_colorize,
         "demo": cmd_demo,
         "retrieve": cmd_retrieve,
         "models": cmd_models,
+        "train": cmd_train,
         "bench": cmd_bench,
+        "eval": lambda a: cmd_eval(a, _progress_sink),
     }
     try:
         return handlers[args.command](args)

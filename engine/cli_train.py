@@ -1,0 +1,104 @@
+"""The `colorflow train ...` subcommands: prepare (dataset index from colored chapters) and icp (guide + LoRA training)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+OK = 0  # engine.cli's EXIT_OK
+
+
+def add_train_commands(commands, size_type: Callable) -> None:
+    """The `train` command and its actions, on the top-level subparsers `commands`."""
+    train = commands.add_parser("train", help="train the ColorFlow networks on colored chapters")
+    actions = train.add_subparsers(dest="train_command", required=True, metavar="ACTION")
+    prepare = actions.add_parser(
+        "prepare",
+        help="build a training dataset index from folders of colored chapters",
+        description="For every colored page: the ScreenStyle pass (its black-and-white input is a "
+        "random mix of the grayscale page and this output, drawn per sample while training) and RAP "
+        "retrieval of the best patches among the other pages of its chapter. Writes DATASET/index.json "
+        "and DATASET/screens/, so training starts at once and reuses the picks every epoch.",
+    )
+    prepare.add_argument("chapters", nargs="+", type=Path, metavar="CHAPTERS",
+                         help="colored chapter folders or .cbz/.zip archives (at least 2 pages each)")
+    prepare.add_argument("--models", default="official", help="model source: official, tiny or a models DIR")
+    prepare.add_argument("--out", required=True, type=Path, metavar="DATASET", help="dataset folder")
+    prepare.add_argument("--size", type=size_type, default=None, metavar="WxH",
+                         help="working size of every sample (default 512x800)")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the ScreenStyle passes (default 0)")
+    prepare.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+
+    icp = actions.add_parser(
+        "icp",
+        help="train the Colorization Guide and the UNet LoRA (paper 3.2)",
+        description="Noise-prediction MSE on prepared samples, patch-wise crops that always hold the "
+        "page, timesteps with the paper's shift (mu 1.5), AdamW; the SD1.5 UNet is frozen except the "
+        "LoRA. Writes DIR/colorflow/GraySD/ (guide + unet_lora) with DIR/sd15 and the other model files "
+        "linked from --models, so `colorflow colorize --models DIR` uses the result. State for "
+        "--resume is kept in DIR/state/. Multi-GPU: start it with `accelerate launch`.",
+    )
+    icp.add_argument("dataset", type=Path, metavar="DATASET", help="folder written by `train prepare`")
+    icp.add_argument("--models", default="official", help="base models: official, tiny or a models DIR")
+    icp.add_argument("--out", required=True, type=Path, metavar="DIR", help="output models folder")
+    icp.add_argument("--steps", type=int, default=1000, help="optimizer steps in all (default 1000)")
+    icp.add_argument("--resume", action="store_true", help="continue from DIR/state/")
+    icp.add_argument("--batch-size", type=int, default=1)
+    icp.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5, paper 4.1)")
+    icp.add_argument("--mu", type=float, default=1.5, help="timestep shift (default 1.5, paper eq. 5)")
+    icp.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    icp.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    icp.add_argument("--downsample", type=float, default=1.0, help="downsample crops by this factor (<= 1)")
+    icp.add_argument("--full-canvas", action="store_true", help="train on the whole canvas (no crops)")
+    icp.add_argument("--save-every", type=int, default=500)
+    icp.add_argument("--log-every", type=int, default=10)
+    icp.add_argument("--seed", type=int, default=0)
+    icp.add_argument("--from-scratch", action="store_true",
+                     help="guide initialised from the UNet and a new rank-64 LoRA, instead of --models' GraySD")
+    icp.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+
+
+def cmd_train(args) -> int:
+    from engine.sources import resolve_models
+
+    paths = resolve_models(args.models)
+    if args.train_command == "prepare":
+        from engine.pipeline import load_retriever
+        from engine.preprocess.screenstyle import load_screenstyle
+        from engine.rap.canvas import WorkSize
+        from engine.training.data import prepare_dataset
+        from engine.devices import pick_device
+
+        device = pick_device(args.device)
+        out = args.out.expanduser().resolve()
+        retriever = load_retriever(args.models, device, out / ".embeddings")
+        networks = load_screenstyle(paths.colorflow, device)
+        index = prepare_dataset(args.chapters, out, retriever, networks, args.size or WorkSize(512, 800),
+                                args.seed, emit=_progress_printer())
+        print(f"\ndataset written: {out} ({len(index['samples'])} samples)")
+        return OK
+    from engine.training.icp import ICPTrainConfig, ICPTrainer
+
+    config = ICPTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, mu=args.mu,
+        gradient_accumulation=args.grad_accum, mixed_precision=args.mixed_precision,
+        downsample=args.downsample, full_canvas=args.full_canvas, save_every=args.save_every,
+        log_every=args.log_every, seed=args.seed, from_scratch=args.from_scratch, device=args.device,
+    )
+    trainer = ICPTrainer(paths, args.dataset.expanduser().resolve(), args.out.expanduser().resolve(), config)
+    if args.resume:
+        print(f"resumed at step {trainer.resume()}")
+    step = trainer.train()
+    print(f"trained to step {step}; models: {args.out} (use --models {args.out})")
+    return OK
+
+
+def _progress_printer():
+    from engine.events import Progress
+
+    def emit(event) -> None:
+        if isinstance(event, Progress):
+            print(f"\r{event.stage} {event.step}/{event.total} {event.page or ''}", end="", file=sys.stderr, flush=True)
+
+    return emit
