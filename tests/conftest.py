@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,18 @@ def models_copy(tiny_models_dir, tmp_path) -> Path:
     target = tmp_path / "models"
     shutil.copytree(tiny_models_dir, target)
     return target
+
+
+@pytest.fixture
+def hub_snapshot(tiny_models_dir, tmp_path, monkeypatch) -> Path:
+    """HF_HOME holding the tiny models as hub snapshots of the two official repos, offline."""
+    hf_home = tmp_path / "hf"
+    for root, repo in (("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"), ("colorflow", "TencentARC/ColorFlow")):
+        base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+        (base / "refs").mkdir(parents=True)
+        (base / "refs" / "main").write_text("0123abcd")
+        shutil.copytree(Path(tiny_models_dir) / root, base / "snapshots" / "0123abcd")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return hf_home

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,6 @@ from engine.models.hub import check_pinned, checked_path, local_path, pin, prese
 from engine.sources import resolve_models
 
 VAE = "vae/diffusion_pytorch_model.safetensors"
-
-
-@pytest.fixture
-def hub_snapshot(tiny_models_dir, tmp_path, monkeypatch) -> Path:
-    """HF_HOME holding the tiny models as hub snapshots of the two official repos, offline."""
-    hf_home = tmp_path / "hf"
-    for root, repo in (("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"), ("colorflow", "TencentARC/ColorFlow")):
-        base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
-        (base / "refs").mkdir(parents=True)
-        (base / "refs" / "main").write_text("0123abcd")
-        shutil.copytree(Path(tiny_models_dir) / root, base / "snapshots" / "0123abcd")
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return hf_home
 
 
 @pytest.fixture

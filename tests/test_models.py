@@ -24,21 +24,6 @@ from engine.sources import resolve_models
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def hub_snapshot(tiny_models_dir, tmp_path, monkeypatch) -> Path:
-    """HF_HOME holding the tiny models as hub snapshots of the two official repos, offline."""
-    hf_home = tmp_path / "hf"
-    for root, repo in (("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"), ("colorflow", "TencentARC/ColorFlow")):
-        base = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
-        (base / "refs").mkdir(parents=True)
-        (base / "refs" / "main").write_text("0123abcd")
-        shutil.copytree(Path(tiny_models_dir) / root, base / "snapshots" / "0123abcd")
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return hf_home
-
-
 def _pin_all() -> None:
     for file in preset_files("official"):
         path = local_path(file)
