@@ -12,13 +12,11 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-import test_models  # noqa: E402  (its hub_snapshot fixture: the tiny models as the official hub snapshot)
 from app.model_dialog import ModelDialog  # noqa: E402
 from app.worker import EngineWorker  # noqa: E402
 from engine.models.hub import human_bytes, preset_files  # noqa: E402
 from engine.models.speed import probe_path  # noqa: E402
 
-hub_snapshot = test_models.hub_snapshot
 Usage = collections.namedtuple("Usage", "total used free")
 WAIT_MS = 120_000
 
