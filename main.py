@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-CLI_COMMANDS = {"colorize", "retrieve", "models", "bench", "demo", "--version"}
+CLI_COMMANDS = {"colorize", "retrieve", "models", "bench", "demo", "eval", "train", "--version"}
 
 
 def main(argv: list[str]) -> int:

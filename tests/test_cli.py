@@ -112,13 +112,25 @@ def test_missing_model_directory_is_a_clear_error(demo_data, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args",
     [[], ["retrieve"], ["colorize"], ["demo"], ["models"], ["models", "make-tiny"], ["models", "layout"],
-     ["models", "list"], ["models", "probe"], ["bench", "retrieval"], ["bench", "flops"]],
+     ["models", "list"], ["models", "probe"], ["bench", "retrieval"], ["bench", "flops"],
+     ["eval"], ["eval", "folders"], ["train"], ["train", "prepare"], ["train", "icp"]],
 )
 def test_help_explains_each_command(args):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "main.py"), *args, "--help"],
                             capture_output=True, text=True, cwd=REPO_ROOT)
     assert result.returncode == 0
     assert "usage:" in result.stdout and len(result.stdout) > 200
+
+
+def test_main_py_routes_every_cli_command_to_the_cli():
+    """Every command the CLI parser knows must reach it from main.py, not open the GUI."""
+    import argparse
+
+    import main as entry
+    from engine.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) <= entry.CLI_COMMANDS
 
 
 def test_make_tiny_writes_official_layout_that_loads_strictly(tmp_path):
