@@ -16,13 +16,12 @@ from PIL import Image
 from engine.rap.canvas import WorkSize, choose_work_size, restore_page
 from engine.io.chapter import Chapter, ImageSource, PageImage
 from engine.rap.curation import Choices
-from engine.errors import ColorFlowError, InputError, OutOfMemory, OutputError
+from engine.errors import ColorFlowError, InputError
 from engine.events import (
     CancelToken,
     Cancelled,
     EventSink,
     Finished,
-    Notice,
     PageDone,
     PageFailed,
     Preview,
@@ -32,10 +31,11 @@ from engine.events import (
 )
 from engine.io.fileio import atomic_save_image, atomic_write_json
 from engine.io.naming import page_folder_name
-from engine.io.storage import is_storage_error, storage_advice
+from engine.io.storage import is_storage_error
 from engine.project import ChapterProject
 from engine.rap.retrieval import PageRetrieval, Retriever
 from engine.rng import SCREENSTYLE, stream_seed
+from engine.run_guard import color_with_memory_retry, storage_stop
 
 OUTPUT_SIZES = ("page", "gsrp")
 
@@ -400,7 +400,7 @@ def colorize_chapter(
         project.set_status(name, "running")
         notes = list(retrieval.warnings)
         try:
-            final = _color_with_memory_retry(pipeline, page, retrieval, prepared, settings, emit, cancel, notes)
+            final = color_with_memory_retry(pipeline, page, retrieval, prepared, settings, emit, cancel, notes)
         except Interrupted:
             project.set_status(name, "pending")
             project.save()
@@ -417,60 +417,12 @@ def colorize_chapter(
         except OSError as exc:
             if not is_storage_error(exc):
                 raise
-            raise _storage_stop(project, report, emit, name, exc) from exc
+            raise storage_stop(project, report, emit, name, exc) from exc
         report.done.append(name)
         emit(PageDone(name, {"colored": str(output)}, {"warnings": notes}))
     report.timings = dict(pipeline.timings)
     emit(Finished(len(report.done), len(report.failed)))
     return report
-
-
-def _color_with_memory_retry(pipeline, page, retrieval, prepared, settings, emit, cancel, notes: list[str]):
-    """ICP + GSRP; out of memory once, the page is tried again in the lowest-memory mode (which
-    then stays for the rest of the run); out of memory again, it fails with advice."""
-    from engine.offload import free_memory, is_out_of_memory
-
-    try:
-        return pipeline.color(page, retrieval, prepared, settings, emit, cancel)
-    except Exception as exc:
-        if not is_out_of_memory(exc):
-            raise
-        first = exc
-    free_memory()
-    changed = pipeline.use_lowest_memory()
-    if not changed:  # nothing lower to switch to: retrying would fail the same way
-        raise OutOfMemory(_oom_advice(first)) from first
-    emit(Notice(f"out of memory; trying the page again with {', '.join(changed)}", page.source.name))
-    try:
-        final = pipeline.color(page, retrieval, prepared, settings, emit, cancel)
-    except Exception as exc:
-        if not is_out_of_memory(exc):
-            raise
-        free_memory()
-        raise OutOfMemory(_oom_advice(exc)) from exc
-    notes.append(f"out of memory at first; colored with {', '.join(changed)}")
-    return final
-
-
-def _oom_advice(exc: BaseException) -> str:
-    return (f"out of memory even in the lowest-memory mode ({type(exc).__name__}); close other programs "
-            "using the GPU, choose a smaller --size, or run with --device cpu")
-
-
-def _storage_stop(project: ChapterProject, report: ChapterReport, emit: EventSink, name: str, exc: OSError) -> OutputError:
-    """The disk is full or read-only: stop the run (every next page would fail the same way).
-    The page in flight goes back to pending; written pages and the saved project stay valid."""
-    where = exc.filename or project.folder
-    reason = f"{where}: {exc.strerror or exc} while writing page {name}"
-    project.set_status(name, "pending")
-    try:
-        project.save()
-    except OSError:
-        pass  # the project file on disk is the last good one (atomic saves)
-    report.failed[name] = reason
-    emit(PageFailed(name, reason))
-    return OutputError(f"{reason}; the {len(report.done)} page(s) written before are kept. "
-                       f"{storage_advice(exc).capitalize()}, then run again with --resume")
 
 
 def load_retriever(models: str, device: str = "cpu", cache_dir: Path | None = None) -> Retriever:

@@ -1,11 +1,10 @@
-"""The desktop application, offscreen with tiny models (pytest-qt)."""
+"""The main window offscreen with tiny models (pytest-qt): open, run, cancel, failures, reopen, settings, start-up."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -14,72 +13,11 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtCore import QTimer  # noqa: E402
 
-from app.main_window import MainWindow  # noqa: E402
 from app.settings import AppSettings  # noqa: E402
-from app.worker import EngineWorker  # noqa: E402
 from engine.rap.curation import Target  # noqa: E402
 from engine.project import ChapterProject  # noqa: E402
 from engine.session import RunSettings  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-WAIT_MS = 180_000
-
-
-@pytest.fixture(autouse=True)
-def no_leaked_threads():
-    """Fail a test that leaves an engine worker thread running."""
-    before = set(EngineWorker.instances)
-    yield
-    leaked = [w for w in EngineWorker.instances if w not in before and w.is_running()]
-    for worker in leaked:
-        worker.shutdown()
-    assert not leaked, "a QThread was left running"
-
-
-@pytest.fixture
-def settings(tiny_models_dir, tmp_path) -> AppSettings:
-    run = RunSettings(models=str(tiny_models_dir), device="cpu", steps=2, size="256x384",
-                      cache_dir=str(tmp_path / "embeddings"))
-    return AppSettings(run)
-
-
-@pytest.fixture
-def chapter(tmp_path):
-    from engine.demo import make_demo_chapter
-
-    return make_demo_chapter(tmp_path / "data", pages=4, refs=4)
-
-
-def make_window(qtbot, settings) -> MainWindow:
-    window = MainWindow(settings, persist_settings=False)
-    qtbot.addWidget(window)
-    window.show()
-    return window
-
-
-def open_with_refs(qtbot, window: MainWindow, chapter_dir: Path, refs_dir: Path | None) -> None:
-    """Open a chapter (adding references from `refs_dir` when it has none) and wait until the
-    first page's retrieval is on screen."""
-    with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):
-        window.open_path(str(chapter_dir))
-    if window.document.references:
-        qtbot.waitUntil(lambda: bool(window.reference_panel._picks), timeout=WAIT_MS)
-    else:
-        with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
-            window.add_references([str(refs_dir)])
-
-
-def canvas_image(window: MainWindow):
-    return window.canvas_view._pixmap.pixmap().toImage()
-
-
-def picked_refs(window: MainWindow) -> set[str]:
-    return {p["ref"] for row in window.reference_panel._picks for p in row}
-
-
-def close(qtbot, window: MainWindow) -> None:
-    window.close()
-    assert not window.worker.is_running()
+from window_helpers import REPO_ROOT, WAIT_MS, close, make_window, open_with_refs, picked_refs  # noqa: E402
 
 
 def test_open_chapter_shows_pages_and_retrieved_patches(qtbot, settings, chapter):
@@ -92,31 +30,6 @@ def test_open_chapter_shows_pages_and_retrieved_patches(qtbot, settings, chapter
     assert len(picked_refs(window)) >= 1
     assert window.canvas_view.has_image()
     assert window.canvas_view._outline.isVisible()  # mask area outlined
-    close(qtbot, window)
-
-
-def test_pin_and_reject_change_canvas_and_undo_restores(qtbot, settings, chapter):
-    window = make_window(qtbot, settings)
-    open_with_refs(qtbot, window, *chapter)
-    original = canvas_image(window)
-    top = window.reference_panel._picks[0][0]["ref"]
-    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
-        window.request_choice(Target(top), "reject", False)
-    assert top not in picked_refs(window)
-    assert canvas_image(window) != original
-    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
-        window.undo_stack.undo()
-    assert top in picked_refs(window)
-    assert canvas_image(window) == original
-
-    unused = [r.ref for r in window.document.references if r.ref not in picked_refs(window)]
-    if unused:  # pin a reference that was not picked: it appears, pinned
-        with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
-            window.request_choice(Target(unused[0]), "pin", False)
-        assert any(p["ref"] == unused[0] and p["pinned"] for row in window.reference_panel._picks for p in row)
-        with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
-            window.undo_stack.undo()
-        assert canvas_image(window) == original
     close(qtbot, window)
 
 
@@ -287,69 +200,6 @@ def test_original_view_applies_exif_orientation(qtbot):
 
 
 @pytest.mark.parametrize("answer", ["No", "Yes"])
-def test_partial_cbz_export_asks_and_never_writes_a_short_file(qtbot, settings, chapter, monkeypatch, answer):
-    from dataclasses import replace
-
-    from PIL import Image
-    from PySide6.QtWidgets import QMessageBox
-
-    settings.run = replace(settings.run, input_style="gray")
-    window = make_window(qtbot, settings)
-    with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):
-        window.open_path(str(chapter[0]))
-    project = window.document.project
-    first = project.pages[0].name
-    Image.new("RGB", (64, 64), (200, 0, 0)).save(project.folder / "001_1.png")
-    project.record_outputs(first, {"colored": "001_1.png"}, "done", "k")
-    asked = []
-
-    def question(*args, **kwargs):
-        asked.append(args[2])
-        return getattr(QMessageBox.StandardButton, answer)
-
-    monkeypatch.setattr(QMessageBox, "question", question)
-    from PySide6.QtGui import QDesktopServices
-    from PySide6.QtWidgets import QFileDialog
-
-    chosen = project.folder.parent / "exports" / "mine.cbz"
-    offered = []
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: offered.append(a[2]) or (str(chosen), ""))
-    opened = []
-    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
-    window.export("cbz")
-    assert asked and "3 of 4 pages are not colored" in asked[0]
-    if answer == "No":
-        assert window._export_job is None and not offered and not list(project.folder.parent.rglob("*.cbz"))
-    else:
-        assert offered == [str(project.folder / f"{chapter[0].name}-colored.cbz")]  # first time: the project
-        qtbot.waitUntil(lambda: chosen.is_file() and window._export_job is None, timeout=WAIT_MS)
-        import zipfile
-
-        with zipfile.ZipFile(chosen) as archive:
-            assert len([n for n in archive.namelist() if n.endswith(".png")]) == 4
-        assert window.show_folder_button.isVisible()
-        window.show_folder_button.click()
-        assert opened == [str(chosen.parent)]
-        # remembered per project: the next export (after reopening) starts in that folder
-        assert ChapterProject.load(project.folder).settings["export_dir"] == str(chosen.parent)
-        window.export("cbz")
-        assert offered[1] == str(chosen.parent / f"{chapter[0].name}-colored.cbz")
-        qtbot.waitUntil(lambda: window._export_job is None, timeout=WAIT_MS)
-    close(qtbot, window)
-
-
-def test_no_references_yet_is_a_hint_not_an_error(qtbot, settings, chapter):
-    window = make_window(qtbot, settings)
-    with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):
-        window.open_path(str(chapter[0]))
-    qtbot.wait(200)
-    text = window.canvas_view._placeholder.text()
-    assert "Add references" in text or "+ Add references" in text
-    assert "Error" not in text and "ValueError" not in text and "failed" not in text
-    close(qtbot, window)
-
-
-@pytest.mark.parametrize("answer", ["No", "Yes"])
 def test_esc_asks_before_cancelling_the_queue(qtbot, settings, monkeypatch, answer):
     from PySide6.QtGui import QAction, QKeySequence
     from PySide6.QtWidgets import QMessageBox
@@ -381,74 +231,6 @@ def test_tiny_models_banner_shows_only_with_tiny_models(qtbot, settings):
     close(qtbot, window)
 
 
-def test_reject_keeps_the_selection_lists_it_and_restore_brings_it_back(qtbot, settings, chapter):
-    from PySide6.QtGui import QAction
-
-    window = make_window(qtbot, settings)
-    open_with_refs(qtbot, window, *chapter)
-    panel = window.reference_panel
-    original = canvas_image(window)
-    reject = next(a for a in window.findChildren(QAction) if a.text() == "Reject selected patch")
-    assert not reject.isEnabled()  # nothing selected yet
-    button = panel.patch_buttons[("TL", 0)]
-    button.click()
-    acted = (panel._picks[0][0]["ref"], panel._picks[0][0]["patch"])
-    assert button.isChecked() and reject.isEnabled()
-    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
-        reject.trigger()  # R
-    assert acted not in {(p["ref"], p["patch"]) for row in panel._picks for p in row}
-    assert panel.rejected.count() == 1
-    item = panel.rejected.currentItem()
-    assert item is not None and item.data(0x0100) == (acted[0], acted[1], "page")  # Qt.UserRole
-    assert not any(b.isChecked() for b in panel.patch_buttons.values())  # no unseen patch selected
-    commands = window.undo_stack.count()
-    reject.trigger()  # R again: the selection is the rejected patch, so nothing else is rejected
-    qtbot.wait(100)
-    assert window.undo_stack.count() == commands
-    with qtbot.waitSignal(window.retrieval_shown, timeout=WAIT_MS):
-        panel.restore_button.click()
-    assert panel.rejected.count() == 0
-    assert canvas_image(window) == original
-    assert (panel._picks[0][0]["ref"], panel._picks[0][0]["patch"]) == acted
-    assert panel.patch_buttons[("TL", 0)].isChecked()  # the selection followed the patch back
-    close(qtbot, window)
-
-
-def test_hovering_a_patch_outlines_its_tile_and_query_region_and_back(qtbot, settings, chapter):
-    from PySide6.QtCore import QEvent, QRectF
-    from PySide6.QtWidgets import QApplication
-
-    window = make_window(qtbot, settings)  # 256x384 working size: canvas 512x768, shown 1:1
-    open_with_refs(qtbot, window, *chapter)
-    QApplication.sendEvent(window.reference_panel.patch_buttons[("TR", 0)], QEvent(QEvent.Type.Enter))
-    # GEOMETRY.md: TR rank 1 sits in cell (row 1, col 3) of W/2 x H/2 = 128x192 cells, pasted at
-    # (3*128 + 1, 192 + 1) with size 126x190; the TR query patch is 192x288 at (W/4, 0) of
-    # the page, which starts at (W/2, H/2) = (128, 192) in the canvas.
-    assert window.canvas_view.highlighted() == [QRectF(385, 193, 126, 190), QRectF(192, 192, 192, 288)]
-    QApplication.sendEvent(window.reference_panel.patch_buttons[("TR", 0)], QEvent(QEvent.Type.Leave))
-    assert window.canvas_view.highlighted() == []
-    # the other way: the pointer over cell (3, 0) = BL rank 3 marks that patch's button
-    window.canvas_view.hover_moved.emit(10.0, 3 * 192 + 50.0)
-    assert window.reference_panel.hovered_patch() == (2, 2)
-    assert window.canvas_view.highlighted()[0] == QRectF(1, 3 * 192 + 1, 126, 190)
-    window.canvas_view.hover_moved.emit(-1.0, -1.0)
-    assert window.reference_panel.hovered_patch() is None
-    close(qtbot, window)
-
-
-def test_patch_score_is_a_bar_with_the_number_in_the_tooltip(qtbot, settings, chapter):
-    window = make_window(qtbot, settings)
-    open_with_refs(qtbot, window, *chapter)
-    button = window.reference_panel.patch_buttons[("TL", 0)]
-    score = window.reference_panel._picks[0][0]["score"]
-    assert button.text() == "" and f"similarity {score:.4f}" in button.toolTip()
-    icon = button.icon().pixmap(button.iconSize()).toImage()
-    bar_row = icon.height() - 3  # the bar is the last rows of the icon
-    filled = sum(1 for x in range(icon.width()) if icon.pixelColor(x, bar_row).name() == "#4fb3ff")
-    assert abs(filled / icon.width() - max(0.0, score)) < 0.05
-    close(qtbot, window)
-
-
 def test_actions_follow_state_and_idle_queue_is_one_line(qtbot, settings, chapter):
     from dataclasses import replace
 
@@ -474,42 +256,6 @@ def test_actions_follow_state_and_idle_queue_is_one_line(qtbot, settings, chapte
     assert window.page_caption.text().startswith(f"Page 1 / 4: {window.document.page_names[0]}")
     assert window.tabs.tabText(1) == f"Result — {window.document.page_names[0]}"
     close(qtbot, window)
-
-
-def test_chapter_info_dialog_sets_the_cbz_comicinfo(qtbot, tmp_path, monkeypatch):
-    import zipfile
-    import xml.etree.ElementTree as ET
-
-    from app.chapter_info import ChapterInfoDialog, edit_chapter_info
-    from engine.io.chapter import open_chapter
-    from engine.io.export import export_project
-
-    pages = tmp_path / "Blue Lagoon 12"
-    pages.mkdir()
-    for index in range(2):
-        Image.new("L", (60, 80), 200).save(pages / f"{index + 1}.png")
-    project = ChapterProject.open_or_create(tmp_path / "proj.colorflow")
-    project.inputs = [str(pages)]
-    chapter = open_chapter(project.inputs)
-    project.sync_pages([(s.name, s.ref) for s in chapter.sources])
-
-    def fill(dialog: ChapterInfoDialog) -> int:
-        assert dialog.title.text() == "Blue Lagoon 12"  # default: the chapter's name
-        dialog.series.setText("Blue Lagoon")
-        dialog.number.setText("12.5")
-        dialog.reading.setCurrentIndex(dialog.reading.findData("Yes"))  # manga read left to right
-        return 1
-
-    monkeypatch.setattr(ChapterInfoDialog, "exec", fill)
-    assert edit_chapter_info(None, project)
-    saved = ChapterProject.load(project.folder).settings
-    assert (saved["series"], saved["number"], saved["manga"]) == ("Blue Lagoon", "12.5", "Yes")
-    [cbz] = export_project(project, chapter, "cbz", include_uncolored=True)
-    with zipfile.ZipFile(cbz) as archive:
-        info = ET.fromstring(archive.read("ComicInfo.xml"))
-    assert info.findtext("Series") == "Blue Lagoon" and info.findtext("Number") == "12.5"
-    assert info.findtext("Manga") == "Yes" and info.findtext("Title") == "Blue Lagoon 12"
-    assert info.findtext("PageCount") == "2"
 
 
 def test_an_open_chapter_is_locked_and_a_damaged_project_offers_its_backup(qtbot, settings, chapter, monkeypatch):
