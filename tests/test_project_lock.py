@@ -187,3 +187,25 @@ def test_garbled_lock_is_busy_while_fresh_and_taken_over_when_old(tmp_path):
     os.utime(path, (old, old))
     with ProjectLock(tmp_path):
         assert _lock_pid(tmp_path) == os.getpid()
+
+
+def test_taking_the_lock_clears_temp_files_a_killed_run_left(tmp_path):
+    """mkstemp's names, as a SIGKILL mid-write leaves them; the user's own files stay."""
+    page_folder = tmp_path / "001_page"
+    page_folder.mkdir()
+    stale = [tmp_path / ".project.json.k3j_9xQa.tmp", page_folder / ".canvas.png.a1B2c3D4.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / ".hidden.tmp", tmp_path / "001_1.png", page_folder / "canvas.png"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    with ProjectLock(tmp_path):
+        assert [p for p in stale if p.exists()] == []
+    assert all(p.exists() for p in kept)
+
+
+def test_a_refused_lock_leaves_the_holders_temp_files(holder):
+    folder, _ = holder
+    in_flight = folder / ".project.json.abcdefgh.tmp"
+    in_flight.write_bytes(b"being written by the holder")
+    with pytest.raises(ProjectLockedError):
+        ProjectLock(folder).acquire()
+    assert in_flight.exists()

@@ -75,5 +75,7 @@ def test_random_sigkills_never_corrupt_and_resume_never_redoes(tiny_models_dir, 
     assert sorted(report["done"] + report["skipped"]) == ["1.png", "2.png", "3.png", "4.png"]
     final = _check_consistent(out)
     assert len(final) == 4
+    # the finished run took the lock, so no half-written temp file of a killed attempt is left
+    assert [p.name for p in out.rglob("*.tmp")] == []
     for name, stamp in seen.items():
         assert final[name] == stamp

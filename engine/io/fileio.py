@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,26 @@ def current_umask() -> int:
     mask = os.umask(0o022)  # elsewhere: set and restore at once
     os.umask(mask)
     return mask
+
+
+# The name mkstemp gives atomic_write's temp files: ".NAME.<8 random characters>.tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temp files that atomic_write left in `folder` and its direct subfolders when its
+    process was killed. Only call it while holding the folder's lock: then no write is in flight."""
+    folder = Path(folder)
+    removed = []
+    for parent in [folder, *(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]:
+        for entry in parent.iterdir():
+            if _TEMP_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink():
+                try:
+                    entry.unlink()
+                    removed.append(entry)
+                except OSError:
+                    pass  # read-only or gone: harmless, it is never read
+    return removed
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:

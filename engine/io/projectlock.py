@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ProjectLockedError
+from engine.io.fileio import remove_stale_temp_files
 
 LOCK_FILE = ".colorflow.lock"
 UNFINISHED_GRACE_S = 10.0  # an empty/garbled lock younger than this is being written: busy
@@ -130,6 +131,8 @@ class ProjectLock:
                     os.close(fd)
                 self._content = content
                 _held.add(key)
+                # ours now, so no write is in flight: clear what a killed run left half-written
+                remove_stale_temp_files(self.folder)
                 return self
         raise ProjectLockedError(f"{self.folder} is in use: its lock {self.path} keeps changing hands; try again")
 
