@@ -213,9 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="FLOPs per page of our ICP pipeline vs the official procedure (meta device)",
         description="Counts FLOPs with torch.utils.flop_counter on the meta device at official "
         "model size (no weights, no GPU, seconds). Official procedure: UNet and guide at CFG "
-        "batch 2, conditioning encoded per CFG copy, the whole canvas decoded, every reference "
-        "re-embedded for every page. Ours: guide at batch 1, conditioning encoded once, page "
-        "region decoded, reference embeddings cached per chapter (amortised over --pages).",
+        "batch 2, conditioning encoded per CFG copy, every reference re-embedded for every page. "
+        "Ours: guide at batch 1, conditioning encoded once, reference embeddings cached per "
+        "chapter (amortised over --pages). Both run the ScreenStyle pass once per page and "
+        "decode the whole canvas, as the official procedure does.",
     )
     bench_flops.add_argument("--size", type=_size_arg, default=None, metavar="WxH", help="working size (default 512x800)")
     bench_flops.add_argument("--steps", type=int, default=10, help="denoising steps (default 10)")
