@@ -59,7 +59,7 @@ SIZES = ["auto", "640x640", "512x800", "800x512"]
 
 
 class SettingsDialog(QDialog):
-    """Device, steps, seed, working size, keep-ink, low-VRAM, export format, models, and the
+    """Device, steps, seed, working size, input style, procedure, keep-ink, low-VRAM, export format, models, and the
     folder for chapter projects (outputs)."""
 
     def __init__(self, settings: AppSettings, parent=None) -> None:
@@ -99,6 +99,18 @@ class SettingsDialog(QDialog):
             "its grayscale, as the official app does (the models were trained on such inputs).\n"
             "Plain grayscale: the page as it is, for pages that need no re-screening."
         )
+        self.procedure = QComboBox()
+        self.procedure.addItem("ours (faster, own noise streams)", "ours")
+        self.procedure.addItem("official (the official app, draw for draw)", "official")
+        self.procedure.setCurrentIndex(max(0, self.procedure.findData(run.procedure)))
+        self.procedure.setToolTip(
+            "Ours: each random draw has its own stream of the seed, the guide runs once per step, pages are "
+            "letterboxed (never cropped) and keep their own size.\n"
+            "Official: reproduces the official app's colors for a seed: pages centre-cropped to the working "
+            "aspect, output at 1.5x the working size, no keep-ink.\n"
+            "Both are equally good colorings; the same seed gives different colors in each."
+        )
+        self.procedure.currentIndexChanged.connect(self._procedure_changed)
         self.export_format = QComboBox()
         self.export_format.addItems(["cbz", "png", "ora", "psd"])
         self.export_format.setCurrentText(run.export_format)
@@ -108,6 +120,7 @@ class SettingsDialog(QDialog):
         form.addRow("Seed", self.seed)
         form.addRow("Working size", self.size)
         form.addRow("Input style", self.input_style)
+        form.addRow("Procedure", self.procedure)
         form.addRow("Keep ink", self.keep_ink)
         form.addRow("Low VRAM", self.low_vram)
         form.addRow("Export format", self.export_format)
@@ -123,6 +136,13 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+        self._procedure_changed()
+
+    def _procedure_changed(self) -> None:
+        # the official procedure has no keep-ink: say so rather than ignore the box
+        official = self.procedure.currentData() == "official"
+        self.keep_ink.setEnabled(not official)
+        self.keep_ink.setToolTip("not part of the official procedure" if official else "")
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for chapter projects and outputs")
@@ -144,5 +164,6 @@ class SettingsDialog(QDialog):
             keep_ink=self.keep_ink.isChecked(),
             low_vram=self.low_vram.isChecked(),
             input_style=self.input_style.currentData(),
+            procedure=self.procedure.currentData(),
             export_format=self.export_format.currentText(),
         )

@@ -38,8 +38,15 @@ class RunSettings:
     keep_ink: bool = True
     low_vram: bool = False
     input_style: str = "screen"  # "screen": the official ScreenStyle pass; "gray": plain grayscale
+    # "ours" (default) or "official": the official app's procedure, draw for draw (cli PROCEDURE_HELP);
+    # official forces its output (1.5x the working size, no keep-ink)
+    procedure: str = "ours"
     export_format: str = "cbz"
     cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.procedure not in ("ours", "official"):
+            raise ValueError(f"procedure must be 'ours' or 'official', got {self.procedure!r}")
 
     def work_size(self) -> WorkSize | None:
         return WorkSize.parse(self.size) if self.size else None
@@ -67,7 +74,7 @@ class EngineSession:
     def inputs(self, settings: RunSettings):
         from engine.pipeline import InputSettings
 
-        return InputSettings(settings.input_style, "ours", settings.seed, settings.work_size())
+        return InputSettings(settings.input_style, settings.procedure, settings.seed, settings.work_size())
 
     def retriever(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.cache_dir)
@@ -127,12 +134,14 @@ class EngineSession:
         page_label = next(iter(pages)) if pages and len(pages) == 1 else None
         if not self._pipelines:
             emit(Progress("loading models", 0, 1, page_label))
+        official = settings.procedure == "official"
         run = PipelineSettings(
-            colorize=ColorizeSettings(steps=settings.steps, seed=settings.seed),
-            upscale=UpscaleSettings(seed=settings.seed),
-            keep_ink=settings.keep_ink,
+            colorize=ColorizeSettings(steps=settings.steps, seed=settings.seed, procedure=settings.procedure),
+            upscale=UpscaleSettings(seed=settings.seed, procedure=settings.procedure),
+            keep_ink=settings.keep_ink and not official,
             size=settings.work_size(),
             input_style=settings.input_style,
+            output_size="gsrp" if official else "page",
         )
         pipeline = self.pipeline(settings)
         return colorize_chapter(chapter, references, pipeline, project, run, emit, cancel, resume=True, only=pages)

@@ -173,11 +173,15 @@ def test_settings_round_trip_and_projects_folder(qtbot, tmp_path, chapter):
     qtbot.addWidget(dialog)
     dialog.steps.setValue(12)
     dialog.keep_ink.setChecked(False)
+    assert dialog.keep_ink.isEnabled()
+    dialog.procedure.setCurrentIndex(dialog.procedure.findData("official"))
+    assert not dialog.keep_ink.isEnabled()  # the official procedure has no keep-ink
     settings.run = dialog.result_settings()
     settings.projects_dir = dialog.chosen_projects_dir()
     save_settings(settings)
     loaded = load_settings()
     assert loaded.run.steps == 12 and not loaded.run.keep_ink and loaded.run.size == "512x800"
+    assert loaded.run.procedure == "official"
     assert loaded.recent == ["/a"] and loaded.projects_dir == str(tmp_path / "projects")
     document = ChapterDocument.open(chapter[0], loaded.projects_dir)
     assert document.project.folder == tmp_path / "projects" / "chapter.colorflow"
