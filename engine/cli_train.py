@@ -1,4 +1,4 @@
-"""The `colorflow train ...` subcommands: prepare (dataset index from colored chapters) and icp (guide + LoRA training)."""
+"""The `colorflow train ...` subcommands: prepare (dataset index from colored chapters), icp (guide + LoRA) and gsrp (fusion network)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def add_train_commands(commands, size_type: Callable) -> None:
     icp.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5, paper 4.1)")
     icp.add_argument("--mu", type=float, default=1.5, help="timestep shift (default 1.5, paper eq. 5)")
     icp.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    icp.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    icp.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None,
+                     help="default: the `accelerate launch` setting (its --mixed_precision or config file), else no")
     icp.add_argument("--downsample", type=float, default=1.0, help="downsample crops by this factor (<= 1)")
     icp.add_argument("--full-canvas", action="store_true", help="train on the whole canvas (no crops)")
     icp.add_argument("--save-every", type=int, default=500)
@@ -57,6 +58,15 @@ def add_train_commands(commands, size_type: Callable) -> None:
     icp.add_argument("--from-scratch", action="store_true",
                      help="guide initialised from the UNet and a new rank-64 LoRA, instead of --models' GraySD")
     icp.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    icp.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
+                     help="keep an EMA of the guide + LoRA (e.g. 0.9999); the written models are the EMA weights")
+    icp.add_argument("--sample-every", type=int, default=0, metavar="N",
+                     help="colorize the dataset's last page (then held out of training) every N steps "
+                     "into DIR/samples/step_XXXXXX.png")
+    icp.add_argument("--sample-steps", type=int, default=10, help="denoising steps of those samples (default 10)")
+    icp.add_argument("--no-tensorboard", action="store_true",
+                     help="no TensorBoard logs (default: DIR/logs when tensorboard or tensorboardX is installed)")
+    _add_gsrp_command(actions)
 
 
 def cmd_train(args) -> int:
@@ -78,6 +88,8 @@ def cmd_train(args) -> int:
                                 args.seed, emit=_progress_printer())
         print(f"\ndataset written: {out} ({len(index['samples'])} samples)")
         return OK
+    if args.train_command == "gsrp":
+        return _train_gsrp(args, paths)
     from engine.training.icp import ICPTrainConfig, ICPTrainer
 
     config = ICPTrainConfig(
@@ -85,12 +97,18 @@ def cmd_train(args) -> int:
         gradient_accumulation=args.grad_accum, mixed_precision=args.mixed_precision,
         downsample=args.downsample, full_canvas=args.full_canvas, save_every=args.save_every,
         log_every=args.log_every, seed=args.seed, from_scratch=args.from_scratch, device=args.device,
+        ema_decay=args.ema_decay, sample_every=args.sample_every, sample_steps=args.sample_steps,
+        tensorboard=not args.no_tensorboard,
     )
     trainer = ICPTrainer(paths, args.dataset.expanduser().resolve(), args.out.expanduser().resolve(), config)
+    main_process = trainer.accelerator.is_main_process  # under `accelerate launch`: one report, not one per GPU
     if args.resume:
-        print(f"resumed at step {trainer.resume()}")
+        step = trainer.resume()
+        if main_process:
+            print(f"resumed at step {step}")
     step = trainer.train()
-    print(f"trained to step {step}; models: {args.out} (use --models {args.out})")
+    if main_process:
+        print(f"trained to step {step}; models: {args.out} (use --models {args.out})")
     return OK
 
 
@@ -102,3 +120,72 @@ def _progress_printer():
             print(f"\r{event.stage} {event.step}/{event.total} {event.page or ''}", end="", file=sys.stderr, flush=True)
 
     return emit
+
+
+def _add_gsrp_command(actions) -> None:
+    gsrp = actions.add_parser(
+        "gsrp",
+        help="train the GSRP fusion network (paper 3.3)",
+        description="L1 between the guided VAE decode and the colored page at the GSRP frame (1.5x the "
+        "working size), given the high-resolution black-and-white page and the colored page downsampled "
+        "to the working size and upsampled back (the ICP output stand-in); high-resolution crops; only "
+        "the fusion network is trained (the VAE is frozen). Writes DIR/colorflow/GraySD/MultiResNetModel.bin "
+        "with the other model files linked from --models (a guide/LoRA trained there by `train icp` is "
+        "kept). State for --resume is kept in DIR/state-gsrp/. Multi-GPU: start it with `accelerate launch`.",
+    )
+    gsrp.add_argument("dataset", type=Path, metavar="DATASET", help="folder written by `train prepare`")
+    gsrp.add_argument("--models", default="official", help="base models: official, tiny or a models DIR")
+    gsrp.add_argument("--out", required=True, type=Path, metavar="DIR", help="output models folder")
+    gsrp.add_argument("--steps", type=int, default=30000, help="optimizer steps in all (default 30000, paper 4.1)")
+    gsrp.add_argument("--resume", action="store_true", help="continue from DIR/state-gsrp/")
+    gsrp.add_argument("--batch-size", type=int, default=1)
+    gsrp.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5, paper 4.1)")
+    gsrp.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    gsrp.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None,
+                      help="default: the `accelerate launch` setting (its --mixed_precision or config file), else no")
+    gsrp.add_argument("--crop", type=_crop_type, default=(512, 512), metavar="WxH|full",
+                      help="high-resolution crop of the GSRP frame (multiples of 8; default 512x512; full: whole frame)")
+    gsrp.add_argument("--gray-input", choices=("screen", "gray"), default="screen",
+                      help="screen: random mix of grayscale and ScreenStyle output, as ICP training (default); "
+                      "gray: the grayscale page")
+    gsrp.add_argument("--save-every", type=int, default=500)
+    gsrp.add_argument("--log-every", type=int, default=10)
+    gsrp.add_argument("--seed", type=int, default=0)
+    gsrp.add_argument("--from-scratch", action="store_true",
+                      help="a freshly initialised fusion network, instead of --models' MultiResNetModel")
+    gsrp.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+
+
+def _crop_type(text: str):
+    import argparse
+
+    if text.lower() == "full":
+        return None
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, 0)
+    except ValueError:
+        width = height = 0
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"expected WxH, N or full, got {text!r}")
+    return width, height
+
+
+def _train_gsrp(args, paths) -> int:
+    from engine.training.gsrp import GSRPTrainConfig, GSRPTrainer
+
+    config = GSRPTrainConfig(
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, gradient_accumulation=args.grad_accum,
+        mixed_precision=args.mixed_precision, crop=args.crop, gray_input=args.gray_input, save_every=args.save_every,
+        log_every=args.log_every, seed=args.seed, from_scratch=args.from_scratch, device=args.device,
+    )
+    trainer = GSRPTrainer(paths, args.dataset.expanduser().resolve(), args.out.expanduser().resolve(), config)
+    main_process = trainer.accelerator.is_main_process  # under `accelerate launch`: one report, not one per GPU
+    if args.resume:
+        step = trainer.resume()
+        if main_process:
+            print(f"resumed at step {step}")
+    step = trainer.train()
+    if main_process:
+        print(f"trained to step {step}; models: {args.out} (use --models {args.out})")
+    return OK

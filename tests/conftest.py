@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One torch/OpenMP thread (read when torch loads, inherited by subprocesses): the tiny models are
+# too small to gain from more, and two threads on a busy 2-core machine ran a step 40x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,23 +151,56 @@ def _state(path: Path) -> dict:
     return read_state_dict(path)
 
 
-def test_icp_training_changes_only_guide_and_lora_then_resumes(dataset, tiny_models_dir, tmp_path):
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (on a shared 2-core machine two threads spin against
+    each other); one thread also makes float sums the same in every process of a test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config(**changes):
+    from engine.training.icp import ICPTrainConfig
+
+    base = dict(steps=3, downsample=0.5, learning_rate=1e-3, log_every=1, device="cpu", save_every=100,
+                tensorboard=False)
+    return ICPTrainConfig(**{**base, **changes})
+
+
+def _trainer(base, dataset, out, printer=None, emit=None, **changes):
+    from engine.training.icp import ICPTrainer
+
+    kwargs = {"emit": emit} if emit else {}
+    return ICPTrainer(base, dataset, out, _config(**changes), printer=printer, **kwargs)
+
+
+def _trained(trainer) -> dict:
+    """name -> tensor of the trainable weights (guide + LoRA) of a trainer's model."""
+    return {n: p.detach().clone() for n, p in trainer.accelerator.unwrap_model(trainer.model).named_parameters()
+            if p.requires_grad}
+
+
+def test_icp_training_changes_only_guide_and_lora_keeps_a_light_state_and_resumes_exactly(dataset, tiny_models_dir,
+                                                                                           tmp_path):
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from engine.models.checkpoints import find_weights, normalise_lora_key
     from engine.pipeline import load_pipeline
     from engine.sources import resolve_models
-    from engine.training.icp import ICPTrainConfig, ICPTrainer
 
     base = resolve_models(str(tiny_models_dir))
     out = tmp_path / "trained"
     lines, events = [], []
-    config = ICPTrainConfig(steps=3, downsample=0.5, learning_rate=1e-3, log_every=1, device="cpu", save_every=100)
-    trainer = ICPTrainer(base, dataset, out, config, emit=events.append, printer=lines.append)
-    assert trainer.train() == 3
-    assert [e.step for e in events] == [0, 1, 2, 3] and len(lines) == 3 and "steps/s" in lines[0]
+    trainer = _trainer(base, dataset, out, printer=lines.append, emit=events.append, steps=5, save_every=3)
+    assert trainer.train(until=3) == 3
+    assert [e.step for e in events] == [0, 1, 2, 3] and len(lines) == 3
+    assert "steps/s" in lines[0] and "ETA" in lines[0]
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
 
-    unet = trainer.accelerator.unwrap_model(trainer.unet).state_dict()
+    unet = trainer.unet.state_dict()
     base_unet = load_file(str(base.sd15 / "unet" / "diffusion_pytorch_model.safetensors"))
     for key, value in base_unet.items():  # peft wraps targets as <module>.base_layer.<param>
         wrapped = key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
@@ -180,17 +215,165 @@ def test_icp_training_changes_only_guide_and_lora_then_resumes(dataset, tiny_mod
     assert any(not torch.equal(saved_lora[k], base_lora[k]) for k in base_lora)
     assert (out / "sd15").is_symlink() and (out / "sd15").resolve() == base.sd15.resolve()
 
+    # The resume state holds the guide and the LoRA, never the frozen UNet base.
+    state_file = out / "state" / "model.safetensors"
+    with safe_open(str(state_file), "pt") as handle:
+        shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    expected = {f"guide.{k}": tuple(v.shape) for k, v in base_guide.items()}
+    expected.update({f"unet.{k}": tuple(v.shape) for k, v in base_lora.items()})
+    assert shapes == expected
+    frozen = {f"unet.{k}" for k in base_unet} | {
+        f"unet.{k}".replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias") for k in base_unet}
+    assert not frozen & shapes.keys()
+    trainable_numel = sum(v.numel() for v in base_guide.values()) + sum(v.numel() for v in base_lora.values())
+    frozen_bytes = 4 * sum(v.numel() for v in base_unet.values())
+    assert 4 * trainable_numel <= state_file.stat().st_size < 4 * trainable_numel + 200_000 < 4 * trainable_numel + frozen_bytes
+    assert sorted(p.name for p in (out / "state").iterdir()) == [
+        "model.safetensors", "optimizer.bin", "random_states_0.pkl", "scheduler.bin", "trainer_state.json"]
+
     pipeline = load_pipeline(str(out), "cpu", cache_dir=tmp_path / "cache", input_style="gray")
     loaded = pipeline.colorizer.c.guide.state_dict()
     assert all(torch.equal(loaded[k], saved_guide[k]) for k in saved_guide)
 
-    resumed = ICPTrainer(base, dataset, out, ICPTrainConfig(steps=4, downsample=0.5, learning_rate=1e-3, device="cpu"),
-                         printer=None)
-    assert resumed.resume() == 3 and resumed.consumed == 3
-    guide = resumed.accelerator.unwrap_model(resumed.guide).state_dict()
-    assert all(torch.equal(guide[k], saved_guide[k]) for k in saved_guide)
-    assert resumed.train() == 4
-    assert json.loads((out / "state/trainer_state.json").read_text())["step"] == 4
+    # Interrupted after step 3 (trainer torn down), resumed in a new trainer up to step 5 ...
+    optimizer_at_3 = {k: v.clone() for k, v in trainer.optimizer.state_dict()["state"][0].items()}
+    del trainer
+    resumed = _trainer(base, dataset, out, steps=5, save_every=3)
+    assert resumed.resume() == 3 and resumed.batches == 3
+    assert all(torch.equal(resumed.guide.state_dict()[k], saved_guide[k]) for k in saved_guide)
+    assert all(torch.equal(v, optimizer_at_3[k]) for k, v in resumed.optimizer.state_dict()["state"][0].items())
+    assert resumed.train() == 5
+    assert json.loads((out / "state/trainer_state.json").read_text())["step"] == 5
+    # ... ends with the very weights and optimizer moments of 5 uninterrupted steps: every random
+    # draw is keyed by the sample's position, and the state holds exact fp32 copies.
+    straight = _trainer(base, dataset, tmp_path / "straight", steps=5, save_every=100)
+    assert straight.train() == 5
+    ours, theirs = _trained(resumed), _trained(straight)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    moments = resumed.optimizer.state_dict()["state"], straight.optimizer.state_dict()["state"]
+    assert all(torch.equal(moments[0][i]["exp_avg_sq"], moments[1][i]["exp_avg_sq"]) for i in moments[1])
+    assert resumed.losses == straight.losses[3:]
+
+
+def test_overfitting_one_sample_lowers_the_loss(dataset, tiny_models_dir, tmp_path):
+    """30 steps on one sample: the noise-prediction loss falls well below its start (it stays
+    near 1.0 = the noise variance when the learning rate is 0, i.e. when nothing trains)."""
+    from engine.sources import resolve_models
+
+    one = tmp_path / "one"
+    shutil.copytree(dataset, one)
+    index = json.loads((one / "index.json").read_text())
+    index["samples"] = index["samples"][:1]
+    (one / "index.json").write_text(json.dumps(index))
+    trainer = _trainer(resolve_models(str(tiny_models_dir)), one, tmp_path / "out", steps=30, learning_rate=3e-3,
+                       full_canvas=True, save_every=1000, log_every=1000)
+    assert trainer.train() == 30
+    losses = trainer.losses
+    assert len(losses) == 30
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    print(f"overfit: loss {losses[0]:.3f} -> {losses[-1]:.3f}; mean of first 5 {first:.3f}, of last 5 {last:.3f}")
+    assert first > 0.8  # a random tiny UNet predicts ~0: the loss starts near Var(noise) = 1
+    assert last < 0.5 * first, losses
+
+
+def test_from_scratch_guide_leaves_the_unet_output_unchanged_at_step_zero(dataset, tiny_models_dir, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from engine.sources import resolve_models
+
+    base = resolve_models(str(tiny_models_dir))
+    trainer = _trainer(base, dataset, tmp_path / "out", from_scratch=True)
+    generator = torch.Generator().manual_seed(0)
+    noisy = torch.randn(2, 4, 24, 16, generator=generator)
+    cond = torch.randn(2, 9, 24, 16, generator=generator)
+    timesteps = torch.tensor([10, 900])
+    text = trainer.text.expand(2, -1, -1)
+    with torch.no_grad():
+        features = trainer.guide(noisy, timesteps, cond)
+        ours = trainer.model(noisy, timesteps, cond, text)
+        plain = UNet2DConditionModel.from_pretrained(base.sd15 / "unet")(noisy, timesteps, encoder_hidden_states=text).sample
+    assert all(not f.any() for f in [*features.down, features.mid, *features.up])  # zero convs at zero
+    assert torch.equal(ours, plain)
+    lora = [p for n, p in trainer.unet.named_parameters() if ".lora_B." in n]
+    assert len(lora) > 0 and not any(p.any() for p in lora)  # a fresh LoRA adds nothing yet
+
+
+def test_ema_follows_diffusers_decay_and_becomes_the_saved_weights(dataset, tiny_models_dir, tmp_path):
+    """diffusers' EMAModel: decay 0 at the first update (EMA = weights), then min(d, (1+k)/(10+k))
+    at the (k+1)-th. With d = 0.2: 2/11 at step 2, 0.2 at step 3."""
+    from safetensors.torch import load_file
+
+    from engine.sources import resolve_models
+
+    base = resolve_models(str(tiny_models_dir))
+    out = tmp_path / "out"
+    trainer = _trainer(base, dataset, out, ema_decay=0.2)
+    weights = []
+    for step in (1, 2, 3):
+        trainer.train(until=step)
+        weights.append(_trained(trainer))
+    hand = {}
+    for name in weights[0]:
+        e1 = weights[0][name].double()
+        e2 = 2 / 11 * e1 + 9 / 11 * weights[1][name].double()
+        hand[name] = 0.2 * e2 + 0.8 * weights[2][name].double()
+    names = list(weights[0])
+    for name, shadow in zip(names, trainer.ema.shadow_params):
+        assert torch.allclose(shadow.double(), hand[name], atol=1e-6), name
+    assert any(not torch.allclose(hand[n], weights[2][n].double(), atol=1e-6) for n in names)
+    assert all(torch.equal(v, weights[2][k]) for k, v in _trained(trainer).items())  # live weights put back
+    guide = load_file(str(out / "colorflow/GraySD/diffusion_pytorch_model.safetensors"))
+    lora = load_file(str(out / "colorflow/GraySD/unet_lora.safetensors"))
+    for key, value in guide.items():
+        assert torch.allclose(value.double(), hand[f"guide.{key}"], atol=1e-6), key
+    for key, value in lora.items():
+        assert torch.allclose(value.double(), hand[f"unet.{key}"], atol=1e-6), key
+    resumed = _trainer(base, dataset, out, ema_decay=0.2)
+    assert resumed.resume() == 3
+    assert all(torch.equal(a, b) for a, b in zip(resumed.ema.shadow_params, trainer.ema.shadow_params))
+    assert resumed.ema.optimization_step == 3
+
+
+def test_samples_of_the_held_out_page_and_tensorboard_logs(dataset, tiny_models_dir, tmp_path):
+    from accelerate.utils import is_tensorboard_available
+
+    from engine.sources import resolve_models
+
+    out = tmp_path / "out"
+    lines = []
+    trainer = _trainer(resolve_models(str(tiny_models_dir)), dataset, out, printer=lines.append, steps=2,
+                       sample_every=2, sample_steps=2, tensorboard=True, log_every=100)
+    assert trainer.held_out == 2 and trainer.train_indices == [0, 1]
+    assert {trainer._index_at(p)[1] for p in range(40)} == {0, 1}  # never trained on
+    assert trainer.train() == 2
+    samples = sorted((out / "samples").iterdir())
+    assert [p.name for p in samples] == ["step_000002.png"]
+    with Image.open(samples[0]) as image:
+        assert image.size == (SIZE.width, SIZE.height) and image.mode == "RGB"
+    if is_tensorboard_available():
+        assert list((out / "logs").rglob("events.out.tfevents.*"))
+    else:
+        assert any("TensorBoard logging off" in line for line in lines)
+
+
+def test_accelerate_configs_parse_with_accelerate_classes():
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.commands.launch import launch_command_parser
+
+    folder = Path(__file__).resolve().parents[1] / "training" / "accelerate"
+    configs = {p.stem: ClusterConfig.from_yaml_file(str(p)) for p in sorted(folder.glob("*.yaml"))}
+    assert set(configs) == {"ddp", "fsdp", "zero2"}
+    assert configs["ddp"].distributed_type.value == "MULTI_GPU"
+    fsdp = configs["fsdp"]
+    assert fsdp.distributed_type.value == "FSDP" and fsdp.fsdp_config["fsdp_use_orig_params"] is True
+    assert fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+    zero = configs["zero2"]
+    assert zero.distributed_type.value == "DEEPSPEED" and zero.deepspeed_config["zero_stage"] == 2
+    options = {o for action in launch_command_parser()._actions for o in action.option_strings}
+    for config in configs.values():
+        assert config.mixed_precision == "bf16"
+        nested = [*(config.fsdp_config or {}), *(config.deepspeed_config or {})]
+        assert all(f"--{key}" in options for key in nested), nested  # each is an `accelerate launch` option
 
 
 def test_train_commands_parse_and_refuse_a_folder_without_index(tiny_models_dir, tmp_path, capsys):
@@ -204,3 +387,25 @@ def test_train_commands_parse_and_refuse_a_folder_without_index(tiny_models_dir,
     empty.mkdir()
     code = main(["train", "icp", str(empty), "--models", str(tiny_models_dir), "--out", str(tmp_path / "o"), "--device", "cpu"])
     assert code == 2 and "train prepare" in capsys.readouterr().err
+
+
+def test_memory_estimate_counts_the_official_parameters(monkeypatch):
+    """training/estimate_memory.py builds the official models on the meta device; its counts are the
+    published ones (CHECKPOINTS.md: guide 842,093,440, LoRA 23,937,024; SD1.5: UNet 859,520,964,
+    VAE 83,653,863, text encoder 123,060,480) and the static rows are 4/4/8/2 bytes per parameter."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "training" / "estimate_memory.py"
+    spec = importlib.util.spec_from_file_location("estimate_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "estimate_memory", module)  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    model, counts = module.official_model()
+    assert (counts.guide, counts.lora, counts.unet_base, counts.vae, counts.text) == (
+        842_093_440, 23_937_024, 859_520_964, 83_653_863, 123_060_480)
+    assert all(p.is_meta for p in model.parameters())
+    text = module.table(counts, [], 1, 8, model)
+    # (842,093,440 + 23,937,024) x 4 B = 3.464 GB; x 8 B = 6.928 GB; 859,520,964 x 2 B = 1.719 GB
+    for row in ("fp32 master (computed) | 3.46 |", "their gradients, fp32 (computed) | 3.46 |",
+                "exp_avg_sq, fp32 (computed) | 6.93 |", "UNet base, bf16 (computed) | 1.72 |"):
+        assert row in text, row

@@ -215,13 +215,14 @@ class TrainingSet:
             self._fitted.popitem(last=False)
         return fitted
 
-    def full_sample(self, index: int, epoch: int = 0) -> Sample:
-        """The whole canvases of sample `index` with this epoch's screenstyle ratio."""
+    def full_sample(self, index: int, epoch: int = 0, ratio: float | None = None) -> Sample:
+        """The whole canvases of sample `index` with this epoch's screenstyle ratio (or `ratio`)."""
         entry = self.index["samples"][index]
         colored, _ = fit_page(load_image(ImageSource.parse(entry["page"]), "RGB").image, self.size)
         with Image.open(self.root / entry["screen"]) as screen:
             blended = screen.convert("L")
-        ratio = sample_rng(self.seed, "ratio", epoch, index).random()
+        if ratio is None:
+            ratio = sample_rng(self.seed, "ratio", epoch, index).random()
         gray = screen_mix(colored.convert("L"), blended, ratio)
         picks = [[crop_patch(self._reference(p["ref"]), tuple(p["box"]) if p["box"] else None) for p in row]
                  for row in entry["picks"]]

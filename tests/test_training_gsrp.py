@@ -1,0 +1,284 @@
+"""GSRP training: overfit, gradients only in the fusion net, hand-checked loss, layout, colorize with the result, resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.rap.canvas import WorkSize
+
+SIZE = WorkSize(32, 64)  # GSRP frame 48 x 96 (x1.5): tiny, the CPU is shared
+FRAME = (48, 96)
+SEED = 3
+
+
+def _write_index(root: Path, pages: list[Path]) -> Path:
+    """A dataset index as `train prepare` writes it; GSRP reads only the pages (picks and
+    working-size screens are ICP's), so they are left empty to keep the test fast."""
+    from engine.io.fileio import atomic_write_json
+    from engine.training.data import INDEX_FILE, INDEX_VERSION
+
+    samples = [{"chapter": "ch", "page": str(p), "sha256": "", "screen": "", "picks": []} for p in pages]
+    atomic_write_json(root / INDEX_FILE, {"version": INDEX_VERSION, "work_size": [SIZE.width, SIZE.height],
+                                          "seed": SEED, "samples": samples})
+    return root
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> list[Path]:
+    from engine.demo import make_demo_chapter
+
+    _, refs = make_demo_chapter(tmp_path_factory.mktemp("colored"), pages=1, refs=3, size=(160, 320))
+    return sorted(refs.iterdir())
+
+
+@pytest.fixture(scope="module")
+def dataset(pages, tmp_path_factory) -> Path:
+    return _write_index(tmp_path_factory.mktemp("gsrp-ds"), pages)
+
+
+@pytest.fixture(scope="module")
+def one_page(pages, tmp_path_factory) -> Path:
+    return _write_index(tmp_path_factory.mktemp("gsrp-one"), pages[:1])
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tiny_models_dir, tmp_path_factory) -> Path:
+    """2 steps of `colorflow train gsrp` on 24x24 crops."""
+    from engine.cli import main
+
+    out = tmp_path_factory.mktemp("gsrp-out") / "trained"
+    code = main(["train", "gsrp", str(dataset), "--models", str(tiny_models_dir), "--out", str(out), "--steps", "2",
+                 "--crop", "24x24", "--gray-input", "gray", "--lr", "1e-3", "--device", "cpu", "--log-every", "1"])
+    assert code == 0
+    return out
+
+
+def _base(tiny_models_dir):
+    from engine.sources import resolve_models
+
+    return resolve_models(str(tiny_models_dir))
+
+
+def _fusion_file_state(graysd: Path) -> dict:
+    return torch.load(graysd / "MultiResNetModel.bin", map_location="cpu", weights_only=True)
+
+
+def test_overfit_one_sample_and_only_the_fusion_net_learns(one_page, tiny_models_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.training.gsrp import GSRPTrainConfig, GSRPTrainer
+
+    base = _base(tiny_models_dir)
+    config = GSRPTrainConfig(steps=10, crop=None, gray_input="gray", learning_rate=1e-3, device="cpu",
+                             save_every=1000, log_every=4, seed=SEED)
+    lines, events = [], []
+    trainer = GSRPTrainer(base, one_page, tmp_path / "out", config, emit=events.append, printer=lines.append)
+    fixed, _ = trainer.next_batch()  # the whole frame, grayscale input: the same sample every step
+    trainer.consumed = 0
+    assert fixed[0].color.size == FRAME
+
+    # One backward pass: gradients reach every fusion parameter and no VAE parameter.
+    trainer.loss(fixed, torch.Generator().manual_seed(0)).backward()
+    fusion = trainer.accelerator.unwrap_model(trainer.fusion)
+    assert all(p.grad is not None for p in fusion.parameters())
+    assert sum(p.grad.abs().sum().item() > 0 for p in fusion.parameters()) > 0.9 * len(list(fusion.parameters()))
+    assert all(p.grad is None and not p.requires_grad for p in trainer.vae.parameters())
+    trainer.optimizer.zero_grad()
+
+    with torch.no_grad():
+        before = trainer.loss(fixed, torch.Generator().manual_seed(0)).item()
+    assert trainer.train() == 10
+    with torch.no_grad():
+        after = trainer.loss(fixed, torch.Generator().manual_seed(0)).item()
+    history = [round(loss, 4) for _, loss in trainer.losses]
+    print(f"\nGSRP overfit (one sample, fixed latent noise): {before:.4f} -> {after:.4f}; per step {history}")
+    assert after < 0.8 * before
+    assert np.mean(history[-3:]) < np.mean(history[:3])
+    assert [e.step for e in events] == list(range(11))
+    assert len(lines) == 3 and "steps/s" in lines[0] and "ETA" in lines[0]
+
+    vae_file = load_file(str(base.sd15 / "vae" / "diffusion_pytorch_model.safetensors"))
+    vae_now = trainer.vae.state_dict()
+    assert all(torch.equal(vae_now[k], v) for k, v in vae_file.items())
+    base_fusion = _fusion_file_state(base.graysd)
+    saved = _fusion_file_state(tmp_path / "out" / "colorflow" / "GraySD")
+    assert saved.keys() == base_fusion.keys()
+    weights = [k for k in base_fusion if k.endswith(".weight")]
+    assert sum(not torch.equal(saved[k], base_fusion[k]) for k in weights) > 0.9 * len(weights)
+
+
+def test_reported_loss_equals_l1_computed_by_hand(one_page, tiny_models_dir, tmp_path):
+    """Screenstyle gray input, whole frame: the images are rebuilt by hand from the page and the
+    loss from the encode/fuse/decode functions inference uses, with the base's fusion net."""
+    from engine.gsrp.fusion import load_fusion
+    from engine.gsrp.upscale import decode_with_features, encode_with_features
+    from engine.preprocess.screenstyle import load_screenstyle, screen_style
+    from engine.training.data import sample_rng
+    from engine.training.gsrp import GSRPTrainConfig, GSRPTrainer, noise_generator
+
+    base = _base(tiny_models_dir)
+    networks = load_screenstyle(base.colorflow)
+    config = GSRPTrainConfig(steps=1, crop=None, gray_input="screen", learning_rate=1e-3, device="cpu", seed=SEED)
+    trainer = GSRPTrainer(base, one_page, tmp_path / "out", config, printer=None, screen_networks=networks)
+    vae = trainer.vae
+    reference_fusion = load_fusion(base.graysd, vae.config)  # the base weights, loaded independently
+    reference_fusion.train()  # BatchNorm on batch statistics, as in training
+    assert trainer.train() == 1
+    reported = trainer.losses[0][1]
+
+    # The sample by hand: page 160x320 has the frame's aspect, so framing is a straight bicubic resize.
+    with Image.open(json.loads((one_page / "index.json").read_text())["samples"][0]["page"]) as im:
+        page = im.convert("RGB")
+    target = page.resize(FRAME, Image.BICUBIC)
+    low = page.resize((SIZE.width, SIZE.height), Image.BICUBIC).resize(FRAME, Image.BICUBIC)
+    blended = np.asarray(screen_style(target, networks, SEED + 0).convert("L"), np.float64)  # G = (S + gray) / 2
+    gray_l = np.asarray(target.convert("L"), np.float64)
+    ratio = sample_rng(SEED, "ratio", 0, 0).random()
+    gray = np.clip(np.rint(gray_l + ratio * 2 * (blended - gray_l)), 0, 255).astype(np.uint8)
+    assert 0 < ratio < 1
+
+    def pixels(array):
+        return torch.from_numpy(np.asarray(array, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+
+    with torch.no_grad():
+        moments, color_features = encode_with_features(vae, pixels(low))
+        _, gray_features = encode_with_features(vae, pixels(np.repeat(gray[..., None], 3, axis=2)))
+        mean, logvar = moments.chunk(2, dim=1)
+        noise = torch.randn(mean.shape, generator=noise_generator(SEED, 0))
+        latents = mean + torch.exp(0.5 * logvar) * noise
+        decoded = decode_with_features(vae, latents, reference_fusion(color_features, gray_features))
+    by_hand = np.abs(decoded[0].permute(1, 2, 0).numpy().astype(np.float64)
+                     - (np.asarray(target, np.float64) / 127.5 - 1)).mean()
+    print(f"\nGSRP loss: trainer {reported:.6f}, by hand {by_hand:.6f}")
+    assert reported == pytest.approx(by_hand, rel=1e-5, abs=1e-6)
+
+
+def test_crops_lie_on_the_page_content():
+    from engine.training.gsrp import frame_crop_box
+
+    for seed in range(300):
+        rng = random.Random(seed)
+        frame = (8 * rng.randint(4, 40), 8 * rng.randint(4, 40))
+        x0, y0 = rng.randint(0, frame[0] // 3), rng.randint(0, frame[1] // 3)
+        content = (x0, y0, rng.randint(x0 + 1, frame[0]), rng.randint(y0 + 1, frame[1]))
+        crop = (8 * rng.randint(1, frame[0] // 8), 8 * rng.randint(1, frame[1] // 8))
+        box = frame_crop_box(rng, frame, content, crop)
+        assert (box[2] - box[0], box[3] - box[1]) == crop and box[0] >= 0 and box[1] >= 0
+        assert box[2] <= frame[0] and box[3] <= frame[1]
+        for lo, hi, a, b in ((content[0], content[2], box[0], box[2]), (content[1], content[3], box[1], box[3])):
+            if hi - lo >= b - a:
+                assert lo <= a and b <= hi  # inside the content
+            else:
+                assert a <= lo and hi <= b  # the content whole
+    with pytest.raises(ValueError):
+        frame_crop_box(random.Random(0), (96, 144), (0, 0, 96, 144), (104, 48))
+
+
+def test_trained_dir_loads_and_changes_the_colorize_output(trained, tiny_models_dir, tiny_components, tmp_path, capsys):
+    from engine.cli import main
+    from engine.demo import make_demo_chapter
+    from engine.gsrp.fusion import load_fusion
+
+    base = _base(tiny_models_dir)
+    graysd = trained / "colorflow" / "GraySD"
+    fusion_file = graysd / "MultiResNetModel.bin"
+    assert fusion_file.is_file() and not fusion_file.is_symlink()
+    assert (trained / "sd15").resolve() == base.sd15.resolve()
+    assert (graysd / "unet_lora.bin").resolve() == (base.graysd / "unet_lora.bin").resolve()
+    saved = _fusion_file_state(graysd)  # weights_only: a plain tensor pickle, as the official file
+    base_state = _fusion_file_state(base.graysd)
+    assert {k: (v.dtype, v.shape) for k, v in saved.items()} == {k: (v.dtype, v.shape) for k, v in base_state.items()}
+    loaded = load_fusion(graysd, tiny_components.vae.config).state_dict()  # the strict inference loader
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert json.loads((trained / "state-gsrp" / "trainer_state.json").read_text())["step"] == 2
+
+    chapter, refs = make_demo_chapter(tmp_path / "demo", pages=1, refs=2)
+    outputs = []
+    for models in (trained, tiny_models_dir):
+        out = tmp_path / f"colored-{len(outputs)}"
+        code = main(["colorize", str(chapter), "--refs", str(refs), "--out", str(out), "--models", str(models),
+                     "--steps", "1", "--size", "256x256", "--input-style", "gray", "--output-size", "gsrp",
+                     "--format", "png", "--seed", "1"])
+        assert code == 0
+        [png] = sorted(out.glob("*.png"))
+        with Image.open(png) as image:
+            outputs.append(np.asarray(image.convert("RGB"), np.int16))
+    capsys.readouterr()
+    assert outputs[0].shape == outputs[1].shape and outputs[0].shape[0] == 384  # the page in the 384x384 GSRP frame
+    assert np.abs(outputs[0] - outputs[1]).mean() > 0.5
+
+
+def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(trained, dataset, tiny_models_dir,
+                                                                              tmp_path, capsys):
+    from engine.cli import main
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(trained, resumed, symlinks=True)
+    saved = _fusion_file_state(resumed / "colorflow" / "GraySD")
+    capsys.readouterr()
+    common = ["--models", str(tiny_models_dir), "--steps", "3", "--crop", "24x24", "--gray-input", "gray",
+              "--lr", "1e-3", "--device", "cpu"]
+    assert main(["train", "gsrp", str(dataset), "--out", str(resumed), "--resume", *common]) == 0
+    assert "resumed at step 2" in capsys.readouterr().out
+    state = json.loads((resumed / "state-gsrp" / "trainer_state.json").read_text())
+    assert (state["step"], state["consumed"]) == (3, 3)
+    straight = tmp_path / "straight"
+    assert main(["train", "gsrp", str(dataset), "--out", str(straight), *common]) == 0
+    # Same weights (and BatchNorm statistics) as 3 uninterrupted steps: model, optimizer moments,
+    # data position and latent noise were all restored.
+    a, b = (_fusion_file_state(d / "colorflow" / "GraySD") for d in (resumed, straight))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].double(), b[k].double(), rtol=1e-5, atol=1e-6) for k in a)
+    assert any(not torch.equal(a[k], saved[k]) for k in a)
+
+
+def test_icp_and_gsrp_outputs_share_a_folder(tiny_models_dir, tiny_components, tmp_path):
+    from engine.gsrp.fusion import FusionNet, vae_feature_channels
+    from engine.training import gsrp, icp
+
+    base = _base(tiny_models_dir)
+    out = tmp_path / "both"
+    icp.write_layout(base, out, tiny_components.guide, tiny_components.unet)
+    graysd = out / "colorflow" / "GraySD"
+    icp_files = {name: (graysd / name).read_bytes()
+                 for name in ("diffusion_pytorch_model.safetensors", "unet_lora.safetensors", "config.json")}
+    (graysd / "MultiResNetModel.safetensors").symlink_to(base.graysd / "MultiResNetModel.bin")  # would shadow .bin
+    fusion = FusionNet(vae_feature_channels(tiny_components.vae.config))  # fresh weights: differ from the base's
+    gsrp.write_layout(base, out, fusion)
+    for name, data in icp_files.items():
+        assert not (graysd / name).is_symlink() and (graysd / name).read_bytes() == data
+    assert not (graysd / "MultiResNetModel.safetensors").exists()
+    fusion_bytes = (graysd / "MultiResNetModel.bin").read_bytes()
+    icp.write_layout(base, out, tiny_components.guide, tiny_components.unet)  # ICP saving again
+    assert not (graysd / "MultiResNetModel.bin").is_symlink()
+    assert (graysd / "MultiResNetModel.bin").read_bytes() == fusion_bytes
+    assert sorted(p.name.split(".")[0] for p in graysd.glob("MultiResNetModel*")) == ["MultiResNetModel"]
+    expected = fusion.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in _fusion_file_state(graysd).items())
+
+
+def test_gsrp_command_parses_and_refuses_bad_input(dataset, tiny_models_dir, tmp_path, capsys):
+    from engine.cli import build_parser, main
+
+    args = build_parser().parse_args(["train", "gsrp", "ds", "--out", "o", "--crop", "full", "--resume"])
+    assert (args.train_command, args.crop, args.resume, args.steps, args.lr, args.gray_input) == \
+        ("gsrp", None, True, 30000, 1e-5, "screen")
+    assert build_parser().parse_args(["train", "gsrp", "ds", "--out", "o", "--crop", "256"]).crop == (256, 256)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["train", "gsrp", str(empty), "--models", str(tiny_models_dir), "--out", str(tmp_path / "o"),
+                 "--device", "cpu"])
+    assert code == 2 and "train prepare" in capsys.readouterr().err
+    code = main(["train", "gsrp", str(dataset), "--models", str(tiny_models_dir), "--out", str(tmp_path / "o"),
+                 "--resume", "--gray-input", "gray", "--device", "cpu"])
+    assert code == 2 and "nothing to resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "gsrp", "ds", "--out", "o", "--crop", "0x8"])
