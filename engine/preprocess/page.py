@@ -16,10 +16,13 @@ from pathlib import Path
 from PIL import Image
 
 from engine.rap.canvas import Box, PageFit, WorkSize, fit_page, fit_reference
+from engine.io.cachedir import touch, trim_cache
 from engine.io.fileio import atomic_save_image
 
 INPUT_STYLES = ("screen", "gray")
 FRAME_SCALE = 1.5  # the official GSRP frame and ScreenStyle input: 1.5 W x 1.5 H
+# G frames kept on disk (about 1 MB each at 768x1200): some 2,000 pages, least recently used go first
+DISK_LIMIT_BYTES = 2 * 1024**3
 FITS = ("letterbox", "crop")  # ours never cuts a page; "crop" is the official centre-crop fit
 
 
@@ -72,9 +75,11 @@ def _official_fit(page: Image.Image, width: int, height: int) -> Image.Image:
 class PagePreparer:
     """Turns pages into PreparedPage, running the ScreenStyle pass once per page and caching G."""
 
-    def __init__(self, networks=None, cache_dir: Path | None = None, memory_items: int = 8) -> None:
+    def __init__(self, networks=None, cache_dir: Path | None = None, memory_items: int = 8,
+                 disk_limit_bytes: int = DISK_LIMIT_BYTES) -> None:
         self.networks = networks  # ScreenStyleNetworks, needed for style "screen"
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.disk_limit_bytes = disk_limit_bytes
         self._memory: OrderedDict[str, Image.Image] = OrderedDict()
         self._memory_items = memory_items
         self.passes_run = 0  # ScreenStyle passes actually computed (not from a cache)
@@ -119,6 +124,7 @@ class PagePreparer:
                     frame = image.convert("RGB")
             except (OSError, ValueError):
                 return None
+            touch(path)  # recently used: trimmed last
             self._remember(key, frame)
             return frame
         return None
@@ -128,6 +134,7 @@ class PagePreparer:
         if self.cache_dir is not None:
             try:
                 atomic_save_image(frame, self.cache_dir / f"{key}.png")
+                trim_cache(self.cache_dir, self.disk_limit_bytes, "*.png")
             except OSError:
                 pass  # a cache that cannot be written only costs a recompute
 
