@@ -266,7 +266,14 @@ def _precheck(args) -> None:
     from engine.sources import check_models
 
     precheck_device(args.device)
-    check_models(args.models)
+    check_models(args.models, _print_check_progress)
+
+
+def _print_check_progress(event) -> None:
+    """The first run after a download or an upgrade hashes every official file (seconds per GB)."""
+    if event.step < event.total:
+        print(f"checking the model files against their pinned sha256 (once): {event.step + 1}/{event.total} "
+              f"{event.page}", file=sys.stderr, flush=True)
 
 
 def cmd_retrieve(args) -> int:

@@ -87,9 +87,18 @@ def resolve_models(spec: str, tiny_root: Path | None = None) -> ModelPaths:
     return paths
 
 
-def check_models(spec: str) -> None:
+def check_models(spec: str, emit=None) -> None:
     """Light presence check of a model source before anything heavy is imported: official files
-    downloaded, a folder in the layout; `tiny` is always available (built on first use)."""
+    downloaded (and checked against their pins, with Progress events to `emit` while files are
+    hashed), a folder in the layout; `tiny` is always available (built on first use)."""
+    if spec == "official" and emit is not None:
+        from engine.errors import ModelError
+        from engine.models.hub import check_pinned, missing_files, missing_message
+
+        missing = missing_files("official")
+        if missing:  # said before any hashing
+            raise ModelError(missing_message(missing))
+        check_pinned("official", emit)
     if spec != "tiny":
         resolve_models(spec)
 

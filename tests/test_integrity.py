@@ -158,7 +158,25 @@ def test_colorize_with_a_damaged_official_file_is_one_line_before_torch(hub_snap
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, env=dict(os.environ),
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"code": 2, "torch": False}, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0] == (f"colorflow: error: {lora}: sha256 does not match the pinned value (damaged or replaced); "
+    # first run after the pins: one progress line per file hashed, then the one error line
+    *progress, error = result.stderr.strip().splitlines()
+    assert progress and all(line.startswith("checking the model files against their pinned sha256 (once): ")
+                            for line in progress), result.stderr
+    assert progress[0].split(": ", 1)[1].startswith("1/")
+    assert error == (f"colorflow: error: {lora}: sha256 does not match the pinned value (damaged or replaced); "
                         f"run `colorflow models download --repair`")
+
+
+def test_hashing_reports_progress_per_file_and_nothing_once_checked(hub_snapshot):
+    from engine.events import Progress
+
+    _pin_all(checked=False)
+    pinned = sum(1 for f in preset_files("official") if local_path(f) is not None)
+    events: list[Progress] = []
+    hub.check_pinned("official", events.append)
+    assert [(e.step, e.total) for e in events] == [(i, pinned) for i in range(pinned + 1)]
+    assert all(e.stage == "checking model files" for e in events)
+    assert events[0].page.startswith(Path(local_path(preset_files("official")[0])).name)
+    events.clear()
+    hub.check_pinned("official", events.append)  # all remembered as checked: no hashing, no lines
+    assert events == []

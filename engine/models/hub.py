@@ -24,6 +24,7 @@ from engine.resources import model_config
 
 LOCK_FILE = "models.lock.json"
 CHECKED_FILE = "models.checked.json"  # files whose sha256 matched their pin, by path: size, mtime_ns
+CHECK_STAGE = "checking model files"  # Progress stage of check_pinned
 REPAIR_COMMAND = "colorflow models download --repair"
 DOWNLOAD_MARGIN = 1.05  # a download wants 5% more free space than the files' own size
 
@@ -192,7 +193,7 @@ def _stamp(file: PresetFile, path: Path, sha256: str) -> dict:
     return {"key": file.key, "sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def check_pinned(preset: str = "official") -> int:
+def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
     """Check every downloaded file of a preset that has a pinned sha256 against it, before
     it is used: a flipped byte inside a tensor loads silently, so only the hash can tell.
 
@@ -208,34 +209,44 @@ def check_pinned(preset: str = "official") -> int:
     """
     lock = read_lock()
     checked = _read_checked()
+    to_hash = []  # (path, pinned, stamp) of files not checked yet in their current state
+    for file in preset_files(preset):
+        pinned = lock.get(file.key)
+        path = local_path(file)
+        if not isinstance(pinned, dict) or "sha256" not in pinned or path is None:
+            continue
+        if path.suffix == ".safetensors" and not file.path.endswith(".safetensors"):
+            continue  # a conversion: the pin is that of the removed original
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot be read to check it ({exc.strerror or exc}); run `{REPAIR_COMMAND}`") from exc
+        stamp = {"key": file.key, "sha256": pinned["sha256"], "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if checked.get(str(path)) != stamp:
+            to_hash.append((path, pinned, stamp))
     changes: dict[str, dict | None] = {}
     hashed = 0
+    total_bytes = sum(stamp["size"] for _, _, stamp in to_hash)
     try:
-        for file in preset_files(preset):
-            pinned = lock.get(file.key)
-            path = local_path(file)
-            if not isinstance(pinned, dict) or "sha256" not in pinned or path is None:
-                continue
-            if path.suffix == ".safetensors" and not file.path.endswith(".safetensors"):
-                continue  # a conversion: the pin is that of the removed original
-            try:
-                stat = path.stat()
-                stamp = {"key": file.key, "sha256": pinned["sha256"], "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-                if checked.get(str(path)) == stamp:
-                    continue
-                problem = None
-                if "size" in pinned and stat.st_size != pinned["size"]:
-                    problem = f"size {stat.st_size:,} bytes, pinned {pinned['size']:,}"
-                else:
-                    hashed += 1
-                    if sha256_file(path) != pinned["sha256"]:
-                        problem = "sha256 does not match the pinned value"
-            except OSError as exc:
-                raise ModelError(f"{path}: cannot be read to check it ({exc.strerror or exc}); run `{REPAIR_COMMAND}`") from exc
+        for index, (path, pinned, stamp) in enumerate(to_hash):
+            if "size" in pinned and stamp["size"] != pinned["size"]:
+                problem = f"size {stamp['size']:,} bytes, pinned {pinned['size']:,}"
+            else:
+                # seconds per GB: say what is happening (once per file state, then cached)
+                emit(Progress(CHECK_STAGE, index, len(to_hash), f"{path.name} ({human_bytes(total_bytes)} in all)"))
+                hashed += 1
+                try:
+                    digest = sha256_file(path)
+                except OSError as exc:
+                    raise ModelError(f"{path}: cannot be read to check it ({exc.strerror or exc}); "
+                                     f"run `{REPAIR_COMMAND}`") from exc
+                problem = None if digest == pinned["sha256"] else "sha256 does not match the pinned value"
             if problem:
                 changes[str(path)] = None
                 raise ModelError(f"{path}: {problem} (damaged or replaced); run `{REPAIR_COMMAND}`")
             changes[str(path)] = stamp
+        if to_hash:
+            emit(Progress(CHECK_STAGE, len(to_hash), len(to_hash)))
     finally:
         if changes:
             _remember_checked(changes)
