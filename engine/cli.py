@@ -289,7 +289,7 @@ def cmd_retrieve(args) -> int:
         preparer = load_preparer(args.models, device, args.cache_dir, args.input_style)
         emit, close = _progress_sink(not args.json)
         try:
-            report = retrieve_chapter(chapter, references, retriever, project, args.size, emit,
+            report = retrieve_chapter(chapter, references, retriever, project, emit=emit,
                                       preparer=preparer, inputs=inputs)
         finally:
             close()

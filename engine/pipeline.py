@@ -136,7 +136,10 @@ def retrieve_chapter(
     inputs: InputSettings | None = None,
 ) -> ChapterReport:
     """RAP for every page: per-page outputs in the project folder, status saved as we go.
-    With a preparer (preprocess.PagePreparer) each page's query is its G (see InputSettings)."""
+    With a preparer (preprocess.PagePreparer) each page's query is its G (see InputSettings).
+    The working size is `inputs.size` when inputs are given, else `size`."""
+    if inputs is not None and size is not None and size != inputs.size:
+        raise ValueError(f"two working sizes: size={size} and inputs.size={inputs.size}; give it once")
     inputs = inputs or InputSettings(style="gray", size=size)
     cancel = cancel or CancelToken()
     _prepare(project, chapter, references)
