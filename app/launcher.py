@@ -26,6 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from .platform_check import xcb_problem
+
+    problem = xcb_problem()
+    if problem:  # Qt would abort with a core dump and no library named: say what to install
+        print(problem, file=sys.stderr)
+        return 1
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -34,6 +40,13 @@ def run(argv: list[str]) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("ColorFlow")
+    from engine.resources import resources_dir
+
+    icon = resources_dir() / "colorflow.png"  # drawn by the desktop build; absent in a source tree
+    if icon.exists():
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
     settings = load_settings()
     persist = True
     path = args.path
