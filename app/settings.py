@@ -58,6 +58,16 @@ def save_settings(settings: AppSettings) -> None:
 SIZES = ["auto", "640x640", "512x800", "800x512"]
 
 
+def _choice_box(choices: list[tuple[str, str]], current: str, tooltip: str) -> QComboBox:
+    """A combo box of (label, value) choices showing `current` (the first when unknown)."""
+    box = QComboBox()
+    for label, value in choices:
+        box.addItem(label, value)
+    box.setCurrentIndex(max(0, box.findData(current)))
+    box.setToolTip(tooltip)
+    return box
+
+
 class SettingsDialog(QDialog):
     """Device, steps, seed, working size, input style, procedure, keep-ink, low-VRAM, export format, models, and the
     folder for chapter projects (outputs)."""
@@ -90,25 +100,20 @@ class SettingsDialog(QDialog):
         self.keep_ink.setChecked(run.keep_ink)
         self.low_vram = QCheckBox("keep every model on the CPU except while it runs (8 GB cards; slower)")
         self.low_vram.setChecked(run.low_vram)
-        self.input_style = QComboBox()
-        self.input_style.addItem("ScreenStyle pass (official)", "screen")
-        self.input_style.addItem("plain grayscale", "gray")
-        self.input_style.setCurrentIndex(max(0, self.input_style.findData(run.input_style)))
-        self.input_style.setToolTip(
+        self.input_style = _choice_box(
+            [("ScreenStyle pass (official)", "screen"), ("plain grayscale", "gray")], run.input_style,
             "ScreenStyle: each page is first re-screened by the official ScreenVAE pass and blended 50/50 with "
             "its grayscale, as the official app does (the models were trained on such inputs).\n"
-            "Plain grayscale: the page as it is, for pages that need no re-screening."
+            "Plain grayscale: the page as it is, for pages that need no re-screening.",
         )
-        self.procedure = QComboBox()
-        self.procedure.addItem("ours (faster, own noise streams)", "ours")
-        self.procedure.addItem("official (the official app, draw for draw)", "official")
-        self.procedure.setCurrentIndex(max(0, self.procedure.findData(run.procedure)))
-        self.procedure.setToolTip(
+        self.procedure = _choice_box(
+            [("ours (faster, own noise streams)", "ours"), ("official (the official app, draw for draw)", "official")],
+            run.procedure,
             "Ours: each random draw has its own stream of the seed, the guide runs once per step, pages are "
             "letterboxed (never cropped) and keep their own size.\n"
             "Official: reproduces the official app's colors for a seed: pages centre-cropped to the working "
             "aspect, output at 1.5x the working size, no keep-ink.\n"
-            "Both are equally good colorings; the same seed gives different colors in each."
+            "Both are equally good colorings; the same seed gives different colors in each.",
         )
         self.procedure.currentIndexChanged.connect(self._procedure_changed)
         self.export_format = QComboBox()

@@ -39,25 +39,12 @@ def add_train_commands(commands, size_type: Callable) -> None:
         "linked from --models, so `colorflow colorize --models DIR` uses the result. State for "
         "--resume is kept in DIR/state/. Multi-GPU: start it with `accelerate launch`.",
     )
-    icp.add_argument("dataset", type=Path, metavar="DATASET", help="folder written by `train prepare`")
-    icp.add_argument("--models", default="official", help="base models: official, tiny or a models DIR")
-    icp.add_argument("--out", required=True, type=Path, metavar="DIR", help="output models folder")
-    icp.add_argument("--steps", type=int, default=1000, help="optimizer steps in all (default 1000)")
-    icp.add_argument("--resume", action="store_true", help="continue from DIR/state/")
-    icp.add_argument("--batch-size", type=int, default=1)
-    icp.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5, paper 4.1)")
+    _add_trainer_arguments(icp, default_steps=1000, state_dir="state")
     icp.add_argument("--mu", type=float, default=1.5, help="timestep shift (default 1.5, paper eq. 5)")
-    icp.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    icp.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None,
-                     help="default: the `accelerate launch` setting (its --mixed_precision or config file), else no")
     icp.add_argument("--downsample", type=float, default=1.0, help="downsample crops by this factor (<= 1)")
     icp.add_argument("--full-canvas", action="store_true", help="train on the whole canvas (no crops)")
-    icp.add_argument("--save-every", type=int, default=500)
-    icp.add_argument("--log-every", type=int, default=10)
-    icp.add_argument("--seed", type=int, default=0)
     icp.add_argument("--from-scratch", action="store_true",
                      help="guide initialised from the UNet and a new rank-64 LoRA, instead of --models' GraySD")
-    icp.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     icp.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                      help="keep an EMA of the guide + LoRA (e.g. 0.9999); the written models are the EMA weights")
     icp.add_argument("--sample-every", type=int, default=0, metavar="N",
@@ -101,7 +88,12 @@ def cmd_train(args) -> int:
         tensorboard=not args.no_tensorboard,
     )
     trainer = ICPTrainer(paths, args.dataset.expanduser().resolve(), args.out.expanduser().resolve(), config)
-    main_process = trainer.accelerator.is_main_process  # under `accelerate launch`: one report, not one per GPU
+    return _run_trainer(trainer, args)
+
+
+def _run_trainer(trainer, args) -> int:
+    """Resume if asked, train to --steps, and report once (not once per process under accelerate)."""
+    main_process = trainer.accelerator.is_main_process
     if args.resume:
         step = trainer.resume()
         if main_process:
@@ -133,27 +125,33 @@ def _add_gsrp_command(actions) -> None:
         "with the other model files linked from --models (a guide/LoRA trained there by `train icp` is "
         "kept). State for --resume is kept in DIR/state-gsrp/. Multi-GPU: start it with `accelerate launch`.",
     )
-    gsrp.add_argument("dataset", type=Path, metavar="DATASET", help="folder written by `train prepare`")
-    gsrp.add_argument("--models", default="official", help="base models: official, tiny or a models DIR")
-    gsrp.add_argument("--out", required=True, type=Path, metavar="DIR", help="output models folder")
-    gsrp.add_argument("--steps", type=int, default=30000, help="optimizer steps in all (default 30000, paper 4.1)")
-    gsrp.add_argument("--resume", action="store_true", help="continue from DIR/state-gsrp/")
-    gsrp.add_argument("--batch-size", type=int, default=1)
-    gsrp.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5, paper 4.1)")
-    gsrp.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    gsrp.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None,
-                      help="default: the `accelerate launch` setting (its --mixed_precision or config file), else no")
+    _add_trainer_arguments(gsrp, default_steps=30000, state_dir="state-gsrp", steps_source=", paper 4.1")
     gsrp.add_argument("--crop", type=_crop_type, default=(512, 512), metavar="WxH|full",
                       help="high-resolution crop of the GSRP frame (multiples of 8; default 512x512; full: whole frame)")
     gsrp.add_argument("--gray-input", choices=("screen", "gray"), default="screen",
                       help="screen: random mix of grayscale and ScreenStyle output, as ICP training (default); "
                       "gray: the grayscale page")
-    gsrp.add_argument("--save-every", type=int, default=500)
-    gsrp.add_argument("--log-every", type=int, default=10)
-    gsrp.add_argument("--seed", type=int, default=0)
     gsrp.add_argument("--from-scratch", action="store_true",
                       help="a freshly initialised fusion network, instead of --models' MultiResNetModel")
-    gsrp.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+
+
+def _add_trainer_arguments(parser, default_steps: int, state_dir: str, steps_source: str = "") -> None:
+    """The options every trainer takes (the accelerate loop of engine/training/common.py)."""
+    parser.add_argument("dataset", type=Path, metavar="DATASET", help="folder written by `train prepare`")
+    parser.add_argument("--models", default="official", help="base models: official, tiny or a models DIR")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output models folder")
+    parser.add_argument("--steps", type=int, default=default_steps,
+                        help=f"optimizer steps in all (default {default_steps}{steps_source})")
+    parser.add_argument("--resume", action="store_true", help=f"continue from DIR/{state_dir}/")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per step and process (default 1)")
+    parser.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5, paper 4.1)")
+    parser.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default=None,
+                        help="default: the `accelerate launch` setting (its --mixed_precision or config file), else no")
+    parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    parser.add_argument("--log-every", type=int, default=10, help="steps between progress lines (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample order and every draw (default 0)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
 
 
 def _crop_type(text: str):
@@ -180,12 +178,4 @@ def _train_gsrp(args, paths) -> int:
         log_every=args.log_every, seed=args.seed, from_scratch=args.from_scratch, device=args.device,
     )
     trainer = GSRPTrainer(paths, args.dataset.expanduser().resolve(), args.out.expanduser().resolve(), config)
-    main_process = trainer.accelerator.is_main_process  # under `accelerate launch`: one report, not one per GPU
-    if args.resume:
-        step = trainer.resume()
-        if main_process:
-            print(f"resumed at step {step}")
-    step = trainer.train()
-    if main_process:
-        print(f"trained to step {step}; models: {args.out} (use --models {args.out})")
-    return OK
+    return _run_trainer(trainer, args)

@@ -275,6 +275,16 @@ def test_frozen_bundle_runs_the_cli_and_the_gui(frozen_bundle, tmp_path):
         assert np.abs(pixels[..., 0] - pixels[..., 1]).mean() > 2  # colored, not gray
         assert pixels.std() > 10
     assert (tmp_path / "cache" / "tiny-models").is_dir()  # the same cache a source install uses
+    # the source install, same tiny models (same cache) and arguments: the very same pixels
+    source_out = tmp_path / "source-out"
+    source = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "main.py"), "colorize", str(chapter), "--refs", str(refs), "--out",
+         str(source_out), "--models", "tiny", "--size", "256x384", "--steps", "2", "--format", "png"],
+        env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    assert source.returncode == 0, source.stderr[-3000:]
+    for page in pages:
+        assert np.array_equal(np.asarray(Image.open(page)), np.asarray(Image.open(source_out / page.name))), page.name
 
     shot = tmp_path / "window.png"
     gui = subprocess.run([str(exe), "--demo", "--screenshot", str(shot)], env=env, capture_output=True,
