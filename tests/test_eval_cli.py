@@ -14,13 +14,9 @@ from PIL import Image
 
 from engine.cli import main
 
+from cli_probe import PROBE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROBE = (
-    "import json, sys\n"
-    "from engine.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
-)
 
 
 def _folders(tmp_path: Path, pred_size=(64, 48)) -> tuple[Path, Path]:

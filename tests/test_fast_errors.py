@@ -10,13 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cli_probe import PROBE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROBE = (
-    "import json, sys\n"
-    "from engine.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
-)
 
 
 def run_cli(args: list[str], env_extra: dict | None = None) -> tuple[dict, str]:

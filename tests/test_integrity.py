@@ -150,8 +150,8 @@ def test_colorize_with_a_damaged_official_file_is_one_line_before_torch(hub_snap
     refs.mkdir()
     Image.new("L", (64, 96), 200).save(pages / "1.png")
     Image.new("RGB", (64, 96), (200, 20, 20)).save(refs / "r.png")
-    probe = ("import json, sys\nfrom engine.cli import main\ncode = main(sys.argv[1:])\n"
-             "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n")
+    from cli_probe import PROBE as probe
+
     result = subprocess.run(
         [sys.executable, "-c", probe, "colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "out"),
          "--models", "official"],

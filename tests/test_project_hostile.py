@@ -124,16 +124,21 @@ def test_a_symlinked_output_leading_outside_is_refused_on_load_and_on_export(tmp
     assert _touches(opened, secret.parent) == []
 
 
+def _one_page_chapter_and_outside_secret(tmp_path):
+    """(chapter folder with page 1.png, a secret file outside every project folder, an empty project folder)."""
+    pages = tmp_path / "chapter"
+    pages.mkdir()
+    Image.new("L", (40, 60), 200).save(pages / "1.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    return pages, _outside_secret(tmp_path), out
+
+
 @pytest.mark.parametrize("escape", ESCAPES)
 def test_gui_open_refuses_a_project_with_an_output_leading_outside(tmp_path, opened, escape):
     from app.document import ChapterDocument
 
-    pages = tmp_path / "chapter"
-    pages.mkdir()
-    Image.new("L", (40, 60), 200).save(pages / "1.png")
-    secret = _outside_secret(tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
+    pages, secret, out = _one_page_chapter_and_outside_secret(tmp_path)
     raw = json.dumps({
         "format": "colorflow-project", "version": 2, "inputs": [str(pages)],
         "pages": [{"name": "1.png", "source": str(pages / "1.png"), "status": "done", "outputs": {"colored": escape}}],
@@ -151,12 +156,7 @@ def test_gui_open_drops_pages_that_are_not_the_chapters_own(tmp_path, opened):
     dropped with its outputs; the chapter's page starts fresh, and the foreign file is never opened."""
     from app.document import ChapterDocument
 
-    pages = tmp_path / "chapter"
-    pages.mkdir()
-    Image.new("L", (40, 60), 200).save(pages / "1.png")
-    secret = _outside_secret(tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
+    pages, secret, out = _one_page_chapter_and_outside_secret(tmp_path)
     Image.new("RGB", (40, 60), (200, 0, 0)).save(out / "001_1.png")
     (out / PROJECT_FILE).write_text(json.dumps({
         "format": "colorflow-project", "version": 2, "inputs": [str(pages)],

@@ -18,6 +18,8 @@ from PIL import Image
 from engine.errors import ProjectLockedError
 from engine.io.projectlock import LOCK_FILE, ProjectLock
 
+from cli_probe import PROBE
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOLDER = (
     "import sys, time\n"
@@ -25,12 +27,6 @@ HOLDER = (
     "with ProjectLock(sys.argv[1]):\n"
     "    print('held', flush=True)\n"
     "    time.sleep(120)\n"
-)
-PROBE = (
-    "import json, sys\n"
-    "from engine.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
 )
 
 

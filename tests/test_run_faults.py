@@ -24,6 +24,33 @@ SETTINGS = PipelineSettings(colorize=ColorizeSettings(steps=2), upscale=UpscaleS
                             size=WorkSize(256, 384), input_style="gray")
 
 
+def disk_full_after(monkeypatch, fills_disk):
+    """From the first os.replace of a file whose name makes `fills_disk` true, every fsync fails
+    with ENOSPC, as atomic writes (temp file, fsync, replace) do on a full disk. Returns the
+    function that frees the space (puts the real os functions back)."""
+    real_replace, real_fsync = os.replace, os.fsync
+    full = [False]
+
+    def replace(src, dst):  # fileio renames through the os module
+        real_replace(src, dst)
+        if fills_disk(os.path.basename(dst)):
+            full[0] = True
+
+    def fsync(fd):
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def free_space() -> None:
+        monkeypatch.setattr(os, "replace", real_replace)
+        monkeypatch.setattr(os, "fsync", real_fsync)
+
+    return free_space
+
+
 @pytest.fixture
 def run(tiny_models_dir, demo_data, tmp_path):
     """A fresh tiny pipeline (its memory mode may change), the demo chapter and a project."""
@@ -34,23 +61,13 @@ def run(tiny_models_dir, demo_data, tmp_path):
 
 def test_disk_full_mid_run_keeps_written_pages_and_resume_finishes(run, monkeypatch):
     chapter, refs, pipeline, project = run
-    real_replace, real_fsync = os.replace, os.fsync
-    state = {"page2_written": False, "full": False}
+    written = set()
 
-    def replace(src, dst):  # fileio renames through the os module
-        real_replace(src, dst)
-        if os.path.basename(dst) == "002_2.png":
-            state["page2_written"] = True
-        elif os.path.basename(dst) == PROJECT_FILE and state["page2_written"]:
-            state["full"] = True  # page 2 is recorded: from now on the disk is full
+    def page2_recorded(name: str) -> bool:  # page 2 and then the project saying so: the disk fills up
+        written.add(name)
+        return name == PROJECT_FILE and "002_2.png" in written
 
-    def fsync(fd):
-        if state["full"]:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(os, "fsync", fsync)
+    free_space = disk_full_after(monkeypatch, page2_recorded)
     with pytest.raises(OutputError) as caught:
         colorize_chapter(chapter, refs, pipeline, project, SETTINGS)
     message = str(caught.value)
@@ -64,7 +81,7 @@ def test_disk_full_mid_run_keeps_written_pages_and_resume_finishes(run, monkeypa
     saved = ChapterProject.load(folder)  # the last good project file
     assert [p.status for p in saved.pages] == ["done", "done", "pending", "pending"]
 
-    monkeypatch.setattr(os, "fsync", real_fsync)  # space freed
+    free_space()
     report = colorize_chapter(chapter, refs, pipeline, ChapterProject.load(folder), SETTINGS, resume=True)
     assert report.skipped == ["1.png", "2.png"] and report.done == ["3.png", "4.png"]
     assert [p.status for p in ChapterProject.load(folder).pages] == ["done"] * 4
@@ -171,21 +188,7 @@ def test_cli_read_only_out_is_one_line_and_disk_full_mid_run_exits_1(tiny_models
     assert err == f"colorflow: error: {out}: cannot write there (Read-only file system); " \
                   "make the folder writable (or choose another output folder)"
 
-    real_replace, real_fsync = os.replace, os.fsync
-    state = {"full": False}
-
-    def replace(src, dst):
-        real_replace(src, dst)
-        if os.path.basename(dst) == "001_1.png":
-            state["full"] = True
-
-    def fsync(fd):
-        if state["full"]:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(os, "fsync", fsync)
+    free_space = disk_full_after(monkeypatch, lambda name: name == "001_1.png")
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -193,7 +196,6 @@ def test_cli_read_only_out_is_one_line_and_disk_full_mid_run_exits_1(tiny_models
     assert "No space left on device while writing page 1.png" in line and "--resume" in line
     assert sorted(p.name for p in out.glob("*.png")) == ["001_1.png"]  # written, kept
     # page 1's project save failed: on disk the project still says pending, so resume redoes it
-    monkeypatch.setattr(os, "fsync", real_fsync)
-    monkeypatch.setattr(os, "replace", real_replace)
+    free_space()
     assert main([*args, "--resume"]) == 0
     assert [p.status for p in ChapterProject.load(out).pages] == ["done"] * 4
