@@ -22,6 +22,20 @@ def _isolated_user_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("COLORFLOW_CONFIG_DIR", str(tmp_path / "user-config"))
 
 
+@pytest.fixture
+def one_page_chapter(tmp_path) -> tuple[Path, Path]:
+    """(a chapter folder with one gray page, a folder with one colored reference): enough to
+    reach any CLI check that comes before the models run."""
+    from PIL import Image
+
+    pages, refs = tmp_path / "pages", tmp_path / "refs"
+    pages.mkdir()
+    refs.mkdir()
+    Image.new("L", (64, 96), 200).save(pages / "1.png")
+    Image.new("RGB", (64, 96), (200, 20, 20)).save(refs / "r.png")
+    return pages, refs
+
+
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory) -> Path:
     """A models directory written by the real `make_tiny` (official file layout)."""

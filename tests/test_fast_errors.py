@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from cli_probe import PROBE
 
@@ -24,13 +23,8 @@ def run_cli(args: list[str], env_extra: dict | None = None) -> tuple[dict, str]:
 
 
 @pytest.fixture
-def chapter(tmp_path) -> tuple[Path, Path]:
-    pages, refs = tmp_path / "pages", tmp_path / "refs"
-    pages.mkdir()
-    refs.mkdir()
-    Image.new("L", (64, 96), 200).save(pages / "1.png")
-    Image.new("RGB", (64, 96), (200, 20, 20)).save(refs / "r.png")
-    return pages, refs
+def chapter(one_page_chapter) -> tuple[Path, Path]:
+    return one_page_chapter
 
 
 def _assert_fast_error(args, expected: str, env_extra=None):

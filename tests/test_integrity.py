@@ -134,22 +134,16 @@ def test_files_without_a_pin_are_not_checked(hub_snapshot, models_copy, hashed):
     assert hashed == []
 
 
-def test_colorize_with_a_damaged_official_file_is_one_line_before_torch(hub_snapshot, tmp_path):
+def test_colorize_with_a_damaged_official_file_is_one_line_before_torch(hub_snapshot, one_page_chapter, tmp_path):
     import subprocess
     import sys
-
-    from PIL import Image
 
     _pin_all()
     lora = _path("GraySD/unet_lora.bin")
     data = bytearray(lora.read_bytes())
     data[len(data) // 2] ^= 0xFF
     lora.write_bytes(bytes(data))
-    pages, refs = tmp_path / "pages", tmp_path / "refs"
-    pages.mkdir()
-    refs.mkdir()
-    Image.new("L", (64, 96), 200).save(pages / "1.png")
-    Image.new("RGB", (64, 96), (200, 20, 20)).save(refs / "r.png")
+    pages, refs = one_page_chapter
     from cli_probe import PROBE as probe
 
     result = subprocess.run(

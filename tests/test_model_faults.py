@@ -274,20 +274,15 @@ def test_weights_file_missing_one_tensor_is_refused_not_left_random(fault_root, 
     assert dropped.removeprefix("text_model.") in message
 
 
-def test_damaged_models_folder_on_the_command_line_is_one_stderr_line(models_copy, tmp_path):
+def test_damaged_models_folder_on_the_command_line_is_one_stderr_line(models_copy, one_page_chapter, tmp_path):
     """A corrupted safetensors header length ("header too large" inside safetensors) under
     `colorflow colorize`: exit 2, one line, no traceback, no library load report."""
-    from PIL import Image
 
     unet = models_copy / "sd15/unet/diffusion_pytorch_model.safetensors"
     data = bytearray(unet.read_bytes())
     data[:8] = (10**12).to_bytes(8, "little")
     unet.write_bytes(bytes(data))
-    pages, refs = tmp_path / "pages", tmp_path / "refs"
-    pages.mkdir()
-    refs.mkdir()
-    Image.new("L", (64, 96), 200).save(pages / "1.png")
-    Image.new("RGB", (64, 96), (200, 20, 20)).save(refs / "r.png")
+    pages, refs = one_page_chapter
     result = subprocess.run(
         [sys.executable, "-m", "engine.cli", "colorize", str(pages), "--refs", str(refs), "--out",
          str(tmp_path / "out"), "--models", str(models_copy), "--steps", "1", "--size", "256x384"],

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from engine.errors import ProjectLockedError
 from engine.io.projectlock import LOCK_FILE, ProjectLock
@@ -31,13 +30,8 @@ HOLDER = (
 
 
 @pytest.fixture
-def chapter(tmp_path) -> tuple[Path, Path]:
-    pages, refs = tmp_path / "pages", tmp_path / "refs"
-    pages.mkdir()
-    refs.mkdir()
-    Image.new("L", (64, 96), 200).save(pages / "1.png")
-    Image.new("RGB", (64, 96), (200, 20, 20)).save(refs / "r.png")
-    return pages, refs
+def chapter(one_page_chapter) -> tuple[Path, Path]:
+    return one_page_chapter
 
 
 @pytest.fixture
