@@ -184,7 +184,10 @@ def test_taking_the_lock_clears_temp_files_a_killed_run_left(tmp_path):
     page_folder = tmp_path / "001_page"
     page_folder.mkdir()
     stale = [tmp_path / ".project.json.k3j_9xQa.tmp", page_folder / ".canvas.png.a1B2c3D4.tmp"]
-    kept = [tmp_path / "notes.tmp", tmp_path / ".hidden.tmp", tmp_path / "001_1.png", page_folder / "canvas.png"]
+    other_folder = tmp_path / "photos"  # not ColorFlow's: another program's temp file there stays
+    other_folder.mkdir()
+    kept = [tmp_path / "notes.tmp", tmp_path / ".hidden.tmp", tmp_path / "001_1.png", page_folder / "canvas.png",
+            other_folder / ".album.db.q8Zr2kLm.tmp"]
     for path in stale + kept:
         path.write_bytes(b"x")
     with ProjectLock(tmp_path):

@@ -30,12 +30,18 @@ def current_umask() -> int:
 _TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
+# The subfolders ColorFlow writes in a project: page folders (naming.page_folder_name) and layered exports.
+_OWN_SUBFOLDER = re.compile(r"^(\d{3,}_.+|layered)$")
+
+
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete temp files that atomic_write left in `folder` and its direct subfolders when its
-    process was killed. Only call it while holding the folder's lock: then no write is in flight."""
+    """Delete temp files that atomic_write left in a project folder and its own subfolders (page
+    folders, layered/) when its process was killed; other folders (the output folder may be a
+    shared one) are left alone. Only call it holding the folder's lock: no write is in flight."""
     folder = Path(folder)
     removed = []
-    for parent in [folder, *(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]:
+    own = (p for p in folder.iterdir() if _OWN_SUBFOLDER.match(p.name) and p.is_dir() and not p.is_symlink())
+    for parent in [folder, *own]:
         for entry in parent.iterdir():
             if _TEMP_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink():
                 try:
