@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from engine.errors import ModelError
+from engine.events import EventSink, ignore
 from engine.models.sources import GRAYSD_SUBDIR, ModelPaths, official_models
 from engine.paths import cache_dir
 
@@ -70,12 +71,12 @@ def tiny_models(root: Path | None = None) -> ModelPaths:
     return ModelPaths(root / "sd15", root / "colorflow")
 
 
-def resolve_models(spec: str, tiny_root: Path | None = None) -> ModelPaths:
-    """`tiny`, `official` or a directory in the common layout."""
+def resolve_models(spec: str, tiny_root: Path | None = None, emit: EventSink = ignore) -> ModelPaths:
+    """`tiny`, `official` or a directory in the common layout (`emit`: the official files' hash check)."""
     if spec == "tiny":
         return tiny_models(tiny_root)
     if spec == "official":
-        return official_models()
+        return official_models(emit)
     root = Path(spec).expanduser().resolve()
     if not root.is_dir():
         raise ModelError(f"{root}: model directory does not exist")
@@ -87,20 +88,12 @@ def resolve_models(spec: str, tiny_root: Path | None = None) -> ModelPaths:
     return paths
 
 
-def check_models(spec: str, emit=None) -> None:
+def check_models(spec: str, emit: EventSink = ignore) -> None:
     """Light presence check of a model source before anything heavy is imported: official files
     downloaded (and checked against their pins, with Progress events to `emit` while files are
     hashed), a folder in the layout; `tiny` is always available (built on first use)."""
-    if spec == "official" and emit is not None:
-        from engine.errors import ModelError
-        from engine.models.hub import check_pinned, missing_files, missing_message
-
-        missing = missing_files("official")
-        if missing:  # said before any hashing
-            raise ModelError(missing_message(missing))
-        check_pinned("official", emit)
     if spec != "tiny":
-        resolve_models(spec)
+        resolve_models(spec, emit=emit)
 
 
 def is_tiny(spec: str) -> bool:

@@ -113,13 +113,14 @@ def missing_message(missing: list[PresetFile]) -> str:
     )
 
 
-def official_roots() -> tuple[Path, Path]:
+def official_roots(emit: EventSink = ignore) -> tuple[Path, Path]:
     """(sd15, colorflow) snapshot folders, or a ModelError naming every missing file or the
-    first one whose content no longer matches its pinned sha256 (see check_pinned)."""
+    first one whose content no longer matches its pinned sha256 (see check_pinned, which reports
+    the files it hashes to `emit`)."""
     missing = missing_files("official")
     if missing:
         raise ModelError(missing_message(missing))
-    check_pinned("official")
+    check_pinned("official", emit)
     files = preset_files("official")
     roots = {f.root: snapshot_folder(f.repo) for f in files}
     return roots["sd15"], roots["colorflow"]

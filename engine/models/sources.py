@@ -7,6 +7,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.events import EventSink, ignore
+
 
 IMAGE_ENCODER_SUBDIR = "image_encoder"
 GRAYSD_SUBDIR = "GraySD"
@@ -54,7 +56,7 @@ def fingerprint_models(paths: ModelPaths) -> str:
     return digest.hexdigest()[:20]
 
 
-def official_models() -> ModelPaths:
+def official_models(emit: EventSink = ignore) -> ModelPaths:
     """The official preset: snapshot folders in the Hugging Face cache (HF_HOME respected).
 
     Never touches the network: a missing file is a ModelError naming each file, its size
@@ -62,4 +64,4 @@ def official_models() -> ModelPaths:
     """
     from engine.models.hub import official_roots
 
-    return ModelPaths(*official_roots())
+    return ModelPaths(*official_roots(emit))
