@@ -10,6 +10,7 @@ from typing import Callable
 from PySide6.QtGui import QUndoCommand
 
 from engine.io.chapter import Chapter, ImageSource, list_images, open_chapter
+from engine.io.fileio import refuse_symlink
 from engine.io.imaging import IMAGE_EXTENSIONS
 from engine.rap.curation import Target
 from engine.errors import InputError
@@ -41,6 +42,7 @@ class ChapterDocument:
         if not path.exists():
             raise InputError(f"{path}: does not exist")
         folder = project_folder_for(path, Path(projects_dir).expanduser() if projects_dir else None)
+        refuse_symlink(folder)  # `<chapter>.colorflow` is ours to make: a link there would send the project elsewhere
         lock = ProjectLock(folder).acquire()
         try:
             return cls._open(path, folder, lock)

@@ -36,10 +36,12 @@ def default_folder(project) -> Path:
 
 def choose_destination(parent: QWidget, project, fmt: str, title: str) -> Path | None:
     """A CBZ file name, or the folder for PNG/ORA/PSD pages; None when cancelled."""
+    from engine.io.export import cbz_file_name
+
     start = default_folder(project)
     if fmt == "cbz":
         path, _ = QFileDialog.getSaveFileName(
-            parent, "Export CBZ", str(start / f"{title}-colored.cbz"), "Comic archive (*.cbz)")
+            parent, "Export CBZ", str(start / cbz_file_name(title)), "Comic archive (*.cbz)")
         if path and not path.lower().endswith(".cbz"):
             path += ".cbz"
     else:

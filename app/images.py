@@ -1,10 +1,14 @@
-"""PIL -> Qt image conversion (main thread, display-sized images only)."""
+"""PIL -> Qt image conversion (main thread, display-sized images only); files are decoded by the engine, never by Qt."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PIL import Image
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice
-from PySide6.QtGui import QImage, QImageReader, QPixmap
+from PySide6.QtGui import QImage, QPixmap
+
+from engine.errors import PageDecodeError
+from engine.io.chapter import ImageSource, load_image
 
 
 def pil_to_qimage(image: Image.Image) -> QImage:
@@ -23,12 +27,13 @@ def pil_to_pixmap(image: Image.Image) -> QPixmap:
     return QPixmap.fromImage(pil_to_qimage(image))
 
 
-def pixmap_with_exif(data: bytes) -> QPixmap | None:
-    """Decode image bytes for display with EXIF orientation applied (as the engine does)."""
-    buffer = QBuffer()
-    buffer.setData(QByteArray(data))
-    buffer.open(QIODevice.OpenModeFlag.ReadOnly)
-    reader = QImageReader(buffer)
-    reader.setAutoTransform(True)
-    image = reader.read()
-    return QPixmap.fromImage(image) if not image.isNull() else None
+def image_pixmap(source: ImageSource | str | Path | None) -> QPixmap | None:
+    """A page or a result file decoded for display by the engine (its format allowlist and pixel
+    limit, EXIF orientation applied); None when there is none or the engine refuses it."""
+    if source is None:
+        return None
+    try:
+        image = load_image(source if isinstance(source, ImageSource) else ImageSource(Path(source)), "RGB")
+    except PageDecodeError:
+        return None
+    return pil_to_pixmap(image.image)

@@ -18,13 +18,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.errors import printable
 from engine.session import EngineSession
 
 from . import export_flow, jobs
 from .canvas_view import ZoomView
 from .compare_view import CompareView
 from .document import ChapterDocument
-from .images import pil_to_pixmap, pixmap_with_exif
+from .images import image_pixmap, pil_to_pixmap
 from .menus import add_action, build_menus
 from .page_strip import PageStrip, status_legend
 from .queue_panel import QueuePanel
@@ -289,14 +290,9 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
 
     def _show_result(self, index: int) -> None:
         source = self.document.chapter.sources[index]
-        self._original = None
-        if source.ref not in self.document.chapter.errors:
-            try:
-                self._original = pixmap_with_exif(source.read_bytes())
-            except OSError:
-                pass
+        self._original = None if source.ref in self.document.chapter.errors else image_pixmap(source)
         path = jobs.result_path(self.document, source.name)
-        colored = QPixmap(str(path)) if path else None
+        colored = image_pixmap(path)
         self._showing_original = False
         if self._live_page != source.name:  # a running page keeps its live preview
             self.result_view.set_pixmap(colored)
@@ -311,20 +307,20 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         self.tabs.setCurrentIndex(1)
         self._showing_original = not self._showing_original
         path = jobs.result_path(self.document, self.document.page_names[self.current_page])
-        colored = QPixmap(str(path)) if path else None
+        colored = image_pixmap(path)
         shown = self._original if self._showing_original or colored is None else colored
         self.result_view.set_pixmap(shown, fit=False)
         self.statusBar().showMessage("original" if shown is self._original else "colored", 1500)
 
     # --- worker signals -----------------------------------------------------------------
     def _on_page_done(self, job: int, page: str, outputs: dict) -> None:
-        self.statusBar().showMessage(f"{page} colored", 4000)
+        self.statusBar().showMessage(f"{printable(page)} colored", 4000)
 
     def _on_page_failed(self, job: int, page: str, reason: str) -> None:
-        self.statusBar().showMessage(f"{page} failed: {reason}", 8000)
+        self.statusBar().showMessage(f"{printable(page)} failed: {reason}", 8000)  # reason: escaped by the worker
 
     def _on_cancelled(self, job: int, page: str) -> None:
-        self.statusBar().showMessage(f"{page or 'job'} cancelled", 4000)
+        self.statusBar().showMessage(f"{printable(page or 'job')} cancelled", 4000)
 
     def _on_job_finished(self, job: int, result) -> None:
         if job == self._open_job:

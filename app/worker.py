@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.errors import ColorFlowError
+from engine.errors import ColorFlowError, printable
 from engine.events import (
     CancelToken,
     Cancelled,
@@ -41,11 +41,11 @@ class _Runner(QObject):
         try:
             result = job(lambda event: self.event.emit(job_id, event), cancel)
         except ColorFlowError as exc:  # a user-facing problem: its message says it all
-            self.failed.emit(job_id, str(exc))
+            self.failed.emit(job_id, printable(str(exc)))
             return
         except Exception as exc:  # a bug: reported in the UI with its type, never a crash
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            self.failed.emit(job_id, detail)
+            self.failed.emit(job_id, printable(detail))
             return
         self.succeeded.emit(job_id, result)
 
@@ -128,11 +128,11 @@ class EngineWorker(QObject):
         elif isinstance(event, PageDone):
             self.page_done.emit(job_id, event.page, dict(event.outputs))
         elif isinstance(event, PageFailed):
-            self.page_failed.emit(job_id, event.page, event.reason)
+            self.page_failed.emit(job_id, event.page, printable(event.reason))  # the page name is a key: raw
         elif isinstance(event, Cancelled):
             self.cancelled.emit(job_id, event.page or "")
         elif isinstance(event, Notice):
-            self.notice.emit(job_id, f"{event.page + ': ' if event.page else ''}{event.message}")
+            self.notice.emit(job_id, printable(f"{event.page + ': ' if event.page else ''}{event.message}"))
         elif isinstance(event, Finished):
             pass  # the job's result carries the report
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from engine.errors import ColorFlowError, InputError
+from engine.errors import ColorFlowError, InputError, printable
 from engine.cli_eval import add_bench_pages_command, add_eval_commands, cmd_bench_pages, cmd_eval, eval_argv
-from engine.cli_models import add_models_commands, cmd_models
+from engine.cli_models import add_models_commands, cmd_models, print_check_progress
 from engine.cli_train import add_train_commands, cmd_train
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 1, 2
@@ -19,7 +19,8 @@ DESCRIPTION = """\
 ColorFlow: color black-and-white manga chapters from colored reference pages.
 
 INPUT is a folder, a .cbz/.zip archive or image files; REFS are folders, archives or images.
-Exit codes: 0 ok, 1 some pages failed (the report lists them), 2 bad usage or input.
+Exit codes: 0 ok, 1 some pages failed (the report lists them), 2 bad usage or input,
+130 interrupted (Ctrl+C; pages already done are kept: colorize --resume continues).
 Run `colorflow COMMAND --help` for the options of each command.
 """
 
@@ -105,8 +106,18 @@ def _open_inputs(args):
         references = list_images(args.refs)
     except InputError as exc:
         raise InputError(f"--refs {exc}") from exc
-    from engine.io.storage import check_output_folder
+    from engine.io.cachedir import check_cache_folder
+    from engine.io.storage import check_output_folder, check_outside_inputs
 
+    try:
+        check_outside_inputs(args.out, args.input)
+    except InputError as exc:
+        raise InputError(f"--out {exc}") from exc
+    if args.cache_dir is not None:
+        try:
+            check_cache_folder(args.cache_dir)
+        except ColorFlowError as exc:
+            raise type(exc)(f"--cache-dir {exc}") from exc
     folder = args.out.expanduser().resolve()
     check_output_folder(folder)  # read-only or not creatable: said now, before the lock or any model
     lock = ProjectLock(folder).acquire()
@@ -242,15 +253,15 @@ def _progress_sink(enabled: bool):
             state["bar"] = tqdm(total=event.total, unit="page", desc=event.job, file=sys.stderr)
         elif isinstance(event, Progress) and bar is not None and event.page:
             steps = f" {event.step}/{event.total}" if event.stage == "ICP" else ""
-            bar.set_postfix_str(f"{event.stage}{steps} {event.page}")
+            bar.set_postfix_str(printable(f"{event.stage}{steps} {event.page}"))
         elif isinstance(event, (PageDone, PageFailed)) and bar is not None:
             if isinstance(event, PageFailed):
-                bar.write(f"failed: {event.page}: {event.reason}", file=sys.stderr)
+                bar.write(printable(f"failed: {event.page}: {event.reason}"), file=sys.stderr)
             bar.update(1)
         elif isinstance(event, Cancelled) and bar is not None:
             bar.write("cancelled", file=sys.stderr)
         elif isinstance(event, Notice):
-            text = f"note: {event.page + ': ' if event.page else ''}{event.message}"
+            text = printable(f"note: {event.page + ': ' if event.page else ''}{event.message}")
             bar.write(text, file=sys.stderr) if bar is not None else print(text, file=sys.stderr)
 
     def close() -> None:
@@ -266,35 +277,34 @@ def _precheck(args) -> None:
     from engine.sources import check_models
 
     precheck_device(args.device)
-    check_models(args.models, _print_check_progress)
-
-
-def _print_check_progress(event) -> None:
-    """The first run after a download or an upgrade hashes every official file (seconds per GB)."""
-    if event.step < event.total:
-        print(f"checking the model files against their pinned sha256 (once): {event.step + 1}/{event.total} "
-              f"{event.page}", file=sys.stderr, flush=True)
+    check_models(args.models, print_check_progress)
 
 
 def cmd_retrieve(args) -> int:
     from engine.devices import pick_device
+    from engine.errors import RunStopped
     from engine.pipeline import InputSettings, load_preparer, load_retriever, retrieve_chapter
 
+    inputs = InputSettings(args.input_style, args.procedure, args.seed, args.size)  # the seed, checked as colorize does
     chapter, references, project, lock = _open_inputs(args)
-    with lock:  # held until the run ends, so a second process on OUT is refused
-        _precheck(args)
-        inputs = InputSettings(args.input_style, args.procedure, args.seed, args.size)
-        device = pick_device(args.device)
-        retriever = load_retriever(args.models, device, args.cache_dir)
-        preparer = load_preparer(args.models, device, args.cache_dir, args.input_style)
-        emit, close = _progress_sink(not args.json)
-        try:
-            report = retrieve_chapter(chapter, references, retriever, project, emit=emit,
-                                      preparer=preparer, inputs=inputs)
-        finally:
-            close()
-    _print_report(args, project, report, "retrieved")
-    return EXIT_PAGES_FAILED if report.failed else EXIT_OK
+    stopped = None
+    try:
+        with lock:  # held until the run ends, so a second process on OUT is refused
+            _precheck(args)
+            device = pick_device(args.device)
+            retriever = load_retriever(args.models, device, args.cache_dir)
+            preparer = load_preparer(args.models, device, args.cache_dir, args.input_style)
+            emit, close = _progress_sink(not args.json)
+            try:
+                report = retrieve_chapter(chapter, references, retriever, project, emit=emit,
+                                          preparer=preparer, inputs=inputs)
+            except RunStopped as exc:  # disk full or read-only mid-run: pages written so far are kept
+                report, stopped = exc.report, exc
+            finally:
+                close()
+    except KeyboardInterrupt:
+        return _interrupted(project, chapter, "retrieved", "run the same command again to retrieve every page")
+    return _finish(args, project, report, "retrieved", lock, stopped)
 
 
 def cmd_colorize(args) -> int:
@@ -319,31 +329,56 @@ def cmd_colorize(args) -> int:
     )
     settings.check()
     chapter, references, project, lock = _open_inputs(args)
-    with lock:  # held until the export is written, so a second process on OUT is refused
-        from engine.errors import OutputError
-        from engine.io.storage import check_output_folder, estimate_output_bytes
+    stopped, exports = None, []
+    try:
+        with lock:  # held until the export is written, so a second process on OUT is refused
+            from engine.errors import RunStopped
+            from engine.io.storage import check_output_folder, estimate_output_bytes
 
-        check_output_folder(project.folder, estimate_output_bytes(chapter.sources))
-        _precheck(args)
-        pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir,
-                                 vae_tiling=args.vae_tiling, input_style=args.input_style)
-        emit, close = _progress_sink(not args.json)
-        try:
-            report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)
-        except OutputError as exc:  # disk full or read-only mid-run: pages written so far are kept
-            close()
-            print(f"colorflow: error: {exc}", file=sys.stderr)
-            return EXIT_PAGES_FAILED
-        finally:
-            close()
-        try:
-            exports = [str(p) for p in export_project(project, chapter, args.format,
-                                                      include_uncolored=args.include_uncolored)]
-        except IncompleteExport as exc:  # the per-page report still prints; nothing short is written
-            print(f"colorflow: {args.format} export not written: {exc}", file=sys.stderr)
-            exports = []
-    _print_report(args, project, report, "colored", exports)
+            check_output_folder(project.folder, estimate_output_bytes(chapter.sources))
+            _precheck(args)
+            pipeline = load_pipeline(args.models, pick_device(args.device), args.low_vram, args.cache_dir,
+                                     vae_tiling=args.vae_tiling, input_style=args.input_style)
+            emit, close = _progress_sink(not args.json)
+            try:
+                report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)
+            except RunStopped as exc:  # disk full or read-only mid-run: pages written so far are kept
+                report, stopped = exc.report, exc
+            finally:
+                close()
+            if stopped is None:
+                try:
+                    exports = [str(p) for p in export_project(project, chapter, args.format,
+                                                              include_uncolored=args.include_uncolored)]
+                except IncompleteExport as exc:  # the per-page report still prints; nothing short is written
+                    print(printable(f"colorflow: {args.format} export not written: {exc}"), file=sys.stderr)
+    except KeyboardInterrupt:
+        return _interrupted(project, chapter, "done", "run the same command with --resume to continue")
+    return _finish(args, project, report, "colored", lock, stopped, exports)
+
+
+def _finish(args, project, report, verb: str, lock, stopped=None, exports: list[str] | None = None) -> int:
+    """The per-page report, then what stopped the run early and a lock file that had to stay:
+    exit 1 when a page failed or was left by the stop."""
+    _print_report(args, project, report, verb, exports)
+    if stopped is not None:
+        print(f"colorflow: error: {printable(str(stopped))}", file=sys.stderr)
+    if lock.left_behind:
+        print(printable(f"note: could not remove the lock file {lock.path} ({lock.left_behind}); its run has "
+                        "ended, so the next run takes it over"), file=sys.stderr)
     return EXIT_PAGES_FAILED if report.failed else EXIT_OK
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl+C
+
+
+def _interrupted(project, chapter, status: str, how_to_go_on: str) -> int:
+    """Ctrl+C during a run: what is kept (saved after every page) and how to go on."""
+    names = set(chapter.page_names)
+    kept = sum(1 for page in project.pages if page.status == status and page.name in names)
+    print(printable(f"colorflow: interrupted; {kept} of {len(names)} page(s) {status} are kept in "
+                    f"{project.folder}: {how_to_go_on}"), file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _print_report(args, project, report, verb: str, exports: list[str] | None = None) -> None:
@@ -353,16 +388,16 @@ def _print_report(args, project, report, verb: str, exports: list[str] | None = 
             for p in project.pages
         ]
         print(json.dumps({"out": str(project.folder), "done": report.done, "failed": report.failed,
-                          "skipped": report.skipped, "cancelled": report.cancelled,
+                          "skipped": report.skipped, "cancelled": report.cancelled, "warnings": report.warnings,
                           "timings_s": {k: round(v, 3) for k, v in report.timings.items()},
                           "exports": exports or [], "pages": pages}, indent=2))
         return
     skipped = f", {len(report.skipped)} already done" if report.skipped else ""
-    print(f"{len(report.done)} page(s) {verb} into {project.folder}{skipped}; {len(report.failed)} failed")
+    print(printable(f"{len(report.done)} page(s) {verb} into {project.folder}{skipped}; {len(report.failed)} failed"))
     for name, reason in report.failed.items():
-        print(f"  {name}: {reason}")
+        print(printable(f"  {name}: {reason}"))
     if exports and args.format != "png":
-        print("exported: " + ", ".join(exports))
+        print(printable("exported: " + ", ".join(exports)))
 
 
 def cmd_demo(args) -> int:
@@ -437,15 +472,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except ColorFlowError as exc:
-        print(f"colorflow: error: {exc}", file=sys.stderr)
+        print(f"colorflow: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a file we read or write (not a model: those are ModelErrors)
+        import errno
+
+        from engine.io.storage import storage_advice
+
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"colorflow: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        # only where the error itself says it was a write (a permission error may be a read)
+        writing = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+        advice = f"; {storage_advice(exc)}" if writing else ""
+        print(printable(f"colorflow: error: {where}{exc.strerror or exc}{advice}"), file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a chapter run (those say what is kept and how to go on)
         print("colorflow: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

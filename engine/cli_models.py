@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.devices import DEVICE_CHOICES
+from engine.errors import InputError, printable
 
 OK, FAILED = 0, 1  # engine.cli's EXIT_OK and EXIT_PAGES_FAILED
 
@@ -37,12 +38,23 @@ def add_models_commands(commands, size_type: Callable) -> None:
     download.add_argument("--repair", action="store_true",
                           help="verify every file first and fetch again the missing and damaged ones")
     download.add_argument("--force", action="store_true", help="download every file again")
-    model_commands.add_parser(
+    verify = model_commands.add_parser(
         "verify",
-        help="check presence and sha256 of every official file; exit 1 if any is missing or damaged",
-        description="Checks each file of the official preset against the sha256 pinned at download. "
-        "Damaged files are named; fetch them again with `colorflow models download --repair`.",
+        help="check the sha256 of every official file, or of a models DIR against its record; exit 1 if any differs",
+        description="Official (default): checks each file of the official preset against the sha256 "
+        "pinned at download; fetch damaged ones again with `colorflow models download --repair`. "
+        "--models DIR: the first use of a folder (this command, or any run with --models DIR) records "
+        "the size and sha256 of every file under DIR/sd15 and DIR/colorflow in the per-user config "
+        "folder (model-folders/, one record per folder path; nothing is written into DIR, and moving "
+        "DIR makes a new record). Every run then checks it cheaply: a file is hashed again only when "
+        "its size, modification time, change time or inode changed, and a run refuses a folder whose "
+        "files differ from the record. This command lists each changed, missing or new file.",
     )
+    verify.add_argument("--models", default="official", help="official (default) or a models DIR")
+    verify.add_argument("--rehash", action="store_true",
+                        help="hash every file of DIR, even those whose size and times are unchanged (a disk error)")
+    verify.add_argument("--accept", action="store_true",
+                        help="make DIR's files as they are now its record (after you changed them on purpose)")
     convert = model_commands.add_parser(
         "convert",
         help="write safetensors copies of the pickled official GraySD files (loaded in preference)",
@@ -145,7 +157,6 @@ def print_models_list() -> None:
 
 def cmd_probe(args) -> int:
     from engine.devices import precheck_device
-    from engine.errors import InputError
     from engine.sources import check_models
 
     if not 1 <= args.steps <= 100:
@@ -177,11 +188,56 @@ def cmd_probe(args) -> int:
     return OK
 
 
+def print_check_progress(event) -> None:
+    """The first run after a download or an upgrade hashes every official file, the first run
+    with a models DIR records its files (seconds per GB): one line per file hashed."""
+    from engine.models.folder_record import RECHECK_STAGE, RECORD_STAGE
+
+    what = {RECORD_STAGE: "recording the sha256 of the model files of this folder",
+            RECHECK_STAGE: "checking changed model files against their recorded sha256"}
+    if event.step < event.total:
+        print(f"{what.get(event.stage, 'checking the model files against their pinned sha256 (once)')}: "
+              f"{event.step + 1}/{event.total} {printable(event.page)}", file=sys.stderr, flush=True)
+
+
+def verify_folder(args) -> int:
+    """`models verify --models DIR`: record the folder, or list each file that differs from its record."""
+    from engine.models.folder_record import accept_command, check_folder
+    from engine.models.hub import human_bytes
+    from engine.sources import models_folder
+
+    if args.models == "tiny":
+        raise InputError("the tiny preset is generated on this machine (random weights): nothing to verify; "
+                         "to check a folder, pass it with --models DIR")
+    root = models_folder(args.models).sd15.parent
+    check = check_folder(root, print_check_progress, rehash=args.rehash, accept=args.accept)
+    for change in check.changes:  # names from the user's folder: control characters escaped
+        print(printable(change.line()))
+    count = len(check.entries)
+    if check.first:
+        print(printable(f"recorded {count} files of {root} in {check.record} ({human_bytes(check.total_bytes)} "
+                        f"hashed); every run with --models {root} now checks them"))
+    elif args.accept:
+        print(printable(f"recorded {count} files of {root} ({len(check.changes)} change(s) accepted)"))
+    elif check.changes:
+        print(printable(f"{len(check.changes)} file(s) of {root} differ from their record; if that is intended, "
+                        f"record them with: {accept_command(root)}"))
+        return FAILED
+    else:
+        how = "every file hashed" if args.rehash else \
+            f"{check.hashed} hashed, the others unchanged in size and times; --rehash hashes every file"
+        print(printable(f"ok  {count} files of {root} match their record ({how})"))
+    return OK
+
+
 def cmd_models(args) -> int:
     from engine.sources import make_tiny
 
     if args.models_command == "make-tiny":
+        from engine.models.folder_record import accept_if_recorded
+
         paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
+        accept_if_recorded(paths.sd15.parent)  # written anew on purpose: a record of the old ones is replaced
         print(f"tiny models written: {paths.sd15.parent}")
     elif args.models_command == "download":
         from engine.models.hub import download, missing_files, verify
@@ -201,8 +257,14 @@ def cmd_models(args) -> int:
             close()
         for state in states:
             print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  ({state.detail})")
+    elif args.models_command == "verify" and args.models != "official":
+        return verify_folder(args)
     elif args.models_command == "verify":
         from engine.models.hub import verify
+
+        if args.accept:
+            raise InputError("--accept is for a models DIR: official files are pinned to the hub's checksums; "
+                             "fetch damaged ones again with `colorflow models download --repair`")
 
         states = verify("official")
         for state in states:
@@ -218,7 +280,12 @@ def cmd_models(args) -> int:
         from engine.models.hub import convert_to_safetensors
         from engine.sources import resolve_models
 
-        written = convert_to_safetensors(resolve_models(args.models).graysd, report=print)
+        from engine.models.folder_record import accept_if_recorded
+
+        paths = resolve_models(args.models)  # a models DIR: unchanged since recorded, or refused
+        written = convert_to_safetensors(paths.graysd, report=print)
+        if written and paths.content_id:
+            accept_if_recorded(paths.sd15.parent)  # the copies are ours: the record takes them
         print(f"{len(written)} file(s) converted" if written else "nothing to convert")
     elif args.models_command == "list":
         print_models_list()

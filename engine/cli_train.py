@@ -100,6 +100,9 @@ def _run_trainer(trainer, args) -> int:
             print(f"resumed at step {step}")
     step = trainer.train()
     if main_process:
+        from engine.models.folder_record import accept_if_recorded
+
+        accept_if_recorded(args.out)  # retrained in place on purpose: a record of the folder takes the new weights
         print(f"trained to step {step}; models: {args.out} (use --models {args.out})")
     return OK
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from engine.events import (
     Cancelled,
     EventSink,
     Finished,
+    Notice,
     PageDone,
     PageFailed,
     Preview,
@@ -29,21 +29,23 @@ from engine.events import (
     Started,
     ignore,
 )
-from engine.io.fileio import atomic_save_image, atomic_write_json
+from engine.io.fileio import atomic_save_image, atomic_write_json, make_temp_folder, refuse_symlink
 from engine.io.naming import page_folder_name
 from engine.io.storage import is_storage_error
 from engine.project import ChapterProject
 from engine.rap.retrieval import PageRetrieval, Retriever
-from engine.rng import SCREENSTYLE, stream_seed
+from engine.rng import SCREENSTYLE, check_seed, stream_seed
 from engine.run_guard import color_with_memory_retry, storage_stop
 
 OUTPUT_SIZES = ("page", "gsrp")
 
 
 def write_retrieval(result: PageRetrieval, folder: Path) -> dict[str, str]:
-    """Write canvas.png, mask.png and retrieval.json for one page, all or nothing."""
+    """Write canvas.png, mask.png and retrieval.json for one page, all or nothing. A page folder
+    that is a symbolic link is refused (OutputError naming it), never written through or replaced."""
+    refuse_symlink(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = make_temp_folder(folder.parent, f".{folder.name}.")
     try:
         atomic_save_image(result.canvas, staging / "canvas.png")
         atomic_save_image(result.mask, staging / "mask.png")
@@ -64,6 +66,7 @@ class ChapterReport:
     failed: dict[str, str]
     cancelled: bool = False
     skipped: list[str] = field(default_factory=list)  # already done with the same settings
+    warnings: list[str] = field(default_factory=list)  # about the whole run: references not usable
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
@@ -72,6 +75,15 @@ def _page_failed(project: ChapterProject, report: ChapterReport, emit: EventSink
     project.set_status(name, "failed", reason)
     project.save()
     emit(PageFailed(name, reason))
+
+
+def _tell_unusable_references(retriever: Retriever, report: ChapterReport, emit: EventSink) -> None:
+    """A Notice per reference that cannot be used (an image bomb, a damaged file), once per run:
+    each page's retrieval.json lists it too, the command line and the app say it once."""
+    for reason in retriever.unusable_references():
+        if reason not in report.warnings:
+            report.warnings.append(reason)
+            emit(Notice(reason))
 
 
 def _reason(exc: Exception) -> str:
@@ -106,6 +118,7 @@ class InputSettings:
 
         if self.style not in INPUT_STYLES:
             raise InputError(f"input style must be one of {', '.join(INPUT_STYLES)}, got {self.style!r}")
+        check_seed(self.seed)
 
     @property
     def fit(self) -> str:
@@ -156,12 +169,20 @@ def retrieve_chapter(
             page = _load(chapter, index)
             prepared = prepare_page(preparer, page, inputs) if preparer is not None else None
             result = retriever.retrieve(page, references, project.choices_for(source.name), inputs.size, prepared)
-            outputs = write_retrieval(result, project.folder / page_folder_name(index, source.name))
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, source.name, _reason(exc))
             continue
-        project.record_outputs(source.name, outputs, "retrieved")
-        project.save()
+        finally:
+            _tell_unusable_references(retriever, report, emit)
+        try:
+            outputs = write_retrieval(result, project.folder / page_folder_name(index, source.name))
+            project.record_outputs(source.name, outputs, "retrieved")
+            project.save()
+        except Exception as exc:  # a full or read-only output folder ends the run: every page would fail
+            if is_storage_error(exc):
+                raise storage_stop(project, report, emit, source.name, exc, "run the same command again") from exc
+            _page_failed(project, report, emit, source.name, _reason(exc))
+            continue
         report.done.append(source.name)
         emit(PageDone(source.name, outputs, {"warnings": result.warnings}))
     emit(Finished(len(report.done), len(report.failed)))
@@ -376,6 +397,8 @@ def colorize_chapter(
             usable.append(index)
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, name, _reason(exc))
+        finally:
+            _tell_unusable_references(pipeline.retriever, report, emit)
     pipeline.release_retrieval()
 
     # Pass 2, page by page: retrieval again (all embeddings cached: no encoder pass), ICP, GSRP.
@@ -476,6 +499,7 @@ def load_pipeline(
     components = load_diffusion(paths, device, low_vram=low_vram, vae_tiling=vae_tiling)
     colorizer = Colorizer(components)
     upscaler = Upscaler(components.vae_runner, components.fusion, components.device, components.dtype)
-    # The files themselves (paths, sizes, mtimes), so weights replaced in place count as new models.
+    # The files themselves (paths, sizes, mtimes; a models DIR's recorded sha256s too), so weights
+    # replaced in place count as new models, even with their mtime put back.
     models_id = f"{fingerprint_models(paths)}|{retriever.embedder.encoder_id}"
     return ColorFlowPipeline(retriever, colorizer, upscaler, models_id, preparer)

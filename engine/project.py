@@ -5,7 +5,10 @@ kept as a .bak, and never overwritten when unreadable."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,8 +17,8 @@ from typing import Any, Sequence
 
 from engine import __version__
 from engine.rap.curation import Choices, Curation, Target
-from engine.errors import ProjectFileError
-from engine.io.fileio import atomic_write_bytes
+from engine.errors import InputError, ProjectFileError
+from engine.io.fileio import atomic_write, atomic_write_bytes
 
 PROJECT_FILE = "colorflow-project.json"
 BACKUP_FILE = PROJECT_FILE + ".bak"  # the file as it was before the last save that changed it
@@ -24,6 +27,11 @@ FORMAT = "colorflow-project"
 # and the migrations from older versions are in engine.project_schema (pydantic, loaded on use).
 VERSION = 2
 PAGE_STATES = ("pending", "retrieved", "running", "done", "failed")
+# A 2,000-page volume with every output recorded and some pins is a 1.7 MB file (860 bytes a
+# page) and loads in half a second: the caps are about 19 and 10 times that. The size is checked
+# before the file is read, the page count before each page is validated.
+MAX_PROJECT_BYTES = 32 * 1024**2
+MAX_PROJECT_PAGES = 20_000
 
 
 def check_output_path(value: str) -> str:
@@ -50,24 +58,115 @@ class PageState:
     error: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)  # kind -> POSIX path relative to project
     settings_key: str | None = None  # settings the outputs were made with (for --resume)
+    unknown: dict[str, Any] = field(default_factory=dict)  # keys this version does not know: saved back
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        return _with_unknown({
             "name": self.name,
             "source": self.source,
             "status": self.status,
             "error": self.error,
             "outputs": dict(self.outputs),
             "settings_key": self.settings_key,
-        }
+        }, self.unknown)
+
+
+def _with_unknown(known: dict[str, Any], unknown: dict[str, Any] | None) -> dict[str, Any]:
+    """An entry as saved: its known keys, then the keys a newer ColorFlow or another tool wrote."""
+    return {**known, **{key: value for key, value in (unknown or {}).items() if key not in known}}
+
+
+def _unknown_keys(model) -> dict[str, Any]:
+    return dict(model.model_extra or {})
+
+
+def _curation_unknown(curation) -> dict[tuple, dict[str, Any]]:
+    """The unknown keys of a validated curation, by place: ("curation",), ("choices", scope) and
+    ("target", scope, "pins"|"rejects", ref, patch), scope None for the chapter or a page name."""
+    found = {("curation",): _unknown_keys(curation)}
+    for scope, choices in [(None, curation.chapter), *curation.pages.items()]:
+        found[("choices", scope)] = _unknown_keys(choices)
+        for kind in ("pins", "rejects"):
+            for target in getattr(choices, kind):
+                found[("target", scope, kind, target.ref, target.patch)] = _unknown_keys(target)
+    return {place: keys for place, keys in found.items() if keys}
+
+
+def _curation_json(curation: Curation, unknown: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """Curation.to_json with the unknown keys of the file it came from put back in place."""
+    def choices(scope: str | None, data: dict[str, Any]) -> dict[str, Any]:
+        for kind in ("pins", "rejects"):
+            data[kind] = [_with_unknown(t, unknown.get(("target", scope, kind, t["ref"], t["patch"]))) for t in data[kind]]
+        return _with_unknown(data, unknown.get(("choices", scope)))
+
+    data = curation.to_json()
+    pages = {name: choices(name, c) for name, c in data["pages"].items()}
+    for place, keys in unknown.items():  # a page's choices now empty still carry their unknown keys
+        if place[0] == "choices" and place[1] is not None and place[1] not in pages:
+            pages[place[1]] = {"pins": [], "rejects": [], **keys}
+    return _with_unknown({"chapter": choices(None, data["chapter"]), "pages": pages}, unknown.get(("curation",)))
 
 
 class _NewerProject(ProjectFileError):
     """Saved by a newer ColorFlow: not damaged, so no backup advice."""
 
 
+class _LinkInProject(ProjectFileError):
+    """A symbolic link in the project folder: the .bak names the same files, so no backup advice."""
+
+
 def _encode(payload: dict[str, Any]) -> bytes:
-    return (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    # allow_nan=False: NaN and infinities are not JSON (json.dumps would write them as bare words)
+    return (json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _read_project_file(path: Path) -> bytes:
+    """A project file's (or its .bak's) bytes, at most MAX_PROJECT_BYTES: a larger file, or one
+    that is not a regular file, is a ProjectFileError before anything is read. OSError
+    (FileNotFoundError) when it cannot be read."""
+    if path.is_symlink():  # reading through it would read whatever file it names
+        raise _LinkInProject(
+            f"{path} is a symbolic link (to {os.readlink(path)}), not read: ColorFlow does not read project "
+            "files through links; put a copy of the file in its place if you trust it, or remove the link")
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ProjectFileError(f"{path}: not a project file (not a regular file)")
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_PROJECT_BYTES + 1)
+    if max(info.st_size, len(raw)) > MAX_PROJECT_BYTES:
+        raise ProjectFileError(f"{path}: project file is too large ({max(info.st_size, len(raw)):,} bytes; "
+                               f"a project file is at most {MAX_PROJECT_BYTES // 1024**2} MiB)")
+    return raw
+
+
+def _same_content(path: Path, data: bytes) -> bool:
+    """Whether the file at `path` holds exactly `data` (the size is compared before reading)."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+class _NotAJsonNumber(ValueError):
+    """A number JSON cannot hold (NaN, an infinity, 1e999) or too long to read."""
+
+
+def _refuse_constant(text: str):
+    raise _NotAJsonNumber(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotAJsonNumber(text)
+    return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python reads (sys.get_int_max_str_digits)
+        raise _NotAJsonNumber(f"{text[:12]}... ({len(text):,} digits)") from None
 
 
 def _parse(path: Path, raw: bytes, folder: Path):
@@ -76,7 +175,12 @@ def _parse(path: Path, raw: bytes, folder: Path):
     from engine.project_schema import NewerVersion, validate
 
     try:
-        data = json.loads(raw.decode("utf-8"))
+        # utf-8-sig: a byte order mark (Notepad writes one) is read past
+        data = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_whole_number)
+    except _NotAJsonNumber as exc:
+        raise ProjectFileError(f"{path}: project file is damaged (the number {exc} is not one JSON can hold: "
+                               f"infinite, not a number, or too long)") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProjectFileError(f"{path}: project file is damaged (not JSON: {exc})") from None
     except RecursionError:
@@ -93,7 +197,7 @@ def _backup_advice(folder: Path) -> str:
     """What to tell a user whose project file is unusable: the .bak if it is good, else other ways."""
     backup = folder / BACKUP_FILE
     try:
-        _parse(backup, backup.read_bytes(), folder)
+        _parse(backup, _read_project_file(backup), folder)
     except FileNotFoundError:
         return "restore it from a backup or choose another output folder"
     except (OSError, ProjectFileError):
@@ -112,6 +216,9 @@ class ChapterProject:
     pages: list[PageState] = field(default_factory=list)
     curation: Curation = field(default_factory=Curation)
     settings: dict[str, Any] = field(default_factory=dict)
+    unknown: dict[str, Any] = field(default_factory=dict)  # top-level keys this version does not know: saved back
+    # Unknown keys inside the curation, by place (see _curation_unknown): saved back where they were.
+    curation_unknown: dict[tuple, dict[str, Any]] = field(default_factory=dict)
     # The GUI edits choices while the worker thread records page status; both save.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _save_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -127,7 +234,7 @@ class ChapterProject:
 
     # --- persistence --------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return {
+        return _with_unknown({
             "format": FORMAT,
             "version": VERSION,
             "saved_by": f"colorflow {__version__}",
@@ -135,19 +242,24 @@ class ChapterProject:
             "references": self.references,
             "settings": self.settings,
             "pages": [p.to_json() for p in self.pages],
-            "curation": self.curation.to_json(),
-        }
+            "curation": _curation_json(self.curation, self.curation_unknown),
+        }, self.unknown)
 
     def save(self) -> None:
         """Atomic save: a crash mid-save leaves the previous file intact. The file it replaces
         becomes colorflow-project.json.bak; a damaged file on disk is never saved over."""
         with self.lock:
             data = _encode(self.to_json())
+        if len(data) > MAX_PROJECT_BYTES:  # never write a file the next load would refuse
+            raise ProjectFileError(f"{self.path}: not saved: the project would be {len(data):,} bytes, "
+                                   f"more than a project file may hold ({MAX_PROJECT_BYTES // 1024**2} MiB)")
         with self._save_lock:
             try:
-                current = self.path.read_bytes()
+                current = _read_project_file(self.path)
             except FileNotFoundError:
                 current = None
+            except ProjectFileError as exc:
+                raise ProjectFileError(f"{exc}; not saved over it (left untouched)") from None
             if current == data:
                 return  # nothing changed: the backup keeps the previous version
             if current is not None:
@@ -156,7 +268,7 @@ class ChapterProject:
                         _parse(self.path, current, self.folder)
                     except ProjectFileError as exc:
                         raise ProjectFileError(f"{exc}; not saved over it (left untouched)") from None
-                if not self.backup_path.exists() or self.backup_path.read_bytes() != current:
+                if not _same_content(self.backup_path, current):
                     atomic_write_bytes(self.backup_path, current)
             atomic_write_bytes(self.path, data)
             self._on_disk = data
@@ -169,18 +281,15 @@ class ChapterProject:
         folder = Path(folder)
         path = folder / PROJECT_FILE
         try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise ProjectFileError(f"{path}: project file cannot be read ({exc}); left untouched") from exc
-        try:
+            raw = _read_project_file(path)
             project = cls._from_model(folder, _parse(path, raw, folder))
             project.check_outputs()
-        except _NewerProject:
+        except (FileNotFoundError, _NewerProject, _LinkInProject):
             raise
         except ProjectFileError as exc:
             raise ProjectFileError(f"{exc}. The file was left untouched; {_backup_advice(folder)}") from None
+        except OSError as exc:
+            raise ProjectFileError(f"{path}: project file cannot be read ({exc}); left untouched") from exc
         project._on_disk = raw
         return project
 
@@ -196,9 +305,12 @@ class ChapterProject:
             folder=folder,
             inputs=list(model.inputs),
             references=list(model.references),
-            pages=[PageState(p.name, p.source, p.status, p.error, dict(p.outputs), p.settings_key) for p in model.pages],
+            pages=[PageState(p.name, p.source, p.status, p.error, dict(p.outputs), p.settings_key, _unknown_keys(p))
+                   for p in model.pages],
             curation=curation,
             settings=model.settings.model_dump(exclude_unset=True),
+            unknown=_unknown_keys(model),
+            curation_unknown=_curation_unknown(model.curation),
         )
 
     @classmethod
@@ -208,7 +320,7 @@ class ChapterProject:
         folder = Path(folder)
         backup = folder / BACKUP_FILE
         try:
-            raw = backup.read_bytes()
+            raw = _read_project_file(backup)
         except FileNotFoundError:
             raise ProjectFileError(f"{backup}: there is no backup to restore") from None
         restored = cls._from_model(folder, _parse(backup, raw, folder))
@@ -216,7 +328,8 @@ class ChapterProject:
         path = folder / PROJECT_FILE
         if path.exists():
             aside = folder / f"{PROJECT_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-            atomic_write_bytes(aside, path.read_bytes())
+            with open(path, "rb") as damaged:  # copied in pieces: it may be too large to hold in memory
+                atomic_write(aside, lambda handle: shutil.copyfileobj(damaged, handle))
         atomic_write_bytes(path, raw)
         restored._on_disk = raw
         return restored
@@ -233,19 +346,29 @@ class ChapterProject:
 
     def check_outputs(self) -> None:
         """Every recorded output lies inside the project folder (ProjectFileError otherwise)."""
+        root = self.folder.resolve()  # once: resolving it per output was most of a large project's load
         for index, page in enumerate(self.pages):
             for kind, value in page.outputs.items():
-                self._inside(value, f"pages[{index}].outputs.{kind} (page {page.name!r})")
+                self._inside(value, f"pages[{index}].outputs.{kind} (page {page.name!r})", root)
 
-    def _inside(self, value: str, entry: str) -> Path:
+    def _inside(self, value: str, entry: str, root: Path | None = None) -> Path:
         try:
             check_output_path(value)
         except ValueError as exc:
             raise ProjectFileError(f"{self.path}: {entry}: {exc} (got {value!r})") from None
-        root = self.folder.resolve()
+        root = root or self.folder.resolve()
         path = (root / value).resolve()
         if not path.is_relative_to(root):
-            raise ProjectFileError(f"{self.path}: {entry}: {value!r} leads to {path}, outside the project folder")
+            where = f"{self.path}: {entry}: {value!r} leads to {path}, outside the project folder"
+            link = root
+            for part in PurePosixPath(value).parts:  # name the link on the way: the user can remove it
+                link = link / part
+                if link.is_symlink():
+                    raise _LinkInProject(
+                        f"{where}: {link} is a symbolic link; remove it (what it points to is not touched) "
+                        "and open or run the project again: that page is colored again. "
+                        "The project file was left untouched")
+            raise ProjectFileError(where)
         return path
 
     def _relative(self, value: str | os.PathLike) -> str:
@@ -267,7 +390,11 @@ class ChapterProject:
     def sync_pages(self, names_and_sources: Sequence[tuple[str, str]]) -> None:
         """Make the page list match the chapter, keeping the state of pages that stay. Pages are
         the chapter's own: a recorded page whose name and source are not a chapter page's is
-        dropped (its recorded outputs with it), never opened."""
+        dropped (its recorded outputs with it), never opened. InputError for more pages than a
+        project file may hold (MAX_PROJECT_PAGES)."""
+        if len(names_and_sources) > MAX_PROJECT_PAGES:
+            raise InputError(f"{self.folder}: the chapter has {len(names_and_sources):,} pages, more than a project "
+                             f"may hold ({MAX_PROJECT_PAGES:,}); color it in parts, one volume at a time")
         with self.lock:
             known = {(p.name, p.source): p for p in self.pages}
             self.pages = [known.get((name, src)) or PageState(name, src) for name, src in names_and_sources]

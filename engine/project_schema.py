@@ -8,15 +8,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from engine.project import FORMAT, PAGE_STATES, VERSION, check_output_path
+from engine.project import FORMAT, MAX_PROJECT_PAGES, PAGE_STATES, VERSION, check_output_path
 from engine.rap.canvas import REFERENCE_PATCHES
 
 OutputPath = Annotated[str, AfterValidator(check_output_path)]
 
 
 class _Model(BaseModel):
-    # strict: a number is not a string, a string is not a list; fields of newer files are ignored
-    model_config = ConfigDict(strict=True, extra="ignore")
+    # strict: a number is not a string, a string is not a list. Fields this version does not
+    # know (a newer ColorFlow's, another tool's) are kept in model_extra and saved back.
+    model_config = ConfigDict(strict=True, extra="allow")
 
 
 class PageModel(_Model):
@@ -45,8 +46,6 @@ class CurationModel(_Model):
 
 class SettingsModel(_Model):
     """Known settings are typed; settings this version does not know are kept as they are."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
 
     title: str | None = None
     series: str | None = None
@@ -142,6 +141,9 @@ def validate(data: Any, folder: str) -> ProjectModel:
         raise ValueError(f"version: must be a whole number from 1 to {VERSION} (got {version!r})")
     if version > VERSION:
         raise NewerVersion(version)
+    pages = data.get("pages")
+    if isinstance(pages, list) and len(pages) > MAX_PROJECT_PAGES:  # before validating each one
+        raise ValueError(f"pages: {len(pages):,} pages, more than a project may hold ({MAX_PROJECT_PAGES:,})")
     migrated = migrate(data, folder)
     try:
         return ProjectModel.model_validate(migrated)

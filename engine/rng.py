@@ -21,6 +21,17 @@ GSRP = "gsrp"
 STREAMS = (START_NOISE, CONDITIONING, SCREENSTYLE, GSRP)
 
 
+MAX_SEED = 2**63 - 1  # torch generators take 64 bits; stream seeds stay below 2**63 too
+
+
+def check_seed(seed: int) -> None:
+    """The one seed check of every command (retrieve, colorize, the app): InputError outside 0..MAX_SEED."""
+    from engine.errors import InputError
+
+    if not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed must be a non-negative integer, got {seed}")
+
+
 def stream_seed(seed: int, stream: str) -> int:
     """The seed of one named stream of a page seed."""
     if stream not in STREAMS:

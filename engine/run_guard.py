@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.errors import OutOfMemory, OutputError
+from engine.errors import OutOfMemory, RunStopped
 from engine.events import EventSink, Notice, PageFailed
 from engine.io.storage import storage_advice
 from engine.project import ChapterProject
@@ -40,9 +40,11 @@ def oom_advice(exc: BaseException) -> str:
             "using the GPU, choose a smaller --size, or run with --device cpu")
 
 
-def storage_stop(project: ChapterProject, report, emit: EventSink, name: str, exc: OSError) -> OutputError:
+def storage_stop(project: ChapterProject, report, emit: EventSink, name: str, exc: OSError,
+                 again: str = "run again with --resume") -> RunStopped:
     """The disk is full or read-only: stop the run (every next page would fail the same way).
-    The page in flight goes back to pending; written pages and the saved project stay valid."""
+    The page in flight goes back to pending; written pages and the saved project stay valid.
+    The error carries the report; its message ends with how to go on (`again`)."""
     where = exc.filename or project.folder
     reason = f"{where}: {exc.strerror or exc} while writing page {name}"
     project.set_status(name, "pending")
@@ -52,5 +54,5 @@ def storage_stop(project: ChapterProject, report, emit: EventSink, name: str, ex
         pass  # the project file on disk is the last good one (atomic saves)
     report.failed[name] = reason
     emit(PageFailed(name, reason))
-    return OutputError(f"{reason}; the {len(report.done)} page(s) written before are kept. "
-                       f"{storage_advice(exc).capitalize()}, then run again with --resume")
+    return RunStopped(f"{reason}; the {len(report.done)} page(s) written before are kept. "
+                      f"{storage_advice(exc).capitalize()}, then {again}", report)

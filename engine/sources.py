@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import ModelError
@@ -72,11 +73,22 @@ def tiny_models(root: Path | None = None) -> ModelPaths:
 
 
 def resolve_models(spec: str, tiny_root: Path | None = None, emit: EventSink = ignore) -> ModelPaths:
-    """`tiny`, `official` or a directory in the common layout (`emit`: the official files' hash check)."""
+    """`tiny`, `official` or a directory in the common layout, checked against its record
+    (folder_record: made on first use; `emit`: Progress while files are hashed, for the official
+    pins as for a folder's record)."""
     if spec == "tiny":
         return tiny_models(tiny_root)
     if spec == "official":
         return official_models(emit)
+    from engine.models.folder_record import require_unchanged
+
+    paths = models_folder(spec)
+    root = paths.sd15.parent
+    return replace(paths, content_id=require_unchanged(root, emit))
+
+
+def models_folder(spec: str) -> ModelPaths:
+    """The roots of a models DIR in the common layout (resolved), not yet checked against its record."""
     root = Path(spec).expanduser().resolve()
     if not root.is_dir():
         raise ModelError(f"{root}: model directory does not exist")
@@ -91,7 +103,8 @@ def resolve_models(spec: str, tiny_root: Path | None = None, emit: EventSink = i
 def check_models(spec: str, emit: EventSink = ignore) -> None:
     """Light presence check of a model source before anything heavy is imported: official files
     downloaded (and checked against their pins, with Progress events to `emit` while files are
-    hashed), a folder in the layout; `tiny` is always available (built on first use)."""
+    hashed), a folder in the layout and unchanged since its record (made on first use, also with
+    Progress events); `tiny` is always available (built on first use)."""
     if spec != "tiny":
         resolve_models(spec, emit=emit)
 

@@ -35,8 +35,10 @@ def largest_parts(bundle: Path, count: int = 8) -> list[tuple[str, int]]:
     return sorted(parts, key=lambda item: -item[1])[:count]
 
 
-def build(dist: Path, work: Path, clean: bool = False, quiet: bool = True, trim: bool = True) -> Path:
-    """Run PyInstaller on colorflow.spec; returns dist/ColorFlow (the one-folder bundle)."""
+def start_build(dist: Path, work: Path, clean: bool = False, quiet: bool = True, trim: bool = True,
+                **popen) -> subprocess.Popen:
+    """Start PyInstaller on colorflow.spec in the background (the test suite overlaps the build
+    with its other tests); `finish_build` waits for it. `popen` goes to subprocess.Popen."""
     if not trim:  # read by the spec: measure the bundle without excludes and dropped files
         os.environ["COLORFLOW_NO_EXCLUDES"] = "1"
     command = [sys.executable, "-m", "PyInstaller", str(SPEC), "--noconfirm",
@@ -45,8 +47,19 @@ def build(dist: Path, work: Path, clean: bool = False, quiet: bool = True, trim:
         command.append("--clean")
     if quiet:
         command += ["--log-level", "WARN"]
-    subprocess.run(command, check=True)
+    return subprocess.Popen(command, **popen)
+
+
+def finish_build(process: subprocess.Popen, dist: Path) -> Path:
+    """Wait for a build started by `start_build`; returns dist/ColorFlow (the one-folder bundle)."""
+    if process.wait() != 0:
+        raise subprocess.CalledProcessError(process.returncode, process.args)
     return dist / APP_NAME
+
+
+def build(dist: Path, work: Path, clean: bool = False, quiet: bool = True, trim: bool = True) -> Path:
+    """Run PyInstaller on colorflow.spec; returns dist/ColorFlow (the one-folder bundle)."""
+    return finish_build(start_build(dist, work, clean, quiet, trim), dist)
 
 
 def main(argv: list[str] | None = None) -> int:

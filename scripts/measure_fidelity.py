@@ -33,7 +33,7 @@ def main() -> int:
     from PIL import Image
 
     from engine.rap.canvas import WorkSize
-    from engine.io.chapter import ImageSource, PageImage
+    from engine.io.chapter import ImageSource, load_image
     from engine.icp.colorize import ColorizeSettings
     from engine.rap.curation import Choices
     from engine.demo import make_demo_chapter
@@ -47,7 +47,7 @@ def main() -> int:
     models = args.models or str(make_tiny(work / "models").sd15.parent)
     chapter, refs = make_demo_chapter(work / "demo", pages=1, refs=2)
     path = sorted(chapter.iterdir())[0]
-    page = PageImage(ImageSource(path), Image.open(path).convert("L"), "0" * 64)
+    page = load_image(ImageSource(path), "L")
     references = [ImageSource(p) for p in sorted(refs.iterdir())]
     pipeline = load_pipeline(models, "cpu", cache_dir=work / "cache")
     size = WorkSize(256, 384)

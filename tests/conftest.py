@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,40 @@ def hub_snapshot(tiny_models_dir, tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return hf_home
+
+
+BUNDLE_TEST = "test_packaging.py::test_frozen_bundle_runs_the_cli_and_the_gui"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """When the frozen-bundle test is selected, start its PyInstaller build now, in the
+    background, and run that test last: the build (minutes, one core) overlaps the rest of the
+    suite instead of adding to it."""
+    bundle = [item for item in items if item.nodeid.endswith(BUNDLE_TEST)]
+    if not bundle or config.option.collectonly:
+        return
+    import importlib.util
+    import tempfile
+
+    if importlib.util.find_spec("PyInstaller") is None:
+        return
+    items[:] = [item for item in items if item not in bundle] + bundle
+    spec = importlib.util.spec_from_file_location("colorflow_build", Path(__file__).parents[1] / "packaging" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    root = Path(tempfile.mkdtemp(prefix="colorflow-frozen-"))
+    log = open(root / "build.log", "wb")  # noqa: SIM115 - the child writes it until the test reads it
+    process = build.start_build(root / "dist", root / "work", stdout=log, stderr=subprocess.STDOUT)
+    log.close()  # the child holds its own descriptor
+    config.colorflow_bundle_build = (root, process)
+
+
+def pytest_unconfigure(config):
+    """A session stopped early (Ctrl+C, -x) must not leave the build running or its ~1 GB behind."""
+    started = getattr(config, "colorflow_bundle_build", None)
+    if started is not None:
+        root, process = started
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)

@@ -127,11 +127,9 @@ def test_verify_counts_as_a_check(hub_snapshot, hashed):
     assert check_pinned() == 0 and hashed == []
 
 
-def test_files_without_a_pin_are_not_checked(hub_snapshot, models_copy, hashed):
+def test_files_without_a_pin_are_not_checked(hub_snapshot, hashed):
     resolve_models("official")  # downloaded files never pinned (nothing to compare with)
-    _flip_byte_in_tensor_data(models_copy / "sd15" / VAE)
-    resolve_models(str(models_copy))  # a user's own folder: no pins at all
-    assert hashed == []
+    assert hashed == []  # (a user's own folder has its own record: tests/test_model_record.py)
 
 
 def test_colorize_with_a_damaged_official_file_is_one_line_before_torch(hub_snapshot, one_page_chapter, tmp_path):

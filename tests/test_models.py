@@ -109,6 +109,7 @@ def test_convert_writes_safetensors_that_load_identically(models_copy, capsys):
     # The loader now prefers the safetensors copies: the pickles can go.
     for path in graysd.glob("*.bin"):
         path.unlink()
+    assert main(["models", "verify", "--models", str(models_copy), "--accept"]) == 0  # removed on purpose
     from engine.loading import load_diffusion
 
     components = load_diffusion(resolve_models(str(models_copy)))

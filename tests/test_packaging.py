@@ -137,7 +137,16 @@ def test_icons_are_drawn_for_every_platform(tmp_path):
 
 def test_build_runs_pyinstaller_on_the_spec_with_the_given_folders(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(build_script.subprocess, "run", lambda command, check: calls.append(command))
+
+    class FinishedBuild:  # stands in for the PyInstaller process: records its command, exits 0
+        def __init__(self, command, **popen):
+            calls.append(command)
+            self.args, self.returncode = command, 0
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(build_script.subprocess, "Popen", FinishedBuild)
     bundle = build_script.build(tmp_path / "d", tmp_path / "w")
     assert bundle == tmp_path / "d" / "ColorFlow"
     (command,) = calls
@@ -232,12 +241,23 @@ def _frozen_env(tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def frozen_bundle(tmp_path_factory):
-    """The CPU bundle, built once into a temporary folder (never into the repository)."""
+def frozen_bundle(request, tmp_path_factory):
+    """The CPU bundle, built once into a temporary folder (never into the repository). conftest
+    starts the build when the session begins, so it overlaps the rest of the suite."""
     pytest.importorskip("PyInstaller")
-    root = tmp_path_factory.mktemp("frozen")
-    yield build_script.build(root / "dist", root / "work")
-    shutil.rmtree(root, ignore_errors=True)  # ~1 GB; pytest keeps its last three temp folders
+    started = getattr(request.config, "colorflow_bundle_build", None)
+    if started is None:  # run on its own (e.g. `pytest tests/test_packaging.py -k frozen`)
+        root = tmp_path_factory.mktemp("frozen")
+        process = build_script.start_build(root / "dist", root / "work")
+    else:
+        root, process = started
+    log = root / "build.log"
+    try:
+        yield build_script.finish_build(process, root / "dist")
+    except subprocess.CalledProcessError:
+        pytest.fail(f"PyInstaller failed:\n{log.read_text()[-4000:] if log.exists() else ''}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # ~1 GB; pytest keeps its last three temp folders
 
 
 @pytest.mark.slow

@@ -22,18 +22,24 @@ ESCAPES = ["../outside/secret.png", "../../../../etc/passwd"]
 
 @pytest.fixture
 def opened(monkeypatch) -> list[Path]:
-    """Every path opened for reading or writing through open()/io.open from now on (PIL,
-    pathlib and the engine all open files through these)."""
+    """Every path opened for reading or writing through open()/io.open/os.open from now on (PIL,
+    pathlib and the engine all open files through these; page files are opened with os.open)."""
     seen: list[Path] = []
-    real_open = builtins.open
+    real_open, real_os_open = builtins.open, os.open
 
     def recording_open(file, *args, **kwargs):
         if isinstance(file, (str, os.PathLike)):
             seen.append(Path(os.fsdecode(file)).absolute())
         return real_open(file, *args, **kwargs)
 
+    def recording_os_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            seen.append(Path(os.fsdecode(file)).absolute())
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", recording_open)
     monkeypatch.setattr(io, "open", recording_open)
+    monkeypatch.setattr(os, "open", recording_os_open)
     return seen
 
 

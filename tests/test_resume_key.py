@@ -19,7 +19,6 @@ from engine.rap.curation import Choices, Target
 from engine.demo import make_demo_chapter
 from engine.rap.embedding import EmbeddingCache
 from engine.models import ModelPaths, fingerprint_models
-from engine.sources import resolve_models
 from engine.pipeline import PipelineSettings, load_pipeline
 from engine.rap.retrieval import Candidate, Pick, PageRetrieval, Retriever
 from engine.gsrp.upscale import UpscaleSettings
@@ -193,7 +192,10 @@ def test_same_inputs_give_the_same_key(base):
 # --- model files ------------------------------------------------------------------------------
 
 def paths_of(root: Path) -> ModelPaths:
-    return resolve_models(str(root))
+    """The folder's roots, without its record (a run refuses changed files: tests/test_model_record.py)."""
+    from engine.sources import models_folder
+
+    return models_folder(str(root))
 
 
 def test_model_fingerprint_is_stable_for_the_same_files(models_copy):

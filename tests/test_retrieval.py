@@ -197,3 +197,26 @@ def test_rejecting_everything_leaves_cells_white_with_a_warning(tiny_embedder, c
     assert any("fewer than 3" in w for w in result.warnings)
     x0, y0, x1, y1 = cell_box(result.work_size, *PLACEMENT["TL"][2])
     assert np.asarray(result.canvas.crop((x0, y0, x1, y1))).min() == 255
+
+
+def test_a_cached_reference_is_still_refused_when_its_format_is_not_allowed(tiny_embedder, chapter_and_refs, tmp_path):
+    """Embeddings cached under an EPS file's sha256 (as a version that still decoded EPS would have
+    left them) must not let the file through: its header is checked on every run."""
+    import hashlib
+
+    from hostile_files import eps
+    from engine.rap.canvas import reference_boxes
+    from engine.rap.retrieval import _boxes_array
+
+    chapter, refs = chapter_and_refs
+    page = chapter.load_page(0)
+    cache = EmbeddingCache(tmp_path / "cache")
+    size = Retriever(tiny_embedder, cache).retrieve(page, refs[:2]).work_size
+    disguised = tmp_path / "eps.png"
+    disguised.write_bytes(eps(tmp_path / "never-written"))
+    block = np.ones((5, tiny_embedder.embed([Image.new("RGB", (8, 8))]).shape[1]), np.float32)
+    cache.put(tiny_embedder.encoder_id, hashlib.sha256(disguised.read_bytes()).hexdigest(), str(size), "ref",
+              _boxes_array(reference_boxes(size)), block)
+    result = Retriever(tiny_embedder, cache).retrieve(page, [*refs[:2], *list_images([disguised])])
+    assert any("eps.png" in w and "PostScript" in w for w in result.warnings), result.warnings
+    assert {p.candidate.ref for row in result.picks for p in row} <= {r.ref for r in refs[:2]}

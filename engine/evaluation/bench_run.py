@@ -169,6 +169,7 @@ def _collect_predictions(project, chapter, target: Path) -> None:
     a prediction of another size (the official procedure's 1.5x working size) is resized to it."""
     from PIL import Image
 
+    from engine.io.chapter import ImageSource, image_header, load_image
     from engine.io.fileio import atomic_save_image
 
     gt_files = {p.stem: p for p in chapter.gt.iterdir() if p.is_file()}
@@ -178,11 +179,10 @@ def _collect_predictions(project, chapter, target: Path) -> None:
         if page.status != "done" or not colored or stem not in gt_files:
             continue
         source = project.folder / colored
-        with Image.open(gt_files[stem]) as gt, Image.open(source) as pred:
-            gt_size, pred_size = gt.size, pred.size
-            resized = pred.convert("RGB").resize(gt_size, Image.BICUBIC) if pred_size != gt_size else None
-        if resized is not None:
-            atomic_save_image(resized, target / f"{stem}.png")
+        gt_size = image_header(ImageSource(gt_files[stem])).size
+        if image_header(ImageSource(source)).size != gt_size:
+            pred = load_image(ImageSource(source), "RGB").image
+            atomic_save_image(pred.resize(gt_size, Image.BICUBIC), target / f"{stem}.png")
         else:
             link_or_copy(source, target / f"{stem}.png")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
@@ -72,14 +73,15 @@ def pair_folders(pred_dir: str | Path, gt_dir: str | Path) -> Pairing:
 
 def _header_size(path: Path) -> tuple[int, int]:
     """Width and height as decoded (EXIF rotation applied), read from the header only."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSED:
-                width, height = height, width
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc})") from exc
-    return width, height
+    from engine.io.chapter import ImageSource, image_header
+
+    with image_header(ImageSource(path, label=str(path))) as image:  # PageDecodeError names the path
+        width, height = image.size
+        try:
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error):  # PNG reads EXIF after its pixels
+            orientation = 1  # a damaged file is refused, with its reason, when it is decoded
+    return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
 def check_sizes(pairing: Pairing) -> None:
@@ -96,7 +98,7 @@ def check_sizes(pairing: Pairing) -> None:
 def _load_rgb(path: Path) -> Image.Image:
     from engine.io.chapter import ImageSource, load_image
 
-    return load_image(ImageSource(path), "RGB").image
+    return load_image(ImageSource(path, label=str(path)), "RGB").image
 
 
 def evaluate_folders(

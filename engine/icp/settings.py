@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.errors import InputError
+from engine.rng import check_seed
 
 
 PROCEDURES = ("ours", "official")
@@ -31,8 +32,7 @@ class ColorizeSettings:
             raise InputError(f"steps must be between 1 and 100, got {self.steps}")
         if self.guidance_scale < 0:
             raise InputError(f"guidance scale must be >= 0, got {self.guidance_scale}")
-        if not 0 <= self.seed < 2**63:
-            raise InputError(f"seed must be a non-negative integer, got {self.seed}")
+        check_seed(self.seed)
         if self.procedure not in PROCEDURES:
             raise InputError(f"procedure must be one of {', '.join(PROCEDURES)}, got {self.procedure!r}")
         if self.decode not in DECODE_REGIONS:

@@ -1,9 +1,12 @@
-"""Disk caches with a size cap: least recently used files go first."""
+"""Disk caches: checked usable before a run, with a size cap (least recently used files go first)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+from engine.errors import InputError, OutputError
 
 
 def touch(path: Path) -> None:
@@ -37,3 +40,21 @@ def trim_cache(folder: Path, max_bytes: int, pattern: str = "*") -> list[Path]:
         total -= size
         removed.append(path)
     return removed
+
+
+def check_cache_folder(folder: Path) -> None:
+    """Refuse a cache folder that is a file (or lies under one) or cannot be written, before any
+    model loads; a missing one is made. Every page would otherwise fail on its first cache write."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # FileExistsError when a file has the name
+        fd, probe = tempfile.mkstemp(prefix=".colorflow-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except (FileExistsError, NotADirectoryError) as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists()), folder)  # the file in the way
+        what = "it is a file" if blocker == folder else f"{blocker} is a file"
+        raise InputError(f"{folder}: not a folder ({what}); give a folder (it is made if missing)") from exc
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write the cache there ({exc.strerror or exc}); "
+                          "make it writable or give another cache folder") from exc

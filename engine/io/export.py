@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from engine.errors import InputError
+from engine.io.chapter import ImageSource, load_image
 from engine.io.fileio import atomic_write, atomic_write_bytes
 
 EXPORT_FORMATS = ("png", "cbz", "ora", "psd")
@@ -106,8 +107,9 @@ def color_layer(colored: Image.Image, ink: Image.Image, floor: int = 32) -> Imag
     return Image.fromarray((layer + 0.5).astype(np.uint8), "RGB")
 
 
-def export_ora(colored: Image.Image, ink: Image.Image, path: Path) -> Path:
-    """OpenRaster: the original ink as a multiply layer over a color layer."""
+def export_ora(colored: Image.Image, ink: Image.Image, path: Path, root: Path | None = None) -> Path:
+    """OpenRaster: the original ink as a multiply layer over a color layer. With `root` (the
+    project folder), no folder between it and `path` may be a link (`atomic_write`)."""
     ink_rgba = ink.convert("L").convert("RGBA")
     color = color_layer(colored, ink).convert("RGBA")
     w, h = colored.size
@@ -135,12 +137,12 @@ def export_ora(colored: Image.Image, ink: Image.Image, path: Path) -> Path:
             archive.writestr("mergedimage.png", _png_bytes(colored.convert("RGB")))
             archive.writestr("Thumbnails/thumbnail.png", _png_bytes(thumbnail))
 
-    atomic_write(Path(path), write)
+    atomic_write(Path(path), write, root)
     return Path(path)
 
 
-def export_psd(colored: Image.Image, ink: Image.Image, path: Path) -> Path:
-    """PSD (psd-tools): a "Color" layer under an "Ink" layer in Multiply mode."""
+def export_psd(colored: Image.Image, ink: Image.Image, path: Path, root: Path | None = None) -> Path:
+    """PSD (psd-tools): a "Color" layer under an "Ink" layer in Multiply mode; `root` as for ORA."""
     from psd_tools import PSDImage
     from psd_tools.api.layers import PixelLayer
     from psd_tools.constants import BlendMode
@@ -151,7 +153,7 @@ def export_psd(colored: Image.Image, ink: Image.Image, path: Path) -> Path:
     ink_layer.blend_mode = BlendMode.MULTIPLY
     document.append(color)
     document.append(ink_layer)
-    atomic_write(Path(path), lambda handle: document.save(handle))
+    atomic_write(Path(path), lambda handle: document.save(handle), root)
     return Path(path)
 
 
@@ -215,17 +217,19 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
         pages = []
         for index, source in enumerate(chapter.sources):
             if source.name in colored:
-                pages.append((source.name, Image.open(colored[source.name])))
+                pages.append((source.name, load_image(ImageSource(colored[source.name]), "RGB").image))
             elif source.ref not in chapter.errors:
                 pages.append((source.name, chapter.load_page(index).image.convert("RGB")))
         meta = ComicMetadata.for_chapter(title, getattr(project, "settings", {}) or {})
-        return [export_cbz(pages, Path(destination) if destination else folder / f"{_safe(title)}-colored.cbz", meta)]
+        return [export_cbz(pages, Path(destination) if destination else folder / cbz_file_name(title), meta)]
     written = []
+    # layered/ is the project's own: never written through a link (a shared project can carry one)
+    layered, root = (Path(destination), None) if destination else (folder / "layered", folder)
     for index, source, path in done:
         ink = chapter.load_page(index).image
-        target = Path(destination or folder / "layered") / f"{page_folder_name(index, source.name)}.{fmt}"
+        target = layered / f"{page_folder_name(index, source.name)}.{fmt}"
         writer = export_ora if fmt == "ora" else export_psd
-        written.append(writer(Image.open(path).convert("RGB"), ink, target))
+        written.append(writer(load_image(ImageSource(path), "RGB").image, ink, target, root))
     return written
 
 
@@ -237,5 +241,20 @@ def default_title(project) -> str:
     return Path(project.inputs[0]).stem if project.inputs else Path(project.folder).name
 
 
+# A title's part of a file name: with "-colored.cbz" (12 bytes) and atomic_write's temp name
+# (".NAME.XXXXXXXX.tmp", 14 more) it stays under the 255-byte limit of a file name.
+TITLE_NAME_BYTES = 200
+
+
+def cbz_file_name(title: str) -> str:
+    """The default name of a chapter's CBZ: `<title>-colored.cbz`, the title made safe and short."""
+    return f"{_safe(title)}-colored.cbz"
+
+
 def _safe(text: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", text).strip("._") or "chapter"
+    """A title as part of a file name: letters, digits, '.', '-', '_', at most TITLE_NAME_BYTES
+    bytes (the ComicInfo title keeps the whole title)."""
+    from engine.io.naming import cut_to_bytes
+
+    safe = re.sub(r"[^\w.-]+", "_", text).strip("._")
+    return cut_to_bytes(safe, TITLE_NAME_BYTES).rstrip("._") or "chapter"

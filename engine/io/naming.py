@@ -10,4 +10,12 @@ def page_folder_name(index: int, name: str) -> str:
     """A safe, ordered name for page `index` (0-based), e.g. `003_page-10`."""
     stem = Path(name).stem
     safe = re.sub(r"[^\w.-]+", "_", stem).strip("._") or "page"
-    return f"{index + 1:03d}_{safe[:60]}"
+    # 60 characters, and at most 180 bytes: with a temp file's prefix and suffix around it the
+    # name stays under the 255 bytes file systems allow, also for 4-byte characters (emoji).
+    return f"{index + 1:03d}_{cut_to_bytes(safe[:60], 180)}"
+
+
+def cut_to_bytes(text: str, max_bytes: int) -> str:
+    """`text` shortened to at most `max_bytes` bytes in UTF-8, cut between characters: file
+    systems limit a name to 255 bytes, and one Japanese character is 3 of them."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")

@@ -13,8 +13,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import ProjectLockedError
+from engine.errors import OutputError, ProjectLockedError
 from engine.io.fileio import remove_stale_temp_files
+from engine.io.storage import is_storage_error, storage_advice
 
 LOCK_FILE = ".colorflow.lock"
 UNFINISHED_GRACE_S = 10.0  # an empty/garbled lock younger than this is being written: busy
@@ -103,6 +104,7 @@ class ProjectLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
         self._content: bytes | None = None
+        self.left_behind: str | None = None  # why release() could not remove the file
 
     @property
     def held(self) -> bool:
@@ -124,11 +126,20 @@ class ProjectLock:
                 except FileExistsError:
                     self._take_over_if_stale()
                     continue
+                except OSError as exc:
+                    raise self._cannot_write(exc) from exc
                 try:
-                    os.write(fd, content)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                    try:
+                        os.write(fd, content)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:  # a full disk: no empty or partial lock may stay behind
+                    try:
+                        os.unlink(self.path)
+                    except OSError:
+                        pass
+                    raise self._cannot_write(exc) from exc
                 self._content = content
                 _held.add(key)
                 # ours now, so no write is in flight: clear what a killed run left half-written
@@ -137,7 +148,9 @@ class ProjectLock:
         raise ProjectLockedError(f"{self.folder} is in use: its lock {self.path} keeps changing hands; try again")
 
     def release(self) -> None:
-        """Remove the lock file if it is still ours."""
+        """Remove the lock file if it is still ours. In a folder that turned read-only it cannot
+        be: it stays, `left_behind` says why, and as its process has ended the next run takes it
+        over (no second error on top of the one that stopped the run)."""
         if not self.held:
             return
         try:
@@ -145,6 +158,8 @@ class ProjectLock:
                 self.path.unlink()
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            self.left_behind = exc.strerror or str(exc)
         finally:
             self._content = None
             with _held_guard:
@@ -155,6 +170,10 @@ class ProjectLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+    def _cannot_write(self, exc: OSError) -> OutputError:
+        advice = storage_advice(exc) if is_storage_error(exc) else "choose another output folder"
+        return OutputError(f"{self.path}: cannot write the lock file ({exc.strerror or exc}); {advice}")
 
     def _busy(self, owner: LockOwner | None) -> ProjectLockedError:
         if owner is None:

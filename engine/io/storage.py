@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from engine.errors import OutputError
+from engine.errors import InputError, OutputError
 
 # What a colored page costs on disk compared with its black-and-white source file (a gray PNG
 # or JPEG becomes an RGB PNG): generous, so the check errs on the side of warning.
@@ -66,6 +66,19 @@ def nearest_existing(folder: Path) -> Path:
     while not folder.exists() and folder.parent != folder:
         folder = folder.parent
     return folder
+
+
+def check_outside_inputs(folder: Path, inputs: Sequence) -> None:
+    """Refuse an output folder that is an input chapter folder or lies inside one: the next run
+    would read the colored pages as new pages of the chapter. (A folder beside it is fine.)"""
+    folder = Path(folder).expanduser().resolve()
+    for item in inputs:
+        source = Path(item).expanduser().resolve()
+        if not source.is_dir() or (folder != source and source not in folder.parents):
+            continue
+        where = "is the input folder" if folder == source else f"is inside the input folder {source}"
+        raise InputError(f"{folder} {where}: the next run would take the colored pages as pages of the "
+                         f"chapter; choose a folder outside it, such as {source.parent / (source.name + '.colorflow')}")
 
 
 def check_output_folder(folder: Path, needed_bytes: int = 0) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from engine.errors import ModelError
+from engine.errors import ModelError, model_permission_error
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 # The fix every damaged-model message ends with.
@@ -65,13 +65,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
-            raise ModelError(f"{path}: not a valid safetensors file ({one_line(exc)}); {REPAIR_HINT}") from exc
+            raise model_permission_error(exc, path) or ModelError(
+                f"{path}: not a valid safetensors file ({one_line(exc)}); {REPAIR_HINT}") from exc
     if path.suffix not in PICKLE_SUFFIXES:
         raise ModelError(f"{path}: unknown checkpoint format (expected .safetensors or .bin)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError for truncated zips, ...
-        raise ModelError(
+        raise model_permission_error(exc, path) or ModelError(
             f"{path}: refused or unreadable ({one_line(exc, 200)}); only plain tensor checkpoints are loaded; "
             f"{REPAIR_HINT}"
         ) from exc
@@ -196,7 +197,8 @@ def reading_model(path: Path, what: str) -> Iterator[None]:
     except ModelError:
         raise
     except Exception as exc:  # transformers/tokenizers/diffusers raise many types, some bare Exception
-        raise ModelError(f"{path}: {what} could not be read ({one_line(exc)}); {REPAIR_HINT}") from exc
+        raise model_permission_error(exc, path) or ModelError(
+            f"{path}: {what} could not be read ({one_line(exc)}); {REPAIR_HINT}") from exc
 
 
 # --- checks before a library reads a file -------------------------------------------------
@@ -217,8 +219,12 @@ def check_safetensors(path: Path) -> None:
     def bad(reason: str) -> ModelError:
         return ModelError(f"{path}: not a valid safetensors file ({reason}); {REPAIR_HINT}")
 
-    size = path.stat().st_size
-    with path.open("rb") as handle:
+    try:
+        size = path.stat().st_size
+        opened = path.open("rb")
+    except OSError as exc:
+        raise model_permission_error(exc, path) or bad(one_line(exc)) from exc
+    with opened as handle:
         head = handle.read(8)
         if len(head) < 8:
             raise bad(f"{size} bytes, too short for a header")
@@ -258,7 +264,7 @@ def read_config(path: Path, what: str) -> dict:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: {what} is not valid JSON ({one_line(exc)}); {REPAIR_HINT}") from exc
     except OSError as exc:
-        raise ModelError(f"{path}: {what} cannot be read ({one_line(exc)})") from exc
+        raise model_permission_error(exc, path) or ModelError(f"{path}: {what} cannot be read ({one_line(exc)})") from exc
     if not isinstance(data, dict):
         raise ModelError(f"{path}: {what} is not a JSON object; {REPAIR_HINT}")
     return data
@@ -392,7 +398,8 @@ def load_pretrained(cls: type, folder: Path, what: str, weights: str, **kwargs: 
         try:
             model, info = cls.from_pretrained(folder, **kwargs)
         except Exception as exc:
-            raise ModelError(f"{pair}: {what} could not be built ({one_line(exc)}); {REPAIR_HINT}") from exc
+            raise model_permission_error(exc, folder) or ModelError(
+                f"{pair}: {what} could not be built ({one_line(exc)}); {REPAIR_HINT}") from exc
     report = KeyReport(
         missing=sorted(info.get("missing_keys") or []),
         mismatched=[(k, tuple(a), tuple(b)) for k, a, b in info.get("mismatched_keys") or []],

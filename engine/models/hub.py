@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import ModelError
+from engine.errors import ModelError, model_permission_error
 from engine.events import CancelToken, EventSink, Progress, ignore
 from engine.io.fileio import atomic_write_json
 from engine.io.storage import human_bytes  # noqa: F401 - also this module's public helper
@@ -160,6 +160,24 @@ def pin(file: PresetFile, path: Path, sha256: str) -> None:
 
 # --- integrity on use ---------------------------------------------------------------------
 
+def unreadable_for_check(path: Path, exc: OSError, advice: str) -> ModelError:
+    """Why a model file cannot be checked: a permission problem says so (it is not damaged),
+    anything else ends with `advice`."""
+    return model_permission_error(exc, path) or ModelError(
+        f"{path}: cannot be read to check it ({exc.strerror or exc}); {advice}")
+
+
+def hash_for_check(path: Path, index: int, count: int, total_bytes: int, emit: EventSink, stage: str,
+                   advice: str) -> str:
+    """sha256 of file `index` of the `count` a check hashes, announced first as a Progress of
+    `stage` (seconds per GB: say what is happening); a read error ends with `advice`."""
+    emit(Progress(stage, index, count, f"{path.name} ({human_bytes(total_bytes)} in all)"))
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise unreadable_for_check(path, exc, advice) from exc
+
+
 def checked_path() -> Path:
     return config_dir() / CHECKED_FILE
 
@@ -201,8 +219,9 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
     Hashing GBs takes seconds, so each file is hashed once and remembered (CHECKED_FILE:
     path -> pinned sha256, size, mtime_ns); it is hashed again only when its size or mtime
     changes (or its pin does). Files without a pin are not checked: a user's own models
-    folder has no pins at all, and a file present but never pinned (copied into the cache
-    by hand) has nothing to compare with; so is a safetensors conversion of a pinned pickle.
+    folder has no pins at all (it has its own record: engine/models/folder_record.py), and a
+    file present but never pinned (copied into the cache by hand) has nothing to compare with;
+    so is a safetensors conversion of a pinned pickle.
     Returns how many files were hashed; raises a ModelError naming the first damaged file
     and the repair command (its cache entry is dropped, so it is hashed again next time).
     A change that keeps both size and mtime (a clock set back, a byte flipped in place by
@@ -221,7 +240,7 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
         try:
             stat = path.stat()
         except OSError as exc:
-            raise ModelError(f"{path}: cannot be read to check it ({exc.strerror or exc}); run `{REPAIR_COMMAND}`") from exc
+            raise unreadable_for_check(path, exc, f"run `{REPAIR_COMMAND}`") from exc
         stamp = {"key": file.key, "sha256": pinned["sha256"], "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         if checked.get(str(path)) != stamp:
             to_hash.append((path, pinned, stamp))
@@ -233,14 +252,9 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
             if "size" in pinned and stamp["size"] != pinned["size"]:
                 problem = f"size {stamp['size']:,} bytes, pinned {pinned['size']:,}"
             else:
-                # seconds per GB: say what is happening (once per file state, then cached)
-                emit(Progress(CHECK_STAGE, index, len(to_hash), f"{path.name} ({human_bytes(total_bytes)} in all)"))
                 hashed += 1
-                try:
-                    digest = sha256_file(path)
-                except OSError as exc:
-                    raise ModelError(f"{path}: cannot be read to check it ({exc.strerror or exc}); "
-                                     f"run `{REPAIR_COMMAND}`") from exc
+                digest = hash_for_check(path, index, len(to_hash), total_bytes, emit, CHECK_STAGE,
+                                        f"run `{REPAIR_COMMAND}`")
                 problem = None if digest == pinned["sha256"] else "sha256 does not match the pinned value"
             if problem:
                 changes[str(path)] = None
@@ -272,11 +286,14 @@ def verify(preset: str = "official", emit: EventSink = ignore) -> list[FileState
         if path.suffix == ".safetensors" and not file.path.endswith(".safetensors"):
             states.append(FileState(file, path, "ok", "converted copy present (original removed)"))
             continue
-        size = path.stat().st_size
+        try:
+            size = path.stat().st_size
+            actual = sha256_file(path) if size == pinned["size"] else ""
+        except OSError as exc:  # not damaged: no download would help a permission problem
+            raise unreadable_for_check(path, exc, f"run `{REPAIR_COMMAND}`") from exc
         if size != pinned["size"]:
             states.append(FileState(file, path, "corrupt", f"size {size:,} bytes, expected {pinned['size']:,}"))
             continue
-        actual = sha256_file(path)
         status = "ok" if actual == pinned["sha256"] else "corrupt"
         detail = "sha256 matches" if status == "ok" else f"sha256 {actual[:12]}... expected {pinned['sha256'][:12]}..."
         states.append(FileState(file, path, status, detail))

@@ -20,6 +20,9 @@ class ModelPaths:
 
     sd15: Path
     colorflow: Path
+    # A models DIR: its files' recorded sha256s (folder_record.FolderCheck.content_id); "" for
+    # the presets (official files are pinned, tiny ones generated here).
+    content_id: str = ""
 
     @property
     def image_encoder(self) -> Path:
@@ -32,7 +35,7 @@ class ModelPaths:
 
 def fingerprint_models(paths: ModelPaths) -> str:
     """A cheap id of the model files: both roots, then each file's relative path, size and
-    mtime (ns). Changes when a weight or config file is replaced, retrained in place or touched,
+    mtime (ns), and for a models DIR the content id of its record. Changes when a weight or config file is replaced, retrained in place or touched,
     or when a root points elsewhere; reads no file, so GBs of weights cost only a stat each.
 
     Every non-hidden file counts (weights, configs, tokenizer files): a spurious change only
@@ -53,6 +56,8 @@ def fingerprint_models(paths: ModelPaths) -> str:
             files.append((relative.as_posix(), path.stat()))
         for name, stat in sorted(files, key=lambda item: item[0]):
             digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    if paths.content_id:  # a byte changed with the mtime put back still changes the id
+        digest.update(f"content\t{paths.content_id}\n".encode())
     return digest.hexdigest()[:20]
 
 

@@ -119,10 +119,12 @@ class PagePreparer:
             return self._memory[key]
         if self.cache_dir is not None:
             path = self.cache_dir / f"{key}.png"
+            from engine.errors import PageDecodeError
+            from engine.io.chapter import ImageSource, load_image
+
             try:
-                with Image.open(path) as image:
-                    frame = image.convert("RGB")
-            except (OSError, ValueError):
+                frame = load_image(ImageSource(path), "RGB").image
+            except PageDecodeError:  # missing, damaged or replaced: recomputed
                 return None
             touch(path)  # recently used: trimmed last
             self._remember(key, frame)

@@ -26,6 +26,7 @@ from engine.rap.canvas import (
     reference_boxes,
 )
 from engine.io.chapter import ImageSource, PageImage, load_image
+from engine.io.imaging import open_image
 from engine.rap.curation import Choices
 from engine.io.archive import archives_kept_open
 from engine.rap.embedding import Embedder, EmbeddingCache
@@ -186,7 +187,11 @@ class Retriever:
 
     def _reference_sha(self, entry: _Reference) -> str:
         if entry.sha256 is None:
-            entry.sha256 = hashlib.sha256(entry.source.read_bytes()).hexdigest()
+            data = entry.source.read_bytes()
+            # Its header is checked (allowed format, size) even when its embeddings are cached:
+            # a file cached before a format was refused must not slip through the cache.
+            open_image(data, entry.source.name)
+            entry.sha256 = hashlib.sha256(data).hexdigest()
         return entry.sha256
 
     def reference_candidates(
@@ -233,6 +238,10 @@ class Retriever:
         if not candidates:
             raise InputError("no usable reference images: " + "; ".join(warnings or ["none given"]))
         return candidates, np.stack(vectors), warnings
+
+    def unusable_references(self) -> list[str]:
+        """Why each reference found unusable so far is skipped (one line each, naming it)."""
+        return [entry.error for entry in self._references.values() if entry.error]
 
     def reference_patch(self, candidate: Candidate, size: WorkSize) -> Image.Image:
         """The pixels of a candidate at working size (for the canvas and the GUI)."""

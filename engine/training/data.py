@@ -219,8 +219,7 @@ class TrainingSet:
         """The whole canvases of sample `index` with this epoch's screenstyle ratio (or `ratio`)."""
         entry = self.index["samples"][index]
         colored, _ = fit_page(load_image(ImageSource.parse(entry["page"]), "RGB").image, self.size)
-        with Image.open(self.root / entry["screen"]) as screen:
-            blended = screen.convert("L")
+        blended = load_image(ImageSource(self.root / entry["screen"]), "L").image
         if ratio is None:
             ratio = sample_rng(self.seed, "ratio", epoch, index).random()
         gray = screen_mix(colored.convert("L"), blended, ratio)

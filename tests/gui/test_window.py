@@ -188,19 +188,17 @@ def test_settings_round_trip_and_projects_folder(qtbot, tmp_path, chapter):
     assert (document.project.folder / "colorflow-project.json").is_file()
 
 
-def test_original_view_applies_exif_orientation(qtbot):
-    import io
-
-    from app.images import pixmap_with_exif
+def test_original_view_applies_exif_orientation(qtbot, tmp_path):
+    from app.images import image_pixmap
 
     image = Image.new("L", (40, 20), 0)
     exif = Image.Exif()
     exif[0x0112] = 6
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", exif=exif.tobytes())
-    pixmap = pixmap_with_exif(buffer.getvalue())
+    image.save(tmp_path / "rotated.jpg", format="JPEG", exif=exif.tobytes())
+    pixmap = image_pixmap(tmp_path / "rotated.jpg")
     assert (pixmap.width(), pixmap.height()) == (20, 40)
-    assert pixmap_with_exif(b"not an image") is None
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    assert image_pixmap(tmp_path / "broken.png") is None
 
 
 @pytest.mark.parametrize("answer", ["No", "Yes"])
