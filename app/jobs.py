@@ -153,14 +153,8 @@ def result_path(document: ChapterDocument, name: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def describe_device(choice: str) -> str:
-    """What `choice` resolves to on this machine: "cpu", "cuda:0 (NVIDIA …)", "mps"."""
-    from engine.devices import pick_device
+def device_in_words(choice: str) -> str:
+    """What `choice` resolves to on this machine, in the engine's words ("cpu", "cuda:0 (NVIDIA …, 79.2 GiB)")."""
+    from engine.devices import describe_device, pick_device
 
-    device = pick_device(choice)
-    if device.startswith("cuda"):
-        import torch
-
-        index = torch.device(device).index or torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    return device
+    return describe_device(pick_device(choice))

@@ -1,4 +1,4 @@
-"""GUI entry: `python main.py [PROJECT_OR_CHAPTER] [--demo] [--models M] [--screenshot FILE]`."""
+"""GUI entry: `colorflow-gui` or `python main.py` [PROJECT_OR_CHAPTER] [--demo] [--models M] [--screenshot FILE]."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python main.py",
+        prog=prog,
         description="ColorFlow desktop. Opens the window; with PATH, opens that chapter folder, "
-        ".cbz/.zip or project. Run `python main.py --help-cli` (or `colorflow --help`) for the "
-        "batch commands.",
+        ".cbz/.zip or project. Run `colorflow --help` (in a checkout: `python main.py --help-cli`) "
+        "for the batch commands.",
     )
     parser.add_argument("path", nargs="?", metavar="PROJECT_OR_CHAPTER")
     parser.add_argument("--demo", action="store_true",
@@ -24,8 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+def main() -> int:
+    """The `colorflow-gui` command (installed with the package)."""
+    return run(sys.argv[1:], prog="colorflow-gui")
+
+
+def run(argv: list[str], prog: str = "python main.py") -> int:
+    args = build_parser(prog).parse_args(argv)
     from .platform_check import xcb_problem
 
     problem = xcb_problem()
@@ -36,18 +41,19 @@ def run(argv: list[str]) -> int:
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
-    from .settings import load_settings
+    from .settings_store import load_settings
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("ColorFlow")
-    from engine.resources import resources_dir
+    from engine.resources import resource
 
-    icon = resources_dir() / "colorflow.png"  # drawn by the desktop build; absent in a source tree
-    if icon.exists():
+    icon = resource("colorflow.png")  # drawn by the desktop build; absent in a source tree
+    if icon.is_file():
         from PySide6.QtGui import QIcon
 
         app.setWindowIcon(QIcon(str(icon)))
-    settings = load_settings()
+    loaded = load_settings()
+    settings = loaded.settings
     persist = True
     path = args.path
     if args.demo:
@@ -64,6 +70,8 @@ def run(argv: list[str]) -> int:
         persist = False
     window = MainWindow(settings, persist_settings=persist)
     window.show()
+    if loaded.problem:
+        window.report_settings_problem(loaded.problem)
     if path:
         window.open_path(path)
         if args.demo:

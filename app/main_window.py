@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap, QUndoStack
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import printable
 from engine.session import EngineSession
 
 from . import export_flow, jobs
@@ -26,17 +25,20 @@ from .canvas_view import ZoomView
 from .compare_view import CompareView
 from .document import ChapterDocument
 from .images import image_pixmap, pil_to_pixmap
+from .job_model import JobKind, JobModel
 from .menus import add_action, build_menus
 from .page_strip import PageStrip, status_legend
 from .queue_panel import QueuePanel
 from .curation_view import CurationMixin
 from .run_queue import RunQueueMixin
+from .window_jobs import WindowJobsMixin
 from .reference_panel import ReferencePanel
-from .settings import AppSettings, SettingsDialog, save_settings
+from .settings import AppSettings, SettingsDialog
+from .settings_store import save_settings
 from .worker import EngineWorker
 
 
-class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
+class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
     """All widget work happens here, on the main thread; engine work goes through `worker`."""
 
     document_opened = Signal()
@@ -54,15 +56,10 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         self.document: ChapterDocument | None = None
         self.undo_stack = QUndoStack(self)
         self.current_page = -1
-        self._retrieval_job: int | None = None
-        self._open_job: int | None = None
-        self._refs_job: int | None = None
-        self._export_job: int | None = None
-        self._device_job: int | None = None
+        self.jobs = JobModel()  # what this window has on the worker, by kind and page
         self._opening: str | None = None  # the chapter or project being opened
         self._view: jobs.RetrievalView | None = None  # the retrieval on the canvas
         self._live_page: str | None = None  # the page whose live preview is in the Result tab
-        self._page_jobs: dict[int, str] = {}  # colorize job -> page name
         self._ref_thumbs: dict[str, QPixmap] = {}
         self._original: QPixmap | None = None
         self._showing_original = False
@@ -136,17 +133,6 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         self.actions = build_menus(self)
         self._refresh_recent()
 
-    def _connect_worker(self) -> None:
-        w = self.worker
-        w.job_finished.connect(self._on_job_finished)
-        w.job_failed.connect(self._on_job_failed)
-        w.progress.connect(self._on_progress)
-        w.preview.connect(self._on_preview)
-        w.page_done.connect(self._on_page_done)
-        w.page_failed.connect(self._on_page_failed)
-        w.cancelled.connect(self._on_cancelled)
-        w.notice.connect(lambda _job, text: self.statusBar().showMessage(text, 10000))
-
     def _update_device_label(self) -> None:
         from engine.sources import is_tiny
 
@@ -160,7 +146,7 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         choice = self.settings.run.device
         self._device_text = f"{choice} (checking…)"
         self._update_device_label()
-        self._device_job = self.worker.submit(lambda emit, cancel: jobs.describe_device(choice))
+        self._submit(JobKind.DEVICE, lambda emit, cancel: jobs.device_in_words(choice))
 
     def _update_actions(self) -> None:
         """Enable only what can apply now: no chapter, no selection, nothing queued."""
@@ -172,7 +158,7 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         for action in self.actions.need_selection:
             action.setEnabled(has_doc and self.reference_panel.has_selection())
         for action in self.actions.need_queue:
-            action.setEnabled(bool(self._page_jobs))
+            action.setEnabled(bool(self.jobs.queued_pages()))
         failed = has_doc and any(p.status == "failed" for p in self.document.project.pages)
         self.actions.retry_failed.setEnabled(failed)
         self.queue.retry_failed.setEnabled(failed)
@@ -204,13 +190,13 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
             self.open_path(path)
 
     def open_path(self, path: str) -> None:
-        if self.worker.busy and self._page_jobs:
+        if self.jobs.queued_pages():
             QMessageBox.information(self, "ColorFlow", "Cancel the running colorization before opening another chapter.")
             return
         self.statusBar().showMessage(f"Opening {path}…")
         projects_dir = self.settings.projects_dir
         self._opening = path
-        self._open_job = self.worker.submit(lambda emit, cancel: jobs.open_document(path, projects_dir))
+        self._submit(JobKind.OPEN, lambda emit, cancel: jobs.open_document(path, projects_dir))
         self.settings.remember(str(Path(path).expanduser().resolve()))
         self._save_settings()
         self._refresh_recent()
@@ -255,7 +241,7 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
             document.add_references(paths)
             return jobs.reference_thumbnails(document)
 
-        self._refs_job = self.worker.submit(job)
+        self._submit(JobKind.ADD_REFERENCES, job)
 
     # --- pages and retrieval ------------------------------------------------------------
     def _step_page(self, delta: int) -> None:
@@ -273,8 +259,8 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
     def request_retrieval(self) -> None:
         if self.document is None or self.current_page < 0:
             return
-        if self._retrieval_job is not None:
-            self.worker.cancel(self._retrieval_job)  # only the latest page matters
+        for superseded in self.jobs.active(JobKind.RETRIEVE):
+            self._cancel_job(superseded.id)  # only the latest page matters
         if not self.document.references:  # a normal first step, not a failure
             self.canvas_view.set_pixmap(None)
             self.canvas_view._placeholder.setText(
@@ -286,7 +272,8 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
             self._view = None
             return
         document, index, run, session = self.document, self.current_page, self.settings.run, self.session
-        self._retrieval_job = self.worker.submit(lambda emit, cancel: jobs.retrieve_view(session, document, index, run))
+        self._submit(JobKind.RETRIEVE, lambda emit, cancel: jobs.retrieve_view(session, document, index, run),
+                     document.page_names[index])
 
     def _show_result(self, index: int) -> None:
         source = self.document.chapter.sources[index]
@@ -311,75 +298,6 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         shown = self._original if self._showing_original or colored is None else colored
         self.result_view.set_pixmap(shown, fit=False)
         self.statusBar().showMessage("original" if shown is self._original else "colored", 1500)
-
-    # --- worker signals -----------------------------------------------------------------
-    def _on_page_done(self, job: int, page: str, outputs: dict) -> None:
-        self.statusBar().showMessage(f"{printable(page)} colored", 4000)
-
-    def _on_page_failed(self, job: int, page: str, reason: str) -> None:
-        self.statusBar().showMessage(f"{printable(page)} failed: {reason}", 8000)  # reason: escaped by the worker
-
-    def _on_cancelled(self, job: int, page: str) -> None:
-        self.statusBar().showMessage(f"{printable(page or 'job')} cancelled", 4000)
-
-    def _on_job_finished(self, job: int, result) -> None:
-        if job == self._open_job:
-            self._open_job = None
-            self._show_document(result)
-        elif job == self._retrieval_job:
-            self._retrieval_job = None
-            self._show_retrieval(result)
-        elif job in self._page_jobs:
-            name = self._page_jobs[job]
-            state = self.document.project.page(name)
-            self._finish_page_job(job, state.status if state.status != "running" else "pending", state.error)
-        elif job == self._refs_job:
-            self._ref_thumbs = {ref: pil_to_pixmap(t) for ref, t in result.items()}
-            self._refresh_references()
-            doc = self.document
-            self.statusBar().showMessage(f"{len(doc.page_names)} pages, {len(doc.references)} references", 5000)
-            self.request_retrieval()
-        elif job == self._export_job:
-            self._export_job = None
-            self._exported = list(result)
-            where = result[0].parent if result else self.document.project.folder
-            self.statusBar().showMessage(f"exported {len(result)} file(s) to {where}", 15000)
-            self.show_folder_button.setVisible(bool(result))
-            QTimer.singleShot(15000, self.show_folder_button.hide)
-        elif job == self._device_job:
-            self._device_job = None
-            self._device_text = result
-            self._update_device_label()
-
-    def _on_job_failed(self, job: int, reason: str) -> None:
-        if job in self._page_jobs:
-            if reason == "cancelled before it started":
-                self._finish_page_job(job, "pending")
-            else:
-                self._finish_page_job(job, "failed", reason)
-        elif job == self._retrieval_job:
-            self._retrieval_job = None
-            if reason != "cancelled before it started":
-                self.canvas_view.set_pixmap(None)
-                hint = "\n\nOpen Models ▸ Model manager to download them." if "models download" in reason else ""
-                self.canvas_view._placeholder.setText(f"Retrieval failed: {reason}{hint}")
-                self.canvas_view._placeholder.setWordWrap(True)
-                self.reference_panel.clear_page()
-        elif job == self._open_job:
-            self._open_job = None
-            if "rename colorflow-project.json.bak" in reason:  # damaged, with a good previous copy
-                self._offer_backup(reason)
-            else:
-                QMessageBox.warning(self, "ColorFlow", f"Could not open the chapter:\n{reason}")
-        elif job == self._device_job:
-            self._device_job = None
-            self._device_text = f"{self.settings.run.device} — {reason}"
-            self._update_device_label()
-        elif job == self._export_job:
-            self._export_job = None
-            QMessageBox.warning(self, "ColorFlow", f"Export failed:\n{reason}")
-        elif reason != "cancelled before it started":  # superseded requests are dropped quietly
-            self.statusBar().showMessage(reason, 8000)
 
     # --- drag and drop: a chapter folder/archive opens it; images add references ---------
     def dragEnterEvent(self, event) -> None:
@@ -414,10 +332,8 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
                 return
         export_flow.remember_destination(document.project, destination, fmt)
         self.show_folder_button.hide()
-        self._export_job = self.worker.submit(
-            lambda emit, cancel: export_project(document.project, document.chapter, fmt,
-                                                include_uncolored=include, destination=destination)
-        )
+        self._submit(JobKind.EXPORT, lambda emit, cancel: export_project(
+            document.project, document.chapter, fmt, include_uncolored=include, destination=destination))
 
     def chapter_info_dialog(self) -> None:
         if self.document is not None:
@@ -444,6 +360,13 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         if self.persist_settings:
             save_settings(self.settings)
 
+    def report_settings_problem(self, problem: str) -> None:
+        """A damaged settings file, said once at start-up: in the status bar and a message that does not block."""
+        self.statusBar().showMessage(problem)
+        box = QMessageBox(QMessageBox.Icon.Warning, "ColorFlow settings", problem, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
     def _offer_backup(self, reason: str) -> None:
         answer = QMessageBox.question(
             self, "Damaged project", f"{reason}\n\nGo back to the previous good copy? The damaged file is kept beside it.",
@@ -451,7 +374,7 @@ class MainWindow(CurationMixin, RunQueueMixin, QMainWindow):
         )
         if answer == QMessageBox.StandardButton.Yes:
             path, projects_dir = self._opening, self.settings.projects_dir
-            self._open_job = self.worker.submit(lambda emit, cancel: jobs.restore_and_open(path, projects_dir))
+            self._submit(JobKind.OPEN, lambda emit, cancel: jobs.restore_and_open(path, projects_dir))
 
     def closeEvent(self, event) -> None:
         if self.document is not None:

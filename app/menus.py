@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QMessageBox
 
-EXPORT_FORMATS = ("cbz", "png", "ora", "psd")
+from engine.core.options import ExportFormat
 
 
 @dataclass
@@ -42,7 +42,7 @@ def build_menus(window) -> WindowActions:
     export_default = add_action(window, file, "Export…", lambda: window.export(window.settings.run.export_format), "Ctrl+E")
     info = add_action(window, file, "Chapter info…", window.chapter_info_dialog)
     export = file.addMenu("Export as")
-    export_as = [add_action(window, export, fmt.upper() + "…", lambda _c=False, f=fmt: window.export(f)) for fmt in EXPORT_FORMATS]
+    export_as = [add_action(window, export, fmt.upper() + "…", lambda _c=False, f=fmt: window.export(f)) for fmt in ExportFormat]
     file.addSeparator()
     add_action(window, file, "Quit", window.close, QKeySequence.StandardKey.Quit)
 

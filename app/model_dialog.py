@@ -17,8 +17,10 @@ from PySide6.QtWidgets import (
 
 from engine.models.hub import human_bytes
 from engine.models.overview import models_overview
+from engine.models.presets import VERIFY_LABELS, VERIFY_MEANING
 from engine.models.speed import probe_line
 
+from .job_model import Job, JobKind, JobModel, JobState
 from .worker import EngineWorker
 
 PROBE_STAGES = ("load", "ScreenStyle", "RAP", "ICP", "GSRP")
@@ -36,11 +38,9 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Models")
         self.resize(960, 640)
         self.worker = worker
-        self.job: int | None = None  # the download or speed probe in progress
-        self.job_kind = ""
-        self.gpu_job: int | None = None
+        self.jobs = JobModel()  # the GPU check, and the download or speed probe in progress
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["File", "Size", "Installed"])
+        self.tree.setHeaderLabels(["File", "Size", "Installed", "Verified by"])
         self.tree.setColumnWidth(0, 640)
         self.total = QLabel()
         self.destination = QLabel()
@@ -62,7 +62,7 @@ class ModelDialog(QDialog):
         self.cancel_button.setEnabled(False)
         self.download_button.clicked.connect(self.start_download)
         self.probe_button.clicked.connect(self.start_probe)
-        self.cancel_button.clicked.connect(lambda: self.job and self.worker.cancel(self.job))
+        self.cancel_button.clicked.connect(self._cancel)
         buttons = QHBoxLayout()
         buttons.addWidget(self.download_button)
         buttons.addWidget(self.probe_button)
@@ -83,9 +83,8 @@ class ModelDialog(QDialog):
             layout.addWidget(label)
         layout.addWidget(self.progress)
         layout.addLayout(buttons)
-        worker.progress.connect(self._on_progress)
-        worker.job_finished.connect(self._on_finished)
-        worker.job_failed.connect(self._on_failed)
+        for signal, slot in self._listeners():
+            signal.connect(slot)
         self.refresh()
         self._check_gpu()
 
@@ -93,7 +92,9 @@ class ModelDialog(QDialog):
         overview = models_overview("official")
         self.tree.clear()
         for row in overview.rows:
-            QTreeWidgetItem(self.tree, [f"{row.file.repo}/{row.file.path}", row.size_text(), "yes" if row.installed else "no"])
+            item = QTreeWidgetItem(self.tree, [f"{row.file.repo}/{row.file.path}", row.size_text(),
+                                               "yes" if row.installed else "no", VERIFY_LABELS[row.file.verify]])
+            item.setToolTip(3, VERIFY_MEANING[row.file.verify] + (f" ({row.file.provenance})" if row.file.provenance else ""))
         self.total.setText(
             f"Total {human_bytes(overview.total_bytes)}: {human_bytes(overview.installed_bytes)} installed, "
             f"{human_bytes(overview.to_download_bytes)} still to download."
@@ -114,7 +115,7 @@ class ModelDialog(QDialog):
         self.speed.setText(f"Speed of the official models on this machine: {speed}")
         self.summary.setText("All official files are installed." if not overview.missing
                              else f"{overview.missing} official file(s) missing.")
-        idle = self.job is None
+        idle = self.task() is None
         self.download_button.setEnabled(bool(overview.missing) and idle)
         self.probe_button.setEnabled(not overview.missing and idle)
         self.probe_button.setToolTip("" if not overview.missing else "Download the official files first")
@@ -129,22 +130,31 @@ class ModelDialog(QDialog):
         from engine.devices import describe_gpu
 
         self.gpu.setText("GPU: checking…")
-        self.gpu_job = self.worker.submit(lambda emit, cancel: describe_gpu())
+        self.jobs.add(self.worker.submit(lambda emit, cancel: describe_gpu()), JobKind.DEVICE)
 
-    def _start(self, kind: str, job) -> None:
-        self.job_kind = kind
+    def task(self) -> Job | None:
+        """The download or speed probe in progress (one at a time)."""
+        return self.jobs.latest(JobKind.DOWNLOAD) or self.jobs.latest(JobKind.PROBE)
+
+    def _start(self, kind: JobKind, work) -> None:
         self.progress.setValue(0)
         self.progress.show()
         self.download_button.setEnabled(False)
         self.probe_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.job = self.worker.submit(job)
+        self.jobs.add(self.worker.submit(work), kind)
+
+    def _cancel(self) -> None:
+        task = self.task()
+        if task is not None:
+            self.jobs.request_cancel(task.id)
+            self.worker.cancel(task.id)
 
     def start_download(self) -> None:
         from engine.models.hub import download
 
         self.progress.setFormat("%p%  %v / %m bytes")
-        self._start("download", lambda emit, cancel: download("official", emit=emit, cancel=cancel))
+        self._start(JobKind.DOWNLOAD, lambda emit, cancel: download("official", emit=emit, cancel=cancel))
 
     def start_probe(self) -> None:
         from engine.probe import run_probe
@@ -152,16 +162,17 @@ class ModelDialog(QDialog):
         models, steps, size = self.probe_models, self.probe_steps, self.probe_size
         self.progress.setFormat("%p%")
         self.summary.setText("Measuring speed: coloring one generated page…")
-        self._start("probe", lambda emit, cancel: run_probe(models, "auto", steps, size, emit=emit, cancel=cancel))
+        self._start(JobKind.PROBE, lambda emit, cancel: run_probe(models, "auto", steps, size, emit=emit, cancel=cancel))
 
-    def _on_progress(self, job: int, event) -> None:
-        if job != self.job:
+    def _on_progress(self, job_id: int, event) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
             return
-        if self.job_kind == "download" and event.stage == "download":
+        if job.kind is JobKind.DOWNLOAD and event.stage == "download":
             self.progress.setMaximum(max(1, event.total))
             self.progress.setValue(event.step)
             self.summary.setText(f"Downloading {event.page}…")
-        elif self.job_kind == "probe" and event.stage in PROBE_STAGES:
+        elif job.kind is JobKind.PROBE and event.stage in PROBE_STAGES:
             self.progress.setMaximum(len(PROBE_STAGES))
             self.progress.setValue(PROBE_STAGES.index(event.stage))
             steps = f" {event.step}/{event.total}" if event.stage == "ICP" else ""
@@ -169,35 +180,44 @@ class ModelDialog(QDialog):
             self.summary.setText(f"Measuring speed: {stage}{steps}…")
 
     def _end(self, message: str) -> None:
-        self.job = None
         self.cancel_button.setEnabled(False)
         self.progress.hide()
         self.refresh()
         self.summary.setText(message)
 
-    def _on_finished(self, job: int, result) -> None:
-        if job == self.gpu_job:
-            self.gpu_job = None
-            self.gpu.setText(f"GPU: {result}")
-        elif job == self.job and self.job_kind == "download":
+    def _on_finished(self, job_id: int, result) -> None:
+        self._ended(self.jobs.finished(job_id), result)
+
+    def _on_failed(self, job_id: int, reason: str) -> None:
+        self._ended(self.jobs.failed(job_id, reason))
+
+    def _on_cancelled(self, job_id: int) -> None:
+        self._ended(self.jobs.cancelled_unstarted(job_id))
+
+    def _ended(self, job: Job | None, result=None) -> None:
+        if job is None:
+            return  # another listener's job
+        done = job.state is JobState.DONE
+        if job.kind is JobKind.DEVICE:
+            self.gpu.setText(f"GPU: {result}" if done else f"GPU: could not check ({job.reason or 'cancelled'})")
+        elif done and job.kind is JobKind.DOWNLOAD:
             self._end("Download complete; every file's sha256 was checked.")
-        elif job == self.job:
+        elif done:
             self._end(f"Measured {result['page_s']:.1f} s per page on {result['device_name']} "
                       f"(model loading {result['load_s']:.1f} s more).")
+        else:
+            what = "Download" if job.kind is JobKind.DOWNLOAD else "Speed probe"
+            self._end(f"{what} stopped: {job.reason or 'cancelled before it started'}")
 
-    def _on_failed(self, job: int, reason: str) -> None:
-        if job == self.gpu_job:
-            self.gpu_job = None
-            self.gpu.setText(f"GPU: could not check ({reason})")
-        elif job == self.job:
-            what = "Download" if self.job_kind == "download" else "Speed probe"
-            self._end(f"{what} stopped: {reason}")
+    def _listeners(self) -> list[tuple]:
+        w = self.worker
+        return [(w.job_started, self.jobs.started), (w.progress, self._on_progress), (w.job_finished, self._on_finished),
+                (w.job_failed, self._on_failed), (w.job_cancelled, self._on_cancelled)]
 
     def done(self, result: int) -> None:
         """Stop listening to the worker: a job still running reports to no closed dialog (a
         probe still stores its result; a download still completes)."""
-        for signal, slot in ((self.worker.progress, self._on_progress), (self.worker.job_finished, self._on_finished),
-                             (self.worker.job_failed, self._on_failed)):
+        for signal, slot in self._listeners():
             try:
                 signal.disconnect(slot)
             except (RuntimeError, TypeError):

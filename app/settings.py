@@ -1,10 +1,11 @@
-"""Application settings (platformdirs config folder, JSON written atomically) and their dialog."""
+"""Application settings and their dialog (settings.json on disk: app/settings_store.py)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
+import textwrap
+from dataclasses import dataclass, field, replace
 
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -16,13 +17,11 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QWidget,
 )
 
-from engine.io.fileio import atomic_write_json
-from engine.paths import config_dir
-from engine.session import RunSettings
+from engine.core.options import OPTIONS, Option, RunSettings, fixed_by
 
-SETTINGS_FILE = "settings.json"
 MAX_RECENT = 10
 
 
@@ -37,98 +36,95 @@ class AppSettings:
         del self.recent[MAX_RECENT:]
 
 
-def load_settings() -> AppSettings:
-    """Saved settings, or defaults when none (or unreadable: never blocks start-up)."""
-    try:
-        data = json.loads((config_dir() / SETTINGS_FILE).read_text())
-        known = set(RunSettings.__dataclass_fields__)
-        run = RunSettings(**{k: v for k, v in data.get("run", {}).items() if k in known})
-        return AppSettings(run, [str(p) for p in data.get("recent", [])][:MAX_RECENT], data.get("projects_dir"))
-    except (OSError, ValueError, TypeError):
-        return AppSettings()
+# The run options a colorist sets here, in this order; each row is built from its declaration
+# (engine/core/options.py): label, tooltip, allowed values, range and default.
+DIALOG_OPTIONS = ("models", "device", "steps", "seed", "size", "input_style", "procedure", "keep_ink", "low_vram",
+                  "export_format")
+AUTO_SIZE = "auto"  # the size row's text for None: the official size nearest each page's aspect
+SPIN_BOX_MAX = 2**31 - 1  # a QSpinBox holds 32 bits; wider ranges (the seed) get a checked text field
 
 
-def save_settings(settings: AppSettings) -> None:
-    atomic_write_json(
-        config_dir() / SETTINGS_FILE,
-        {"run": asdict(settings.run), "recent": settings.recent, "projects_dir": settings.projects_dir},
-    )
+class _RangeValidator(QValidator):
+    """Whole numbers in [low, high], however wide (QIntValidator stops at 32 bits)."""
+
+    def __init__(self, low: int, high: int, parent=None) -> None:
+        super().__init__(parent)
+        self.low, self.high = low, high
+
+    def validate(self, text: str, pos: int):
+        if not text:
+            return QValidator.State.Intermediate, text, pos
+        if not (text.isascii() and text.isdigit()) or int(text) > self.high:
+            return QValidator.State.Invalid, text, pos
+        state = QValidator.State.Acceptable if int(text) >= self.low else QValidator.State.Intermediate
+        return state, text, pos
 
 
-SIZES = ["auto", "640x640", "512x800", "800x512"]
+def _sizes(current: str | None) -> list[str]:
+    from engine.rap.canvas import OFFICIAL_SIZES
+
+    sizes = [AUTO_SIZE, *(f"{w}x{h}" for w, h in OFFICIAL_SIZES)]
+    return sizes + [current] if current and current not in sizes else sizes  # e.g. the demo's: kept, not reset
 
 
-def _choice_box(choices: list[tuple[str, str]], current: str, tooltip: str) -> QComboBox:
-    """A combo box of (label, value) choices showing `current` (the first when unknown)."""
-    box = QComboBox()
-    for label, value in choices:
-        box.addItem(label, value)
-    box.setCurrentIndex(max(0, box.findData(current)))
-    box.setToolTip(tooltip)
-    return box
+def _option_widget(option: Option, value) -> QWidget:
+    """The dialog's field for one declared option, showing `value`."""
+    if option.kind is bool:
+        widget = QCheckBox(option.about.hint)
+        widget.setChecked(value is not False)  # None: on, unless the procedure decides it
+    elif option.choices:
+        widget = QComboBox()
+        for choice in option.choices:
+            widget.addItem(option.choice_label(choice), choice)
+        widget.setCurrentIndex(max(0, widget.findData(str(value))))
+    elif option.kind is int and option.about.range[1] <= SPIN_BOX_MAX:
+        widget = QSpinBox()
+        widget.setRange(*option.about.range)
+        widget.setValue(value)
+    elif option.kind is int:
+        widget = QLineEdit(str(value))
+        widget.setValidator(_RangeValidator(*option.about.range, widget))
+    else:  # text: the working size from its list, the models from suggestions or typed
+        widget = QComboBox()
+        widget.setEditable(option.name != "size")
+        widget.addItems(_sizes(value) if option.name == "size" else list(option.about.suggestions))
+        widget.setCurrentText(value or AUTO_SIZE)
+    widget.setToolTip(textwrap.fill(option.about.help, 90))
+    return widget
+
+
+def _option_value(option: Option, widget: QWidget, previous):
+    """What `widget` holds for `option` (`previous` where a text field holds no valid number)."""
+    if option.kind is bool:
+        return widget.isChecked()
+    if option.choices:
+        return widget.currentData()
+    if isinstance(widget, QSpinBox):
+        return widget.value()
+    if isinstance(widget, QLineEdit):
+        valid = widget.validator().validate(widget.text(), 0)[0] == QValidator.State.Acceptable
+        return int(widget.text()) if valid else previous
+    text = widget.currentText().strip()
+    if option.name == "size":
+        return None if text == AUTO_SIZE else text
+    return text or option.default
 
 
 class SettingsDialog(QDialog):
-    """Device, steps, seed, working size, input style, procedure, keep-ink, low-VRAM, export format, models, and the
-    folder for chapter projects (outputs)."""
+    """The run options of DIALOG_OPTIONS and the folder for chapter projects (outputs)."""
 
     def __init__(self, settings: AppSettings, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         run = self._run = settings.run
         form = QFormLayout(self)
-        self.models = QComboBox()
-        self.models.setEditable(True)
-        self.models.addItems(["official", "tiny"])
-        self.models.setCurrentText(run.models)
-        self.models.setToolTip("official: real colors (download once); tiny: random models for trying the app; or a models folder")
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cuda", "mps", "cpu"])
-        self.device.setCurrentText(run.device)
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 100)
-        self.steps.setValue(run.steps)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2_000_000_000)
-        self.seed.setValue(run.seed)
-        self.size = QComboBox()
-        self.size.addItems(SIZES)
-        if run.size and run.size not in SIZES:  # e.g. the demo's small size: kept, not reset
-            self.size.addItem(run.size)
-        self.size.setCurrentText(run.size or "auto")
-        self.keep_ink = QCheckBox("take lightness from the original page (line art stays exact)")
-        self.keep_ink.setChecked(run.keep_ink)
-        self.low_vram = QCheckBox("keep every model on the CPU except while it runs (8 GB cards; slower)")
-        self.low_vram.setChecked(run.low_vram)
-        self.input_style = _choice_box(
-            [("ScreenStyle pass (official)", "screen"), ("plain grayscale", "gray")], run.input_style,
-            "ScreenStyle: each page is first re-screened by the official ScreenVAE pass and blended 50/50 with "
-            "its grayscale, as the official app does (the models were trained on such inputs).\n"
-            "Plain grayscale: the page as it is, for pages that need no re-screening.",
-        )
-        self.procedure = _choice_box(
-            [("ours (faster, own noise streams)", "ours"), ("official (the official app, draw for draw)", "official")],
-            run.procedure,
-            "Ours: each random draw has its own stream of the seed, the guide runs once per step, pages are "
-            "letterboxed (never cropped) and keep their own size.\n"
-            "Official: reproduces the official app's colors for a seed: pages centre-cropped to the working "
-            "aspect, output at 1.5x the working size, no keep-ink.\n"
-            "Both are equally good colorings; the same seed gives different colors in each.",
-        )
+        self.fields: dict[str, QWidget] = {}
+        for name in DIALOG_OPTIONS:
+            option = OPTIONS[name]
+            self.fields[name] = _option_widget(option, getattr(run, name))
+            setattr(self, name, self.fields[name])  # dialog.steps, dialog.procedure, ...
+            form.addRow(option.about.label, self.fields[name])
         self.procedure.currentIndexChanged.connect(self._procedure_changed)
-        self.export_format = QComboBox()
-        self.export_format.addItems(["cbz", "png", "ora", "psd"])
-        self.export_format.setCurrentText(run.export_format)
-        form.addRow("Models", self.models)
-        form.addRow("Device", self.device)
-        form.addRow("Denoising steps", self.steps)
-        form.addRow("Seed", self.seed)
-        form.addRow("Working size", self.size)
-        form.addRow("Input style", self.input_style)
-        form.addRow("Procedure", self.procedure)
-        form.addRow("Keep ink", self.keep_ink)
-        form.addRow("Low VRAM", self.low_vram)
-        form.addRow("Export format", self.export_format)
         self.projects_dir = QLineEdit(settings.projects_dir or "")
         self.projects_dir.setPlaceholderText("beside each chapter (<chapter>.colorflow)")
         browse = QPushButton("Browse…")
@@ -144,10 +140,12 @@ class SettingsDialog(QDialog):
         self._procedure_changed()
 
     def _procedure_changed(self) -> None:
-        # the official procedure has no keep-ink: say so rather than ignore the box
-        official = self.procedure.currentData() == "official"
-        self.keep_ink.setEnabled(not official)
-        self.keep_ink.setToolTip("not part of the official procedure" if official else "")
+        # options the chosen procedure decides (the official one: no keep-ink) are greyed out, not ignored
+        fixed = fixed_by(self.procedure.currentData())
+        for name, widget in self.fields.items():
+            widget.setEnabled(name not in fixed)
+            widget.setToolTip(f"decided by the {self.procedure.currentData()} procedure" if name in fixed
+                              else textwrap.fill(OPTIONS[name].about.help, 90))
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for chapter projects and outputs")
@@ -158,17 +156,9 @@ class SettingsDialog(QDialog):
         return self.projects_dir.text().strip() or None
 
     def result_settings(self) -> RunSettings:
-        size = self.size.currentText()
-        return replace(
-            self._run,
-            models=self.models.currentText().strip() or "official",
-            device=self.device.currentText(),
-            steps=self.steps.value(),
-            seed=self.seed.value(),
-            size=None if size == "auto" else size,
-            keep_ink=self.keep_ink.isChecked(),
-            low_vram=self.low_vram.isChecked(),
-            input_style=self.input_style.currentData(),
-            procedure=self.procedure.currentData(),
-            export_format=self.export_format.currentText(),
-        )
+        """The chosen run options; those the procedure decides are left to it (unset)."""
+        values = {name: _option_value(OPTIONS[name], widget, getattr(self._run, name))
+                  for name, widget in self.fields.items()}
+        fixed = fixed_by(values["procedure"])
+        values.update({name: None if OPTIONS[name].optional else value for name, value in fixed.items()})
+        return replace(self._run, **values)

@@ -29,15 +29,18 @@ Job = Callable[[Callable[[object], None], CancelToken], Any]
 class _Runner(QObject):
     """Lives in the worker thread; runs one job at a time in submission order."""
 
+    began = Signal(int)
     event = Signal(int, object)
     succeeded = Signal(int, object)
     failed = Signal(int, str)
+    skipped = Signal(int)
 
     @Slot(int, object, object)
     def run(self, job_id: int, job: Job, cancel: CancelToken) -> None:
         if cancel.cancelled:
-            self.failed.emit(job_id, "cancelled before it started")
+            self.skipped.emit(job_id)
             return
+        self.began.emit(job_id)
         try:
             result = job(lambda event: self.event.emit(job_id, event), cancel)
         except ColorFlowError as exc:  # a user-facing problem: its message says it all
@@ -63,8 +66,11 @@ class EngineWorker(QObject):
     page_failed = Signal(int, str, str)
     cancelled = Signal(int, str)
     notice = Signal(int, str)  # job, message worth showing (not a failure)
+    # Each job ends with exactly one of these three.
     job_finished = Signal(int, object)  # job, result
     job_failed = Signal(int, str)  # job, reason
+    job_cancelled = Signal(int)  # job: cancelled before it started, so it never ran
+    job_started = Signal(int)  # job: it left the queue and runs now
     busy_changed = Signal(bool)
     _dispatch = Signal(int, object, object)
     instances: "weakref.WeakSet[EngineWorker]" = weakref.WeakSet()  # lets tests find leaked threads
@@ -79,9 +85,11 @@ class EngineWorker(QObject):
         self._runner = _Runner()
         self._runner.moveToThread(self._thread)
         self._dispatch.connect(self._runner.run)
+        self._runner.began.connect(self.job_started)
         self._runner.event.connect(self._on_event)
         self._runner.succeeded.connect(self._on_succeeded)
         self._runner.failed.connect(self._on_failed)
+        self._runner.skipped.connect(self._on_skipped)
         self._thread.start()
 
     # --- API ----------------------------------------------------------------------------
@@ -150,3 +158,8 @@ class EngineWorker(QObject):
     def _on_failed(self, job_id: int, reason: str) -> None:
         self._done(job_id)
         self.job_failed.emit(job_id, reason)
+
+    @Slot(int)
+    def _on_skipped(self, job_id: int) -> None:
+        self._done(job_id)
+        self.job_cancelled.emit(job_id)

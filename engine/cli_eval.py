@@ -1,13 +1,15 @@
-"""The `colorflow eval folders|make-bench|bench` subcommands and `colorflow bench pages`."""
+"""The `colorflow eval folders|make-bench|bench` and `colorflow bench retrieval|flops|pages` subcommands."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from engine.devices import DEVICE_CHOICES
+from engine.cli_options import Default, add_options, options_from_args
+from engine.core.options import InputStyle
 
 OK, FAILED = 0, 1  # engine.cli's EXIT_OK and EXIT_PAGES_FAILED
 EVAL_ACTIONS = ("folders", "make-bench", "bench")
@@ -51,14 +53,9 @@ def _add_metric_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the full result as JSON instead of Markdown")
 
 
-def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
-                        help="where networks run (default: auto = CUDA, then Apple MPS, then CPU)")
-
-
-def add_eval_commands(commands, size_type: Callable) -> None:
+def add_eval_commands(commands) -> None:
     """The `eval` command and its actions, on the top-level subparsers `commands`."""
-    from engine.evaluation.bench_data import DEFAULT_PAGES, DEFAULT_REFS, DERIVATION, PAPER_DIFFERENCES
+    from engine.evaluation.bench_data import DEFAULT_PAGES, DEFAULT_REFS, DERIVATION, PAPER_DIFFERENCES, SAME_STYLE
 
     evaluate = commands.add_parser(
         "eval", help="score colored pages against the originals (Table 1 metrics); build and run benchmarks",
@@ -75,10 +72,12 @@ def add_eval_commands(commands, size_type: Callable) -> None:
     folders.add_argument("gt", type=Path, metavar="GT", help="folder of ground-truth colored pages")
     folders.add_argument("--metrics", default=None,
                          help=f"{METRIC_HELP} (default: {NO_WEIGHTS_METRICS}, plus clip-is when --models is given)")
-    folders.add_argument("--models", default=None, help="model source whose CLIP image encoder gives CLIP-IS: "
-                         "official, tiny or a DIR (default: official when clip-is is asked for)")
-    folders.add_argument("--input-style", default="", help="the Input column of the table (e.g. screen, gray)")
-    _add_device(folders)
+    add_options(folders, ("models", "input_style", "device"),
+                defaults={"models": Default(None, "official when clip-is is asked for"),
+                          "input_style": Default(None, "none")},
+                helps={"models": "model source whose CLIP image encoder gives CLIP-IS: official, tiny or a DIR "
+                       "(default: official when clip-is is asked for)",
+                       "input_style": "the input style of the predictions: the Input column of the table (default: none)"})
     _add_metric_args(folders)
 
     make = actions.add_parser(
@@ -93,15 +92,14 @@ def add_eval_commands(commands, size_type: Callable) -> None:
             f"Where we differ from the paper: {PAPER_DIFFERENCES}"))
     make.add_argument("chapters", nargs="+", metavar="CHAPTER", help="colored chapter folder or archive")
     make.add_argument("--out", required=True, type=Path, metavar="BENCH", help="new (or empty) benchmark folder")
-    make.add_argument("--refs", type=int, default=DEFAULT_REFS,
+    make.add_argument("--ref-count", type=int, default=DEFAULT_REFS,
                       help=f"first pages of each chapter that become its references (default {DEFAULT_REFS})")
     make.add_argument("--pages", type=int, default=DEFAULT_PAGES,
                       help=f"test pages per chapter after the references, at most (default {DEFAULT_PAGES})")
     make.add_argument("--sets", default="screen,gray", help="black-and-white sets to make (default screen,gray)")
-    make.add_argument("--models", default="official",
-                      help="model source of the ScreenStyle networks (official, tiny or DIR; default official)")
-    make.add_argument("--seed", type=int, default=0, help="seeds the ScreenStyle pass's dropout and noise (default 0)")
-    _add_device(make)
+    add_options(make, ("models", "seed", "device"),
+                helps={"models": "model source of the ScreenStyle networks (official, tiny or DIR; default official)",
+                       "seed": "seeds the ScreenStyle pass's dropout and noise (default 0)"})
 
     bench = actions.add_parser(
         "bench", help="color a benchmark's bw sets and print the Table 1 rows (screen and gray)",
@@ -114,30 +112,52 @@ def add_eval_commands(commands, size_type: Callable) -> None:
     bench.add_argument("bench", type=Path, metavar="BENCH", help="folder made by `colorflow eval make-bench`")
     bench.add_argument("--out", type=Path, default=None, metavar="OUT",
                        help="results folder (default: BENCH/results/<procedure>-<input style>)")
-    bench.add_argument("--models", default="official", help="official (default), tiny or a models DIR; "
-                       "also the CLIP-IS encoder")
     bench.add_argument("--sets", default=None, help="sets to run, e.g. screen,gray (default: every set of BENCH)")
-    bench.add_argument("--input-style", choices=("screen", "gray", "same"), default="screen",
-                       help="how the pipeline reads the bw pages: screen (default, as the official app: the "
-                       "ScreenStyle pass on every page, also the gray set's), gray (plain grayscale), same (the set's style)")
-    bench.add_argument("--procedure", choices=("ours", "official"), default="ours",
-                       help="ours (default) or official, as `colorflow colorize --procedure`")
-    bench.add_argument("--steps", type=int, default=10, help="denoising steps (default 10, as official)")
-    bench.add_argument("--size", type=size_type, default=None, metavar="WxH",
-                       help="working size (default: the official size nearest each page's aspect)")
-    bench.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    bench.add_argument("--keep-ink", action=argparse.BooleanOptionalAction, default=None,
-                       help="lightness from the bw page (default on for ours, off for official)")
-    bench.add_argument("--low-vram", action="store_true", help="models offloaded to the CPU between uses")
+    add_options(bench, ("models", "input_style", "procedure", "steps", "size", "seed", "keep_ink", "low_vram",
+                        "cache_dir", "device"),
+                extra_choices={"input_style": (SAME_STYLE,)},
+                helps={"models": "official (default), tiny or a models DIR; also the CLIP-IS encoder",
+                       "input_style": "how the pipeline reads the bw pages: screen (default, as the official app: the "
+                       "ScreenStyle pass on every page, also the gray set's), gray (plain grayscale), same (the "
+                       "set's style)"})
     bench.add_argument("--resume", action="store_true", help="skip pages already colored with the same settings")
     bench.add_argument("--metrics", default="clip-is,psnr,ssim", help=f"{METRIC_HELP} (default clip-is,psnr,ssim)")
-    bench.add_argument("--cache-dir", type=Path, default=None,
-                       help="embedding and ScreenStyle cache folder (default: the per-user cache folder)")
-    _add_device(bench)
     _add_metric_args(bench)
 
 
-def add_bench_pages_command(bench_commands, size_type: Callable) -> None:
+def add_bench_commands(commands) -> None:
+    """`colorflow bench retrieval|flops|pages`, on the top-level subparsers `commands`."""
+    bench = commands.add_parser("bench", help="benchmarks that print measured ratios")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHICH")
+    bench_retrieval = bench_commands.add_parser(
+        "retrieval",
+        help="cached vs per-page reference embedding on a generated chapter (tiny encoder)",
+        description="Generates a chapter and references, then runs retrieval twice with the "
+        "tiny CLIP encoder: once re-embedding every reference for every page (the official "
+        "procedure) and once with the per-chapter embedding cache. Prints encoder images, "
+        "forward batches, wall time and their ratios, all measured in this run.",
+    )
+    bench_retrieval.add_argument("--pages", type=int, default=20, help="generated pages (default 20)")
+    bench_retrieval.add_argument("--ref-count", type=int, default=20, help="generated references (default 20)")
+    bench_retrieval.add_argument("--json", action="store_true", help="print the result as JSON")
+    bench_flops = bench_commands.add_parser(
+        "flops",
+        help="FLOPs per page of our ICP pipeline vs the official procedure (meta device)",
+        description="Counts FLOPs with torch.utils.flop_counter on the meta device at official "
+        "model size (no weights, no GPU, seconds). Official procedure: UNet and guide at CFG "
+        "batch 2, conditioning encoded per CFG copy, every reference re-embedded for every page. "
+        "Ours: guide at batch 1, conditioning encoded once, reference embeddings cached per "
+        "chapter (amortised over --pages). Both run the ScreenStyle pass once per page and "
+        "decode the whole canvas, as the official procedure does.",
+    )
+    add_options(bench_flops, ("size", "steps"), defaults={"size": Default(None, "512x800")})
+    bench_flops.add_argument("--ref-count", type=int, default=40, help="references in the chapter (default 40)")
+    bench_flops.add_argument("--pages", type=int, default=20, help="pages in the chapter (default 20)")
+    bench_flops.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_bench_pages_command(bench_commands)
+
+
+def _add_bench_pages_command(bench_commands) -> None:
     """`colorflow bench pages`, on the `bench` subparsers."""
     pages = bench_commands.add_parser(
         "pages",
@@ -151,23 +171,18 @@ def add_bench_pages_command(bench_commands, size_type: Callable) -> None:
         "stage; then pages per hour, CLIP encoder "
         "images and batches, and the ratios ours/official. One uncounted warm-up page runs first. "
         "Use --pages 50 for a chapter-length run. Text output shows stage totals; --json has every page.")
-    pages.add_argument("--models", default="official", help="official (default), tiny or a models DIR")
-    _add_device(pages)
+    add_options(pages, ("models", "device", "steps", "size", "input_style"),
+                defaults={"steps": Default(None, f"10; {TINY_STEPS} with --models tiny"),
+                          "size": Default(None, "the official size for the page, 512x800; 256x384 with --models "
+                                          "tiny, so the tiny run takes about a minute of CPU")})
     pages.add_argument("--pages", type=int, default=2, help="pages of the generated chapter (default 2)")
-    pages.add_argument("--refs", type=int, default=3, help="colored references (default 3)")
-    pages.add_argument("--steps", type=int, default=None,
-                       help=f"denoising steps (default 10; {TINY_STEPS} with --models tiny)")
-    pages.add_argument("--size", type=size_type, default=None, metavar="WxH",
-                       help="working size (default: the official size for the page, 512x800; 256x384 with "
-                       "--models tiny, so the tiny run takes about a minute of CPU)")
-    pages.add_argument("--input-style", choices=("screen", "gray"), default="screen",
-                       help="screen (default: the ScreenStyle pass runs) or gray")
+    pages.add_argument("--ref-count", type=int, default=3, help="colored references (default 3)")
     pages.add_argument("--modes", default="ours,low_vram,official",
                        help="modes to run (default ours,low_vram,official)")
     pages.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the uncounted warm-up page")
     pages.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice); 1 steadies CPU timings on a busy machine")
-    pages.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_options(pages, ("seed",))
     pages.add_argument("--json", action="store_true", help="print every page and stage as JSON")
 
 
@@ -202,7 +217,7 @@ def _eval_folders(args) -> int:
 
     try:
         report = evaluate_folders(args.pred, args.gt, metrics, _metric_models(args, args.models),
-                                  method=args.method, input_style=args.input_style,
+                                  method=args.method, input_style=str(args.input_style or ""),
                                   progress=progress if bar is not None else None)
     finally:
         if bar is not None:
@@ -220,7 +235,7 @@ def _make_bench(args) -> int:
     def progress(name: str) -> None:
         print(f"make-bench: {name}", file=sys.stderr)
 
-    bench = make_bench(args.chapters, args.out, refs=args.refs, pages=args.pages, sets=_split(args.sets),
+    bench = make_bench(args.chapters, args.out, refs=args.ref_count, pages=args.pages, sets=_split(args.sets),
                        models=args.models, device=args.device, seed=args.seed, progress=progress)
     pages = sum(len(c.pages) for c in bench.chapters)
     print(f"benchmark written: {bench.root} ({len(bench.chapters)} chapter(s), {pages} test page(s), "
@@ -235,12 +250,11 @@ def _run_bench(args, progress_sink: Callable) -> int:
     from engine.evaluation.metrics import parse_metrics
 
     bench = open_bench(args.bench)
+    run = options_from_args(args, input_style=InputStyle.SCREEN)  # each set's input style: pipeline_style
     settings = BenchRunSettings(
-        models=args.models, device=args.device, sets=tuple(_split(args.sets)) if args.sets else bench.sets,
-        input_style=args.input_style, procedure=args.procedure, steps=args.steps, size=args.size, seed=args.seed,
-        low_vram=args.low_vram, keep_ink=args.keep_ink, metrics=parse_metrics(args.metrics),
-        metric_models=_metric_models(args, args.models), method=args.method, resume=args.resume,
-        cache_dir=args.cache_dir)
+        run=run, sets=tuple(_split(args.sets)) if args.sets else bench.sets, input_style=args.input_style,
+        metrics=parse_metrics(args.metrics), metric_models=_metric_models(args, args.models), method=args.method,
+        resume=args.resume)
     settings.check(bench)  # before the output folder is made or any model loads
     out = args.out or bench.root / "results" / f"{args.procedure}-{args.input_style}"
     from engine.events import Started
@@ -298,9 +312,30 @@ def _pages_text(result: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_bench_pages(args) -> int:
-    import json
+def cmd_bench(args) -> int:
+    """`colorflow bench retrieval|flops|pages`: measured figures, as text or JSON."""
+    if args.bench_command == "pages":
+        return _bench_pages(args)
+    if args.bench_command == "retrieval":
+        from engine.bench import bench_retrieval
 
+        result = bench_retrieval(pages=args.pages, refs=args.ref_count)
+    else:
+        from engine.flops import compare
+        from engine.rap.canvas import WorkSize
+
+        options = options_from_args(args)  # the declared range of --steps
+        size = WorkSize.parse(options.size or "512x800")
+        result = compare(size.width, size.height, options.steps, args.ref_count, args.pages)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>32}: {value}")
+    return OK
+
+
+def _bench_pages(args) -> int:
     from engine.demo import DEMO_WORK_SIZE
     from engine.devices import precheck_device
     from engine.errors import InputError
@@ -308,26 +343,22 @@ def cmd_bench_pages(args) -> int:
     from engine.sources import check_models, is_tiny
 
     tiny = is_tiny(args.models)
-    steps = args.steps if args.steps is not None else (TINY_STEPS if tiny else 10)
-    size = args.size
-    if size is None and tiny:
-        from engine.rap.canvas import WorkSize
-
-        size = WorkSize.parse(DEMO_WORK_SIZE)
+    tiny_defaults = {"steps": TINY_STEPS, "size": DEMO_WORK_SIZE} if tiny else {}
+    options = options_from_args(args, **{k: v for k, v in tiny_defaults.items() if getattr(args, k) is None})
     modes = _split(args.modes)
     if not modes or any(m not in MODES for m in modes):
         raise InputError(f"--modes must be among {', '.join(MODES)}, got {args.modes!r}")
-    if args.pages < 1 or args.refs < 1:
-        raise InputError("--pages and --refs must be at least 1")
+    if args.pages < 1 or args.ref_count < 1:
+        raise InputError("--pages and --ref-count must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise InputError("--threads must be at least 1")
-    if not 1 <= steps <= 100:
-        raise InputError(f"--steps must be between 1 and 100, got {steps}")
-    precheck_device(args.device)
-    check_models(args.models)
+    precheck_device(options.device)
+    check_models(options.models)
     from engine.evaluation.stage_bench import bench_pages
+    from engine.rap.canvas import WorkSize
 
-    result = bench_pages(args.models, args.device, args.pages, args.refs, steps, size, args.input_style,
-                         args.seed, modes, args.warmup, args.threads)
+    size = WorkSize.parse(options.size) if options.size else None
+    result = bench_pages(options.models, options.device, args.pages, args.ref_count, options.steps, size,
+                         options.input_style, options.seed, modes, args.warmup, args.threads)
     print(json.dumps(result, indent=2) if args.json else _pages_text(result))
     return OK

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Callable
 
-from engine.devices import DEVICE_CHOICES
+from engine.cli_options import add_options, options_from_args
 from engine.errors import InputError, printable
 
 OK, FAILED = 0, 1  # engine.cli's EXIT_OK and EXIT_PAGES_FAILED
 
 
-def add_models_commands(commands, size_type: Callable) -> None:
+def add_models_commands(commands) -> None:
     """The `models` command and its actions, on the top-level subparsers `commands`."""
     models = commands.add_parser("models", help="manage model files")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
@@ -31,9 +30,11 @@ def add_models_commands(commands, size_type: Callable) -> None:
         description="Downloads only the files the official preset needs (SD1.5 UNet, VAE, text "
         "encoder, tokenizer, scheduler config; ColorFlow GraySD guide, UNet LoRA, GSRP network, "
         "CLIP image encoder and ScreenStyle networks) into the Hugging Face cache (HF_HOME), checks "
-        "each file's sha256 against the hub and pins it in the lock file. Interrupted downloads "
-        "resume. Proxies: the usual HTTPS_PROXY variables. `colorflow models list` shows the "
-        "sizes, the folder, its free space and the licences first.",
+        "each file's sha256 against the hub's where it gives one and pins it in the lock file. "
+        "Trust on first use: no sha256 is published for these files and no hub revision is pinned, "
+        "so downloads follow each repository's main branch; `colorflow models list` shows how each "
+        "file is verified. Interrupted downloads resume. Proxies: the usual HTTPS_PROXY variables. "
+        "`colorflow models list` shows the sizes, the folder, its free space and the licences first.",
     )
     download.add_argument("--repair", action="store_true",
                           help="verify every file first and fetch again the missing and damaged ones")
@@ -50,7 +51,7 @@ def add_models_commands(commands, size_type: Callable) -> None:
         "its size, modification time, change time or inode changed, and a run refuses a folder whose "
         "files differ from the record. This command lists each changed, missing or new file.",
     )
-    verify.add_argument("--models", default="official", help="official (default) or a models DIR")
+    add_options(verify, ("models",), helps={"models": "official (default) or a models DIR"})
     verify.add_argument("--rehash", action="store_true",
                         help="hash every file of DIR, even those whose size and times are unchanged (a disk error)")
     verify.add_argument("--accept", action="store_true",
@@ -61,13 +62,14 @@ def add_models_commands(commands, size_type: Callable) -> None:
         description="Reads GraySD/*.bin with torch.load(weights_only=True), writes .safetensors "
         "beside them and checks they reload to identical tensors. Later loads use the copies.",
     )
-    convert.add_argument("--models", default="official", help="official (default) or a models DIR")
+    add_options(convert, ("models",), helps={"models": "official (default) or a models DIR"})
     model_commands.add_parser(
         "list",
         help="per-file sizes, destination folder and free space, licences, GPU and measured speed",
         description="Shows each official file with its size (on disk when present, else the "
-        "download size) and the total, the Hugging Face cache folder the files go to and its free "
-        "space (with a warning when the download does not fit), the licence of each part with its "
+        "download size) and how it is verified (tofu: trust on first use, revision: a pinned hub "
+        "commit, sha256: a published sha256), the total, the Hugging Face cache folder the files "
+        "go to and its free space (with a warning when the download does not fit), the licence of each part with its "
         "URL, whether a usable GPU is present, the last speed probe, and the tiny models.",
     )
     layout = model_commands.add_parser(
@@ -86,12 +88,7 @@ def add_models_commands(commands, size_type: Callable) -> None:
         "of each stage and the total per page; model loading is timed apart. The result is stored "
         "in the config folder and shown by `colorflow models list` and the Model manager.",
     )
-    probe.add_argument("--models", default="official", help="official (default), tiny or a models DIR")
-    probe.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
-                       help="where models run (default: auto = CUDA, then Apple MPS, then CPU)")
-    probe.add_argument("--steps", type=int, default=10, help="denoising steps (default 10, as colorize)")
-    probe.add_argument("--size", type=size_type, default=None, metavar="WxH",
-                       help="working size (default: the official size for the page, 512x800)")
+    add_options(probe, ("models", "device", "steps", "size"))
     probe.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -132,8 +129,11 @@ def print_models_list() -> None:
     print(f"official  {present}/{len(overview.rows)} files present, {human_bytes(overview.installed_bytes)} on disk, "
           f"{human_bytes(overview.to_download_bytes)} still to download; {human_bytes(overview.total_bytes)} in all")
     for row in overview.rows:
-        print(f"   {'ok' if row.installed else '--'}  {row.size_text():>10}  {row.file.repo}/{row.file.path}")
+        print(f"   {'ok' if row.installed else '--'}  {row.size_text():>10}  {row.file.verify:<8}  "
+              f"{row.file.repo}/{row.file.path}")
     print(f"   total {human_bytes(overview.total_bytes)} (sizes on disk where present, else the download size)")
+    for index, line in enumerate(overview.verification_lines()):
+        print(f"{'verified' if index == 0 else '':<10}{line}")
     print(f"folder    {overview.destination} (Hugging Face cache: HF_HUB_CACHE, else HF_HOME/hub)")
     print(f"free      {overview.space_text()}")
     warning = overview.warning()
@@ -159,9 +159,8 @@ def cmd_probe(args) -> int:
     from engine.devices import precheck_device
     from engine.sources import check_models
 
-    if not 1 <= args.steps <= 100:
-        raise InputError(f"--steps must be between 1 and 100, got {args.steps}")
-    precheck_device(args.device)
+    options = options_from_args(args)  # --steps in its declared range
+    precheck_device(options.device)
     check_models(args.models)  # missing official files: one line naming the download, no torch
     from engine.events import Progress
     from engine.probe import run_probe
@@ -173,7 +172,7 @@ def cmd_probe(args) -> int:
             seen.add(event.stage)
             print(f"probe: {'loading models' if event.stage == 'load' else event.stage}…", file=sys.stderr)
 
-    result = run_probe(args.models, args.device, args.steps, args.size, emit=emit)
+    result = run_probe(options.models, options.device, options.steps, options.size, emit=emit)
     if args.json:
         print(json.dumps(result, indent=2))
         return OK

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable
+
+from engine.cli_options import Default, add_options, options_from_args
 
 OK = 0  # engine.cli's EXIT_OK
 
 
-def add_train_commands(commands, size_type: Callable) -> None:
+def add_train_commands(commands) -> None:
     """The `train` command and its actions, on the top-level subparsers `commands`."""
     train = commands.add_parser("train", help="train the ColorFlow networks on colored chapters")
     actions = train.add_subparsers(dest="train_command", required=True, metavar="ACTION")
@@ -23,12 +24,9 @@ def add_train_commands(commands, size_type: Callable) -> None:
     )
     prepare.add_argument("chapters", nargs="+", type=Path, metavar="CHAPTERS",
                          help="colored chapter folders or .cbz/.zip archives (at least 2 pages each)")
-    prepare.add_argument("--models", default="official", help="model source: official, tiny or a models DIR")
     prepare.add_argument("--out", required=True, type=Path, metavar="DATASET", help="dataset folder")
-    prepare.add_argument("--size", type=size_type, default=None, metavar="WxH",
-                         help="working size of every sample (default 512x800)")
-    prepare.add_argument("--seed", type=int, default=0, help="seed of the ScreenStyle passes (default 0)")
-    prepare.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    add_options(prepare, ("models", "size", "seed", "device"), defaults={"size": Default(None, "512x800")},
+                helps={"seed": "seed of the ScreenStyle passes (default 0)"})
 
     icp = actions.add_parser(
         "icp",
@@ -57,9 +55,12 @@ def add_train_commands(commands, size_type: Callable) -> None:
 
 
 def cmd_train(args) -> int:
+    from engine.devices import precheck_device
     from engine.sources import resolve_models
 
-    paths = resolve_models(args.models)
+    options = options_from_args(args)  # seed and device as declared, before anything loads
+    precheck_device(options.device)
+    paths = resolve_models(options.models)
     if args.train_command == "prepare":
         from engine.pipeline import load_retriever
         from engine.preprocess.screenstyle import load_screenstyle
@@ -71,7 +72,7 @@ def cmd_train(args) -> int:
         out = args.out.expanduser().resolve()
         retriever = load_retriever(args.models, device, out / ".embeddings")
         networks = load_screenstyle(paths.colorflow, device)
-        index = prepare_dataset(args.chapters, out, retriever, networks, args.size or WorkSize(512, 800),
+        index = prepare_dataset(args.chapters, out, retriever, networks, WorkSize.parse(options.size or "512x800"),
                                 args.seed, emit=_progress_printer())
         print(f"\ndataset written: {out} ({len(index['samples'])} samples)")
         return OK
@@ -131,9 +132,9 @@ def _add_gsrp_command(actions) -> None:
     _add_trainer_arguments(gsrp, default_steps=30000, state_dir="state-gsrp", steps_source=", paper 4.1")
     gsrp.add_argument("--crop", type=_crop_type, default=(512, 512), metavar="WxH|full",
                       help="high-resolution crop of the GSRP frame (multiples of 8; default 512x512; full: whole frame)")
-    gsrp.add_argument("--gray-input", choices=("screen", "gray"), default="screen",
-                      help="screen: random mix of grayscale and ScreenStyle output, as ICP training (default); "
-                      "gray: the grayscale page")
+    add_options(gsrp, ("input_style",), helps={
+        "input_style": "the black-and-white input: screen, a random mix of the grayscale page and its ScreenStyle "
+        "output, as ICP training (default); gray: the grayscale page"})
     gsrp.add_argument("--from-scratch", action="store_true",
                       help="a freshly initialised fusion network, instead of --models' MultiResNetModel")
 
@@ -141,7 +142,7 @@ def _add_gsrp_command(actions) -> None:
 def _add_trainer_arguments(parser, default_steps: int, state_dir: str, steps_source: str = "") -> None:
     """The options every trainer takes (the accelerate loop of engine/training/common.py)."""
     parser.add_argument("dataset", type=Path, metavar="DATASET", help="folder written by `train prepare`")
-    parser.add_argument("--models", default="official", help="base models: official, tiny or a models DIR")
+    add_options(parser, ("models",), helps={"models": "base models: official, tiny or a models DIR (default: official)"})
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output models folder")
     parser.add_argument("--steps", type=int, default=default_steps,
                         help=f"optimizer steps in all (default {default_steps}{steps_source})")
@@ -153,8 +154,7 @@ def _add_trainer_arguments(parser, default_steps: int, state_dir: str, steps_sou
                         help="default: the `accelerate launch` setting (its --mixed_precision or config file), else no")
     parser.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
     parser.add_argument("--log-every", type=int, default=10, help="steps between progress lines (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample order and every draw (default 0)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    add_options(parser, ("seed", "device"), helps={"seed": "seed of the sample order and every draw (default 0)"})
 
 
 def _crop_type(text: str):
@@ -177,7 +177,7 @@ def _train_gsrp(args, paths) -> int:
 
     config = GSRPTrainConfig(
         steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, gradient_accumulation=args.grad_accum,
-        mixed_precision=args.mixed_precision, crop=args.crop, gray_input=args.gray_input, save_every=args.save_every,
+        mixed_precision=args.mixed_precision, crop=args.crop, gray_input=args.input_style, save_every=args.save_every,
         log_every=args.log_every, seed=args.seed, from_scratch=args.from_scratch, device=args.device,
     )
     trainer = GSRPTrainer(paths, args.dataset.expanduser().resolve(), args.out.expanduser().resolve(), config)

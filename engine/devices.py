@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from engine.core.options import Device
 from engine.errors import InputError
 
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+DEVICE_CHOICES = tuple(Device)  # as declared in engine/core/options.py
 
 
 def precheck_device(choice: str) -> None:

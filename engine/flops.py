@@ -99,7 +99,7 @@ def measure_parts(width: int, height: int, margin: int = 64) -> dict[str, float]
 
 def screenstyle_flops(width: int, height: int) -> float:
     """The ScreenStyle pass on the 1.5W x 1.5H page: padded to multiples of 256 for the
-    RGB-to-screen network, then 128 more for the ScreenVAE decoder (SCREENSTYLE.md)."""
+    RGB-to-screen network, then 128 more for the ScreenVAE decoder (docs/reference/screenstyle.md)."""
     import torch
 
     from engine.preprocess.screenstyle import RGBToScreen, ScreenDecoder

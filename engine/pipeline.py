@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from PIL import Image
 
 from engine.rap.canvas import WorkSize, choose_work_size, restore_page
 from engine.io.chapter import Chapter, ImageSource, PageImage
 from engine.rap.curation import Choices
-from engine.errors import ColorFlowError, InputError
+from engine.errors import ColorFlowError
 from engine.events import (
     CancelToken,
     Cancelled,
@@ -34,10 +32,9 @@ from engine.io.naming import page_folder_name
 from engine.io.storage import is_storage_error
 from engine.project import ChapterProject
 from engine.rap.retrieval import PageRetrieval, Retriever
-from engine.rng import SCREENSTYLE, check_seed, stream_seed
+from engine.core.options import InputStyle, OutputSize, Procedure
 from engine.run_guard import color_with_memory_retry, storage_stop
-
-OUTPUT_SIZES = ("page", "gsrp")
+from engine.run_settings import InputSettings, PipelineSettings
 
 
 def write_retrieval(result: PageRetrieval, folder: Path) -> dict[str, str]:
@@ -104,33 +101,6 @@ def _load(chapter: Chapter, index: int) -> PageImage:
     return chapter.load_page(index)
 
 
-@dataclass(frozen=True)
-class InputSettings:
-    """How a page becomes the stages' input: working size, input style, procedure and seed."""
-
-    style: str = "screen"  # "screen": the official ScreenStyle pass (G); "gray": plain grayscale
-    procedure: str = "ours"
-    seed: int = 0
-    size: WorkSize | None = None
-
-    def __post_init__(self) -> None:
-        from engine.preprocess.page import INPUT_STYLES
-
-        if self.style not in INPUT_STYLES:
-            raise InputError(f"input style must be one of {', '.join(INPUT_STYLES)}, got {self.style!r}")
-        check_seed(self.seed)
-
-    @property
-    def fit(self) -> str:
-        return "crop" if self.procedure == "official" else "letterbox"
-
-    @property
-    def screen_seed(self) -> int:
-        """The official app leaves the pass unseeded; its exact procedure here seeds it with the
-        seed, ours with the seed's own ScreenStyle stream."""
-        return self.seed if self.procedure == "official" else stream_seed(self.seed, SCREENSTYLE)
-
-
 def prepare_page(preparer, page: PageImage, inputs: InputSettings):
     """The page framed, G computed (or cached) and the query made (preprocess stage)."""
     size = choose_work_size(page.image.size, inputs.size)
@@ -153,7 +123,7 @@ def retrieve_chapter(
     The working size is `inputs.size` when inputs are given, else `size`."""
     if inputs is not None and size is not None and size != inputs.size:
         raise ValueError(f"two working sizes: size={size} and inputs.size={inputs.size}; give it once")
-    inputs = inputs or InputSettings(style="gray", size=size)
+    inputs = inputs or InputSettings(style=InputStyle.GRAY, size=size)
     cancel = cancel or CancelToken()
     _prepare(project, chapter, references)
     report = ChapterReport([], {})
@@ -187,69 +157,6 @@ def retrieve_chapter(
         emit(PageDone(source.name, outputs, {"warnings": result.warnings}))
     emit(Finished(len(report.done), len(report.failed)))
     return report
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """Everything that determines a colored page, besides the inputs and the models."""
-
-    colorize: Any  # colorize.ColorizeSettings
-    upscale: Any  # upscale.UpscaleSettings
-    keep_ink: bool = True
-    size: WorkSize | None = None
-    input_style: str = "screen"  # see InputSettings
-    output_size: str = "page"  # "page": the page's own size; "gsrp": 1.5x the working size
-
-    def check(self) -> None:
-        """Consistent settings, before any model is loaded."""
-        self.colorize.check()
-        if self.output_size not in OUTPUT_SIZES:
-            raise InputError(f"output size must be one of {', '.join(OUTPUT_SIZES)}, got {self.output_size!r}")
-        if self.upscale.procedure != self.colorize.procedure:
-            raise InputError("ICP and GSRP must follow the same procedure")
-        if self.procedure == "official" and (self.keep_ink or self.output_size != "gsrp"):
-            raise InputError("the official procedure outputs 1.5x the working size without keep-ink")
-        self.inputs  # validates the input style
-
-    @property
-    def procedure(self) -> str:
-        return self.colorize.procedure
-
-    @property
-    def inputs(self) -> InputSettings:
-        return InputSettings(self.input_style, self.procedure, self.colorize.seed, self.size)
-
-    def key(self, page: PageImage, retrieval: PageRetrieval, models_id: str) -> str:
-        """Hash of everything a colored page is made from: settings, page content, picks, the
-        ICP canvas, the working size (which fixes the mask) and the models. Equal keys, equal
-        output; what only shows progress (preview_every) or explains the picks (scores, pinned
-        flags, warnings) is left out, so it never forces a recompute."""
-        colorize = asdict(self.colorize)
-        colorize.pop("preview_every", None)  # how often a preview is shown, not what is drawn
-        parts = {
-            "colorize": colorize,
-            "upscale": asdict(self.upscale),
-            "keep_ink": self.keep_ink,
-            "input_style": self.input_style,
-            "output_size": self.output_size,
-            "work_size": str(retrieval.work_size),
-            "page": page.sha256,
-            # Which reference patch fills each canvas cell, in rank (= placement) order.
-            "picks": [
-                [[p.candidate.ref, p.candidate.patch, list(p.candidate.box or ())] for p in row]
-                for row in retrieval.picks
-            ],
-            # ICP's own input: also catches a reference file edited in place (same picks).
-            "canvas": _image_sha256(retrieval.canvas),
-            "models": models_id,
-        }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _image_sha256(image: Image.Image) -> str:
-    digest = hashlib.sha256(f"{image.mode} {image.size[0]}x{image.size[1]}".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
 
 
 class ColorFlowPipeline:
@@ -304,7 +211,7 @@ class ColorFlowPipeline:
 
         # Official: one global RNG stream seeded like fix_random_seeds, drawn by ICP's
         # conditioning samples and then by the GSRP sample.
-        official = settings.procedure == "official"
+        official = settings.procedure == Procedure.OFFICIAL
         device = getattr(self.upscaler, "device", "cpu")
         rng = official_seeding(settings.colorize.seed, device) if official else contextlib.nullcontext()
         try:
@@ -338,13 +245,14 @@ class ColorFlowPipeline:
             release()
 
 
-def finish_page(frame: Image.Image, page: Image.Image, frame_fit, output_size: str, keep_ink: bool) -> Image.Image:
+def finish_page(frame: Image.Image, page: Image.Image, frame_fit, output_size: OutputSize,
+                keep_ink: bool) -> Image.Image:
     """The GSRP frame to the output: "page" cuts the page out and restores its own size;
     "gsrp" cuts the page out at 1.5x the working size. With keep-ink, lightness comes from
     the original page (resized to the output when it differs)."""
     from engine.gsrp.upscale import keep_ink as apply_keep_ink
 
-    if output_size == "page":
+    if output_size == OutputSize.PAGE:
         final = restore_page(frame, frame_fit)
     else:
         final = frame.crop(frame_fit.content_box)
@@ -373,8 +281,7 @@ def colorize_chapter(
     cancel = cancel or CancelToken()
     settings.check()
     with project.lock:  # recorded with the chapter, so a reopened project shows how it was made
-        project.settings.update(input_style=settings.input_style, procedure=settings.procedure,
-                                output_size=settings.output_size)
+        project.settings.update(settings.recorded())
     _prepare(project, chapter, references)
     report = ChapterReport([], {})
     indices = [i for i, s in enumerate(chapter.sources) if only is None or s.name in only]
@@ -389,7 +296,7 @@ def colorize_chapter(
             break
         try:
             page = _load(chapter, index)
-            if settings.input_style == "screen":
+            if settings.input_style == InputStyle.SCREEN:
                 emit(Progress("ScreenStyle", position, len(indices), name))
             prepared = pipeline.prepare(page, settings.inputs)
             emit(Progress("RAP", position, len(indices), name))

@@ -19,7 +19,7 @@ def run_probe(
     models: str = "official",
     device: str = "auto",
     steps: int = 10,
-    size=None,
+    size=None,  # "WxH" or a WorkSize; None: the official size for the page
     emit: EventSink = ignore,
     cancel: CancelToken | None = None,
     store: bool = True,
@@ -34,17 +34,16 @@ def run_probe(
 
     from engine.demo import make_demo_chapter
     from engine.devices import describe_device, pick_device
-    from engine.gsrp.settings import UpscaleSettings
-    from engine.icp.settings import ColorizeSettings
+    from engine.core.options import RunSettings
     from engine.io.chapter import list_images, open_chapter
     from engine.loading import default_dtype
-    from engine.pipeline import PipelineSettings, colorize_chapter, load_pipeline
+    from engine.pipeline import colorize_chapter, load_pipeline
     from engine.project import ChapterProject
     from engine.rap.canvas import choose_work_size
+    from engine.run_settings import pipeline_settings
 
     cancel = cancel or CancelToken()
-    settings = PipelineSettings(colorize=ColorizeSettings(steps=steps), upscale=UpscaleSettings(), size=size)
-    settings.check()
+    settings = pipeline_settings(RunSettings(steps=steps, size=str(size) if size else None))
     resolved = pick_device(device)
     with tempfile.TemporaryDirectory(prefix="colorflow-probe-") as folder:
         work = Path(folder)
@@ -55,7 +54,7 @@ def run_probe(
         load_s = time.perf_counter() - start
         emit(Progress("load", 1, 1, "speed probe"))
         chapter = open_chapter([chapter_dir])
-        work_size = choose_work_size(chapter.load_page(0).image.size, size)
+        work_size = choose_work_size(chapter.load_page(0).image.size, settings.size)
         project = ChapterProject.open_or_create(work / "out")
         report = colorize_chapter(chapter, list_images([refs_dir]), pipeline, project, settings, emit, cancel)
     if report.cancelled or cancel.cancelled:

@@ -12,40 +12,18 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 from engine import __version__
 from engine.rap.curation import Choices, Curation, Target
 from engine.errors import InputError, ProjectFileError
 from engine.io.fileio import atomic_write, atomic_write_bytes
+from engine.project_format import (FORMAT, MAX_PROJECT_BYTES, MAX_PROJECT_PAGES, PAGE_STATES, VERSION,
+                                   check_output_path)
 
 PROJECT_FILE = "colorflow-project.json"
 BACKUP_FILE = PROJECT_FILE + ".bak"  # the file as it was before the last save that changed it
-FORMAT = "colorflow-project"
-# 1: first release. 2: page outputs relative to the project folder, '/'-separated. The schema
-# and the migrations from older versions are in engine.project_schema (pydantic, loaded on use).
-VERSION = 2
-PAGE_STATES = ("pending", "retrieved", "running", "done", "failed")
-# A 2,000-page volume with every output recorded and some pins is a 1.7 MB file (860 bytes a
-# page) and loads in half a second: the caps are about 19 and 10 times that. The size is checked
-# before the file is read, the page count before each page is validated.
-MAX_PROJECT_BYTES = 32 * 1024**2
-MAX_PROJECT_PAGES = 20_000
-
-
-def check_output_path(value: str) -> str:
-    """A recorded output: a relative POSIX path that cannot leave the project folder."""
-    if not value or value.strip() in (".", "") or "\x00" in value:
-        raise ValueError("must name a file in the project folder")
-    if "\\" in value:
-        raise ValueError("must be a relative path with '/' separators")
-    windows = PureWindowsPath(value)
-    if PurePosixPath(value).is_absolute() or windows.is_absolute() or windows.drive:
-        raise ValueError("must be relative to the project folder, not an absolute path")
-    if ".." in PurePosixPath(value).parts:
-        raise ValueError("must stay inside the project folder (no '..')")
-    return value
 
 
 @dataclass

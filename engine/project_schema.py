@@ -6,9 +6,11 @@ import copy
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from engine.project import FORMAT, MAX_PROJECT_PAGES, PAGE_STATES, VERSION, check_output_path
+from engine.core.options import OPTIONS, PROJECT_OPTIONS
+
+from engine.project_format import FORMAT, MAX_PROJECT_PAGES, PAGE_STATES, VERSION, check_output_path
 from engine.rap.canvas import REFERENCE_PATCHES
 
 OutputPath = Annotated[str, AfterValidator(check_output_path)]
@@ -44,17 +46,22 @@ class CurationModel(_Model):
     pages: dict[str, ChoicesModel] = Field(default_factory=dict)
 
 
-class SettingsModel(_Model):
-    """Known settings are typed; settings this version does not know are kept as they are."""
-
+class _ChapterSettings(_Model):
     title: str | None = None
     series: str | None = None
     number: str | None = None
     manga: str | None = None
     export_dir: str | None = None
-    input_style: str | None = None
-    procedure: str | None = None
-    output_size: str | None = None
+
+
+# The run options a project records (engine/core/options.py PROJECT_OPTIONS), each limited to
+# its declared values.
+SettingsModel = create_model(
+    "SettingsModel",
+    __base__=_ChapterSettings,
+    __doc__="Known settings are typed; settings this version does not know are kept as they are.",
+    **{name: (Literal[OPTIONS[name].choices] | None, None) for name in PROJECT_OPTIONS},
+)
 
 
 class ProjectModel(_Model):

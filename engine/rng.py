@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 from typing import TYPE_CHECKING, Iterator
 
+from engine.core.options import check_option
+
 if TYPE_CHECKING:  # torch is imported where a generator is made: this module stays light
     import torch
 
@@ -21,15 +23,10 @@ GSRP = "gsrp"
 STREAMS = (START_NOISE, CONDITIONING, SCREENSTYLE, GSRP)
 
 
-MAX_SEED = 2**63 - 1  # torch generators take 64 bits; stream seeds stay below 2**63 too
-
-
 def check_seed(seed: int) -> None:
-    """The one seed check of every command (retrieve, colorize, the app): InputError outside 0..MAX_SEED."""
-    from engine.errors import InputError
-
-    if not 0 <= seed <= MAX_SEED:
-        raise InputError(f"seed must be a non-negative integer, got {seed}")
+    """The one seed check of every command and the app: the declared range, 0 to MAX_SEED
+    (engine/core/options.py); InputError outside it."""
+    check_option("seed", seed)
 
 
 def stream_seed(seed: int, stream: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from engine.rap.canvas import WorkSize
+from engine.core.options import RunSettings
 from engine.io.chapter import Chapter, ImageSource
 from engine.rap.curation import Choices
 from engine.events import CancelToken, EventSink, ignore
@@ -24,32 +24,6 @@ def _freeze_loaded_objects() -> None:
     import gc
 
     gc.freeze()
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """What a colorist chooses in the settings dialog (defaults = official)."""
-
-    models: str = "official"
-    device: str = "auto"
-    steps: int = 10
-    seed: int = 0
-    size: str | None = None  # "WxH" or None for automatic
-    keep_ink: bool = True
-    low_vram: bool = False
-    input_style: str = "screen"  # "screen": the official ScreenStyle pass; "gray": plain grayscale
-    # "ours" (default) or "official": the official app's procedure, draw for draw (cli PROCEDURE_HELP);
-    # official forces its output (1.5x the working size, no keep-ink)
-    procedure: str = "ours"
-    export_format: str = "cbz"
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.procedure not in ("ours", "official"):
-            raise ValueError(f"procedure must be 'ours' or 'official', got {self.procedure!r}")
-
-    def work_size(self) -> WorkSize | None:
-        return WorkSize.parse(self.size) if self.size else None
 
 
 @dataclass
@@ -72,9 +46,9 @@ class EngineSession:
         return self._preparers[key]
 
     def inputs(self, settings: RunSettings):
-        from engine.pipeline import InputSettings
+        from engine.run_settings import pipeline_settings
 
-        return InputSettings(settings.input_style, settings.procedure, settings.seed, settings.work_size())
+        return pipeline_settings(settings).inputs
 
     def retriever(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.cache_dir)
@@ -125,23 +99,13 @@ class EngineSession:
         cancel: CancelToken | None = None,
     ):
         """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport."""
-        from engine.icp.settings import ColorizeSettings
-        from engine.pipeline import PipelineSettings, colorize_chapter
-        from engine.gsrp.settings import UpscaleSettings
-
         from engine.events import Progress
+        from engine.pipeline import colorize_chapter
+        from engine.run_settings import pipeline_settings
 
+        run = pipeline_settings(settings)  # before any model loads: a bad choice costs nothing
         page_label = next(iter(pages)) if pages and len(pages) == 1 else None
         if not self._pipelines:
             emit(Progress("loading models", 0, 1, page_label))
-        official = settings.procedure == "official"
-        run = PipelineSettings(
-            colorize=ColorizeSettings(steps=settings.steps, seed=settings.seed, procedure=settings.procedure),
-            upscale=UpscaleSettings(seed=settings.seed, procedure=settings.procedure),
-            keep_ink=settings.keep_ink and not official,
-            size=settings.work_size(),
-            input_style=settings.input_style,
-            output_size="gsrp" if official else "page",
-        )
         pipeline = self.pipeline(settings)
         return colorize_chapter(chapter, references, pipeline, project, run, emit, cancel, resume=True, only=pages)

@@ -73,6 +73,9 @@ METADATA_DISTS = [
     "importlib_metadata", "httpx", "hf-xet",
 ]
 
+# resources/ installs as this package (setup.py); engine/resources.py reads it by this name.
+RESOURCES_PACKAGE = "colorflow_resources"
+
 # Weight files: never bundled, whatever folder they come from.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx", ".gguf", ".msgpack")
 
@@ -86,6 +89,18 @@ def read_version(pyproject: Path = REPO_ROOT / "pyproject.toml") -> str:
         project = text.split("[project]", 1)[1].split("\n[", 1)[0]
         return re.search(r'^version\s*=\s*"([^"]+)"', project, re.M).group(1)
     return tomllib.loads(text)["project"]["version"]
+
+
+def resource_datas(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
+    """(file, bundle folder) for each file of resources/, __init__.py included: the bundle holds
+    them as the package RESOURCES_PACKAGE in its own folder, which is on the frozen app's
+    sys.path, so importlib.resources finds them there as it does in a wheel."""
+    folder = Path(root) / "resources"
+    return [
+        (str(path), str(Path(RESOURCES_PACKAGE, path.parent.relative_to(folder))))
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
 
 
 def package_modules(package: str, skip: tuple[str, ...] = ("flax", "onnx")) -> list[str]:

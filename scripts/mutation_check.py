@@ -29,6 +29,7 @@ CANVAS_TESTS = ["tests/test_canvas.py", "tests/test_retrieval.py"]
 GSRP_TESTS = ["tests/test_gsrp_fusion.py", "tests/test_upscale.py"]
 EXPORT_TESTS = ["tests/test_export.py"]
 RESUME_TESTS = ["tests/test_resume_key.py", "tests/test_resume.py"]
+OPTION_TESTS = ["tests/test_options.py", "tests/gui/test_settings_dialog.py"]
 
 
 @dataclass(frozen=True)
@@ -118,24 +119,52 @@ FAULTS = [
     Fault(
         "10", "resume-key-no-picks", "resume key ignores the retrieval picks",
         # The picks entry spans lines; emptying its source drops the picks from the hash.
-        "engine/pipeline.py",
+        "engine/run_settings.py",
         "for row in retrieval.picks",
         "for row in []",
         RESUME_TESTS,
     ),
     Fault(
         "11", "resume-key-no-keep-ink", "resume key ignores keep-ink",
-        "engine/pipeline.py",
+        "engine/run_settings.py",
         '            "keep_ink": self.keep_ink,\n',
         "",
         RESUME_TESTS,
     ),
     Fault(
         "12", "resume-key-no-upscale", "resume key ignores the upscale settings",
-        "engine/pipeline.py",
+        "engine/run_settings.py",
         '            "upscale": asdict(self.upscale),\n',
         "",
         RESUME_TESTS,
+    ),
+    Fault(
+        "13", "option-dropped-from-train", "train icp/gsrp take --seed but no longer --device",
+        "engine/cli_train.py",
+        'add_options(parser, ("seed", "device"),',
+        'add_options(parser, ("seed",),',
+        OPTION_TESTS,
+    ),
+    Fault(
+        "14", "option-wrong-default", "the declared default of the denoising steps is 20, not the official 10",
+        "engine/core/options.py",
+        "steps: int = _declare(10,",
+        "steps: int = _declare(20,",
+        OPTION_TESTS,
+    ),
+    Fault(
+        "15", "option-dropped-from-dialog", "the settings dialog has no Low VRAM row",
+        "app/settings.py",
+        '"procedure", "keep_ink", "low_vram",',
+        '"procedure", "keep_ink",',
+        OPTION_TESTS,
+    ),
+    Fault(
+        "16", "official-keeps-ink", "the official procedure no longer turns keep-ink off",
+        "engine/core/options.py",
+        '{"keep_ink": False, "output_size": OutputSize.GSRP,',
+        '{"output_size": OutputSize.GSRP,',
+        OPTION_TESTS,
     ),
 ]
 

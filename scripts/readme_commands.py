@@ -17,9 +17,10 @@ END = "<!-- end of commands -->"
 
 
 def generated_block() -> str:
-    from engine.cli import command_usages
+    from engine.cli import build_parser
+    from engine.cli_options import command_usages
 
-    return "\n".join([START, "```", *command_usages(), "```", END])
+    return "\n".join([START, "```", *command_usages(build_parser()), "```", END])
 
 
 def rewrite(text: str) -> str:

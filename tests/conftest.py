@@ -73,6 +73,67 @@ def tiny_components(tiny_models_dir):
     return load_diffusion(resolve_models(str(tiny_models_dir)), "cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_screenstyle(tiny_models_dir):
+    """The tiny ScreenStyle networks loaded through the real strict loader, on the CPU."""
+    from engine.preprocess.screenstyle import load_screenstyle
+
+    return load_screenstyle(Path(tiny_models_dir) / "colorflow")
+
+
+@pytest.fixture(scope="session")
+def make_tiny_pipeline(tiny_embedder, tiny_components, request):
+    """Builds a ColorFlowPipeline on the session's tiny models, its embedding and G caches under
+    `cache`; `screen=False` gives it no ScreenStyle networks (gray input only)."""
+    from engine.gsrp.upscale import Upscaler
+    from engine.icp.colorize import Colorizer
+    from engine.pipeline import ColorFlowPipeline
+    from engine.preprocess.page import PagePreparer
+    from engine.rap.embedding import EmbeddingCache
+    from engine.rap.retrieval import Retriever
+
+    def make(cache: Path, screen: bool = True):
+        c = tiny_components
+        networks = request.getfixturevalue("tiny_screenstyle") if screen else None
+        return ColorFlowPipeline(Retriever(tiny_embedder, EmbeddingCache(cache / "embeddings")), Colorizer(c),
+                                 Upscaler(c.vae_runner, c.fusion, c.device, c.dtype), "tiny",
+                                 PagePreparer(networks, cache / "screenstyle"))
+
+    return make
+
+
+@pytest.fixture
+def pipeline(make_tiny_pipeline, tmp_path):
+    """A fresh tiny pipeline (gray input only), its caches in this test's folder."""
+    return make_tiny_pipeline(tmp_path / "pipeline-cache", screen=False)
+
+
+@pytest.fixture(scope="session")
+def colored_chapter(tmp_path_factory) -> Path:
+    """A colored chapter of 3 pages (the demo's colored references, 200x300)."""
+    from engine.demo import make_demo_chapter
+
+    _, refs = make_demo_chapter(tmp_path_factory.mktemp("colored"), pages=1, refs=3, size=(200, 300))
+    return refs
+
+
+@pytest.fixture(scope="session")
+def dataset(colored_chapter, tiny_embedder, tiny_screenstyle, tmp_path_factory) -> Path:
+    """An ICP training dataset: `colored_chapter` prepared at 128x192 with seed 3 (real ScreenStyle
+    pass and retrieval), as `colorflow train prepare` writes it."""
+    from engine.rap.canvas import WorkSize
+    from engine.rap.embedding import EmbeddingCache
+    from engine.rap.retrieval import Retriever
+    from engine.training.data import prepare_dataset
+
+    out = tmp_path_factory.mktemp("dataset")
+    retriever = Retriever(tiny_embedder, EmbeddingCache(out / ".embeddings"))
+    events = []
+    prepare_dataset([colored_chapter], out, retriever, tiny_screenstyle, WorkSize(128, 192), seed=3, emit=events.append)
+    assert [e.step for e in events] == [0, 1, 2, 3]  # one progress event a page, then the end
+    return out
+
+
 @pytest.fixture
 def models_copy(tiny_models_dir, tmp_path) -> Path:
     """A private copy of the tiny models directory that a test may damage."""

@@ -17,7 +17,7 @@ STAGES = ("ScreenStyle", "RAP", "ICP", "GSRP")
 def test_bench_pages_json_has_every_stage_and_the_ratios(tiny_models_dir, capsys):
     pages, refs = 2, 2
     code = main(["bench", "pages", "--models", str(tiny_models_dir), "--device", "cpu", "--pages", str(pages),
-                 "--refs", str(refs), "--size", "256x256", "--steps", "1", "--input-style", "gray", "--no-warmup", "--threads", "1",
+                 "--ref-count", str(refs), "--size", "256x256", "--steps", "1", "--input-style", "gray", "--no-warmup", "--threads", "1",
                  "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)

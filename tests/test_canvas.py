@@ -13,7 +13,6 @@ from engine.rap.canvas import (
     choose_work_size,
     fit_page,
     fit_reference,
-    guide_images,
     query_boxes,
     reference_boxes,
 )
@@ -77,7 +76,7 @@ def test_fit_reference_centre_crops_far_aspects():
     assert fitted.getpixel((2, 320))[0] < 40
 
 
-# The official placement, written from shared/reference/GEOMETRY.md ("Placement"), not from
+# The official placement, written from docs/reference/geometry.md ("Placement"), not from
 # the engine's table: (row, col) of the 4x4 canvas grid for rank 1, 2, 3 of each query patch.
 OFFICIAL_PLACEMENT = {
     "TL": [(1, 0), (0, 1), (0, 0)],
@@ -99,7 +98,7 @@ def test_canvas_places_every_query_rank_pair_in_the_official_cell(size):
     picks = [[Image.new("RGB", (97, 131), _distinct_color(q, r)) for r in range(3)] for q in range(4)]
     canvas = np.asarray(build_canvas(query, picks, size))
     assert canvas.shape == (2 * h, 2 * w, 3)
-    cw, ch = w // 2, h // 2  # GEOMETRY.md: cell (r, c) has its top-left at (c*W/2, r*H/2)
+    cw, ch = w // 2, h // 2  # docs/reference/geometry.md: cell (r, c) has its top-left at (c*W/2, r*H/2)
     for q, name in enumerate(("TL", "TR", "BL", "BR")):
         for rank, (row, col) in enumerate(OFFICIAL_PLACEMENT[name]):
             x, y = col * cw, row * ch
@@ -128,14 +127,3 @@ def test_mask_marks_the_page_area_with_soft_edges():
     assert mask[420:1180, 276:748].min() == 255  # inner page area
     edge = mask[800, 250:262]
     assert 0 < edge.mean() < 255  # bicubic resize from the 512 asset leaves soft edges
-
-
-def test_guide_images_split_page_and_references():
-    size = WorkSize(640, 640)
-    canvas = Image.new("RGB", size.canvas, (10, 200, 10))
-    canvas.paste((99, 99, 99), size.query_box_in_canvas)
-    refs_only, page_only = guide_images(canvas, size)
-    assert refs_only.getpixel((640, 640)) == (0, 0, 0)
-    assert refs_only.getpixel((5, 5)) == (10, 200, 10)
-    assert page_only.getpixel((640, 640)) == (99, 99, 99)
-    assert page_only.getpixel((5, 5)) == (0, 0, 0)

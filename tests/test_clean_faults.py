@@ -230,7 +230,7 @@ def test_retrieve_and_colorize_refuse_the_same_seeds(one_page_chapter, tmp_path,
                          "--models", str(tmp_path / "no-models"), "--seed", seed])
             assert code == 2
             messages.append(capsys.readouterr().err.strip())
-        assert messages[0] == messages[1] == f"colorflow: error: seed must be a non-negative integer, got {seed}"
+        assert messages[0] == messages[1] == f"colorflow: error: --seed must be a non-negative integer, got {seed}"
     assert main(["retrieve", str(pages), "--refs", str(refs), "--out", str(tmp_path / "out"),
                  "--models", str(tmp_path / "no-models"), "--seed", str(2**63 - 1)]) == 2
     assert "model directory does not exist" in capsys.readouterr().err  # the largest seed passes

@@ -144,7 +144,7 @@ def test_make_tiny_writes_official_layout_that_loads_strictly(tmp_path):
 
 
 def test_bench_retrieval_reports_cached_ratio(capsys):
-    assert main(["bench", "retrieval", "--pages", "3", "--refs", "3", "--json"]) == 0
+    assert main(["bench", "retrieval", "--pages", "3", "--ref-count", "3", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["cached_images_encoded"] == 3 * 5 + 3 * 4
     assert result["per_page_reembed_images_encoded"] == 3 * (3 * 5 + 4)

@@ -13,13 +13,11 @@ from engine.rap.canvas import WorkSize, build_canvas, build_mask
 from engine.io.chapter import list_images, open_chapter
 from engine.cli import main
 from engine.icp.colorize import Colorizer, ColorizeSettings, Interrupted
-from engine.rap.embedding import EmbeddingCache
 from engine.errors import InputError
 from engine.events import CancelToken, Cancelled, PageDone, Preview, Progress
-from engine.pipeline import ColorFlowPipeline, PipelineSettings, colorize_chapter
+from engine.pipeline import PipelineSettings, colorize_chapter
 from engine.project import ChapterProject
-from engine.rap.retrieval import Retriever
-from engine.gsrp.upscale import Upscaler, UpscaleSettings
+from engine.gsrp.upscale import UpscaleSettings
 
 SIZE = WorkSize(256, 384)
 FAST = ColorizeSettings(steps=3, preview_every=1)
@@ -123,13 +121,10 @@ PIPELINE_SETTINGS = PipelineSettings(colorize=FAST, upscale=UpscaleSettings(), s
 
 
 @pytest.fixture
-def chapter_setup(tiny_embedder, tiny_components, demo_data, tmp_path):
+def chapter_setup(pipeline, demo_data, tmp_path):
     chapter_dir, refs_dir = demo_data
     chapter = open_chapter(chapter_dir)
     refs = list_images([refs_dir])
-    retriever = Retriever(tiny_embedder, EmbeddingCache(tmp_path / "cache"))
-    c = tiny_components
-    pipeline = ColorFlowPipeline(retriever, Colorizer(c), Upscaler(c.vae, c.fusion, c.device, c.dtype), "tiny")
     project = ChapterProject(folder=tmp_path / "out")
     return chapter, refs, pipeline, project
 

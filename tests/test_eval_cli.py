@@ -74,12 +74,12 @@ def _colored_chapter(folder: Path, pages: int) -> Path:
 
 def test_make_bench_refuses_short_chapters_and_used_folders(tmp_path, capsys):
     chapter = _colored_chapter(tmp_path / "demo", pages=2)
-    assert main(["eval", "make-bench", str(chapter), "--out", str(tmp_path / "b"), "--refs", "2", "--sets", "gray"]) == 2
+    assert main(["eval", "make-bench", str(chapter), "--out", str(tmp_path / "b"), "--ref-count", "2", "--sets", "gray"]) == 2
     assert "at least one test page" in capsys.readouterr().err
     used = tmp_path / "used"
     used.mkdir()
     (used / "x.txt").write_text("x")
-    assert main(["eval", "make-bench", str(chapter), "--out", str(used), "--refs", "1", "--sets", "gray"]) == 2
+    assert main(["eval", "make-bench", str(chapter), "--out", str(used), "--ref-count", "1", "--sets", "gray"]) == 2
     assert "not an empty folder" in capsys.readouterr().err
 
 
@@ -98,7 +98,7 @@ def test_make_bench_then_bench_prints_both_input_styles(tmp_path, tiny_models_di
     chapter = _colored_chapter(tmp_path / "demo", pages=3)
     bench = tmp_path / "bench"
     models = str(tiny_models_dir)
-    assert main(["eval", "make-bench", str(chapter), "--out", str(bench), "--refs", "2", "--models", models,
+    assert main(["eval", "make-bench", str(chapter), "--out", str(bench), "--ref-count", "2", "--models", models,
                  "--device", "cpu"]) == 0
     capsys.readouterr()
     name = "003_ref_03"

@@ -135,6 +135,38 @@ def test_colorize_command_exports_each_format(tiny_models_dir, tmp_path, capsys,
         assert all(p.parent == out / "layered" and p.stat().st_size > 0 for p in exports)
 
 
+def test_out_ending_in_cbz_writes_that_file_with_the_project_folder_beside_it(tiny_models_dir, tmp_path, capsys):
+    from engine.cli import main
+    from engine.demo import make_demo_chapter
+
+    chapter, refs = make_demo_chapter(tmp_path / "data", pages=1, refs=1)
+    target = tmp_path / "out" / "ch-colored.cbz"
+    code = main(["colorize", str(chapter), "--refs", str(refs), "--out", str(target), "--models",
+                 str(tiny_models_dir), "--steps", "1", "--size", "256x384", "--input-style", "gray"])
+    assert code == 0
+    project = tmp_path / "out" / "ch-colored.colorflow"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ch-colored.cbz", "ch-colored.colorflow"]
+    assert target.is_file() and zipfile.is_zipfile(target)  # the file asked for, not a folder of that name
+    assert len(open_chapter(target).sources) == 1
+    assert (project / "colorflow-project.json").is_file() and (project / "001_1.png").is_file()
+    said = capsys.readouterr().out
+    assert str(target) in said and str(project) in said
+
+
+@pytest.mark.parametrize("fmt", ["png", "ora", "psd"])
+def test_out_ending_in_cbz_with_another_format_is_refused_before_anything_is_written(one_page_chapter, tmp_path,
+                                                                                     capsys, fmt):
+    from engine.cli import main
+
+    pages, refs = one_page_chapter
+    code = main(["colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "x.cbz"), "--format", fmt,
+                 "--models", str(tmp_path / "no-models")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--format" in err and ".cbz" in err and "\n" not in err.strip()
+    assert not (tmp_path / "x.cbz").exists() and not (tmp_path / "x.colorflow").exists()
+
+
 def _half_done_project(tmp_path):
     """A 3-page chapter whose page 2 is not colored."""
     from engine.io.chapter import open_chapter

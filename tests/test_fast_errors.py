@@ -22,11 +22,6 @@ def run_cli(args: list[str], env_extra: dict | None = None) -> tuple[dict, str]:
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
 
-@pytest.fixture
-def chapter(one_page_chapter) -> tuple[Path, Path]:
-    return one_page_chapter
-
-
 def _assert_fast_error(args, expected: str, env_extra=None):
     outcome, err = run_cli(args, env_extra)
     assert outcome == {"code": 2, "torch": False}, err
@@ -34,29 +29,29 @@ def _assert_fast_error(args, expected: str, env_extra=None):
     assert len(lines) == 1 and expected in lines[0], err
 
 
-def test_missing_input_folder(chapter, tmp_path):
-    _, refs = chapter
+def test_missing_input_folder(one_page_chapter, tmp_path):
+    _, refs = one_page_chapter
     _assert_fast_error(["colorize", str(tmp_path / "nope"), "--refs", str(refs), "--out", str(tmp_path / "o"),
                         "--models", "tiny"], "INPUT")
 
 
-def test_empty_reference_folder_names_the_argument(chapter, tmp_path):
-    pages, _ = chapter
+def test_empty_reference_folder_names_the_argument(one_page_chapter, tmp_path):
+    pages, _ = one_page_chapter
     empty = tmp_path / "empty"
     empty.mkdir()
     _assert_fast_error(["colorize", str(pages), "--refs", str(empty), "--out", str(tmp_path / "o"),
                         "--models", "tiny"], "--refs")
 
 
-def test_bad_size(chapter, tmp_path):
-    pages, refs = chapter
+def test_bad_size(one_page_chapter, tmp_path):
+    pages, refs = one_page_chapter
     result = subprocess.run([sys.executable, "-c", PROBE, "colorize", str(pages), "--refs", str(refs), "--out",
                              str(tmp_path / "o"), "--size", "500x800"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "multiples of 64" in result.stderr  # argparse exits before main returns
 
 
-def test_missing_official_models_is_one_short_line(chapter, tmp_path):
-    pages, refs = chapter
+def test_missing_official_models_is_one_short_line(one_page_chapter, tmp_path):
+    pages, refs = one_page_chapter
     outcome, err = run_cli(["colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "o")],
                            {"HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_CACHE": str(tmp_path / "empty-hf" / "hub")})
     assert outcome == {"code": 2, "torch": False}, err
@@ -65,12 +60,12 @@ def test_missing_official_models_is_one_short_line(chapter, tmp_path):
     assert len(line) < 260
 
 
-def test_cuda_without_cuda_says_what_to_do(chapter, tmp_path):
+def test_cuda_without_cuda_says_what_to_do(one_page_chapter, tmp_path):
     import importlib.metadata
 
     if "+cpu" not in importlib.metadata.version("torch") and Path("/proc/driver/nvidia/version").exists():
         pytest.skip("this machine has a CUDA torch and a driver")
-    pages, refs = chapter
+    pages, refs = one_page_chapter
     _assert_fast_error(["colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "o"), "--models", "tiny",
                         "--device", "cuda"], "--device cpu")
 

@@ -1,4 +1,4 @@
-"""GSRP levels: each encoder feature and each fused map sits where CHECKPOINTS.md says."""
+"""GSRP levels: each encoder feature and each fused map sits where docs/reference/checkpoints.md says."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _add_to_input(value):
 
 def stock_decode_with_hooks(vae, latents: torch.Tensor, fused: list[torch.Tensor]) -> torch.Tensor:
     """Reference: diffusers' own `vae.decode`, with the fused maps added by hooks where
-    CHECKPOINTS.md puts them: level i (0-3) before up block 3 - i; level 4 after the
+    docs/reference/checkpoints.md puts them: level i (0-3) before up block 3 - i; level 4 after the
     decoder's conv_in, before its mid block."""
     decoder = vae.decoder
     n_up = len(decoder.up_blocks)

@@ -1,4 +1,4 @@
-"""Guide features enter the UNet where CHECKPOINTS.md says: checked against diffusers' own forward."""
+"""Guide features enter the UNet where docs/reference/checkpoints.md says: checked against diffusers' own forward."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _add_output(value):
 
 def stock_forward_with_hooks(unet, sample, t, text, features: GuideFeatures) -> torch.Tensor:
     """Reference: the stock diffusers UNet forward, with each feature added by a hook at the
-    point CHECKPOINTS.md names. Written from that text, independent of engine.icp.unet_walk."""
+    point docs/reference/checkpoints.md names. Written from that text, independent of engine.icp.unet_walk."""
     handles = []
     # down[0]: joins the conv_in output on its way into the first block; the skip saved before
     # the first block keeps the value without it (a pre-hook changes only the block's input).
@@ -124,7 +124,7 @@ def test_mid_and_block_end_features_equal_diffusers_controlnet_and_adapter_input
     """Where diffusers' own residual arguments add at the same points, the results are equal:
     the mid feature is ControlNet's mid residual; a feature on the last state of a down block
     is a T2I-Adapter intrablock residual (diffusers adds it in place, so the stored skip
-    carries it too, as CHECKPOINTS.md says of every down feature but the first)."""
+    carries it too, as docs/reference/checkpoints.md says of every down feature but the first)."""
     sample, t, text = _inputs(unet)
     shapes = _shapes(tiny_components, sample, t)
     down_shapes = shapes[0]
@@ -153,7 +153,7 @@ def test_mid_and_block_end_features_equal_diffusers_controlnet_and_adapter_input
 
 
 def _closing_modules(model):
-    """Modules whose outputs are the guide's feature points, in CHECKPOINTS.md's order."""
+    """Modules whose outputs are the guide's feature points, in docs/reference/checkpoints.md's order."""
     down = [model.conv_in_condition] + [m for b in model.down_blocks for m in [*_pairs(b), *(b.downsamplers or [])]]
     up = [m for b in model.up_blocks for m in [*_pairs(b), *(b.upsamplers or [])]]
     return down, [model.mid_block], up

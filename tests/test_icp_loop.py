@@ -118,7 +118,7 @@ def test_cfg_combines_uncond_and_cond_exactly_and_uniPC_gets_it(stubbed):
     settings = ColorizeSettings(steps=10, guidance_scale=7.5, preview_every=0)
     colorizer(_canvas(), build_mask(SIZE), SIZE, settings)
     expected_noise = unet.uncond + 7.5 * (unet.cond - unet.uncond)
-    # The official schedule (GEOMETRY.md): UniPC, 10 steps -> 999, 899, ..., 100.
+    # The official schedule (docs/reference/geometry.md): UniPC, 10 steps -> 999, 899, ..., 100.
     assert [t for t, _ in steps] == [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
     for _, noise in steps:
         torch.testing.assert_close(noise, expected_noise, rtol=0, atol=1e-6)
@@ -144,7 +144,7 @@ def test_guide_gets_references_latent_mask_page_latent_in_that_order(stubbed):
     colorizer(canvas, mask, SIZE, ColorizeSettings(steps=2, preview_every=0))
     guide = components.guide
     assert len(guide.calls) == 2
-    # Expected images built here from GEOMETRY.md, not with the engine's helper.
+    # Expected images built here from docs/reference/geometry.md, not with the engine's helper.
     w, h = SIZE.width, SIZE.height
     centre = (w // 2, h // 2, w // 2 + w, h // 2 + h)
     references_only = canvas.copy()

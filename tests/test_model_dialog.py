@@ -46,6 +46,8 @@ def test_dialog_shows_sizes_folder_space_warning_licences_gpu_and_speed(qtbot, w
     for file in files:  # nothing installed: every size is the expected download size
         row = rows[f"{file.repo}/{file.path}"]
         assert (row.text(1), row.text(2)) == (f"~{human_bytes(file.approx_bytes)}", "no")
+        # no sha256 is published and no full hub commit is known for any official file
+        assert row.text(3) == "trust on first use" and "main branch" in row.toolTip(3)
     needed = human_bytes(sum(f.approx_bytes for f in files))
     assert dialog.total.text() == f"Total {needed}: 0 B installed, {needed} still to download."
     assert str(tmp_path / "hf" / "hub") in dialog.destination.text()
@@ -81,7 +83,7 @@ def test_measure_speed_runs_the_probe_in_the_worker_and_shows_it(qtbot, worker, 
     worker.progress.connect(lambda job, event: stages.append(event.stage))
     qtbot.mouseClick(dialog.probe_button, Qt.LeftButton)
     assert not dialog.probe_button.isEnabled() and dialog.cancel_button.isEnabled()
-    qtbot.waitUntil(lambda: dialog.job is None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: dialog.task() is None, timeout=WAIT_MS)
     probe = json.loads(probe_path().read_text())["official"]
     assert (probe["size"], probe["steps"]) == ("256x384", 1)
     assert dialog.summary.text().startswith(f"Measured {probe['page_s']:.1f} s per page on {probe['device_name']}")
@@ -98,7 +100,7 @@ def test_cancelled_probe_stores_nothing(qtbot, worker, hub_snapshot, monkeypatch
     dialog = open_dialog(qtbot, worker)
     qtbot.mouseClick(dialog.probe_button, Qt.LeftButton)
     qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: dialog.job is None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: dialog.task() is None, timeout=WAIT_MS)
     assert dialog.summary.text().startswith("Speed probe stopped:")
     assert not probe_path().exists()
     assert dialog.speed.text().endswith("not measured — run `colorflow models probe` or press Measure speed")

@@ -231,7 +231,7 @@ def test_models_list_shows_file_sizes_total_folder_space_licences_and_speed(hub_
     installed = {f.path: os.path.getsize(local_path(f)) for f in preset_files() if local_path(f)}
     assert len(installed) == 19
     # An installed file shows its size on disk, a missing one its download size (~).
-    rows = {m[3]: (m[1], m[2]) for m in (re.match(r"   (ok|--)\s+(~?[\d.]+ [KMG]?B)  (\S+)$", line) for line in lines) if m}
+    rows = {m[3]: (m[1], m[2]) for m in (re.match(r"   (ok|--)\s+(~?[\d.]+ [KMG]?B)  tofu\s+(\S+)$", line) for line in lines) if m}
     assert len(rows) == 20
     guide = "TencentARC/ColorFlow/GraySD/diffusion_pytorch_model.bin"
     assert rows[guide] == ("ok", human_bytes(installed["GraySD/diffusion_pytorch_model.bin"]))

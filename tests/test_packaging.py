@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -123,6 +124,23 @@ def test_weights_and_cache_files_are_refused(tmp_path):
 def test_resources_hold_no_weights():
     files = [p for p in (REPO_ROOT / "resources").rglob("*") if p.is_file()]
     assert files and not [p for p in files if p.suffix.lower() in helpers.WEIGHT_SUFFIXES]
+
+
+def test_resources_are_bundled_as_the_package_the_engine_reads(tmp_path):
+    from engine.resources import RESOURCES_PACKAGE, model_config
+
+    (tmp_path / "resources" / "models").mkdir(parents=True)
+    (tmp_path / "resources" / "__pycache__").mkdir()
+    for name in ("__init__.py", "models/presets.json", "__pycache__/__init__.cpython-311.pyc"):
+        (tmp_path / "resources" / name).write_text("{}")
+    assert helpers.resource_datas(tmp_path) == [
+        (str(tmp_path / "resources" / "__init__.py"), "colorflow_resources"),
+        (str(tmp_path / "resources" / "models" / "presets.json"), "colorflow_resources/models"),
+    ]
+    assert helpers.RESOURCES_PACKAGE == RESOURCES_PACKAGE == "colorflow_resources"
+    assert "H.resource_datas(ROOT)" in (PACKAGING / "colorflow.spec").read_text(encoding="utf-8")
+    shipped = json.loads((REPO_ROOT / "resources" / "models" / "presets.json").read_text(encoding="utf-8"))
+    assert model_config("presets") == shipped  # the engine reads the repository's resources/
 
 
 def test_icons_are_drawn_for_every_platform(tmp_path):
@@ -269,6 +287,9 @@ def test_frozen_bundle_runs_the_cli_and_the_gui(frozen_bundle, tmp_path):
     version = subprocess.run([str(exe), "--version"], env=env, capture_output=True, text=True, timeout=120)
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"colorflow {helpers.read_version()}"
+    listing = subprocess.run([str(exe), "models", "list"], env=env, capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr  # the presets are read from inside the bundle
+    assert "official  0/" in listing.stdout and "CreativeML OpenRAIL-M" in listing.stdout
 
     # no weights, caches or build-machine paths inside the bundle
     files = [p for p in frozen_bundle.rglob("*") if p.is_file() and not p.is_symlink()]

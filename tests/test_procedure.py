@@ -10,14 +10,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from engine.rap.canvas import WorkSize
 from engine.io.chapter import ImageSource, PageImage
-from engine.icp.colorize import Colorizer, ColorizeSettings
+from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices
-from engine.pipeline import ColorFlowPipeline, PipelineSettings
-from engine.preprocess.page import PagePreparer
-from engine.preprocess.screenstyle import load_screenstyle
-from engine.rap.retrieval import Retriever
+from engine.pipeline import PipelineSettings
 from engine.rng import STREAMS, stream_generator, stream_seed
-from engine.gsrp.upscale import Upscaler, UpscaleSettings
+from engine.gsrp.upscale import UpscaleSettings
 
 SIZE = WorkSize(256, 384)
 
@@ -38,18 +35,9 @@ class RandomDraws(TorchDispatchMode):
 
 
 @pytest.fixture(scope="module")
-def pipeline(tiny_models_dir, tiny_embedder, tiny_components, tmp_path_factory):
-    from pathlib import Path
-
-    from engine.rap.embedding import EmbeddingCache
-
-    c = tiny_components
-    networks = load_screenstyle(Path(tiny_models_dir) / "colorflow")
-    cache = tmp_path_factory.mktemp("cache")
-    return ColorFlowPipeline(
-        Retriever(tiny_embedder, EmbeddingCache(cache / "embeddings")), Colorizer(c),
-        Upscaler(c.vae_runner, c.fusion, c.device, c.dtype), "tiny", PagePreparer(networks, cache / "screenstyle"),
-    )
+def pipeline(make_tiny_pipeline, tmp_path_factory):
+    """Module-wide, so the tests share G's cache (a ScreenStyle pass is the slow part)."""
+    return make_tiny_pipeline(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +93,7 @@ def test_gray_input_style_gives_the_canvas_of_the_page_itself(pipeline, page_and
 
 
 def test_official_procedure_draws_in_the_official_order(pipeline, page_and_refs):
-    """GEOMETRY.md "Seeding": start noise from a generator seeded with the seed; then, from the
+    """docs/reference/geometry.md "Seeding": start noise from a generator seeded with the seed; then, from the
     global RNG seeded with the seed, image A's samples for both CFG copies, image B's, then the
     GSRP sample. Expected tensors computed here with plain torch calls."""
     page, refs = page_and_refs
@@ -160,12 +148,9 @@ def test_official_procedure_is_reproducible_and_differs_from_ours(pipeline, page
     assert np.abs(resized - np.asarray(first, int)).mean() > 1
 
 
-def test_official_settings_are_checked_before_work():
+def test_stages_with_different_procedures_are_refused_before_work():
     from engine.errors import InputError
 
-    with pytest.raises(InputError, match="official"):
-        PipelineSettings(ColorizeSettings(procedure="official"), UpscaleSettings(procedure="official"),
-                         keep_ink=True, output_size="gsrp").check()
     with pytest.raises(InputError, match="same procedure"):
         PipelineSettings(ColorizeSettings(procedure="official"), UpscaleSettings(), keep_ink=False,
                          output_size="gsrp").check()

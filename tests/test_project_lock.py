@@ -30,11 +30,6 @@ HOLDER = (
 
 
 @pytest.fixture
-def chapter(one_page_chapter) -> tuple[Path, Path]:
-    return one_page_chapter
-
-
-@pytest.fixture
 def holder(tmp_path):
     """A real second process holding the lock of tmp_path/out until killed."""
     out = tmp_path / "out"
@@ -71,9 +66,9 @@ def _lock_pid(folder: Path) -> int:
 
 
 @pytest.mark.parametrize("command", ["colorize", "retrieve"])
-def test_second_process_is_refused_quickly_before_torch(holder, chapter, command):
+def test_second_process_is_refused_quickly_before_torch(holder, one_page_chapter, command):
     out, process = holder
-    pages, refs = chapter
+    pages, refs = one_page_chapter
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-c", PROBE, command, str(pages), "--refs", str(refs), "--out", str(out), "--models", "tiny"],
@@ -88,9 +83,9 @@ def test_second_process_is_refused_quickly_before_torch(holder, chapter, command
     assert not (out / "colorflow-project.json").exists()
 
 
-def test_python_m_engine_cli_is_refused_with_exit_2(holder, chapter):
+def test_python_m_engine_cli_is_refused_with_exit_2(holder, one_page_chapter):
     out, process = holder
-    pages, refs = chapter
+    pages, refs = one_page_chapter
     result = subprocess.run(
         [sys.executable, "-m", "engine.cli", "colorize", str(pages), "--refs", str(refs), "--out", str(out),
          "--models", "tiny"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
@@ -111,10 +106,10 @@ def test_lock_of_a_killed_process_is_taken_over(holder):
     assert [p.name for p in out.iterdir()] == []  # the stale lock moved aside was removed
 
 
-def test_stale_lock_with_a_dead_pid_does_not_stop_a_run(tiny_models_dir, chapter, tmp_path, capsys):
+def test_stale_lock_with_a_dead_pid_does_not_stop_a_run(tiny_models_dir, one_page_chapter, tmp_path, capsys):
     from engine.cli import main
 
-    pages, refs = chapter
+    pages, refs = one_page_chapter
     out = tmp_path / "out"
     _write_lock(out)
     code = main(["retrieve", str(pages), "--refs", str(refs), "--out", str(out), "--models", str(tiny_models_dir),

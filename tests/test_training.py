@@ -13,40 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.rap.canvas import WorkSize, build_mask, guide_images
-from engine.training.data import (
-    TrainingSet, crop_sizes, draw_crop_size, guide_images_at, random_crop_box, screen_mix,
-)
+from engine.rap.canvas import WorkSize
+from engine.training.data import TrainingSet, crop_sizes, draw_crop_size, random_crop_box, screen_mix
 from engine.training.icp import shift_timesteps, sample_timesteps
 
 SIZE = WorkSize(128, 192)  # canvas 256 x 384
-
-
-@pytest.fixture(scope="module")
-def colored_chapter(tmp_path_factory) -> Path:
-    """A colored chapter of 3 pages (the demo's colored references)."""
-    from engine.demo import make_demo_chapter
-
-    root = tmp_path_factory.mktemp("colored")
-    _, refs = make_demo_chapter(root, pages=1, refs=3, size=(200, 300))
-    return refs
-
-
-@pytest.fixture(scope="module")
-def dataset(colored_chapter, tiny_models_dir, tiny_embedder, tmp_path_factory) -> Path:
-    from engine.preprocess.screenstyle import load_screenstyle
-    from engine.rap.embedding import EmbeddingCache
-    from engine.rap.retrieval import Retriever
-    from engine.sources import resolve_models
-    from engine.training.data import prepare_dataset
-
-    out = tmp_path_factory.mktemp("dataset")
-    retriever = Retriever(tiny_embedder, EmbeddingCache(out / ".embeddings"))
-    networks = load_screenstyle(resolve_models(str(tiny_models_dir)).colorflow)
-    events = []
-    prepare_dataset([colored_chapter], out, retriever, networks, SIZE, seed=3, emit=events.append)
-    assert [e.step for e in events] == [0, 1, 2, 3]
-    return out
 
 
 def test_prepare_writes_index_with_picks_from_the_other_pages(dataset, colored_chapter):
@@ -114,10 +85,22 @@ def test_crops_always_contain_the_page_region():
         random_crop_box(random.Random(0), (256, 384), (64, 96, 192, 288), (64, 384))
 
 
-def test_guide_images_at_the_centre_match_inference():
-    canvas = Image.fromarray(np.random.default_rng(0).integers(0, 255, (384, 256, 3), dtype=np.uint8))
-    for ours, theirs in zip(guide_images_at(canvas, SIZE.query_box_in_canvas), guide_images(canvas, SIZE)):
-        assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+def test_guide_images_black_out_the_page_box_wherever_a_crop_puts_it():
+    from engine.icp.conditioning import guide_images
+
+    canvas = Image.new("RGB", (96, 64), (10, 200, 10))
+    canvas.paste((99, 99, 99), (8, 40, 40, 64))  # a page box at the bottom left, as a training crop leaves it
+    refs_only, page_only = guide_images(canvas, (8, 40, 40, 64))
+    for point, outside in (((20, 50), False), ((8, 40), False), ((39, 63), False), ((7, 50), True), ((20, 39), True),
+                           ((40, 50), True), ((95, 0), True)):
+        assert refs_only.getpixel(point) == ((10, 200, 10) if outside else (0, 0, 0)), point
+        assert page_only.getpixel(point) == ((0, 0, 0) if outside else (99, 99, 99)), point
+    centre = WorkSize(640, 640)  # inference: the page box at the canvas centre
+    canvas = Image.new("RGB", centre.canvas, (10, 200, 10))
+    canvas.paste((99, 99, 99), (320, 320, 960, 960))
+    refs_only, page_only = guide_images(canvas, centre.query_box_in_canvas)
+    assert refs_only.getpixel((640, 640)) == page_only.getpixel((5, 5)) == (0, 0, 0)
+    assert refs_only.getpixel((5, 5)) == (10, 200, 10) and page_only.getpixel((640, 640)) == (99, 99, 99)
 
 
 def test_timestep_shift_matches_hand_values():
@@ -132,17 +115,34 @@ def test_timestep_shift_matches_hand_values():
     assert abs((drawn >= 500).double().mean().item() - 0.8176) < 0.015
 
 
-def test_training_conditioning_matches_colorizer(tiny_components):
-    from engine.icp.colorize import Colorizer
-    from engine.training.icp import conditioning
+def test_conditioning_of_a_page_box_off_the_centre_is_latents_of_the_hand_built_images():
+    """Training crops move the page box; the stage's conditioning (which inference also calls) must
+    follow it: channels 0-3 the latent of the canvas with the box black, 4 the mask on the latent
+    grid, 5-8 the latent of the box alone. The stub VAE's latent is known (test_icp_loop.StubVAE)."""
+    import torch.nn.functional as F
+    from test_icp_loop import SCALE, SCALING_FACTOR, StubVAE
 
-    canvas = Image.fromarray(np.random.default_rng(1).integers(0, 255, (384, 256, 3), dtype=np.uint8))
-    mask = build_mask(SIZE)
-    expected = Colorizer(tiny_components).conditioning(canvas, mask, SIZE, torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        got = conditioning(tiny_components.vae, [canvas], [mask], [SIZE.query_box_in_canvas], torch.Generator().manual_seed(5))
-    assert got.shape == expected.shape and got.shape[1] == 9
-    assert torch.allclose(got, expected, atol=1e-5)
+    from engine.icp.conditioning import conditioning
+    from engine.offload import Runner
+
+    canvas = Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 192, 3), dtype=np.uint8))
+    box = (16, 64, 112, 128)  # bottom left, on the 8-pixel grid
+    mask = Image.new("L", canvas.size, 0)
+    mask.paste(255, box)
+    got = conditioning(Runner(StubVAE()), canvas, mask, box, torch.Generator().manual_seed(5),
+                       device=torch.device("cpu"), dtype=torch.float32)
+    refs_only = np.asarray(canvas).copy()
+    refs_only[64:128, 16:112] = 0
+    page_only = np.zeros_like(refs_only)
+    page_only[64:128, 16:112] = np.asarray(canvas)[64:128, 16:112]
+    mask_grid = F.interpolate(torch.from_numpy(1.0 - np.asarray(mask, np.float32) / 255)[None, None],
+                              size=(128 // SCALE, 192 // SCALE), mode="bilinear", align_corners=False)
+    assert got.shape == (1, 9, 128 // SCALE, 192 // SCALE)
+    for channels, expected in ((slice(0, 4), StubVAE.expected_latent(Image.fromarray(refs_only)) * SCALING_FACTOR),
+                               (slice(4, 5), mask_grid),
+                               (slice(5, 9), StubVAE.expected_latent(Image.fromarray(page_only)) * SCALING_FACTOR)):
+        torch.testing.assert_close(got[:, channels], expected, rtol=0, atol=1e-5)
+    assert got[0, 4, 9, 5].item() == 0.0 and got[0, 4, 2, 20].item() == 1.0  # in the box / on the references
 
 
 def _state(path: Path) -> dict:
@@ -334,6 +334,33 @@ def test_ema_follows_diffusers_decay_and_becomes_the_saved_weights(dataset, tiny
     assert resumed.ema.optimization_step == 3
 
 
+def test_icp_clips_the_gradients_to_the_configured_norm(dataset, tiny_models_dir, tmp_path):
+    """max_grad_norm reaches the loop: after clipping, the trainable gradients' total norm is the
+    configured one (their norm before it is far larger); 0 turns clipping off."""
+    from engine.sources import resolve_models
+
+    base = resolve_models(str(tiny_models_dir))
+    for limit in (1e-3, 0.0):
+        trainer = _trainer(base, dataset, tmp_path / f"out-{limit}", steps=1, max_grad_norm=limit)
+        norms = []
+        clip = trainer.accelerator.clip_grad_norm_
+
+        def recording_clip(parameters, max_norm, *args, **kwargs):
+            parameters = list(parameters)
+            before = clip(parameters, max_norm, *args, **kwargs)
+            after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None]))
+            norms.append((max_norm, before.item(), after.item()))
+            return before
+
+        trainer.accelerator.clip_grad_norm_ = recording_clip
+        assert trainer.train() == 1
+        if limit:
+            [(max_norm, before, after)] = norms
+            assert max_norm == limit and before > 100 * limit and after == pytest.approx(limit, rel=1e-3)
+        else:
+            assert norms == []
+
+
 def test_samples_of_the_held_out_page_and_tensorboard_logs(dataset, tiny_models_dir, tmp_path):
     from accelerate.utils import is_tensorboard_available
 
@@ -344,7 +371,7 @@ def test_samples_of_the_held_out_page_and_tensorboard_logs(dataset, tiny_models_
     trainer = _trainer(resolve_models(str(tiny_models_dir)), dataset, out, printer=lines.append, steps=2,
                        sample_every=2, sample_steps=2, tensorboard=True, log_every=100)
     assert trainer.held_out == 2 and trainer.train_indices == [0, 1]
-    assert {trainer._index_at(p)[1] for p in range(40)} == {0, 1}  # never trained on
+    assert {trainer.index_at(p)[1] for p in range(40)} == {0, 1}  # never trained on
     assert trainer.train() == 2
     samples = sorted((out / "samples").iterdir())
     assert [p.name for p in samples] == ["step_000002.png"]
@@ -391,7 +418,7 @@ def test_train_commands_parse_and_refuse_a_folder_without_index(tiny_models_dir,
 
 def test_memory_estimate_counts_the_official_parameters(monkeypatch):
     """training/estimate_memory.py builds the official models on the meta device; its counts are the
-    published ones (CHECKPOINTS.md: guide 842,093,440, LoRA 23,937,024; SD1.5: UNet 859,520,964,
+    published ones (docs/reference/checkpoints.md: guide 842,093,440, LoRA 23,937,024; SD1.5: UNet 859,520,964,
     VAE 83,653,863, text encoder 123,060,480) and the static rows are 4/4/8/2 bytes per parameter."""
     import importlib.util
 

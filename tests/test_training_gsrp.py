@@ -40,7 +40,7 @@ def pages(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def dataset(pages, tmp_path_factory) -> Path:
+def gsrp_dataset(pages, tmp_path_factory) -> Path:
     return _write_index(tmp_path_factory.mktemp("gsrp-ds"), pages)
 
 
@@ -50,13 +50,13 @@ def one_page(pages, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(dataset, tiny_models_dir, tmp_path_factory) -> Path:
+def trained(gsrp_dataset, tiny_models_dir, tmp_path_factory) -> Path:
     """2 steps of `colorflow train gsrp` on 24x24 crops."""
     from engine.cli import main
 
     out = tmp_path_factory.mktemp("gsrp-out") / "trained"
-    code = main(["train", "gsrp", str(dataset), "--models", str(tiny_models_dir), "--out", str(out), "--steps", "2",
-                 "--crop", "24x24", "--gray-input", "gray", "--lr", "1e-3", "--device", "cpu", "--log-every", "1"])
+    code = main(["train", "gsrp", str(gsrp_dataset), "--models", str(tiny_models_dir), "--out", str(out), "--steps", "2",
+                 "--crop", "24x24", "--input-style", "gray", "--lr", "1e-3", "--device", "cpu", "--log-every", "1"])
     assert code == 0
     return out
 
@@ -78,11 +78,11 @@ def test_overfit_one_sample_and_only_the_fusion_net_learns(one_page, tiny_models
 
     base = _base(tiny_models_dir)
     config = GSRPTrainConfig(steps=10, crop=None, gray_input="gray", learning_rate=1e-3, device="cpu",
-                             save_every=1000, log_every=4, seed=SEED)
+                             save_every=1000, log_every=4, seed=SEED, tensorboard=False)
     lines, events = [], []
     trainer = GSRPTrainer(base, one_page, tmp_path / "out", config, emit=events.append, printer=lines.append)
-    fixed, _ = trainer.next_batch()  # the whole frame, grayscale input: the same sample every step
-    trainer.consumed = 0
+    _, fixed = trainer.next_batch()  # the whole frame, grayscale input: the same sample every step
+    trainer.batches = 0
     assert fixed[0].color.size == FRAME
 
     # One backward pass: gradients reach every fusion parameter and no VAE parameter.
@@ -98,7 +98,7 @@ def test_overfit_one_sample_and_only_the_fusion_net_learns(one_page, tiny_models
     assert trainer.train() == 10
     with torch.no_grad():
         after = trainer.loss(fixed, torch.Generator().manual_seed(0)).item()
-    history = [round(loss, 4) for _, loss in trainer.losses]
+    history = [round(loss, 4) for loss in trainer.losses]
     print(f"\nGSRP overfit (one sample, fixed latent noise): {before:.4f} -> {after:.4f}; per step {history}")
     assert after < 0.8 * before
     assert np.mean(history[-3:]) < np.mean(history[:3])
@@ -126,13 +126,14 @@ def test_reported_loss_equals_l1_computed_by_hand(one_page, tiny_models_dir, tmp
 
     base = _base(tiny_models_dir)
     networks = load_screenstyle(base.colorflow)
-    config = GSRPTrainConfig(steps=1, crop=None, gray_input="screen", learning_rate=1e-3, device="cpu", seed=SEED)
+    config = GSRPTrainConfig(steps=1, crop=None, gray_input="screen", learning_rate=1e-3, device="cpu", seed=SEED,
+                             tensorboard=False)
     trainer = GSRPTrainer(base, one_page, tmp_path / "out", config, printer=None, screen_networks=networks)
     vae = trainer.vae
     reference_fusion = load_fusion(base.graysd, vae.config)  # the base weights, loaded independently
     reference_fusion.train()  # BatchNorm on batch statistics, as in training
     assert trainer.train() == 1
-    reported = trainer.losses[0][1]
+    reported = trainer.losses[0]
 
     # The sample by hand: page 160x320 has the frame's aspect, so framing is a straight bicubic resize.
     with Image.open(json.loads((one_page / "index.json").read_text())["samples"][0]["page"]) as im:
@@ -216,7 +217,7 @@ def test_trained_dir_loads_and_changes_the_colorize_output(trained, tiny_models_
     assert np.abs(outputs[0] - outputs[1]).mean() > 0.5
 
 
-def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(trained, dataset, tiny_models_dir,
+def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(trained, gsrp_dataset, tiny_models_dir,
                                                                               tmp_path, capsys):
     from engine.cli import main
 
@@ -224,14 +225,14 @@ def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tra
     shutil.copytree(trained, resumed, symlinks=True)
     saved = _fusion_file_state(resumed / "colorflow" / "GraySD")
     capsys.readouterr()
-    common = ["--models", str(tiny_models_dir), "--steps", "3", "--crop", "24x24", "--gray-input", "gray",
+    common = ["--models", str(tiny_models_dir), "--steps", "3", "--crop", "24x24", "--input-style", "gray",
               "--lr", "1e-3", "--device", "cpu"]
-    assert main(["train", "gsrp", str(dataset), "--out", str(resumed), "--resume", *common]) == 0
+    assert main(["train", "gsrp", str(gsrp_dataset), "--out", str(resumed), "--resume", *common]) == 0
     assert "resumed at step 2" in capsys.readouterr().out
     state = json.loads((resumed / "state-gsrp" / "trainer_state.json").read_text())
-    assert (state["step"], state["consumed"]) == (3, 3)
+    assert (state["step"], state["samples_seen"]) == (3, 3)
     straight = tmp_path / "straight"
-    assert main(["train", "gsrp", str(dataset), "--out", str(straight), *common]) == 0
+    assert main(["train", "gsrp", str(gsrp_dataset), "--out", str(straight), *common]) == 0
     # Same weights (and BatchNorm statistics) as 3 uninterrupted steps: model, optimizer moments,
     # data position and latent noise were all restored.
     a, b = (_fusion_file_state(d / "colorflow" / "GraySD") for d in (resumed, straight))
@@ -265,11 +266,11 @@ def test_icp_and_gsrp_outputs_share_a_folder(tiny_models_dir, tiny_components, t
     assert all(torch.equal(v, expected[k]) for k, v in _fusion_file_state(graysd).items())
 
 
-def test_gsrp_command_parses_and_refuses_bad_input(dataset, tiny_models_dir, tmp_path, capsys):
+def test_gsrp_command_parses_and_refuses_bad_input(gsrp_dataset, tiny_models_dir, tmp_path, capsys):
     from engine.cli import build_parser, main
 
     args = build_parser().parse_args(["train", "gsrp", "ds", "--out", "o", "--crop", "full", "--resume"])
-    assert (args.train_command, args.crop, args.resume, args.steps, args.lr, args.gray_input) == \
+    assert (args.train_command, args.crop, args.resume, args.steps, args.lr, args.input_style) == \
         ("gsrp", None, True, 30000, 1e-5, "screen")
     assert build_parser().parse_args(["train", "gsrp", "ds", "--out", "o", "--crop", "256"]).crop == (256, 256)
     empty = tmp_path / "empty"
@@ -277,8 +278,67 @@ def test_gsrp_command_parses_and_refuses_bad_input(dataset, tiny_models_dir, tmp
     code = main(["train", "gsrp", str(empty), "--models", str(tiny_models_dir), "--out", str(tmp_path / "o"),
                  "--device", "cpu"])
     assert code == 2 and "train prepare" in capsys.readouterr().err
-    code = main(["train", "gsrp", str(dataset), "--models", str(tiny_models_dir), "--out", str(tmp_path / "o"),
-                 "--resume", "--gray-input", "gray", "--device", "cpu"])
+    code = main(["train", "gsrp", str(gsrp_dataset), "--models", str(tiny_models_dir), "--out", str(tmp_path / "o"),
+                 "--resume", "--input-style", "gray", "--device", "cpu"])
     assert code == 2 and "nothing to resume" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "gsrp", "ds", "--out", "o", "--crop", "0x8"])
+
+
+def test_gsrp_keeps_an_ema_samples_the_held_out_page_and_logs_beside_icps_files(gsrp_dataset, tiny_models_dir, tmp_path):
+    """The loop ICP runs serves GSRP too. diffusers' EMAModel: decay 0 at the first update (EMA =
+    weights), then min(d, (1+k)/(10+k)) at the (k+1)-th: with d = 0.2, 2/11 at step 2; the written
+    fusion file holds the EMA. The last page is held out and super-resolved into samples-gsrp/; the
+    losses go to log-gsrp.jsonl and TensorBoard's logs/gsrp; ICP's log and samples in DIR are kept."""
+    from accelerate.utils import is_tensorboard_available
+
+    from engine.training.gsrp import GSRPTrainConfig, GSRPTrainer
+
+    out = tmp_path / "out"
+    (out / "samples").mkdir(parents=True)
+    (out / "log.jsonl").write_text('{"step": 1, "loss": 0.5}\n')  # as `train icp` left them
+    config = GSRPTrainConfig(steps=2, crop=(24, 24), gray_input="gray", learning_rate=1e-3, device="cpu", seed=SEED,
+                             ema_decay=0.2, sample_every=2, log_every=1, save_every=100)
+    trainer = GSRPTrainer(_base(tiny_models_dir), gsrp_dataset, out, config, printer=None)
+    assert trainer.held_out == 2 and {trainer.index_at(p)[1] for p in range(40)} == {0, 1}
+    fusion = trainer.accelerator.unwrap_model(trainer.fusion)
+    live = []
+    for step in (1, 2):
+        trainer.train(until=step)
+        live.append({n: p.detach().clone().double() for n, p in fusion.named_parameters()})
+    saved = _fusion_file_state(out / "colorflow" / "GraySD")
+    for name, weight in live[1].items():
+        hand = 2 / 11 * live[0][name] + 9 / 11 * weight
+        assert torch.allclose(saved[name].double(), hand, atol=1e-6), name
+    assert any(not torch.allclose(saved[n].double(), live[1][n], atol=1e-6) for n in live[1])
+    assert all(torch.equal(p.detach().double(), live[1][n]) for n, p in fusion.named_parameters())  # put back
+
+    assert [p.name for p in (out / "samples-gsrp").iterdir()] == ["step_000002.png"]
+    with Image.open(out / "samples-gsrp" / "step_000002.png") as image:
+        assert image.size == FRAME and image.mode == "RGB"
+    logged = [json.loads(line) for line in (out / "log-gsrp.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logged] == [1, 2] and [e["loss"] for e in logged] == trainer.losses
+    assert (out / "log.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n' and not any((out / "samples").iterdir())
+    if is_tensorboard_available():
+        assert list((out / "logs" / "gsrp").rglob("events.out.tfevents.*"))
+    resumed = GSRPTrainer(_base(tiny_models_dir), gsrp_dataset, out, config, printer=None)
+    assert resumed.resume() == 2 and resumed.ema.optimization_step == 2
+    assert all(torch.equal(a, b) for a, b in zip(resumed.ema.shadow_params, trainer.ema.shadow_params))
+
+
+def test_a_gsrp_state_written_before_the_shared_loop_resumes(trained, gsrp_dataset, tiny_models_dir, tmp_path, capsys):
+    """Its trainer_state.json counted samples per process as "consumed"; it resumes at its step and
+    data position and goes on in the current format."""
+    from engine.cli import main
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(trained, resumed, symlinks=True)
+    state_file = resumed / "state-gsrp" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({"step": state["step"], "consumed": 2, "config": state["config"]}))
+    capsys.readouterr()
+    assert main(["train", "gsrp", str(gsrp_dataset), "--out", str(resumed), "--resume", "--models", str(tiny_models_dir),
+                 "--steps", "3", "--crop", "24x24", "--input-style", "gray", "--lr", "1e-3", "--device", "cpu"]) == 0
+    assert "resumed at step 2" in capsys.readouterr().out
+    state = json.loads(state_file.read_text())
+    assert (state["step"], state["samples_seen"]) == (3, 3)

@@ -20,24 +20,6 @@ SIZE = WorkSize(128, 192)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def dataset(tiny_models_dir, tiny_embedder, tmp_path_factory) -> Path:
-    """A prepared dataset of a 3-page colored chapter (real screenstyle pass and retrieval)."""
-    from engine.demo import make_demo_chapter
-    from engine.preprocess.screenstyle import load_screenstyle
-    from engine.rap.embedding import EmbeddingCache
-    from engine.rap.retrieval import Retriever
-    from engine.sources import resolve_models
-    from engine.training.data import prepare_dataset
-
-    _, chapter = make_demo_chapter(tmp_path_factory.mktemp("colored"), pages=1, refs=3, size=(200, 300))
-    out = tmp_path_factory.mktemp("dataset")
-    retriever = Retriever(tiny_embedder, EmbeddingCache(out / ".embeddings"))
-    prepare_dataset([chapter], out, retriever, load_screenstyle(resolve_models(str(tiny_models_dir)).colorflow),
-                    SIZE, seed=3)
-    return out
-
-
 @pytest.fixture
 def one_thread():
     """One torch thread here and in the child processes: the same float sums everywhere."""

@@ -9,12 +9,13 @@ from PIL import Image, ImageDraw
 
 from engine.rap.canvas import WorkSize, fit_page, restore_page
 from engine.io.chapter import ImageSource, PageImage
-from engine.icp.colorize import Colorizer, ColorizeSettings
+from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices
 from engine.gsrp.fusion import vae_feature_channels
-from engine.pipeline import ColorFlowPipeline, PipelineSettings
-from engine.rap.retrieval import Retriever
+from engine.pipeline import PipelineSettings
 from engine.gsrp.upscale import Upscaler, UpscaleSettings, encode_with_features, gsrp_size, keep_ink
+
+from keep_ink_by_hand import keep_ink_by_hand
 
 SIZE = WorkSize(256, 384)
 
@@ -38,11 +39,6 @@ def manga_page(size: tuple[int, int], seed: int = 0) -> Image.Image:
 def upscaler(tiny_components):
     c = tiny_components
     return Upscaler(c.vae, c.fusion, c.device, c.dtype)
-
-
-@pytest.fixture
-def pipeline(tiny_embedder, tiny_components, upscaler):
-    return ColorFlowPipeline(Retriever(tiny_embedder), Colorizer(tiny_components), upscaler, "tiny")
 
 
 @pytest.mark.parametrize("page_size", [(300, 450), (451, 300), (333, 333), (257, 391), (150, 700)])
@@ -78,6 +74,22 @@ def test_keep_ink_lightness_matches_page_within_one_level(tmp_path):
     assert np.asarray(result).std(axis=2).mean() > 2  # and it does carry color
     with pytest.raises(ValueError):
         keep_ink(colored.resize((10, 10)), gray)
+
+
+def test_keep_ink_is_the_pages_lightness_with_the_colors_chroma_faded_in_the_ink():
+    """Crafted pixels against the rule computed by hand (tests/keep_ink_by_hand.py): CIELAB L from
+    the page, a*/b* from the colored page scaled by clip(L / 15, 0, 1); black ink stays black."""
+    page = np.array([[0, 10, 20, 30, 36, 60, 128, 200]], np.uint8)
+    colored = np.array([[(150, 110, 100), (150, 110, 100), (100, 120, 150), (150, 110, 100), (110, 140, 100),
+                         (180, 110, 100), (150, 100, 90), (90, 120, 160)]], np.uint8)
+    expected, in_gamut = keep_ink_by_hand(page, colored)
+    assert in_gamut.all()
+    unfaded = keep_ink_by_hand(page, colored, fade_below_l=0.0)[0]
+    assert (np.abs(unfaded - expected).max(axis=-1)[0, :4] > 2).all()  # the fade shows in the four darkest
+    result = np.asarray(keep_ink(Image.fromarray(colored), Image.fromarray(page))).astype(int)
+    # exact: the same float64 formulas; each value lies 0.04 or more from where its rounding turns
+    assert result.tolist() == expected.tolist()
+    assert result[0, 0].tolist() == [0, 0, 0]
 
 
 def test_gsrp_uses_five_encoder_levels_and_is_deterministic(upscaler, tiny_components):

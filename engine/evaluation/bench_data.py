@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 BENCH_VERSION = 1
 MANIFEST = "bench.json"
 BENCH_SETS = ("screen", "gray")  # the two input styles of the paper's Table 1
+SAME_STYLE = "same"  # `eval bench --input-style same`: each set read in its own style (beside the declared styles)
 DEFAULT_REFS = 40  # per chapter, as ColorFlow-Bench
 DEFAULT_PAGES = 50
 

@@ -5,75 +5,58 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine.core.options import InputStyle, RunSettings
 from engine.errors import InputError
-from engine.evaluation.bench_data import BENCH_SETS, Bench, link_or_copy
+from engine.evaluation.bench_data import BENCH_SETS, SAME_STYLE, Bench, link_or_copy
 from engine.evaluation.folders import MetricModels
 from engine.evaluation.report import EvaluationReport, results_table
 from engine.events import EventSink, ignore
 
-PIPELINE_STYLES = ("screen", "gray", "same")
 RESULT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class BenchRunSettings:
-    """How the benchmark pages are colored and scored."""
+    """How the benchmark pages are colored (the run options; the input style is per set) and scored."""
 
-    models: str = "official"
-    device: str = "auto"
+    run: RunSettings = RunSettings()
     sets: tuple[str, ...] = BENCH_SETS
-    input_style: str = "screen"  # the pipeline's: screen | gray | same (= the set's own style)
-    procedure: str = "ours"
-    steps: int = 10
-    size: Any = None  # rap.canvas.WorkSize
-    seed: int = 0
-    low_vram: bool = False
-    keep_ink: bool | None = None  # None: on for ours, off for official (as colorize)
+    input_style: str = InputStyle.SCREEN  # an InputStyle, or SAME_STYLE
     metrics: tuple[str, ...] = ("clip-is", "psnr", "ssim")
     metric_models: MetricModels = MetricModels()
     method: str = ""
     resume: bool = False
-    cache_dir: Path | None = None
 
     def pipeline_style(self, bench_set: str) -> str:
-        return bench_set if self.input_style == "same" else self.input_style
+        return bench_set if self.input_style == SAME_STYLE else self.input_style
 
     def label(self) -> str:
         if self.method:
             return self.method
         from engine.sources import is_tiny
 
-        extras = [self.procedure if self.procedure == "official" else "ours", f"input style {self.input_style}"]
-        if is_tiny(self.models):
+        extras = [str(self.run.procedure), f"input style {self.input_style}"]
+        if is_tiny(self.run.models):
             extras.append("tiny random models")
         return f"ColorFlow ({', '.join(extras)})"
 
     def pipeline_settings(self, bench_set: str):
-        from engine.gsrp.settings import UpscaleSettings
-        from engine.icp.settings import ColorizeSettings
-        from engine.pipeline import PipelineSettings
+        from engine.run_settings import pipeline_settings
 
-        official = self.procedure == "official"
-        return PipelineSettings(
-            colorize=ColorizeSettings(steps=self.steps, seed=self.seed, procedure=self.procedure),
-            upscale=UpscaleSettings(seed=self.seed, procedure=self.procedure),
-            keep_ink=(not official) if self.keep_ink is None else self.keep_ink,
-            size=self.size,
-            input_style=self.pipeline_style(bench_set),
-            output_size="gsrp" if official else "page",
-        )
+        return pipeline_settings(replace(self.run, input_style=self.pipeline_style(bench_set)))
 
     def check(self, bench: Bench) -> None:
         """Everything checkable before a model loads (no torch)."""
         from engine.devices import precheck_device
         from engine.sources import check_models
 
-        if self.input_style not in PIPELINE_STYLES:
-            raise InputError(f"--input-style must be one of {', '.join(PIPELINE_STYLES)}, got {self.input_style!r}")
+        styles = [*InputStyle, SAME_STYLE]
+        if self.input_style not in styles:
+            raise InputError(f"--input-style must be one of {', '.join(styles)}, got {self.input_style!r}")
         if not self.sets:
             raise InputError("no benchmark set chosen")
         missing = [s for s in self.sets if s not in bench.sets]
@@ -86,8 +69,8 @@ class BenchRunSettings:
             pages = sum(1 for c in bench.chapters for p in c.gt.iterdir() if p.is_file())
             if pages < 2:
                 raise InputError(f"FID needs at least 2 test pages; BENCH {bench.root} has {pages}")
-        precheck_device(self.device)
-        check_models(self.models)
+        precheck_device(self.run.device)
+        check_models(self.run.models)
         check_metric_weights(self.metrics, self.metric_models)
 
 
@@ -155,11 +138,12 @@ class BenchResult:
 def _settings_record(settings: BenchRunSettings) -> dict[str, Any]:
     from engine.sources import is_tiny
 
+    run = settings.run
     return {
-        "method": settings.label(), "models": settings.models, "tiny": is_tiny(settings.models),
-        "device": settings.device, "sets": list(settings.sets), "input_style": settings.input_style,
-        "procedure": settings.procedure, "steps": settings.steps, "size": str(settings.size) if settings.size else None,
-        "seed": settings.seed, "low_vram": settings.low_vram, "keep_ink": settings.keep_ink,
+        "method": settings.label(), "models": run.models, "tiny": is_tiny(run.models),
+        "device": str(run.device), "sets": list(settings.sets), "input_style": str(settings.input_style),
+        "procedure": str(run.procedure), "steps": run.steps, "size": run.size,
+        "seed": run.seed, "low_vram": run.low_vram, "keep_ink": run.keep_ink,
         "metrics": list(settings.metrics),
     }
 
@@ -208,9 +192,10 @@ def run_bench(bench: Bench, out: str | Path, settings: BenchRunSettings, emit: E
             for gt in chapter.gt.iterdir():
                 if gt.is_file():
                     link_or_copy(gt, root / "gt" / chapter.name / gt.name)
-        screen = any(settings.pipeline_style(s) == "screen" for s in settings.sets)
-        pipeline = load_pipeline(settings.models, pick_device(settings.device), settings.low_vram, settings.cache_dir,
-                                 input_style="screen" if screen else "gray")
+        run = settings.run
+        screen = any(settings.pipeline_style(s) == InputStyle.SCREEN for s in settings.sets)
+        pipeline = load_pipeline(run.models, pick_device(run.device), run.low_vram, run.cache_dir,
+                                 input_style=InputStyle.SCREEN if screen else InputStyle.GRAY)
         for bench_set in settings.sets:
             pipeline_settings = settings.pipeline_settings(bench_set)
             predictions = root / "pred" / bench_set

@@ -199,17 +199,13 @@ def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCac
 
 
 def _settings(mode: str, steps: int, size, input_style: str, seed: int):
-    from engine.gsrp.settings import UpscaleSettings
-    from engine.icp.settings import ColorizeSettings
-    from engine.pipeline import PipelineSettings
+    """The pipeline settings of a mode: the official procedure for "official", else ours."""
+    from engine.core.options import Procedure, RunSettings
+    from engine.run_settings import pipeline_settings
 
-    procedure = "official" if mode == "official" else "ours"
-    official = procedure == "official"
-    return PipelineSettings(
-        colorize=ColorizeSettings(steps=steps, seed=seed, procedure=procedure),
-        upscale=UpscaleSettings(seed=seed, procedure=procedure),
-        keep_ink=not official, size=size, input_style=input_style, output_size="gsrp" if official else "page",
-    )
+    procedure = Procedure.OFFICIAL if mode == "official" else Procedure.OURS
+    return pipeline_settings(RunSettings(steps=steps, size=str(size) if size else None, input_style=input_style,
+                                         seed=seed, procedure=procedure))
 
 
 def _summary(pages: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -354,7 +350,7 @@ def bench_pages(
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise InputError(f"modes must be among {', '.join(MODES)}, got {', '.join(modes) or 'none'}")
-    _settings(MODES[0], steps, size, input_style, seed).check()
+    _settings(MODES[0], steps, size, input_style, seed)  # checked before any work
     emit = emit or ignore
     resolved = pick_device(device)
     meter = MemoryMeter(resolved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.core.options import BatchNormMode, Procedure, check_option
 # The official GSRP frame, 1.5 W x 1.5 H: the frame the preprocess stage prepares the page in.
 from engine.preprocess.page import FRAME_SCALE as GSRP_SCALE
 
@@ -16,12 +17,10 @@ class UpscaleSettings:
     samples), "ours" from the seed's own GSRP stream."""
 
     scale: float = GSRP_SCALE
-    batch_norm: str = "batch"
+    batch_norm: BatchNormMode = BatchNormMode.BATCH
     seed: int = 0
-    procedure: str = "ours"
+    procedure: Procedure = Procedure.OURS
 
     def __post_init__(self) -> None:
-        if self.batch_norm not in ("batch", "running"):
-            raise ValueError(f"batch_norm must be 'batch' or 'running', got {self.batch_norm!r}")
-        if self.procedure not in ("ours", "official"):
-            raise ValueError(f"procedure must be 'ours' or 'official', got {self.procedure!r}")
+        object.__setattr__(self, "batch_norm", check_option("gsrp_batchnorm", self.batch_norm))
+        object.__setattr__(self, "procedure", check_option("procedure", self.procedure))

@@ -10,12 +10,14 @@ the page's own size is a resize, and with keep-ink the lightness comes from the 
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
 from engine.gsrp.settings import GSRP_SCALE, UpscaleSettings  # noqa: F401 (re-exported)
+from engine.preprocess.tensors import downscale_factor, to_tensor
 from engine.rap.canvas import WorkSize
 from engine.rng import GSRP, stream_generator
 
@@ -59,6 +61,32 @@ def decode_with_features(vae, latents: torch.Tensor, fused: list[torch.Tensor]) 
     return hidden
 
 
+def sample_posterior(moments: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """A sample of the VAE posterior from standard-normal `noise`: mean + std * noise in the
+    moments' dtype, log-variance clamped to [-30, 20] as diffusers' DiagonalGaussianDistribution."""
+    mean, logvar = moments.chunk(2, dim=1)
+    return mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * noise.to(mean.device, mean.dtype)
+
+
+def guided_decode(vae, fusion, color: torch.Tensor, gray: torch.Tensor, noise: Callable[[torch.Tensor], torch.Tensor],
+                  *, sample_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """GSRP on tensors, for inference and training alike: the VAE encodes the upsampled colored page
+    and the gray page (no graph: the VAE is frozen), the fusion network fuses their features, and
+    the decoder decodes a sample of the colored page's posterior with the fused maps added.
+
+    `vae` is a Runner over the VAE (offload.Runner); `noise(mean)` gives the standard-normal draw
+    for the posterior mean `mean`; `sample_dtype` (training: float32) is the dtype the sample is
+    drawn in, else the moments' own (fp16 at fp16 inference, as the official app); the decoder
+    gets it in the moments' dtype."""
+    with torch.no_grad():
+        moments, color_features = vae(encode_with_features, color)
+        _, gray_features = vae(encode_with_features, gray)
+    fused = fusion(color_features, gray_features)
+    drawn = moments if sample_dtype is None else moments.to(sample_dtype)
+    latents = sample_posterior(drawn, noise(drawn.chunk(2, dim=1)[0]))
+    return vae(decode_with_features, latents.to(moments.dtype), fused)
+
+
 @contextlib.contextmanager
 def _batch_norm_mode(module: torch.nn.Module, mode: str):
     """"batch": per-call statistics like the official app (BatchNorm in training mode) but
@@ -74,11 +102,6 @@ def _batch_norm_mode(module: torch.nn.Module, mode: str):
         for norm, (training, momentum) in zip(norms, saved):
             norm.train(training)
             norm.momentum = momentum
-
-
-def _to_tensor(image: Image.Image, device, dtype) -> torch.Tensor:
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None].to(device, dtype)
 
 
 def _to_image_truncated(tensor: torch.Tensor) -> Image.Image:
@@ -100,7 +123,7 @@ class Upscaler:
 
     @property
     def grid(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return downscale_factor(self.vae.config)
 
     def frame_size(self, size: WorkSize, scale: float = GSRP_SCALE) -> tuple[int, int]:
         return gsrp_size(size, scale, self.grid)
@@ -113,20 +136,17 @@ class Upscaler:
         if width % self.grid or height % self.grid:
             raise ValueError(f"GSRP frame {width}x{height} must be a multiple of {self.grid}")
         color_frame = colored.convert("RGB").resize((width, height), Image.BICUBIC)
-        color = _to_tensor(color_frame, self.device, self.dtype)
-        gray = _to_tensor(gray_frame.convert("RGB"), self.device, self.dtype)
-        moments, color_features = self.vae(encode_with_features, color)
-        _, gray_features = self.vae(encode_with_features, gray)
+        color = to_tensor(color_frame).to(self.device, self.dtype)
+        gray = to_tensor(gray_frame.convert("RGB")).to(self.device, self.dtype)
+
+        def noise(mean: torch.Tensor) -> torch.Tensor:
+            if settings.procedure == "official":  # diffusers' latent_dist.sample(): the global RNG
+                return torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
+            return torch.randn(mean.shape, generator=stream_generator(settings.seed, GSRP), dtype=torch.float32)
+
+        # The VAE has no BatchNorm: the mode reaches the fusion network alone.
         with _batch_norm_mode(self.fusion, settings.batch_norm):
-            fused = self.fusion(color_features, gray_features)
-        mean, logvar = moments.chunk(2, dim=1)
-        if settings.procedure == "official":  # diffusers' latent_dist.sample(): the global RNG
-            noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
-        else:
-            noise = torch.randn(mean.shape, generator=stream_generator(settings.seed, GSRP), dtype=torch.float32)
-            noise = noise.to(mean.device, mean.dtype)
-        latents = mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * noise
-        decoded = self.vae(decode_with_features, latents, fused)
+            decoded = guided_decode(self.vae, self.fusion, color, gray, noise)
         return _to_image_truncated(decoded)
 
 

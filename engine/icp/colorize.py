@@ -1,6 +1,6 @@
 """ICP: in-context colorization of the canvas with the guided SD1.5 UNet (paper 3.2).
 
-Official defaults (GEOMETRY.md): UniPC multistep, 10 steps, CFG 7.5, prompt "manga", empty
+Official defaults (docs/reference/geometry.md): UniPC multistep, 10 steps, CFG 7.5, prompt "manga", empty
 negative prompt, guide scale 1.0, the whole 2W x 2H canvas decoded. Two procedures:
 "official" draws every random number as the official app does (global RNG; each CFG copy's
 conditioning latents sampled separately, so the guide runs at batch 2); "ours" (default) samples
@@ -16,11 +16,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from engine.rap.canvas import WorkSize, guide_images
+from engine.rap.canvas import WorkSize
 from engine.errors import ColorFlowError, InputError
+from engine.icp.conditioning import conditioning
 from engine.icp.guide import guided_unet_forward
 from engine.icp.components import DiffusionComponents
 from engine.icp.settings import ColorizeSettings  # noqa: F401 (re-exported for callers)
@@ -49,12 +49,6 @@ class StepInfo:
 StepCallback = Callable[[StepInfo], "bool | None"]
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL -> (1, 3, H, W) in [-1, 1]."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
-
-
 def to_image(tensor: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) in [-1, 1] -> RGB PIL, rounded as diffusers' image postprocessing does."""
     array = (tensor[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -65,10 +59,6 @@ def latent_preview(latents: torch.Tensor) -> Image.Image:
     """A cheap RGB look at latents (no VAE), one pixel per latent cell."""
     rgb = torch.einsum("bchw,cr->brhw", latents.float().cpu(), LATENT_RGB)
     return to_image(rgb.clamp(-1, 1))
-
-
-def _posterior(vae, pixels: torch.Tensor):
-    return vae.encode(pixels).latent_dist
 
 
 def _decode(vae, latents: torch.Tensor) -> torch.Tensor:
@@ -108,40 +98,12 @@ class Colorizer:
             self._prompt_cache[key] = embeddings.to(self.c.device, self.c.dtype)
         return self._prompt_cache[key]
 
-    def encode(self, images: list[Image.Image], generator: torch.Generator | None) -> torch.Tensor:
-        """VAE latents (sampled, scaled) of RGB images in one encode pass. With a generator the
-        sample noise comes from it (CPU, any device); with None, from the global RNG of the
-        device, as diffusers' `latent_dist.sample()` in the official pipeline."""
-        batch = torch.cat([to_tensor(im) for im in images]).to(self.c.device, self.c.dtype)
-        posterior = self.c.vae_runner(_posterior, batch)
-        if generator is None:
-            latents = posterior.sample()
-        else:
-            noise = torch.randn(posterior.mean.shape, generator=generator, dtype=torch.float32)
-            latents = posterior.mean + posterior.std * noise.to(posterior.mean.device, posterior.mean.dtype)
-        return latents * self.c.vae.config.scaling_factor
-
-    def _mask_latent(self, mask: Image.Image, latent_size: tuple[int, int]) -> torch.Tensor:
-        mask_array = 1.0 - np.asarray(mask.convert("L"), dtype=np.float32) / 255.0  # 1 on references
-        mask_tensor = torch.from_numpy(mask_array)[None, None]
-        mask_latent = F.interpolate(mask_tensor, size=latent_size, mode="bilinear", align_corners=False)
-        return mask_latent.to(self.c.device, self.c.dtype)
-
     def conditioning(self, canvas: Image.Image, mask: Image.Image, size: WorkSize, generator: torch.Generator | None,
                      copies: int = 1) -> torch.Tensor:
-        """The guide's 9 conditioning channels: latent(references only) | mask | latent(page).
-
-        copies=1 (ours): both images encoded once, sampled from `generator`. copies=2 (official):
-        each image duplicated for the CFG batch and sampled from the global RNG, image A then B."""
-        references_only, page_only = guide_images(canvas, size)
-        if copies == 1:
-            latents = self.encode([references_only, page_only], generator)
-            references, page = latents[:1], latents[1:]
-        else:
-            references = self.encode([references_only] * copies, generator)
-            page = self.encode([page_only] * copies, generator)
-        mask_latent = self._mask_latent(mask, tuple(references.shape[2:])).expand(copies, -1, -1, -1)
-        return torch.cat([references, mask_latent, page], dim=1)
+        """The guide's 9 conditioning channels for the page at the canvas centre (icp/conditioning.py):
+        copies=1 (ours) sampled from `generator`, copies=2 (official) from the global RNG."""
+        return conditioning(self.c.vae_runner, canvas, mask, size.query_box_in_canvas, generator,
+                            device=self.c.device, dtype=self.c.dtype, copies=copies)
 
     def decode_canvas(self, latents: torch.Tensor, size: WorkSize) -> Image.Image:
         """Decode the whole 2W x 2H canvas latent (as the official) and cut out the page (W x H)."""

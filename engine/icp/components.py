@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from engine.preprocess.tensors import downscale_factor
+
 
 @dataclass
 class DiffusionComponents:
@@ -36,4 +38,4 @@ class DiffusionComponents:
 
     @property
     def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return downscale_factor(self.vae.config)

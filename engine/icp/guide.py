@@ -2,7 +2,7 @@
 cross-attention, and the guided UNet forward that adds its 28 features into the main UNet.
 
 Built from stock diffusers blocks; its state_dict matches the official GraySD checkpoint
-(shared/reference/CHECKPOINTS.md) name for name and shape for shape.
+(docs/reference/checkpoints.md) name for name and shape for shape.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from engine.models.checkpoints import (
 # from its cross-attention blocks with cross_attention_dim=None.
 SELF_ATTENTION_DOWN, PLAIN_DOWN = "SelfAttnDownBlock2D", "DownBlock2D"
 SELF_ATTENTION_UP, PLAIN_UP = "SelfAttnUpBlock2D", "UpBlock2D"
+DOWN_BLOCKS = {SELF_ATTENTION_DOWN: CrossAttnDownBlock2D, PLAIN_DOWN: DownBlock2D}
+UP_BLOCKS = {SELF_ATTENTION_UP: CrossAttnUpBlock2D, PLAIN_UP: UpBlock2D}
 
 
 @dataclass
@@ -42,6 +44,14 @@ class GuideFeatures:
     down: list[torch.Tensor]
     mid: torch.Tensor
     up: list[torch.Tensor]
+
+
+def _block(block_type: str, blocks: dict[str, type], kwargs: dict, attention: dict) -> nn.Module:
+    """A diffusers block of a config's block type; the self-attention kinds get `attention`."""
+    if block_type not in blocks:
+        raise ValueError(f"unknown block type {block_type!r} (expected one of {sorted(blocks)})")
+    cls = blocks[block_type]
+    return cls(**kwargs, **attention) if block_type in (SELF_ATTENTION_DOWN, SELF_ATTENTION_UP) else cls(**kwargs)
 
 
 def _zero_conv(channels: int) -> nn.Conv2d:
@@ -119,13 +129,9 @@ class ColorGuiderSDModel(ModelMixin, ConfigMixin):
             resnet_groups=norm_num_groups,
             resnet_time_scale_shift=resnet_time_scale_shift,
         )
-        attention = dict(
-            num_attention_heads=heads,
-            cross_attention_dim=None,
-            use_linear_projection=use_linear_projection,
-            upcast_attention=upcast_attention,
-            transformer_layers_per_block=transformer_layers_per_block,
-        )
+        # Self-attention only (no text): the official guide has no cross-attention.
+        attention = dict(num_attention_heads=heads, cross_attention_dim=None, use_linear_projection=use_linear_projection,
+                         upcast_attention=upcast_attention, transformer_layers_per_block=transformer_layers_per_block)
 
         self.conv_in_condition = nn.Conv2d(
             in_channels + conditioning_channels, block_out_channels[0], kernel_size=3, padding=1
@@ -147,13 +153,7 @@ class ColorGuiderSDModel(ModelMixin, ConfigMixin):
                 downsample_padding=downsample_padding,
                 **common,
             )
-            if block_type == SELF_ATTENTION_DOWN:
-                block = CrossAttnDownBlock2D(**kwargs, **attention)
-            elif block_type == PLAIN_DOWN:
-                block = DownBlock2D(**kwargs)
-            else:
-                raise ValueError(f"unknown down block type {block_type!r}")
-            self.down_blocks.append(block)
+            self.down_blocks.append(_block(block_type, DOWN_BLOCKS, kwargs, attention))
             down_channels += [output_channel] * layers_per_block + ([] if is_final else [output_channel])
 
         if mid_block_type != "UNetMidBlock2DSelfAttn":
@@ -182,13 +182,7 @@ class ColorGuiderSDModel(ModelMixin, ConfigMixin):
                 resolution_idx=i,
                 **common,
             )
-            if block_type == SELF_ATTENTION_UP:
-                block = CrossAttnUpBlock2D(**kwargs, **attention)
-            elif block_type == PLAIN_UP:
-                block = UpBlock2D(**kwargs)
-            else:
-                raise ValueError(f"unknown up block type {block_type!r}")
-            self.up_blocks.append(block)
+            self.up_blocks.append(_block(block_type, UP_BLOCKS, kwargs, attention))
             up_channels += [output_channel] * (layers_per_block + 1) + ([] if is_final else [output_channel])
 
         self.brushnet_down_blocks = nn.ModuleList(_zero_conv(c) for c in down_channels)

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import InputError
+from engine.core.options import DecodeRegion, Procedure, check_option
 from engine.rng import check_seed
-
-
-PROCEDURES = ("ours", "official")
-DECODE_REGIONS = ("canvas", "page")
 
 
 @dataclass(frozen=True)
@@ -22,20 +18,15 @@ class ColorizeSettings:
     negative_prompt: str = ""
     conditioning_scale: float = 1.0
     seed: int = 0
-    procedure: str = "ours"  # "official": the official random draws (see the module doc)
-    decode: str = "canvas"  # "page": decode only the page region + margin (less memory, differs)
+    procedure: Procedure = Procedure.OURS  # official: the official random draws (see the module doc)
+    decode: DecodeRegion = DecodeRegion.CANVAS  # page: decode only the page region + margin (less memory, differs)
     decode_margin: int = 64  # pixels decoded around the page with decode="page"
     preview_every: int = 2  # 0 disables previews
 
     def check(self) -> None:
-        if not 1 <= self.steps <= 100:
-            raise InputError(f"steps must be between 1 and 100, got {self.steps}")
-        if self.guidance_scale < 0:
-            raise InputError(f"guidance scale must be >= 0, got {self.guidance_scale}")
+        """The declared ranges and values (engine/core/options.py); InputError naming the option."""
+        check_option("steps", self.steps)
+        check_option("guidance", self.guidance_scale)
         check_seed(self.seed)
-        if self.procedure not in PROCEDURES:
-            raise InputError(f"procedure must be one of {', '.join(PROCEDURES)}, got {self.procedure!r}")
-        if self.decode not in DECODE_REGIONS:
-            raise InputError(f"decode must be one of {', '.join(DECODE_REGIONS)}, got {self.decode!r}")
-        if self.procedure == "official" and self.decode != "canvas":
-            raise InputError("the official procedure decodes the whole canvas; drop the page-region decode")
+        check_option("procedure", self.procedure)
+        check_option("decode", self.decode)

@@ -17,11 +17,12 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 from PIL import Image
 
+from engine.core.options import ExportFormat
 from engine.errors import InputError
 from engine.io.chapter import ImageSource, load_image
 from engine.io.fileio import atomic_write, atomic_write_bytes
 
-EXPORT_FORMATS = ("png", "cbz", "ora", "psd")
+EXPORT_FORMATS = tuple(ExportFormat)  # as declared in engine/core/options.py
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -195,7 +196,7 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
     from engine.io.naming import page_folder_name
 
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+        raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     missing = uncolored_pages(project, chapter) if fmt == "cbz" else []
     if missing and not include_uncolored:
         raise IncompleteExport(missing)

@@ -1,5 +1,6 @@
 """Official weights from the Hugging Face hub: presence, download with byte progress,
-sha256 verification pinned in a lock file, safetensors conversion.
+sha256 verification (a published sha256, else the one recorded in a lock file at the first
+download), safetensors conversion.
 
 Files live in the standard HF cache (HF_HUB_CACHE / HF_HOME respected, read at call time);
 only the files a preset needs are fetched, never whole repositories.
@@ -19,8 +20,8 @@ from engine.errors import ModelError, model_permission_error
 from engine.events import CancelToken, EventSink, Progress, ignore
 from engine.io.fileio import atomic_write_json
 from engine.io.storage import human_bytes  # noqa: F401 - also this module's public helper
+from engine.models.presets import PresetFile, preset_files  # noqa: F401 - also this module's public names
 from engine.paths import config_dir
-from engine.resources import model_config
 
 LOCK_FILE = "models.lock.json"
 CHECKED_FILE = "models.checked.json"  # files whose sha256 matched their pin, by path: size, mtime_ns
@@ -29,37 +30,12 @@ REPAIR_COMMAND = "colorflow models download --repair"
 DOWNLOAD_MARGIN = 1.05  # a download wants 5% more free space than the files' own size
 
 
-@dataclass(frozen=True)
-class PresetFile:
-    """One file of a preset: which root ("sd15" or "colorflow"), hub repo and path in it."""
-
-    root: str
-    repo: str
-    path: str
-    approx_bytes: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.repo}:{self.path}"
-
-
 @dataclass
 class FileState:
     file: PresetFile
     local: Path | None  # where it is in the cache, if present
     status: str  # ok | missing | corrupt | unpinned
     detail: str = ""
-
-
-def preset_files(preset: str = "official") -> list[PresetFile]:
-    presets = model_config("presets")
-    if preset not in presets:
-        raise ModelError(f"unknown model preset {preset!r}; known: {', '.join(presets)}")
-    return [
-        PresetFile(root, source["repo"], item["path"], int(item["approx_bytes"]))
-        for root, source in presets[preset]["sources"].items()
-        for item in source["files"]
-    ]
 
 
 def hf_cache_dir() -> Path:
@@ -72,9 +48,13 @@ def hf_cache_dir() -> Path:
     return Path(home) / "hub"
 
 
-def snapshot_folder(repo: str, cache: Path | None = None) -> Path | None:
-    """The cached snapshot of `repo` at its `main` ref, if any."""
+def snapshot_folder(repo: str, cache: Path | None = None, revision: str | None = None) -> Path | None:
+    """The cached snapshot of `repo` at the commit `revision` (as the hub cache names it), else
+    at its `main` ref, if any."""
     base = (cache or hf_cache_dir()) / f"models--{repo.replace('/', '--')}"
+    if revision:
+        folder = base / "snapshots" / revision
+        return folder if folder.is_dir() else None
     ref = base / "refs" / "main"
     if not ref.is_file():
         return None
@@ -84,7 +64,7 @@ def snapshot_folder(repo: str, cache: Path | None = None) -> Path | None:
 
 def local_path(file: PresetFile, cache: Path | None = None) -> Path | None:
     """The file in the cache, or its safetensors conversion when only that is present."""
-    folder = snapshot_folder(file.repo, cache)
+    folder = snapshot_folder(file.repo, cache, file.revision)
     if folder is None:
         return None
     candidate = folder / file.path
@@ -122,7 +102,7 @@ def official_roots(emit: EventSink = ignore) -> tuple[Path, Path]:
         raise ModelError(missing_message(missing))
     check_pinned("official", emit)
     files = preset_files("official")
-    roots = {f.root: snapshot_folder(f.repo) for f in files}
+    roots = {f.root: snapshot_folder(f.repo, revision=f.revision) for f in files}
     return roots["sd15"], roots["colorflow"]
 
 
@@ -147,6 +127,14 @@ def read_lock() -> dict[str, dict]:
         return {}
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{lock_path()}: checksum lock file is damaged ({exc}); delete it to re-pin") from exc
+
+
+def expected_hash(file: PresetFile, lock: dict[str, dict]) -> dict | None:
+    """What a file must hash to: its published sha256, else the one the lock recorded (with
+    its size) at its first download; None when neither exists."""
+    if file.sha256:
+        return {"sha256": file.sha256, "published": True}
+    return lock.get(file.key)
 
 
 def pin(file: PresetFile, path: Path, sha256: str) -> None:
@@ -213,15 +201,16 @@ def _stamp(file: PresetFile, path: Path, sha256: str) -> dict:
 
 
 def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
-    """Check every downloaded file of a preset that has a pinned sha256 against it, before
-    it is used: a flipped byte inside a tensor loads silently, so only the hash can tell.
+    """Check every downloaded file of a preset that has a published or pinned sha256 (see
+    expected_hash) against it, before it is used: a flipped byte inside a tensor loads
+    silently, so only the hash can tell.
 
     Hashing GBs takes seconds, so each file is hashed once and remembered (CHECKED_FILE:
     path -> pinned sha256, size, mtime_ns); it is hashed again only when its size or mtime
     changes (or its pin does). Files without a pin are not checked: a user's own models
     folder has no pins at all (it has its own record: engine/models/folder_record.py), and a
-    file present but never pinned (copied into the cache by hand) has nothing to compare with;
-    so is a safetensors conversion of a pinned pickle.
+    file present but never pinned (copied into the cache by hand) has nothing to compare with,
+    unless the presets publish its sha256; so is a safetensors conversion of a pinned pickle.
     Returns how many files were hashed; raises a ModelError naming the first damaged file
     and the repair command (its cache entry is dropped, so it is hashed again next time).
     A change that keeps both size and mtime (a clock set back, a byte flipped in place by
@@ -231,7 +220,7 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
     checked = _read_checked()
     to_hash = []  # (path, pinned, stamp) of files not checked yet in their current state
     for file in preset_files(preset):
-        pinned = lock.get(file.key)
+        pinned = expected_hash(file, lock)
         path = local_path(file)
         if not isinstance(pinned, dict) or "sha256" not in pinned or path is None:
             continue
@@ -255,7 +244,8 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
                 hashed += 1
                 digest = hash_for_check(path, index, len(to_hash), total_bytes, emit, CHECK_STAGE,
                                         f"run `{REPAIR_COMMAND}`")
-                problem = None if digest == pinned["sha256"] else "sha256 does not match the pinned value"
+                problem = None if digest == pinned["sha256"] else (
+                    f"sha256 does not match the {'published' if pinned.get('published') else 'pinned'} value")
             if problem:
                 changes[str(path)] = None
                 raise ModelError(f"{path}: {problem} (damaged or replaced); run `{REPAIR_COMMAND}`")
@@ -269,7 +259,7 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
 
 
 def verify(preset: str = "official", emit: EventSink = ignore) -> list[FileState]:
-    """Presence and sha256 of every file of a preset against the pinned checksums."""
+    """Presence and sha256 of every file of a preset against the published or pinned checksums."""
     lock = read_lock()
     files = preset_files(preset)
     states = []
@@ -279,7 +269,7 @@ def verify(preset: str = "official", emit: EventSink = ignore) -> list[FileState
         if path is None:
             states.append(FileState(file, None, "missing", "not downloaded"))
             continue
-        pinned = lock.get(file.key)
+        pinned = expected_hash(file, lock)
         if pinned is None:
             states.append(FileState(file, path, "unpinned", "present; no checksum pinned yet"))
             continue
@@ -288,10 +278,10 @@ def verify(preset: str = "official", emit: EventSink = ignore) -> list[FileState
             continue
         try:
             size = path.stat().st_size
-            actual = sha256_file(path) if size == pinned["size"] else ""
+            actual = sha256_file(path) if size == pinned.get("size", size) else ""
         except OSError as exc:  # not damaged: no download would help a permission problem
             raise unreadable_for_check(path, exc, f"run `{REPAIR_COMMAND}`") from exc
-        if size != pinned["size"]:
+        if size != pinned.get("size", size):
             states.append(FileState(file, path, "corrupt", f"size {size:,} bytes, expected {pinned['size']:,}"))
             continue
         status = "ok" if actual == pinned["sha256"] else "corrupt"
@@ -332,9 +322,10 @@ def _progress_bar_class(emit: EventSink, name: str, cancel: CancelToken):
     return EventBar
 
 
-def _expected_sha256(api, repo: str, paths: list[str]) -> dict[str, str]:
-    """sha256 of the LFS files as the hub reports them (small git files have none)."""
-    infos = api.get_paths_info(repo, paths, expand=True)
+def _expected_sha256(api, repo: str, paths: list[str], revision: str | None) -> dict[str, str]:
+    """sha256 of the LFS files as the hub reports them at `revision` (default main; small git
+    files have none)."""
+    infos = api.get_paths_info(repo, paths, expand=True, revision=revision)
     return {info.path: info.lfs.sha256 for info in infos if getattr(info, "lfs", None)}
 
 
@@ -347,7 +338,8 @@ def download(
     files: list[PresetFile] | None = None,
 ) -> list[FileState]:
     """Fetch the missing files of a preset (or `files`, or with `force` all of them, fetched
-    anew); each file's sha256 is checked against the hub's LFS checksum and pinned.
+    anew), each at its pinned hub revision (else main); each file's sha256 is checked against
+    its published one, else the hub's LFS checksum where there is one, and pinned.
     Interrupted downloads resume."""
     from huggingface_hub import HfApi, hf_hub_download
 
@@ -370,20 +362,24 @@ def download(
     try:
         expected: dict[str, dict[str, str]] = {}
         for repo in sorted({f.repo for f in files}):
-            expected[repo] = _expected_sha256(api, repo, [f.path for f in files if f.repo == repo])
+            of_repo = [f for f in files if f.repo == repo]  # one revision per repo (presets.py)
+            expected[repo] = _expected_sha256(api, repo, [f.path for f in of_repo], of_repo[0].revision)
         for file in files:
             refetch = force or local_path(file) is not None  # a damaged file is fetched anew
             local = Path(
                 hf_hub_download(
                     file.repo, file.path, cache_dir=cache, force_download=refetch, endpoint=endpoint,
-                    tqdm_class=_progress_bar_class(emit, file.path, cancel),
+                    revision=file.revision, tqdm_class=_progress_bar_class(emit, file.path, cancel),
                 )
             )
             actual = sha256_file(local)
-            want = expected[file.repo].get(file.path)
+            want = file.sha256 or expected[file.repo].get(file.path)
             if want and actual != want:
                 local.unlink(missing_ok=True)
-                raise ModelError(f"{file.repo}/{file.path}: downloaded file fails its sha256 check; removed, try again")
+                advice = ("fails its published sha256 (the hub serves other bytes now); removed: the "
+                          "presets need an update, please report it") if file.sha256 else (
+                          "fails its sha256 check; removed, try again")
+                raise ModelError(f"{file.repo}/{file.path}: downloaded file {advice}")
             pin(file, local, actual)
             states.append(FileState(file, local, "ok", "downloaded and verified" if want else "downloaded, checksum pinned"))
     except ModelError:

@@ -1,4 +1,4 @@
-"""Official models for a new user, without torch: file sizes, destination, free space, licences."""
+"""Official models for a new user, without torch: file sizes, verification, destination, free space, licences."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.models.hub import DOWNLOAD_MARGIN, PresetFile, hf_cache_dir, human_bytes, local_path, preset_files
+from engine.models.hub import DOWNLOAD_MARGIN, hf_cache_dir, human_bytes, local_path
+from engine.models.presets import VERIFY_LABELS, VERIFY_MEANING, PresetFile, preset_files, verification_notes
 from engine.resources import model_config
 from engine.io.storage import nearest_existing
 
@@ -53,6 +54,7 @@ class ModelsOverview:
     space_checked_at: Path  # the nearest existing folder, where free space was measured
     free_bytes: int
     licences: list[Licence]
+    pin_notes: list[str]  # why a repo is not pinned further (presets.json `pin_note`)
 
     @property
     def installed_bytes(self) -> int:
@@ -75,6 +77,13 @@ class ModelsOverview:
         """Whether the free space is below what is still to download (with the margin the
         download itself insists on, so this warns exactly when a download would be refused)."""
         return self.to_download_bytes > 0 and self.to_download_bytes * DOWNLOAD_MARGIN > self.free_bytes
+
+    def verification_lines(self) -> list[str]:
+        """One line per way of verifying used by the files (how many, what it means), then the
+        presets' notes on what could not be pinned."""
+        counts = {mode: sum(r.file.verify == mode for r in self.rows) for mode in VERIFY_LABELS}
+        return [f"{mode} ({count} files): {VERIFY_LABELS[mode]} — {VERIFY_MEANING[mode]}"
+                for mode, count in counts.items() if count] + self.pin_notes
 
     def space_text(self) -> str:
         return f"{human_bytes(self.free_bytes)} free (measured at {self.space_checked_at})"
@@ -110,4 +119,5 @@ def models_overview(preset: str = "official") -> ModelsOverview:
         rows.append(FileRow(file, path, path.stat().st_size if path else file.approx_bytes))
     destination = hf_cache_dir()
     checked = nearest_existing(destination)
-    return ModelsOverview(rows, destination, checked, shutil.disk_usage(checked).free, preset_licences(preset))
+    return ModelsOverview(rows, destination, checked, shutil.disk_usage(checked).free, preset_licences(preset),
+                          verification_notes(preset))

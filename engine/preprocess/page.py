@@ -15,11 +15,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from engine.core.options import InputStyle
 from engine.rap.canvas import Box, PageFit, WorkSize, fit_page, fit_reference
 from engine.io.cachedir import touch, trim_cache
 from engine.io.fileio import atomic_save_image
 
-INPUT_STYLES = ("screen", "gray")
+INPUT_STYLES = tuple(InputStyle)  # as declared in engine/core/options.py
 FRAME_SCALE = 1.5  # the official GSRP frame and ScreenStyle input: 1.5 W x 1.5 H
 # G frames kept on disk (about 1 MB each at 768x1200): some 2,000 pages, least recently used go first
 DISK_LIMIT_BYTES = 2 * 1024**3
@@ -68,7 +69,7 @@ def frame_page(page: Image.Image, size: WorkSize, fit: str = "letterbox") -> tup
 
 
 def _official_fit(page: Image.Image, width: int, height: int) -> Image.Image:
-    """GEOMETRY.md "fit": straight bicubic resize within 15% of the aspect, else centre crop first."""
+    """docs/reference/geometry.md "Fit": straight bicubic resize within 15% of the aspect, else centre crop first."""
     return fit_reference(page, (width, height))
 
 
@@ -93,7 +94,7 @@ class PagePreparer:
                 fit: str = "letterbox", seed: int = 0) -> PreparedPage:
         """`seed` seeds the ScreenStyle pass's global-RNG draws (see screenstyle.py)."""
         if style not in INPUT_STYLES:
-            raise ValueError(f"input style must be one of {INPUT_STYLES}, got {style!r}")
+            raise ValueError(f"input style must be one of {', '.join(INPUT_STYLES)}, got {style!r}")
         framed, frame_fit, working, query_fit = frame_page(page, size, fit)
         key = self.key(page_sha256, size, style, fit, seed)
         if style == "gray":  # the page itself, as before the ScreenStyle pass existed

@@ -1,6 +1,6 @@
 """The official ScreenStyle pass: page -> G, a 50/50 blend of its grayscale and a ScreenVAE re-screening.
 
-Follows shared/reference/SCREENSTYLE.md. Two networks run: G_RGB2INTSCR (gray + RGB -> 4-channel
+Follows docs/reference/screenstyle.md. Two networks run: G_RGB2INTSCR (gray + RGB -> 4-channel
 screen code, eval mode) and the ScreenVAE decoder (screen code -> screentone, left in training
 mode by the official app: its two dropouts and its noise injections are live). Written on plain
 torch modules with the official Sequential layout, so the official `.pth` files load strictly.
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
+from engine.preprocess.tensors import to_tensor
 from engine.rng import official_seeding
 
 # Hub files of the two networks used, relative to the ColorFlow repo root.
@@ -185,15 +186,6 @@ def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -
     return ScreenStyleNetworks(rgb_to_screen, decoder, torch.device("cpu"), "|".join(stamps)).to(device)
 
 
-def _to_tensor(image: Image.Image) -> torch.Tensor:
-    """torchvision's ToTensor then Normalize(0.5, 0.5), in the same float operations."""
-    array = np.asarray(image, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[..., None]
-    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
-    return ((tensor - 0.5) / 0.5)[None]
-
-
 def _pad_to_multiple(image: Image.Image, multiple: int) -> Image.Image:
     """Right/bottom padding with fill 255 as `ImageOps.expand` gives it: white for L, but
     RED (255, 0, 0) for RGB — an official quirk the weights were used with."""
@@ -226,8 +218,9 @@ def screen_style(page: Image.Image, networks: ScreenStyleNetworks, seed: int) ->
         work = work.resize((work.size[0] // 2, work.size[1] // 2), Image.LANCZOS)
     w, h = work.size
     device = networks.device
-    color = _to_tensor(_pad_to_multiple(work, INPUT_MULTIPLE)).to(device)
-    gray = _to_tensor(_pad_to_multiple(work.convert("L"), INPUT_MULTIPLE)).to(device)
+    # to_tensor: torchvision's ToTensor + Normalize(0.5, 0.5), as the official transform
+    color = to_tensor(_pad_to_multiple(work, INPUT_MULTIPLE)).to(device)
+    gray = to_tensor(_pad_to_multiple(work.convert("L"), INPUT_MULTIPLE)).to(device)
     with official_seeding(seed, device):
         code = networks.rgb_to_screen(torch.cat([gray, color], dim=1))
         tone = _decode_screen(networks.decoder, code, gray)

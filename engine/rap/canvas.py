@@ -1,6 +1,6 @@
 """RAP canvas geometry: working sizes, patch boxes, page/reference fitting, canvas and mask.
 
-Pure geometry + PIL, following shared/reference/GEOMETRY.md (official GrayImage mode).
+Pure geometry + PIL, following docs/reference/geometry.md (official GrayImage mode).
 """
 
 from __future__ import annotations
@@ -184,13 +184,3 @@ def build_mask(size: WorkSize) -> Image.Image:
     base = Image.new("RGB", (512, 512), (0, 0, 0))
     base.paste((255, 255, 255), (128, 128, 384, 384))
     return base.resize(size.canvas, Image.BICUBIC).convert("L")
-
-
-def guide_images(canvas: Image.Image, size: WorkSize) -> tuple[Image.Image, Image.Image]:
-    """The guide's two image inputs: canvas with the page area black, and page area alone."""
-    box = size.query_box_in_canvas
-    references_only = canvas.copy()
-    references_only.paste((0, 0, 0), box)
-    page_only = Image.new("RGB", canvas.size, (0, 0, 0))
-    page_only.paste(canvas.crop(box), box[:2])
-    return references_only, page_only

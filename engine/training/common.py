@@ -1,4 +1,4 @@
-"""Pieces shared by the trainers: accelerate setup, the seeded sample order, trainer state, progress lines, output links."""
+"""Pieces the training loop and the trainers share: the seeded sample order, trainer state, progress lines, output links."""
 
 from __future__ import annotations
 
@@ -12,25 +12,11 @@ from engine.models import ModelPaths
 from engine.training.data import sample_rng
 
 if TYPE_CHECKING:
+    import torch
     from accelerate import Accelerator
 
 STATE_DIR = "state"
 TRAINER_STATE = "trainer_state.json"
-
-
-def make_accelerator(out: Path, device: str, mixed_precision: str | None, gradient_accumulation: int) -> Accelerator:
-    """An Accelerator on the CPU when asked (or when no CUDA device exists), else the launch's devices."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
-    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    return Accelerator(
-        mixed_precision=mixed_precision,
-        gradient_accumulation_steps=gradient_accumulation,
-        cpu=cpu,
-        project_config=ProjectConfiguration(project_dir=str(out)),
-    )
 
 
 def batch_positions(batch: int, batch_size: int, num_processes: int = 1, process_index: int = 0) -> list[int]:
@@ -39,6 +25,14 @@ def batch_positions(batch: int, batch_size: int, num_processes: int = 1, process
     batch of P*B (a DDP run and a doubled batch see the same samples)."""
     first = (batch * num_processes + process_index) * batch_size
     return list(range(first, first + batch_size))
+
+
+def position_generator(seed: int, stream: str, position: int) -> torch.Generator:
+    """The generator of a sample's draws of `stream`, keyed by its global position in the seeded order
+    (per sample, so the draws do not depend on how samples are split into batches or processes)."""
+    import torch
+
+    return torch.Generator().manual_seed(sample_rng(seed, stream, position).getrandbits(63))
 
 
 def index_at(position: int, indices: Sequence[int], seed: int) -> tuple[int, int]:

@@ -114,15 +114,6 @@ def crop_sample(sample: Sample, box: Box, out_size: tuple[int, int] | None = Non
     return Sample(crop[0], crop[1], crop[2], page, sample.ratio)
 
 
-def guide_images_at(canvas: Image.Image, box: Box) -> tuple[Image.Image, Image.Image]:
-    """canvas.guide_images for a page at any box: canvas with the page black, and page area alone."""
-    references_only = canvas.copy()
-    references_only.paste((0, 0, 0), box)
-    page_only = Image.new("RGB", canvas.size, (0, 0, 0))
-    page_only.paste(canvas.crop(box), box[:2])
-    return references_only, page_only
-
-
 # --- preparation ---------------------------------------------------------------------------
 
 

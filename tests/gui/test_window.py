@@ -166,7 +166,8 @@ def test_screenshot_command_writes_an_image(tmp_path, tiny_models_dir, chapter):
 
 def test_settings_round_trip_and_projects_folder(qtbot, tmp_path, chapter):
     from app.document import ChapterDocument
-    from app.settings import SettingsDialog, load_settings, save_settings
+    from app.settings import SettingsDialog
+    from app.settings_store import load_settings, save_settings
 
     settings = AppSettings(RunSettings(models="tiny", steps=7, size="512x800"), ["/a"], str(tmp_path / "projects"))
     dialog = SettingsDialog(settings)
@@ -179,7 +180,7 @@ def test_settings_round_trip_and_projects_folder(qtbot, tmp_path, chapter):
     settings.run = dialog.result_settings()
     settings.projects_dir = dialog.chosen_projects_dir()
     save_settings(settings)
-    loaded = load_settings()
+    loaded = load_settings().settings
     assert loaded.run.steps == 12 and not loaded.run.keep_ink and loaded.run.size == "512x800"
     assert loaded.run.procedure == "official"
     assert loaded.recent == ["/a"] and loaded.projects_dir == str(tmp_path / "projects")
@@ -206,10 +207,13 @@ def test_esc_asks_before_cancelling_the_queue(qtbot, settings, monkeypatch, answ
     from PySide6.QtGui import QAction, QKeySequence
     from PySide6.QtWidgets import QMessageBox
 
+    from app.job_model import JobKind
+
     window = make_window(qtbot, settings)
     cancelled = []
     monkeypatch.setattr(window, "cancel_all", lambda: cancelled.append(True))
-    monkeypatch.setattr(window, "_page_jobs", {7: "1.png", 8: "2.png"})
+    window.jobs.add(7, JobKind.COLORIZE_PAGE, "1.png")  # two pages queued (no worker job behind them)
+    window.jobs.add(8, JobKind.COLORIZE_PAGE, "2.png")
     window._update_actions()  # what queueing pages does
     asked = []
     monkeypatch.setattr(QMessageBox, "question",
@@ -218,7 +222,8 @@ def test_esc_asks_before_cancelling_the_queue(qtbot, settings, monkeypatch, answ
     esc.trigger()
     assert asked and "Cancel all 2 queued page(s)" in asked[0]
     assert cancelled == ([] if answer == "No" else [True])
-    monkeypatch.setattr(window, "_page_jobs", {})
+    for job_id in (7, 8):
+        window.jobs.cancelled_unstarted(job_id)
     close(qtbot, window)
 
 

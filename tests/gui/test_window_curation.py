@@ -86,7 +86,7 @@ def test_hovering_a_patch_outlines_its_tile_and_query_region_and_back(qtbot, set
     window = make_window(qtbot, settings)  # 256x384 working size: canvas 512x768, shown 1:1
     open_with_refs(qtbot, window, *chapter)
     QApplication.sendEvent(window.reference_panel.patch_buttons[("TR", 0)], QEvent(QEvent.Type.Enter))
-    # GEOMETRY.md: TR rank 1 sits in cell (row 1, col 3) of W/2 x H/2 = 128x192 cells, pasted at
+    # docs/reference/geometry.md: TR rank 1 sits in cell (row 1, col 3) of W/2 x H/2 = 128x192 cells, pasted at
     # (3*128 + 1, 192 + 1) with size 126x190; the TR query patch is 192x288 at (W/4, 0) of
     # the page, which starts at (W/2, H/2) = (128, 192) in the canvas.
     assert window.canvas_view.highlighted() == [QRectF(385, 193, 126, 190), QRectF(192, 192, 192, 288)]

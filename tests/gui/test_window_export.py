@@ -7,6 +7,7 @@ from PIL import Image
 
 pytest.importorskip("PySide6")
 
+from app.job_model import JobKind  # noqa: E402
 from engine.project import ChapterProject  # noqa: E402
 from window_helpers import WAIT_MS, close, make_window  # noqa: E402
 
@@ -44,10 +45,10 @@ def test_partial_cbz_export_asks_and_never_writes_a_short_file(qtbot, settings, 
     window.export("cbz")
     assert asked and "3 of 4 pages are not colored" in asked[0]
     if answer == "No":
-        assert window._export_job is None and not offered and not list(project.folder.parent.rglob("*.cbz"))
+        assert window.jobs.latest(JobKind.EXPORT) is None and not offered and not list(project.folder.parent.rglob("*.cbz"))
     else:
         assert offered == [str(project.folder / f"{chapter[0].name}-colored.cbz")]  # first time: the project
-        qtbot.waitUntil(lambda: chosen.is_file() and window._export_job is None, timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: chosen.is_file() and window.jobs.latest(JobKind.EXPORT) is None, timeout=WAIT_MS)
         import zipfile
 
         with zipfile.ZipFile(chosen) as archive:
@@ -59,7 +60,7 @@ def test_partial_cbz_export_asks_and_never_writes_a_short_file(qtbot, settings, 
         assert ChapterProject.load(project.folder).settings["export_dir"] == str(chosen.parent)
         window.export("cbz")
         assert offered[1] == str(chosen.parent / f"{chapter[0].name}-colored.cbz")
-        qtbot.waitUntil(lambda: window._export_job is None, timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: window.jobs.latest(JobKind.EXPORT) is None, timeout=WAIT_MS)
     close(qtbot, window)
 
 

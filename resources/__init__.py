@@ -1,0 +1,1 @@
+"""ColorFlow's resource files (model configs, presets), installed as the package `colorflow_resources`."""
