@@ -12,11 +12,11 @@ CLI_COMMANDS = {"colorize", "retrieve", "models", "bench", "demo", "eval", "trai
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] in CLI_COMMANDS:
-        from engine.cli import main as cli_main
+        from engine.cli.main import main as cli_main
 
         return cli_main(argv)
     if argv and argv[0] == "--help-cli":
-        from engine.cli import main as cli_main
+        from engine.cli.main import main as cli_main
 
         return cli_main(["--help"])
     from app.launcher import run

@@ -11,5 +11,5 @@ setup(
     packages=find_packages(include=["engine", "engine.*", "app", "app.*"]) + ["colorflow_resources"],
     package_dir={"colorflow_resources": "resources"},
     # listed by kind, so a resources/__pycache__ folder never ships
-    package_data={"colorflow_resources": ["**/*.json", "**/*.md"]},
+    package_data={"colorflow_resources": ["**/*.json", "**/*.md", "**/*.yaml"]},
 )

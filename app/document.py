@@ -13,9 +13,9 @@ from engine.io.chapter import Chapter, ImageSource, list_images, open_chapter
 from engine.io.fileio import refuse_symlink
 from engine.io.imaging import IMAGE_EXTENSIONS
 from engine.rap.curation import Target
-from engine.errors import InputError
+from engine.core.errors import InputError
 from engine.io.projectlock import ProjectLock
-from engine.project import PROJECT_FILE, ChapterProject
+from engine.project.state import PROJECT_FILE, ChapterProject
 
 
 def project_folder_for(path: Path, projects_dir: Path | None = None) -> Path:

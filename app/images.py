@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image
 from PySide6.QtGui import QImage, QPixmap
 
-from engine.errors import PageDecodeError
+from engine.core.errors import PageDecodeError
 from engine.io.chapter import ImageSource, load_image
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from engine.rap.canvas import PLACEMENT, QUERY_PATCHES, REFERENCE_PATCHES, cell_box, query_boxes, reference_boxes
-from engine.session import EngineSession, RunSettings
+from engine.pipelines.session import EngineSession, RunSettings
 
 from .document import ChapterDocument
 
@@ -33,7 +33,7 @@ def _thumb(image: Image.Image, size: int) -> Image.Image:
 
 def reference_thumbnails(document: ChapterDocument) -> dict[str, Image.Image]:
     from engine.io.chapter import load_image
-    from engine.errors import PageDecodeError
+    from engine.core.errors import PageDecodeError
 
     thumbs = {}
     for source in document.references:
@@ -73,7 +73,7 @@ class RejectedPatch:
 
 def restore_and_open(path: str, projects_dir: str | None = None) -> OpenResult:
     """The project's previous good copy replaces its damaged file, then the chapter opens."""
-    from engine.project import ChapterProject
+    from engine.project.state import ChapterProject
 
     from .document import project_folder_for
 
@@ -122,7 +122,7 @@ def retrieve_view(session: EngineSession, document: ChapterDocument, index: int,
 
 def rejected_patches(retriever, document: ChapterDocument, page: str, size) -> list[RejectedPatch]:
     """The page's own rejects then the chapter's, each with a thumbnail of what was rejected."""
-    from engine.errors import ColorFlowError
+    from engine.core.errors import ColorFlowError
     from engine.rap.retrieval import Candidate
 
     curation = document.project.curation
@@ -141,7 +141,7 @@ def rejected_patches(retriever, document: ChapterDocument, page: str, size) -> l
 
 
 def result_path(document: ChapterDocument, name: str) -> Path | None:
-    from engine.errors import ProjectFileError
+    from engine.core.errors import ProjectFileError
 
     state = next((p for p in document.project.pages if p.name == name), None)
     if state is None or state.status != "done":
@@ -155,6 +155,6 @@ def result_path(document: ChapterDocument, name: str) -> Path | None:
 
 def device_in_words(choice: str) -> str:
     """What `choice` resolves to on this machine, in the engine's words ("cpu", "cuda:0 (NVIDIA …, 79.2 GiB)")."""
-    from engine.devices import describe_device, pick_device
+    from engine.core.devices import describe_device, pick_device
 
     return describe_device(pick_device(choice))

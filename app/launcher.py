@@ -45,7 +45,7 @@ def run(argv: list[str], prog: str = "python main.py") -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("ColorFlow")
-    from engine.resources import resource
+    from engine.core.resources import resource
 
     icon = resource("colorflow.png")  # drawn by the desktop build; absent in a source tree
     if icon.is_file():
@@ -57,8 +57,8 @@ def run(argv: list[str], prog: str = "python main.py") -> int:
     persist = True
     path = args.path
     if args.demo:
-        from engine.demo import DEMO_STEPS, DEMO_WORK_SIZE, make_demo_chapter
-        from engine.paths import cache_dir
+        from engine.io.demo import DEMO_STEPS, DEMO_WORK_SIZE, make_demo_chapter
+        from engine.core.paths import cache_dir
 
         chapter, refs = make_demo_chapter(cache_dir() / "demo", pages=4, refs=3)
         path = str(chapter)

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.session import EngineSession
+from engine.pipelines.session import EngineSession
 
 from . import export_flow, jobs
 from .canvas_view import ZoomView
@@ -134,7 +134,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         self._refresh_recent()
 
     def _update_device_label(self) -> None:
-        from engine.sources import is_tiny
+        from engine.models.sources import is_tiny
 
         run = self.settings.run
         device = self._device_text or f"{run.device} (resolved when a chapter opens)"

@@ -122,12 +122,12 @@ class ModelDialog(QDialog):
 
     def _check_gpu(self) -> None:
         """Whether a usable GPU is present; torch (when it must be asked) loads in the worker."""
-        from engine.devices import NO_GPU, gpu_ruled_out
+        from engine.core.devices import NO_GPU, gpu_ruled_out
 
         if gpu_ruled_out():
             self.gpu.setText(f"GPU: {NO_GPU}")
             return
-        from engine.devices import describe_gpu
+        from engine.core.devices import describe_gpu
 
         self.gpu.setText("GPU: checking…")
         self.jobs.add(self.worker.submit(lambda emit, cancel: describe_gpu()), JobKind.DEVICE)
@@ -157,7 +157,7 @@ class ModelDialog(QDialog):
         self._start(JobKind.DOWNLOAD, lambda emit, cancel: download("official", emit=emit, cancel=cancel))
 
     def start_probe(self) -> None:
-        from engine.probe import run_probe
+        from engine.benchmarks.probe import run_probe
 
         models, steps, size = self.probe_models, self.probe_steps, self.probe_size
         self.progress.setFormat("%p%")

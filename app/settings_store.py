@@ -7,9 +7,9 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from engine.errors import printable
+from engine.core.errors import printable
 from engine.io.fileio import atomic_write_json
-from engine.paths import config_dir
+from engine.core.paths import config_dir
 
 from .settings import MAX_RECENT, AppSettings
 

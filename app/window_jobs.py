@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QMessageBox
 
-from engine.errors import printable
+from engine.core.errors import printable
 
 from .images import pil_to_pixmap
 from .job_model import Job, JobKind, JobState

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from engine.errors import ColorFlowError, printable
-from engine.events import (
+from engine.core.errors import ColorFlowError, printable
+from engine.core.events import (
     CancelToken,
     Cancelled,
     Finished,

@@ -73,7 +73,7 @@ METADATA_DISTS = [
     "importlib_metadata", "httpx", "hf-xet",
 ]
 
-# resources/ installs as this package (setup.py); engine/resources.py reads it by this name.
+# resources/ installs as this package (setup.py); engine/core/resources.py reads it by this name.
 RESOURCES_PACKAGE = "colorflow_resources"
 
 # Weight files: never bundled, whatever folder they come from.

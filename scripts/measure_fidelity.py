@@ -36,9 +36,9 @@ def main() -> int:
     from engine.io.chapter import ImageSource, load_image
     from engine.icp.colorize import ColorizeSettings
     from engine.rap.curation import Choices
-    from engine.demo import make_demo_chapter
-    from engine.sources import make_tiny
-    from engine.pipeline import PipelineSettings, load_pipeline
+    from engine.io.demo import make_demo_chapter
+    from engine.models.sources import make_tiny
+    from engine.pipelines.chapter import PipelineSettings, load_pipeline
     from engine.preprocess.screenstyle import screen_style
     from engine.gsrp.upscale import UpscaleSettings
 

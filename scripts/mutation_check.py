@@ -119,28 +119,28 @@ FAULTS = [
     Fault(
         "10", "resume-key-no-picks", "resume key ignores the retrieval picks",
         # The picks entry spans lines; emptying its source drops the picks from the hash.
-        "engine/run_settings.py",
+        "engine/pipelines/settings.py",
         "for row in retrieval.picks",
         "for row in []",
         RESUME_TESTS,
     ),
     Fault(
         "11", "resume-key-no-keep-ink", "resume key ignores keep-ink",
-        "engine/run_settings.py",
+        "engine/pipelines/settings.py",
         '            "keep_ink": self.keep_ink,\n',
         "",
         RESUME_TESTS,
     ),
     Fault(
         "12", "resume-key-no-upscale", "resume key ignores the upscale settings",
-        "engine/run_settings.py",
+        "engine/pipelines/settings.py",
         '            "upscale": asdict(self.upscale),\n',
         "",
         RESUME_TESTS,
     ),
     Fault(
         "13", "option-dropped-from-train", "train icp/gsrp take --seed but no longer --device",
-        "engine/cli_train.py",
+        "engine/cli/train.py",
         'add_options(parser, ("seed", "device"),',
         'add_options(parser, ("seed",),',
         OPTION_TESTS,

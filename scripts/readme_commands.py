@@ -17,8 +17,8 @@ END = "<!-- end of commands -->"
 
 
 def generated_block() -> str:
-    from engine.cli import build_parser
-    from engine.cli_options import command_usages
+    from engine.cli.main import build_parser
+    from engine.cli.options import command_usages
 
     return "\n".join([START, "```", *command_usages(build_parser()), "```", END])
 

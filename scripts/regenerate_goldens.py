@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["COLORFLOW_CONFIG_DIR"] = str(temp / "user-config")
         import golden
         from engine.io.fileio import atomic_write_bytes
-        from engine.sources import make_tiny
+        from engine.models.sources import make_tiny
 
         make_tiny(temp / "models")
         found = _compute(temp / "models", temp / "runs")

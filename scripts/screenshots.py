@@ -17,8 +17,8 @@ def main(out: Path) -> None:
     from app.main_window import MainWindow
     from app.model_dialog import ModelDialog
     from app.settings import AppSettings, SettingsDialog
-    from engine.demo import DEMO_STEPS, DEMO_WORK_SIZE, make_demo_chapter
-    from engine.paths import cache_dir
+    from engine.io.demo import DEMO_STEPS, DEMO_WORK_SIZE, make_demo_chapter
+    from engine.core.paths import cache_dir
 
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication(sys.argv[:1])  # noqa: F841 - must outlive the widgets

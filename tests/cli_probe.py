@@ -2,7 +2,7 @@
 
 PROBE = (
     "import json, sys\n"
-    "from engine.cli import main\n"
+    "from engine.cli.main import main\n"
     "code = main(sys.argv[1:])\n"
     "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
 )

@@ -40,7 +40,7 @@ def one_page_chapter(tmp_path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory) -> Path:
     """A models directory written by the real `make_tiny` (official file layout)."""
-    from engine.sources import make_tiny
+    from engine.models.sources import make_tiny
 
     root = tmp_path_factory.mktemp("tiny-models")
     make_tiny(root)
@@ -51,7 +51,7 @@ def tiny_models_dir(tmp_path_factory) -> Path:
 def tiny_embedder(tiny_models_dir):
     """The CLIP embedder loaded from the tiny models through the real from_pretrained path."""
     from engine.rap.embedding import ClipEmbedder
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
 
     return ClipEmbedder(resolve_models(str(tiny_models_dir)).image_encoder)
 
@@ -59,7 +59,7 @@ def tiny_embedder(tiny_models_dir):
 @pytest.fixture
 def demo_data(tmp_path) -> tuple[Path, Path]:
     """A generated chapter (4 gray pages) and 3 colored references."""
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     return make_demo_chapter(tmp_path / "demo", pages=4, refs=3)
 
@@ -67,8 +67,8 @@ def demo_data(tmp_path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tiny_components(tiny_models_dir):
     """SD1.5 + GraySD tiny components loaded through the real strict loader, on the CPU."""
-    from engine.loading import load_diffusion
-    from engine.sources import resolve_models
+    from engine.models.loading import load_diffusion
+    from engine.models.sources import resolve_models
 
     return load_diffusion(resolve_models(str(tiny_models_dir)), "cpu")
 
@@ -87,7 +87,7 @@ def make_tiny_pipeline(tiny_embedder, tiny_components, request):
     `cache`; `screen=False` gives it no ScreenStyle networks (gray input only)."""
     from engine.gsrp.upscale import Upscaler
     from engine.icp.colorize import Colorizer
-    from engine.pipeline import ColorFlowPipeline
+    from engine.pipelines.chapter import ColorFlowPipeline
     from engine.preprocess.page import PagePreparer
     from engine.rap.embedding import EmbeddingCache
     from engine.rap.retrieval import Retriever
@@ -111,7 +111,7 @@ def pipeline(make_tiny_pipeline, tmp_path):
 @pytest.fixture(scope="session")
 def colored_chapter(tmp_path_factory) -> Path:
     """A colored chapter of 3 pages (the demo's colored references, 200x300)."""
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     _, refs = make_demo_chapter(tmp_path_factory.mktemp("colored"), pages=1, refs=3, size=(200, 300))
     return refs

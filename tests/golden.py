@@ -63,7 +63,7 @@ def run_path(models_dir: Path, folder: Path, name: str) -> np.ndarray:
     """One `colorflow colorize` run of the crafted page along PATHS[name], in this process; its
     colored page as an array. Runs in one `folder` share the caches (G, embeddings): a cached
     result is the one computed, so only the time changes."""
-    from engine.cli import main
+    from engine.cli.main import main
 
     chapter, refs, out = folder / "chapter", folder / "refs", folder / "out" / name
     if not chapter.exists():

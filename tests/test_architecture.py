@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # at start-up must not (the window appears before torch/diffusers are imported).
 TORCH_MODULES = {
     "icp.guide", "icp.unet_walk", "icp.colorize", "icp.components", "gsrp.fusion", "gsrp.upscale",
-    "models.checkpoints", "preprocess.screenstyle", "loading", "offload", "training.icp_model",
+    "io.checkpoints", "preprocess.screenstyle", "models.loading", "core.offload", "training.icp_model",
     "icp.conditioning", "preprocess.tensors",
 }
 QT_ROOTS = ("PySide6", "shiboken6", "app")

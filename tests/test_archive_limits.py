@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.errors import InputError, PageDecodeError, UnsafeArchiveError
+from engine.core.errors import InputError, PageDecodeError, UnsafeArchiveError
 from engine.io import archive
 from engine.io.chapter import ImageSource, list_archive, list_images, load_image, open_chapter
 
@@ -291,7 +291,7 @@ def test_a_kept_archive_that_changes_is_reopened(tmp_path):
 
 PROBE = (
     "import json, sys\n"
-    "from engine.cli import main\n"
+    "from engine.cli.main import main\n"
     "code = main(sys.argv[1:])\n"
     "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n"
 )

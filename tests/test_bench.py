@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.cli import main
+from engine.cli.main import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ScreenStyle", "RAP", "ICP", "GSRP")
@@ -50,7 +50,7 @@ def test_bench_pages_json_has_every_stage_and_the_ratios(tiny_models_dir, capsys
 
 
 def test_bench_pages_bad_mode_fails_before_torch():
-    probe = ("import json, sys\nfrom engine.cli import main\ncode = main(sys.argv[1:])\n"
+    probe = ("import json, sys\nfrom engine.cli.main import main\ncode = main(sys.argv[1:])\n"
              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))\n")
     result = subprocess.run([sys.executable, "-c", probe, "bench", "pages", "--models", "tiny", "--modes", "ours,fast"],
                             cwd=REPO_ROOT, capture_output=True, text=True)

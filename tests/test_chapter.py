@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from engine.io.chapter import ImageSource, list_archive, list_images, load_image, open_chapter
-from engine.errors import InputError, PageDecodeError, UnsafeArchiveError
+from engine.core.errors import InputError, PageDecodeError, UnsafeArchiveError
 from engine.io.imaging import DecodeLimits, decode_image, to_gray, to_rgb
 
 

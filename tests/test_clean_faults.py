@@ -17,9 +17,9 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.io.projectlock import LOCK_FILE
-from engine.project import ChapterProject
+from engine.project.state import ChapterProject
 
 # The smallest working size and one step: the tiny models color a page in well under a second.
 FAST = ["--size", "256x256", "--input-style", "gray", "--device", "cpu"]
@@ -188,7 +188,7 @@ def test_ctrl_c_says_how_to_resume_and_what_is_kept(tiny_models_dir, tmp_path, m
 
 
 def test_printable_escapes_controls_and_bidi_overrides_only():
-    from engine.errors import printable
+    from engine.core.errors import printable
 
     assert printable("a\u202eb\nc\x1b[31m\x85\u2066.png") == "a\\u202eb\\nc\\x1b[31m\\x85\\u2066.png"
     assert printable("ページ 1\\2 é.png") == "ページ 1\\2 é.png"  # letters and backslashes stay
@@ -270,8 +270,8 @@ def test_each_unusable_reference_gets_one_warning_line(tiny_models_dir, tmp_path
 
 def test_the_app_worker_escapes_names_in_the_messages_it_passes_on(qtbot):
     pytest.importorskip("PySide6")
-    from engine.errors import PageDecodeError
-    from engine.events import Notice, PageFailed
+    from engine.core.errors import PageDecodeError
+    from engine.core.events import Notice, PageFailed
     from app.worker import EngineWorker
 
     hostile = "evil\u202egnp.exe\n.png"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main
-from engine.project import ChapterProject
+from engine.cli.main import main
+from engine.project.state import ChapterProject
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def test_main_py_routes_every_cli_command_to_the_cli():
     import argparse
 
     import main as entry
-    from engine.cli import build_parser
+    from engine.cli.main import build_parser
 
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(subparsers.choices) <= entry.CLI_COMMANDS

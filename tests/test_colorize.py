@@ -11,12 +11,12 @@ from PIL import Image
 
 from engine.rap.canvas import WorkSize, build_canvas, build_mask
 from engine.io.chapter import list_images, open_chapter
-from engine.cli import main
+from engine.cli.main import main
 from engine.icp.colorize import Colorizer, ColorizeSettings, Interrupted
-from engine.errors import InputError
-from engine.events import CancelToken, Cancelled, PageDone, Preview, Progress
-from engine.pipeline import PipelineSettings, colorize_chapter
-from engine.project import ChapterProject
+from engine.core.errors import InputError
+from engine.core.events import CancelToken, Cancelled, PageDone, Preview, Progress
+from engine.pipelines.chapter import PipelineSettings, colorize_chapter
+from engine.project.state import ChapterProject
 from engine.gsrp.upscale import UpscaleSettings
 
 SIZE = WorkSize(256, 384)
@@ -196,8 +196,8 @@ def test_cli_colorize_writes_pages_at_their_own_size(tiny_models_dir, tmp_path, 
 
 def test_offloaded_models_give_the_same_pixels(tiny_models_dir):
     """Low-VRAM offload hooks (here with the CPU as the execution device) change nothing."""
-    from engine.loading import install_offload, load_diffusion
-    from engine.sources import resolve_models
+    from engine.models.loading import install_offload, load_diffusion
+    from engine.models.sources import resolve_models
 
     paths = resolve_models(str(tiny_models_dir))
     canvas, mask = sample_canvas()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main
+from engine.cli.main import main
 
 from cli_probe import PROBE
 
@@ -66,7 +66,7 @@ def test_eval_unknown_metric_is_exit_2(tmp_path, capsys):
 
 
 def _colored_chapter(folder: Path, pages: int) -> Path:
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     _, refs = make_demo_chapter(folder, pages=1, refs=pages, size=(180, 256))
     return refs.rename(folder / "ch1")  # colored pages, in reading order

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import InputError, ModelError
+from engine.core.errors import InputError, ModelError
 from engine.evaluation.fid import (
     INCEPTION_FILENAMES,
     INCEPTION_URL,
@@ -85,7 +85,7 @@ def test_parse_metrics_orders_like_table_1_and_rejects_unknown_names():
 @pytest.fixture(scope="module")
 def clip_models_dir(tmp_path_factory):
     """A models directory whose image encoder is the tiny one `make_tiny` writes."""
-    from engine.tiny import write_tiny_image_encoder
+    from engine.models.tiny import write_tiny_image_encoder
 
     root = tmp_path_factory.mktemp("clip-models")
     write_tiny_image_encoder(root / "colorflow" / "image_encoder")

@@ -115,8 +115,8 @@ def test_color_layer_times_ink_gives_the_colored_page():
 def test_colorize_command_exports_each_format(tiny_models_dir, tmp_path, capsys, fmt):
     import json
 
-    from engine.cli import main
-    from engine.demo import make_demo_chapter
+    from engine.cli.main import main
+    from engine.io.demo import make_demo_chapter
 
     chapter, refs = make_demo_chapter(tmp_path / "data", pages=2, refs=1)
     out = tmp_path / "out"
@@ -136,8 +136,8 @@ def test_colorize_command_exports_each_format(tiny_models_dir, tmp_path, capsys,
 
 
 def test_out_ending_in_cbz_writes_that_file_with_the_project_folder_beside_it(tiny_models_dir, tmp_path, capsys):
-    from engine.cli import main
-    from engine.demo import make_demo_chapter
+    from engine.cli.main import main
+    from engine.io.demo import make_demo_chapter
 
     chapter, refs = make_demo_chapter(tmp_path / "data", pages=1, refs=1)
     target = tmp_path / "out" / "ch-colored.cbz"
@@ -156,7 +156,7 @@ def test_out_ending_in_cbz_writes_that_file_with_the_project_folder_beside_it(ti
 @pytest.mark.parametrize("fmt", ["png", "ora", "psd"])
 def test_out_ending_in_cbz_with_another_format_is_refused_before_anything_is_written(one_page_chapter, tmp_path,
                                                                                      capsys, fmt):
-    from engine.cli import main
+    from engine.cli.main import main
 
     pages, refs = one_page_chapter
     code = main(["colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "x.cbz"), "--format", fmt,
@@ -170,7 +170,7 @@ def test_out_ending_in_cbz_with_another_format_is_refused_before_anything_is_wri
 def _half_done_project(tmp_path):
     """A 3-page chapter whose page 2 is not colored."""
     from engine.io.chapter import open_chapter
-    from engine.project import ChapterProject
+    from engine.project.state import ChapterProject
 
     chapter_dir = tmp_path / "Berserk 12"
     chapter_dir.mkdir()

@@ -88,7 +88,7 @@ def test_probe_with_bad_steps():
 
 
 def test_models_list_imports_no_torch_where_no_gpu_can_be_used(tmp_path):
-    from engine.devices import gpu_ruled_out
+    from engine.core.devices import gpu_ruled_out
 
     if not gpu_ruled_out():
         pytest.skip("a GPU may be usable here: only torch can tell")

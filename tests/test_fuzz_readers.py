@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from engine.errors import InputError, PageDecodeError, UnsafeArchiveError
+from engine.core.errors import InputError, PageDecodeError, UnsafeArchiveError
 from engine.io.chapter import ImageSource, list_archive, load_image, open_chapter, probe
 from engine.io.imaging import IMAGE_EXTENSIONS
 

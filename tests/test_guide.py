@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.models.checkpoints import normalise_lora_key, read_state_dict
-from engine.cli import main
-from engine.errors import ModelError
+from engine.io.checkpoints import normalise_lora_key, read_state_dict
+from engine.cli.main import main
+from engine.core.errors import ModelError
 from engine.icp.guide import ColorGuiderSDModel, guided_unet_forward
-from engine.loading import load_diffusion, load_guide
-from engine.sources import resolve_models
+from engine.models.loading import load_diffusion, load_guide
+from engine.models.sources import resolve_models
 
 MANIFEST = json.loads((Path(__file__).parent / "data" / "colorflow-checkpoints.json").read_text())
 

@@ -67,7 +67,7 @@ def _chapter_page(path: Path, request) -> tuple[bool, str | None]:
 
 
 def _reference(path: Path, request) -> tuple[bool, str | None]:
-    from engine.errors import PageDecodeError
+    from engine.core.errors import PageDecodeError
     from engine.io.chapter import list_images, load_image
 
     (source,) = list_images([path])
@@ -80,7 +80,7 @@ def _reference(path: Path, request) -> tuple[bool, str | None]:
 
 def _cli_retrieve(path: Path, request) -> tuple[bool, str | None]:
     """`colorflow retrieve` with the file as a page beside a good one, and as a reference beside a good one."""
-    from engine.cli import main
+    from engine.cli.main import main
 
     capsys = request.getfixturevalue("capsys")
     models = request.getfixturevalue("tiny_models_dir")
@@ -103,7 +103,7 @@ def _cli_retrieve(path: Path, request) -> tuple[bool, str | None]:
 
 
 def _evaluation(path: Path, request) -> tuple[bool, str | None]:
-    from engine.errors import InputError
+    from engine.core.errors import InputError
     from engine.evaluation.folders import evaluate_folders
 
     gt = _good_page(path.parent.parent / "gt" / f"{path.stem}.png")

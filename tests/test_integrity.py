@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ModelError
+from engine.core.errors import ModelError
 from engine.models import hub
 from engine.models.hub import check_pinned, checked_path, local_path, pin, preset_files, sha256_file, verify
-from engine.sources import resolve_models
+from engine.models.sources import resolve_models
 
 VAE = "vae/diffusion_pytorch_model.safetensors"
 
@@ -54,7 +54,7 @@ def _flip_byte_in_tensor_data(path: Path) -> None:
 def test_flipped_byte_in_a_tensor_is_caught_before_the_models_load(hub_snapshot, hashed):
     from safetensors.torch import load_file
 
-    from engine.pipeline import load_retriever
+    from engine.pipelines.chapter import load_retriever
 
     _pin_all()
     vae = _path(VAE)
@@ -160,7 +160,7 @@ def test_colorize_with_a_damaged_official_file_is_one_line_before_torch(hub_snap
 
 
 def test_hashing_reports_progress_per_file_and_nothing_once_checked(hub_snapshot):
-    from engine.events import Progress
+    from engine.core.events import Progress
 
     _pin_all(checked=False)
     pinned = sum(1 for f in preset_files("official") if local_path(f) is not None)

@@ -49,8 +49,8 @@ def meta_components(tiny_models_dir, monkeypatch):
     back to the CPU would need data meta does not keep, so offload requests are recorded."""
     from accelerate.hooks import UserCpuOffloadHook
 
-    from engine.loading import load_diffusion
-    from engine.sources import resolve_models
+    from engine.models.loading import load_diffusion
+    from engine.models.sources import resolve_models
 
     offloaded: list[str] = []
 

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import pytest
 import torch
 
-from engine.errors import InputError, ModelError
+from engine.core.errors import InputError, ModelError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +193,7 @@ def fault_root(tiny_models_dir, tmp_path_factory) -> Path:
 
 def load_full(root: Path, cache: Path) -> None:
     """What `colorflow colorize` loads: RAP, ScreenStyle, SD1.5 + GraySD."""
-    from engine.pipeline import load_pipeline
+    from engine.pipelines.chapter import load_pipeline
 
     load_pipeline(str(root), cache_dir=cache, input_style="screen")
 
@@ -201,15 +201,15 @@ def load_full(root: Path, cache: Path) -> None:
 def load_narrow(root: Path, relative: str, cache: Path) -> None:
     """The entry point of the stage that reads `relative` (`colorflow retrieve` for the image
     encoder, the ScreenStyle preparer, the diffusion loader for SD1.5 and GraySD)."""
-    from engine.pipeline import load_preparer, load_retriever
+    from engine.pipelines.chapter import load_preparer, load_retriever
 
     if relative.startswith("colorflow/image_encoder/"):
         load_retriever(str(root), cache_dir=cache)
     elif relative.startswith("colorflow/ScreenStyle/"):
         load_preparer(str(root), cache_dir=cache, style="screen")
     else:
-        from engine.loading import load_diffusion
-        from engine.sources import resolve_models
+        from engine.models.loading import load_diffusion
+        from engine.models.sources import resolve_models
 
         load_diffusion(resolve_models(str(root)))
 
@@ -284,7 +284,7 @@ def test_damaged_models_folder_on_the_command_line_is_one_stderr_line(models_cop
     unet.write_bytes(bytes(data))
     pages, refs = one_page_chapter
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "colorize", str(pages), "--refs", str(refs), "--out",
+        [sys.executable, "-m", "engine.cli.main", "colorize", str(pages), "--refs", str(refs), "--out",
          str(tmp_path / "out"), "--models", str(models_copy), "--steps", "1", "--size", "256x384"],
         cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=300,
     )

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.errors import ModelError
+from engine.cli.main import main
+from engine.core.errors import ModelError
 from engine.models import hub
-from engine.sources import resolve_models
+from engine.models.sources import resolve_models
 
 UNET = "sd15/unet/diffusion_pytorch_model.safetensors"
 LORA = "colorflow/GraySD/unet_lora.bin"
@@ -182,7 +182,7 @@ def test_tiny_and_official_presets_record_nothing(tiny_models_dir, hub_snapshot,
     import shutil
 
     from engine.models import fingerprint_models
-    from engine.sources import TINY_MARKER, TINY_VERSION
+    from engine.models.sources import TINY_MARKER, TINY_VERSION
 
     tiny = tmp_path / "tiny"
     shutil.copytree(tiny_models_dir, tiny)
@@ -254,7 +254,7 @@ def _pinned_unchecked_official(relative: str) -> Path:
 
 @pytest.mark.parametrize("entry", ["folder-record", "official-pins", "pickled-weights", "safetensors-weights"])
 def test_unreadable_model_file_says_permission_denied_and_how_to_fix_it(entry, monkeypatch, request):
-    from engine.models.checkpoints import read_state_dict
+    from engine.io.checkpoints import read_state_dict
 
     if entry == "official-pins":
         request.getfixturevalue("hub_snapshot")

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.cli import main
-from engine.errors import ModelError
+from engine.cli.main import main
+from engine.core.errors import ModelError
 from engine.models.hub import (
     convert_to_safetensors, download, human_bytes, local_path, pin, preset_files, sha256_file, verify,
 )
-from engine.sources import resolve_models
+from engine.models.sources import resolve_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +89,7 @@ def test_command_payload_in_official_checkpoint_is_refused(hub_snapshot, tmp_pat
     guide = local_path(next(f for f in preset_files() if f.path == "GraySD/diffusion_pytorch_model.bin"))
     with guide.open("wb") as handle:
         pickle.dump({"conv_in_condition.weight": Payload()}, handle)
-    from engine.loading import load_diffusion
+    from engine.models.loading import load_diffusion
 
     with pytest.raises(ModelError, match="refused or unreadable"):
         load_diffusion(resolve_models("official"))
@@ -110,7 +110,7 @@ def test_convert_writes_safetensors_that_load_identically(models_copy, capsys):
     for path in graysd.glob("*.bin"):
         path.unlink()
     assert main(["models", "verify", "--models", str(models_copy), "--accept"]) == 0  # removed on purpose
-    from engine.loading import load_diffusion
+    from engine.models.loading import load_diffusion
 
     components = load_diffusion(resolve_models(str(models_copy)))
     assert torch.equal(components.guide.state_dict()["brushnet_mid_block.weight"],
@@ -161,7 +161,7 @@ def test_models_list_shows_presence_and_device(hub_snapshot, capsys):
 
 
 def test_download_progress_bar_reports_bytes_and_cancels():
-    from engine.events import CancelToken, Progress
+    from engine.core.events import CancelToken, Progress
     from engine.models.hub import _progress_bar_class
 
     events, cancel = [], CancelToken()
@@ -306,8 +306,8 @@ def test_stored_probes_are_kept_per_model_source(tmp_path):
 
 
 def test_device_dtype_names_match_the_loader():
-    from engine.devices import dtype_name
-    from engine.loading import default_dtype
+    from engine.core.devices import dtype_name
+    from engine.models.loading import default_dtype
 
     for device in ("cpu", "cuda", "mps"):
         assert f"torch.{dtype_name(device)}" == str(default_dtype(device))

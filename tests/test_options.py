@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.cli import build_parser
-from engine.errors import InputError
+from engine.cli.main import build_parser
+from engine.core.errors import InputError
 
 DEVICES = ["auto", "cuda", "mps", "cpu"]
 # flag -> (choices, default) as the command contract gives them (DESIGN.md "Commands", README)
@@ -119,7 +119,7 @@ def test_help_says_the_defaults_and_ranges():
 
 def test_official_procedure_means_no_keep_ink_and_the_gsrp_output_size():
     from engine.core.options import RunSettings
-    from engine.run_settings import pipeline_settings
+    from engine.pipelines.settings import pipeline_settings
 
     ours = pipeline_settings(RunSettings())
     assert (ours.keep_ink, ours.output_size, ours.procedure, ours.colorize.decode) == (True, "page", "ours", "canvas")
@@ -186,7 +186,7 @@ HEAD_KEYS = {
 
 def test_resume_key_of_known_settings_is_the_one_existing_projects_hold():
     from engine.core.options import RunSettings
-    from engine.run_settings import pipeline_settings
+    from engine.pipelines.settings import pipeline_settings
 
     page, retrieval = _key_inputs()
     options = {
@@ -201,8 +201,8 @@ def test_resume_key_of_known_settings_is_the_one_existing_projects_hold():
 def test_project_file_run_options_take_only_the_declared_values(tmp_path):
     import json
 
-    from engine.project import PROJECT_FILE, ChapterProject
-    from engine.errors import ColorFlowError
+    from engine.project.state import PROJECT_FILE, ChapterProject
+    from engine.core.errors import ColorFlowError
 
     project = ChapterProject.open_or_create(tmp_path / "p")
     project.settings.update(input_style="gray", procedure="official", output_size="gsrp")

@@ -127,7 +127,7 @@ def test_resources_hold_no_weights():
 
 
 def test_resources_are_bundled_as_the_package_the_engine_reads(tmp_path):
-    from engine.resources import RESOURCES_PACKAGE, model_config
+    from engine.core.resources import RESOURCES_PACKAGE, model_config
 
     (tmp_path / "resources" / "models").mkdir(parents=True)
     (tmp_path / "resources" / "__pycache__").mkdir()
@@ -280,7 +280,7 @@ def frozen_bundle(request, tmp_path_factory):
 
 @pytest.mark.slow
 def test_frozen_bundle_runs_the_cli_and_the_gui(frozen_bundle, tmp_path):
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     exe = frozen_bundle / "ColorFlow"
     env = _frozen_env(tmp_path)

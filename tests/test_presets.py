@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import engine.models.presets as presets_module
-from engine.cli import main
-from engine.errors import ModelError
+from engine.cli.main import main
+from engine.core.errors import ModelError
 from engine.models.hub import check_pinned, download, local_path
 from engine.models.presets import parse_preset_files, preset_files
 

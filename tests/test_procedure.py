@@ -12,8 +12,8 @@ from engine.rap.canvas import WorkSize
 from engine.io.chapter import ImageSource, PageImage
 from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices
-from engine.pipeline import PipelineSettings
-from engine.rng import STREAMS, stream_generator, stream_seed
+from engine.pipelines.chapter import PipelineSettings
+from engine.core.rng import STREAMS, stream_generator, stream_seed
 from engine.gsrp.upscale import UpscaleSettings
 
 SIZE = WorkSize(256, 384)
@@ -42,7 +42,7 @@ def pipeline(make_tiny_pipeline, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page_and_refs(tmp_path_factory):
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     folder = tmp_path_factory.mktemp("data")
     chapter, refs = make_demo_chapter(folder, pages=1, refs=2)
@@ -149,7 +149,7 @@ def test_official_procedure_is_reproducible_and_differs_from_ours(pipeline, page
 
 
 def test_stages_with_different_procedures_are_refused_before_work():
-    from engine.errors import InputError
+    from engine.core.errors import InputError
 
     with pytest.raises(InputError, match="same procedure"):
         PipelineSettings(ColorizeSettings(procedure="official"), UpscaleSettings(), keep_ink=False,

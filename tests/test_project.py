@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ProjectFileError
-from engine.project import BACKUP_FILE, PROJECT_FILE, ChapterProject
+from engine.core.errors import ProjectFileError
+from engine.project.state import BACKUP_FILE, PROJECT_FILE, ChapterProject
 from engine.rap.curation import Target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ from pathlib import Path
 
 sys.path.insert(0, {repo!r})
 import engine.io.fileio as fileio
-from engine.project import ChapterProject
+from engine.project.state import ChapterProject
 
 point, folder = sys.argv[1], Path(sys.argv[2])
 armed = False

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.cli import main
-from engine.errors import ProjectFileError
-from engine.project import PROJECT_FILE, ChapterProject
+from engine.cli.main import main
+from engine.core.errors import ProjectFileError
+from engine.project.state import PROJECT_FILE, ChapterProject
 
 ESCAPES = ["../outside/secret.png", "../../../../etc/passwd"]
 
@@ -73,7 +73,7 @@ def test_resume_export_refuses_an_output_leading_outside_and_opens_nothing_there
     """The reported attack: a finished project whose page output was edited to point outside,
     then `colorize --resume --format cbz`. It used to pack the outside file into the CBZ and
     exit 0; now it is exit 2 naming the entry, no CBZ, the file left as sent."""
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     chapter, refs = make_demo_chapter(tmp_path / "data", pages=2, refs=1)
     out = tmp_path / "out"
@@ -205,7 +205,7 @@ def test_gui_open_never_decodes_a_project_reference_that_is_not_an_image_file(tm
     from PIL import Image
 
     from app.document import ChapterDocument
-    from engine.project import ChapterProject
+    from engine.project.state import ChapterProject
 
     chapter = tmp_path / "chapter"
     chapter.mkdir()

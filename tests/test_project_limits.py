@@ -13,8 +13,8 @@ from xml.etree import ElementTree
 import pytest
 from PIL import Image
 
-from engine.errors import InputError, ProjectFileError
-from engine.project import BACKUP_FILE, PROJECT_FILE, ChapterProject
+from engine.core.errors import InputError, ProjectFileError
+from engine.project.state import BACKUP_FILE, PROJECT_FILE, ChapterProject
 
 MIB = 1024**2
 
@@ -194,7 +194,7 @@ def test_a_long_title_is_shortened_in_the_cbz_name_but_kept_whole_inside(tmp_pat
 # --- 6. folders the project makes ------------------------------------------------------------------
 
 def test_retrieval_page_folders_have_the_users_normal_permissions(tmp_path):
-    from engine.pipeline import write_retrieval
+    from engine.pipelines.chapter import write_retrieval
     from engine.rap.canvas import PageFit, WorkSize
     from engine.rap.retrieval import PageRetrieval
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ProjectLockedError
+from engine.core.errors import ProjectLockedError
 from engine.io.projectlock import LOCK_FILE, ProjectLock
 
 from cli_probe import PROBE
@@ -87,7 +87,7 @@ def test_python_m_engine_cli_is_refused_with_exit_2(holder, one_page_chapter):
     out, process = holder
     pages, refs = one_page_chapter
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "colorize", str(pages), "--refs", str(refs), "--out", str(out),
+        [sys.executable, "-m", "engine.cli.main", "colorize", str(pages), "--refs", str(refs), "--out", str(out),
          "--models", "tiny"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert f"is in use by process {process.pid}" in result.stderr
@@ -107,7 +107,7 @@ def test_lock_of_a_killed_process_is_taken_over(holder):
 
 
 def test_stale_lock_with_a_dead_pid_does_not_stop_a_run(tiny_models_dir, one_page_chapter, tmp_path, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     pages, refs = one_page_chapter
     out = tmp_path / "out"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.project import PROJECT_FILE, ChapterProject
+from engine.project.state import PROJECT_FILE, ChapterProject
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +37,11 @@ def _check_consistent(out: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.slow
 def test_random_sigkills_never_corrupt_and_resume_never_redoes(tiny_models_dir, tmp_path):
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     chapter, refs = make_demo_chapter(tmp_path / "data", pages=4, refs=2)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "engine.cli", "colorize", str(chapter), "--refs", str(refs), "--out", str(out),
+    command = [sys.executable, "-m", "engine.cli.main", "colorize", str(chapter), "--refs", str(refs), "--out", str(out),
                "--models", str(tiny_models_dir), "--steps", "2", "--size", "256x384", "--input-style", "gray",
                "--json", "--resume"]
     chooser = random.Random(20261125)  # reproducible "random" moments

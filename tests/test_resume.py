@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.cli import main
-from engine.project import PROJECT_FILE
+from engine.cli.main import main
+from engine.project.state import PROJECT_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,8 @@ KILLED_RUN = """
 import os, signal, sys
 
 sys.path.insert(0, {repo!r})
-from engine import cli
-from engine.events import Progress
+from engine.cli import main as cli
+from engine.core.events import Progress
 
 point = {point!r}
 real_sink, real_replace = cli._progress_sink, os.replace
@@ -72,7 +72,7 @@ sys.exit("the kill hook never fired")
 
 @pytest.mark.parametrize("point", ["3rd page's ICP", "3rd page written"])
 def test_killed_run_resumes_and_recomputes_only_missing_pages(tiny_models_dir, tmp_path, capsys, point):
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     chapter, refs = make_demo_chapter(tmp_path / "data", pages=4, refs=2)
     out = tmp_path / "out"
@@ -106,7 +106,7 @@ def test_killed_run_resumes_and_recomputes_only_missing_pages(tiny_models_dir, t
 
 
 def test_resume_recomputes_when_settings_change(tiny_models_dir, tmp_path, capsys):
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     chapter, refs = make_demo_chapter(tmp_path / "data", pages=1, refs=1)
     out = tmp_path / "out"

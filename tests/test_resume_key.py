@@ -16,10 +16,10 @@ from engine.rap.canvas import REFERENCE_PATCHES, WorkSize, cell_box, reference_b
 from engine.io.chapter import ImageSource, PageImage, list_images, load_image
 from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices, Target
-from engine.demo import make_demo_chapter
+from engine.io.demo import make_demo_chapter
 from engine.rap.embedding import EmbeddingCache
 from engine.models import ModelPaths, fingerprint_models
-from engine.pipeline import PipelineSettings, load_pipeline
+from engine.pipelines.chapter import PipelineSettings, load_pipeline
 from engine.rap.retrieval import Candidate, Pick, PageRetrieval, Retriever
 from engine.gsrp.upscale import UpscaleSettings
 
@@ -193,7 +193,7 @@ def test_same_inputs_give_the_same_key(base):
 
 def paths_of(root: Path) -> ModelPaths:
     """The folder's roots, without its record (a run refuses changed files: tests/test_model_record.py)."""
-    from engine.sources import models_folder
+    from engine.models.sources import models_folder
 
     return models_folder(str(root))
 

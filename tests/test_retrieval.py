@@ -9,7 +9,7 @@ from PIL import Image
 from engine.rap.canvas import PLACEMENT, QUERY_PATCHES, WorkSize, cell_box
 from engine.io.chapter import list_images, open_chapter
 from engine.rap.curation import Choices, Curation, Target
-from engine.demo import make_demo_chapter
+from engine.io.demo import make_demo_chapter
 from engine.rap.embedding import EmbeddingCache
 from engine.rap.retrieval import Candidate, Retriever, select_picks
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.errors import OutputError
-from engine.events import Notice, PageDone
+from engine.core.errors import OutputError
+from engine.core.events import Notice, PageDone
 from engine.io.chapter import list_images, open_chapter
 from engine.io.storage import check_output_folder, estimate_output_bytes
-from engine.pipeline import PipelineSettings, colorize_chapter, load_pipeline
-from engine.project import PROJECT_FILE, ChapterProject
+from engine.pipelines.chapter import PipelineSettings, colorize_chapter, load_pipeline
+from engine.project.state import PROJECT_FILE, ChapterProject
 from engine.rap.canvas import WorkSize
 from engine.icp.settings import ColorizeSettings
 from engine.gsrp.settings import UpscaleSettings
@@ -154,8 +154,8 @@ def test_out_of_memory_twice_fails_the_page_with_advice_and_the_run_goes_on(run)
 
 
 def test_lowest_memory_on_an_accelerator_offloads_every_model(tiny_models_dir):
-    from engine.loading import load_diffusion, use_lowest_memory
-    from engine.sources import resolve_models
+    from engine.models.loading import load_diffusion, use_lowest_memory
+    from engine.models.sources import resolve_models
 
     components = load_diffusion(resolve_models(str(tiny_models_dir)), "cpu")
     components.device = torch.device("meta")  # as if the models had been loaded on an accelerator
@@ -171,7 +171,7 @@ def test_cli_read_only_out_is_one_line_and_disk_full_mid_run_exits_1(tiny_models
                                                                      monkeypatch, capsys):
     import tempfile
 
-    from engine.cli import main
+    from engine.cli.main import main
 
     chapter_dir, refs_dir = demo_data
     out = tmp_path / "out"

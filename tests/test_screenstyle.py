@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine.errors import ModelError
+from engine.core.errors import ModelError
 from engine.preprocess.screenstyle import (
     RGB_TO_SCREEN_FILE,
     SCREEN_DECODER_FILE,
@@ -147,7 +147,7 @@ def test_rng_draws_are_the_documented_five_in_order(tiny_screenstyle):
 
 
 def test_models_layout_lists_the_screenstyle_networks_as_the_manifest(capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     assert main(["models", "layout", "--json"]) == 0
     layout = json.loads(capsys.readouterr().out)

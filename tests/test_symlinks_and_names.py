@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main
-from engine.errors import InputError, OutputError, PageDecodeError, ProjectFileError, UnsafeArchiveError
+from engine.cli.main import main
+from engine.core.errors import InputError, OutputError, PageDecodeError, ProjectFileError, UnsafeArchiveError
 from engine.io.chapter import list_images, open_chapter
-from engine.project import PROJECT_FILE, ChapterProject
+from engine.project.state import PROJECT_FILE, ChapterProject
 
 # Gray levels of the pages of the two inputs, far enough apart to tell the pages apart by
 # lightness after coloring (keep-ink, on by default, takes lightness from the page).

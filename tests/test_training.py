@@ -123,7 +123,7 @@ def test_conditioning_of_a_page_box_off_the_centre_is_latents_of_the_hand_built_
     from test_icp_loop import SCALE, SCALING_FACTOR, StubVAE
 
     from engine.icp.conditioning import conditioning
-    from engine.offload import Runner
+    from engine.core.offload import Runner
 
     canvas = Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 192, 3), dtype=np.uint8))
     box = (16, 64, 112, 128)  # bottom left, on the 8-pixel grid
@@ -146,7 +146,7 @@ def test_conditioning_of_a_page_box_off_the_centre_is_latents_of_the_hand_built_
 
 
 def _state(path: Path) -> dict:
-    from engine.models.checkpoints import read_state_dict
+    from engine.io.checkpoints import read_state_dict
 
     return read_state_dict(path)
 
@@ -187,9 +187,9 @@ def test_icp_training_changes_only_guide_and_lora_keeps_a_light_state_and_resume
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from engine.models.checkpoints import find_weights, normalise_lora_key
-    from engine.pipeline import load_pipeline
-    from engine.sources import resolve_models
+    from engine.io.checkpoints import find_weights, normalise_lora_key
+    from engine.pipelines.chapter import load_pipeline
+    from engine.models.sources import resolve_models
 
     base = resolve_models(str(tiny_models_dir))
     out = tmp_path / "trained"
@@ -258,7 +258,7 @@ def test_icp_training_changes_only_guide_and_lora_keeps_a_light_state_and_resume
 def test_overfitting_one_sample_lowers_the_loss(dataset, tiny_models_dir, tmp_path):
     """30 steps on one sample: the noise-prediction loss falls well below its start (it stays
     near 1.0 = the noise variance when the learning rate is 0, i.e. when nothing trains)."""
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
 
     one = tmp_path / "one"
     shutil.copytree(dataset, one)
@@ -279,7 +279,7 @@ def test_overfitting_one_sample_lowers_the_loss(dataset, tiny_models_dir, tmp_pa
 def test_from_scratch_guide_leaves_the_unet_output_unchanged_at_step_zero(dataset, tiny_models_dir, tmp_path):
     from diffusers import UNet2DConditionModel
 
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
 
     base = resolve_models(str(tiny_models_dir))
     trainer = _trainer(base, dataset, tmp_path / "out", from_scratch=True)
@@ -303,7 +303,7 @@ def test_ema_follows_diffusers_decay_and_becomes_the_saved_weights(dataset, tiny
     at the (k+1)-th. With d = 0.2: 2/11 at step 2, 0.2 at step 3."""
     from safetensors.torch import load_file
 
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
 
     base = resolve_models(str(tiny_models_dir))
     out = tmp_path / "out"
@@ -337,7 +337,7 @@ def test_ema_follows_diffusers_decay_and_becomes_the_saved_weights(dataset, tiny
 def test_icp_clips_the_gradients_to_the_configured_norm(dataset, tiny_models_dir, tmp_path):
     """max_grad_norm reaches the loop: after clipping, the trainable gradients' total norm is the
     configured one (their norm before it is far larger); 0 turns clipping off."""
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
 
     base = resolve_models(str(tiny_models_dir))
     for limit in (1e-3, 0.0):
@@ -364,7 +364,7 @@ def test_icp_clips_the_gradients_to_the_configured_norm(dataset, tiny_models_dir
 def test_samples_of_the_held_out_page_and_tensorboard_logs(dataset, tiny_models_dir, tmp_path):
     from accelerate.utils import is_tensorboard_available
 
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
 
     out = tmp_path / "out"
     lines = []
@@ -387,7 +387,7 @@ def test_accelerate_configs_parse_with_accelerate_classes():
     from accelerate.commands.config.config_args import ClusterConfig
     from accelerate.commands.launch import launch_command_parser
 
-    folder = Path(__file__).resolve().parents[1] / "training" / "accelerate"
+    folder = Path(__file__).resolve().parents[1] / "resources" / "accelerate"
     configs = {p.stem: ClusterConfig.from_yaml_file(str(p)) for p in sorted(folder.glob("*.yaml"))}
     assert set(configs) == {"ddp", "fsdp", "zero2"}
     assert configs["ddp"].distributed_type.value == "MULTI_GPU"
@@ -404,7 +404,7 @@ def test_accelerate_configs_parse_with_accelerate_classes():
 
 
 def test_train_commands_parse_and_refuse_a_folder_without_index(tiny_models_dir, tmp_path, capsys):
-    from engine.cli import build_parser, main
+    from engine.cli.main import build_parser, main
 
     args = build_parser().parse_args(["train", "icp", "ds", "--out", "o", "--steps", "7", "--resume", "--mu", "1.0"])
     assert (args.train_command, args.steps, args.resume, args.mu, args.lr) == ("icp", 7, True, 1.0, 1e-5)
@@ -417,12 +417,12 @@ def test_train_commands_parse_and_refuse_a_folder_without_index(tiny_models_dir,
 
 
 def test_memory_estimate_counts_the_official_parameters(monkeypatch):
-    """training/estimate_memory.py builds the official models on the meta device; its counts are the
+    """scripts/estimate_memory.py builds the official models on the meta device; its counts are the
     published ones (docs/reference/checkpoints.md: guide 842,093,440, LoRA 23,937,024; SD1.5: UNet 859,520,964,
     VAE 83,653,863, text encoder 123,060,480) and the static rows are 4/4/8/2 bytes per parameter."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "training" / "estimate_memory.py"
+    path = Path(__file__).resolve().parents[1] / "scripts" / "estimate_memory.py"
     spec = importlib.util.spec_from_file_location("estimate_memory", path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "estimate_memory", module)  # its dataclass looks itself up there

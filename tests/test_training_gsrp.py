@@ -33,7 +33,7 @@ def _write_index(root: Path, pages: list[Path]) -> Path:
 
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory) -> list[Path]:
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     _, refs = make_demo_chapter(tmp_path_factory.mktemp("colored"), pages=1, refs=3, size=(160, 320))
     return sorted(refs.iterdir())
@@ -52,7 +52,7 @@ def one_page(pages, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(gsrp_dataset, tiny_models_dir, tmp_path_factory) -> Path:
     """2 steps of `colorflow train gsrp` on 24x24 crops."""
-    from engine.cli import main
+    from engine.cli.main import main
 
     out = tmp_path_factory.mktemp("gsrp-out") / "trained"
     code = main(["train", "gsrp", str(gsrp_dataset), "--models", str(tiny_models_dir), "--out", str(out), "--steps", "2",
@@ -62,7 +62,7 @@ def trained(gsrp_dataset, tiny_models_dir, tmp_path_factory) -> Path:
 
 
 def _base(tiny_models_dir):
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
 
     return resolve_models(str(tiny_models_dir))
 
@@ -184,8 +184,8 @@ def test_crops_lie_on_the_page_content():
 
 
 def test_trained_dir_loads_and_changes_the_colorize_output(trained, tiny_models_dir, tiny_components, tmp_path, capsys):
-    from engine.cli import main
-    from engine.demo import make_demo_chapter
+    from engine.cli.main import main
+    from engine.io.demo import make_demo_chapter
     from engine.gsrp.fusion import load_fusion
 
     base = _base(tiny_models_dir)
@@ -219,7 +219,7 @@ def test_trained_dir_loads_and_changes_the_colorize_output(trained, tiny_models_
 
 def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(trained, gsrp_dataset, tiny_models_dir,
                                                                               tmp_path, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     resumed = tmp_path / "resumed"
     shutil.copytree(trained, resumed, symlinks=True)
@@ -267,7 +267,7 @@ def test_icp_and_gsrp_outputs_share_a_folder(tiny_models_dir, tiny_components, t
 
 
 def test_gsrp_command_parses_and_refuses_bad_input(gsrp_dataset, tiny_models_dir, tmp_path, capsys):
-    from engine.cli import build_parser, main
+    from engine.cli.main import build_parser, main
 
     args = build_parser().parse_args(["train", "gsrp", "ds", "--out", "o", "--crop", "full", "--resume"])
     assert (args.train_command, args.crop, args.resume, args.steps, args.lr, args.input_style) == \
@@ -329,7 +329,7 @@ def test_gsrp_keeps_an_ema_samples_the_held_out_page_and_logs_beside_icps_files(
 def test_a_gsrp_state_written_before_the_shared_loop_resumes(trained, gsrp_dataset, tiny_models_dir, tmp_path, capsys):
     """Its trainer_state.json counted samples per process as "consumed"; it resumes at its step and
     data position and goes on in the current format."""
-    from engine.cli import main
+    from engine.cli.main import main
 
     resumed = tmp_path / "resumed"
     shutil.copytree(trained, resumed, symlinks=True)

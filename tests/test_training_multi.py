@@ -64,7 +64,7 @@ def test_two_process_ddp_matches_one_process_with_the_doubled_batch(dataset, tin
     relative to the norm of the update, because Adam's first steps move each weight by ~lr * sign(g)
     (it divides by sqrt(v) ~ |g|): a gradient element that is ~0 up to rounding can flip sign and
     move by up to 2 lr in one run and not the other, so single elements may differ by ~lr."""
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
     from engine.training.icp import ICPTrainer
 
     multi = tmp_path / "multi"
@@ -73,7 +73,7 @@ def test_two_process_ddp_matches_one_process_with_the_doubled_batch(dataset, tin
     # unless an MPI hostfile is given).
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(_free_port()), "-m", "engine.cli",
+               "--main_process_port", str(_free_port()), "-m", "engine.cli.main",
                *_train_args(dataset, tiny_models_dir, multi, 2, "--batch-size", "1")]
     done = subprocess.run(command, cwd=ROOT, env=one_thread, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -97,8 +97,8 @@ def test_two_process_ddp_matches_one_process_with_the_doubled_batch(dataset, tin
 
 
 def _weights_of_base(models: Path) -> dict:
-    from engine.models.checkpoints import find_weights, normalise_lora_key, read_state_dict
-    from engine.sources import resolve_models
+    from engine.io.checkpoints import find_weights, normalise_lora_key, read_state_dict
+    from engine.models.sources import resolve_models
 
     graysd = resolve_models(str(models)).graysd
     guide = read_state_dict(find_weights(graysd, "diffusion_pytorch_model"))
@@ -114,11 +114,11 @@ def test_a_run_killed_mid_way_resumes_to_the_weights_of_an_uninterrupted_run(dat
     a new trainer finishes the run; the weights, optimizer moments and losses equal those of an
     uninterrupted run exactly (every random draw is keyed by the sample position; the state holds
     exact fp32 copies; one thread in both processes)."""
-    from engine.sources import resolve_models
+    from engine.models.sources import resolve_models
     from engine.training.icp import ICPTrainer
 
     steps, out = 8, tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-m", "engine.cli", *_train_args(dataset, tiny_models_dir, out, steps,
+    child = subprocess.Popen([sys.executable, "-m", "engine.cli.main", *_train_args(dataset, tiny_models_dir, out, steps,
                                                                                 "--save-every", "2")],
                              cwd=ROOT, env=one_thread, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "state" / "trainer_state.json"

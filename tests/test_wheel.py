@@ -86,7 +86,7 @@ def test_the_wheel_holds_the_packages_and_every_resource_and_no_tests(installed)
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"engine", "app", "colorflow_resources"}  # no tests/, training/, scripts/, main.py
     entry_points = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert "colorflow = engine.cli:main" in entry_points and "colorflow-gui = app.launcher:main" in entry_points
+    assert "colorflow = engine.cli.main:main" in entry_points and "colorflow-gui = app.launcher:main" in entry_points
 
 
 def test_the_installed_commands_work_outside_the_source_tree(installed, tmp_path):

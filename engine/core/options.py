@@ -1,9 +1,9 @@
 """Every user run option, declared once: name, type, allowed values, default, label, help, range.
 
 Derived from RunSettings below, and from nowhere else: the command-line arguments of every
-command (engine/cli_options.py), the settings dialog (app/settings.py), the run options kept in
-the project file (engine/project_schema.py), and the pipeline settings with their resume key
-(engine/run_settings.py). Inside the engine allowed values are the enums below; being StrEnums
+command (engine/cli/options.py), the settings dialog (app/settings.py), the run options kept in
+the project file (engine/project/schema.py), and the pipeline settings with their resume key
+(engine/pipelines/settings.py). Inside the engine allowed values are the enums below; being StrEnums
 they serialise to the strings they always were, so project files and resume keys are unchanged.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType, NoneType, UnionType
 from typing import Any, Mapping
 
-from engine.errors import InputError
+from engine.core.errors import InputError
 
 
 class InputStyle(enum.StrEnum):
@@ -59,7 +59,7 @@ class ExportFormat(enum.StrEnum):
     PSD = "psd"
 
 
-MAX_SEED = 2**63 - 1  # torch generators take 64 bits; engine/rng.py's stream seeds stay below 2**63 too
+MAX_SEED = 2**63 - 1  # torch generators take 64 bits; engine/core/rng.py's stream seeds stay below 2**63 too
 
 PROCEDURE_HELP = (
     "ours or official. official reproduces the official app's procedure exactly "
@@ -252,7 +252,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(_options())
 PROJECT_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.about.in_project)
 
 # What the official procedure fixes, as the official app outputs: no keep-ink, 1.5x the working
-# size, the whole canvas decoded. pipeline_settings (engine/run_settings.py) applies it and
+# size, the whole canvas decoded. pipeline_settings (engine/pipelines/settings.py) applies it and
 # refuses a choice against it; the settings dialog greys these options out.
 OFFICIAL_FIXES: Mapping[str, Any] = MappingProxyType(
     {"keep_ink": False, "output_size": OutputSize.GSRP, "decode": DecodeRegion.CANVAS})

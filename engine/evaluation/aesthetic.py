@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from engine.errors import ModelError
+from engine.core.errors import ModelError
 from engine.evaluation.weights import evaluation_weights_dir
 
 # christophschuhmann/improved-aesthetic-predictor: a stack of linear layers (no activations)
@@ -92,7 +92,7 @@ class AestheticScorer:
                  embedder=None) -> None:
         import torch
 
-        from engine.models.checkpoints import load_strict, read_state_dict
+        from engine.io.checkpoints import load_strict, read_state_dict
 
         if embedder is None:
             from engine.rap.embedding import ClipEmbedder

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from engine.errors import InputError
+from engine.core.errors import InputError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -159,13 +159,13 @@ def make_bench(
     planned = plan_chapters(chapters, root, refs, pages)
     networks = None
     if "screen" in sets:
-        from engine.sources import check_models
+        from engine.models.sources import check_models
 
         check_models(models)
-        from engine.devices import pick_device
+        from engine.core.devices import pick_device
         from engine.preprocess.screenstyle import load_screenstyle
-        from engine.rng import SCREENSTYLE, stream_seed
-        from engine.sources import resolve_models
+        from engine.core.rng import SCREENSTYLE, stream_seed
+        from engine.models.sources import resolve_models
 
         networks = load_screenstyle(resolve_models(models).colorflow, pick_device(device))
         screen_seed = stream_seed(seed, SCREENSTYLE)

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine.core.options import InputStyle, RunSettings
-from engine.errors import InputError
+from engine.core.errors import InputError
 from engine.evaluation.bench_data import BENCH_SETS, SAME_STYLE, Bench, link_or_copy
 from engine.evaluation.folders import MetricModels
 from engine.evaluation.report import EvaluationReport, results_table
-from engine.events import EventSink, ignore
+from engine.core.events import EventSink, ignore
 
 RESULT_VERSION = 1
 
@@ -37,7 +37,7 @@ class BenchRunSettings:
     def label(self) -> str:
         if self.method:
             return self.method
-        from engine.sources import is_tiny
+        from engine.models.sources import is_tiny
 
         extras = [str(self.run.procedure), f"input style {self.input_style}"]
         if is_tiny(self.run.models):
@@ -45,14 +45,14 @@ class BenchRunSettings:
         return f"ColorFlow ({', '.join(extras)})"
 
     def pipeline_settings(self, bench_set: str):
-        from engine.run_settings import pipeline_settings
+        from engine.pipelines.settings import pipeline_settings
 
         return pipeline_settings(replace(self.run, input_style=self.pipeline_style(bench_set)))
 
     def check(self, bench: Bench) -> None:
         """Everything checkable before a model loads (no torch)."""
-        from engine.devices import precheck_device
-        from engine.sources import check_models
+        from engine.core.devices import precheck_device
+        from engine.models.sources import check_models
 
         styles = [*InputStyle, SAME_STYLE]
         if self.input_style not in styles:
@@ -87,7 +87,7 @@ def check_metric_weights(metrics: Sequence[str], models: MetricModels) -> None:
         find_head_weights(models.aesthetic_weights)
         find_aesthetic_clip(models.aesthetic_clip)
     if "clip-is" in metrics:
-        from engine.sources import check_models
+        from engine.models.sources import check_models
 
         check_models(models.clip_models)
 
@@ -136,7 +136,7 @@ class BenchResult:
 
 
 def _settings_record(settings: BenchRunSettings) -> dict[str, Any]:
-    from engine.sources import is_tiny
+    from engine.models.sources import is_tiny
 
     run = settings.run
     return {
@@ -176,12 +176,12 @@ def run_bench(bench: Bench, out: str | Path, settings: BenchRunSettings, emit: E
     the predictions under OUT/pred/<set>/<chapter>/, mirror gt/ under OUT/gt/<chapter>/ and
     evaluate each set: one Table 1 row per set. Chapter projects (for --resume) live in
     OUT/runs/<set>/<chapter>/."""
-    from engine.devices import pick_device
+    from engine.core.devices import pick_device
     from engine.io.chapter import list_images, open_chapter
     from engine.io.projectlock import ProjectLock
     from engine.io.storage import check_output_folder
-    from engine.pipeline import colorize_chapter, load_pipeline
-    from engine.project import ChapterProject
+    from engine.pipelines.chapter import colorize_chapter, load_pipeline
+    from engine.project.state import ChapterProject
 
     settings.check(bench)
     root = Path(out).expanduser().resolve()
@@ -216,7 +216,7 @@ def run_bench(bench: Bench, out: str | Path, settings: BenchRunSettings, emit: E
             result.seconds[bench_set] = time.perf_counter() - start
             result.pages[bench_set] = done
         del pipeline  # the metrics' networks get the memory
-        from engine.offload import free_memory
+        from engine.core.offload import free_memory
 
         free_memory()
         from engine.evaluation.folders import evaluate_folders, pair_folders

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.errors import InputError, ModelError
+from engine.core.errors import InputError, ModelError
 from engine.evaluation.weights import evaluation_weights_dir
 
 # The same file (same bytes) is published by pytorch-fid and by torch-fidelity under two names.
@@ -72,7 +72,7 @@ def load_inception(weights: str | Path, device: str = "cpu"):
     """The FID Inception-v3 with the weights of `weights` loaded strictly (tensors only, never
     arbitrary pickles); a wrong or damaged file is a ModelError naming the mismatched keys."""
     from engine.evaluation.inception import build_fid_inception
-    from engine.models.checkpoints import load_strict, read_state_dict
+    from engine.io.checkpoints import load_strict, read_state_dict
 
     weights = Path(weights)
     state = read_state_dict(weights)

@@ -11,7 +11,7 @@ import numpy as np
 from natsort import natsorted, ns
 from PIL import Image
 
-from engine.errors import InputError
+from engine.core.errors import InputError
 from engine.evaluation.metrics import ALL_METRICS, METRICS, parse_metrics
 from engine.evaluation.report import EvaluationReport, ImageResult
 
@@ -196,11 +196,11 @@ def _load_scorers(chosen: Sequence[str], models: MetricModels) -> dict[str, Call
         head_weights = find_head_weights(models.aesthetic_weights)
         clip_dir = find_aesthetic_clip(models.aesthetic_clip)
     if "clip-is" in chosen:
-        from engine.sources import check_models
+        from engine.models.sources import check_models
 
         check_models(models.clip_models)
         clip_models = models.clip_models
-    from engine.devices import pick_device
+    from engine.core.devices import pick_device
 
     device = pick_device(models.device)
     if clip_models is not None:

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from engine.errors import InputError
+from engine.core.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class ClipImageSimilarity:
     def __init__(self, models: str = "official", device: str = "cpu", embedder=None) -> None:
         if embedder is None:
             from engine.rap.embedding import ClipEmbedder
-            from engine.sources import resolve_models
+            from engine.models.sources import resolve_models
 
             embedder = ClipEmbedder(resolve_models(models).image_encoder, device=device)
         self.embedder = embedder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.paths import cache_dir
+from engine.core.paths import cache_dir
 
 
 def evaluation_weights_dir() -> Path:

@@ -19,7 +19,7 @@ from PIL import Image
 from engine.gsrp.settings import GSRP_SCALE, UpscaleSettings  # noqa: F401 (re-exported)
 from engine.preprocess.tensors import downscale_factor, to_tensor
 from engine.rap.canvas import WorkSize
-from engine.rng import GSRP, stream_generator
+from engine.core.rng import GSRP, stream_generator
 
 INK_CHROMA_FADE_L = 15.0  # CIELAB lightness below which keep-ink fades the color out
 
@@ -114,7 +114,7 @@ class Upscaler:
     """GSRP on loaded components (VAE + fusion network)."""
 
     def __init__(self, vae, fusion, device: torch.device, dtype: torch.dtype) -> None:
-        from engine.offload import Runner
+        from engine.core.offload import Runner
 
         # Every VAE use goes through a Runner (shared with ICP when given one), so low-VRAM
         # offload hooks place the VAE on the device before it runs.

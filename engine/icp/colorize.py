@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 
 from engine.rap.canvas import WorkSize
-from engine.errors import ColorFlowError, InputError
+from engine.core.errors import ColorFlowError, InputError
 from engine.icp.conditioning import conditioning
 from engine.icp.guide import guided_unet_forward
 from engine.icp.components import DiffusionComponents
 from engine.icp.settings import ColorizeSettings  # noqa: F401 (re-exported for callers)
-from engine.rng import CONDITIONING, START_NOISE, stream_generator
+from engine.core.rng import CONDITIONING, START_NOISE, stream_generator
 
 # Rough linear map from SD1.5 latents to RGB, good enough for a live preview.
 LATENT_RGB = torch.tensor(

@@ -29,7 +29,7 @@ class DiffusionComponents:
     offload: Any = None  # offload.ModelOffload in low-VRAM mode, else None
 
     def __post_init__(self) -> None:
-        from engine.offload import Runner
+        from engine.core.offload import Runner
 
         if self.unet_runner is None or self.unet_runner.model is not self.unet:
             self.unet_runner = Runner(self.unet)

@@ -18,7 +18,7 @@ from engine.preprocess.tensors import to_tensor
 from engine.rap.canvas import Box
 
 if TYPE_CHECKING:
-    from engine.offload import Runner
+    from engine.core.offload import Runner
 
 
 def guide_images(canvas: Image.Image, box: Box) -> tuple[Image.Image, Image.Image]:

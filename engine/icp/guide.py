@@ -25,7 +25,7 @@ from diffusers.models.unets.unet_2d_blocks import (
 from torch import nn
 
 from engine.icp.unet_walk import down_path, up_path
-from engine.models.checkpoints import (
+from engine.io.checkpoints import (
     check_config_types, find_weights, load_strict, read_config, read_state_dict, reading_model,
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.core.options import DecodeRegion, Procedure, check_option
-from engine.rng import check_seed
+from engine.core.rng import check_seed
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from engine.errors import InputError, PageDecodeError, UnsafeArchiveError
+from engine.core.errors import InputError, PageDecodeError, UnsafeArchiveError
 
 MAX_ARCHIVE_MEMBERS = 10_000  # entries of any kind; a thick volume has a few hundred pages
 MAX_ARCHIVE_BYTES = 4 * 1024**3  # total uncompressed size of all image members

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from engine.errors import InputError, OutputError
+from engine.core.errors import InputError, OutputError
 
 
 def touch(path: Path) -> None:

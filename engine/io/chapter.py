@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 from natsort import natsorted, ns
 from PIL import Image
 
-from engine.errors import InputError, PageDecodeError, UnsafeArchiveError
+from engine.core.errors import InputError, PageDecodeError, UnsafeArchiveError
 from engine.io import archive
 from engine.io.imaging import IMAGE_EXTENSIONS, DecodeLimits, decode_image, normalise, open_image
 

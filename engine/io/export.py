@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from engine.core.options import ExportFormat
-from engine.errors import InputError
+from engine.core.errors import InputError
 from engine.io.chapter import ImageSource, load_image
 from engine.io.fileio import atomic_write, atomic_write_bytes
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from engine.errors import OutputError
+from engine.core.errors import OutputError
 
 
 def current_umask() -> int:

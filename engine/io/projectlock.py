@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import OutputError, ProjectLockedError
+from engine.core.errors import OutputError, ProjectLockedError
 from engine.io.fileio import remove_stale_temp_files
 from engine.io.storage import is_storage_error, storage_advice
 

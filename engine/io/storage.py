@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from engine.errors import InputError, OutputError
+from engine.core.errors import InputError, OutputError
 
 # What a colored page costs on disk compared with its black-and-white source file (a gray PNG
 # or JPEG becomes an RGB PNG): generous, so the check errs on the side of warning.

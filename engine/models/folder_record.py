@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import ModelError
-from engine.events import EventSink, Progress, ignore
+from engine.core.errors import ModelError
+from engine.core.events import EventSink, Progress, ignore
 from engine.io.fileio import atomic_write_json
-from engine.paths import config_dir
+from engine.core.paths import config_dir
 
 RECORDS_DIR = "model-folders"
 RECORD_FORMAT = "colorflow-model-folder-record"

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import ModelError, model_permission_error
-from engine.events import CancelToken, EventSink, Progress, ignore
+from engine.core.errors import ModelError, model_permission_error
+from engine.core.events import CancelToken, EventSink, Progress, ignore
 from engine.io.fileio import atomic_write_json
 from engine.io.storage import human_bytes  # noqa: F401 - also this module's public helper
 from engine.models.presets import PresetFile, preset_files  # noqa: F401 - also this module's public names
-from engine.paths import config_dir
+from engine.core.paths import config_dir
 
 LOCK_FILE = "models.lock.json"
 CHECKED_FILE = "models.checked.json"  # files whose sha256 matched their pin, by path: size, mtime_ns
@@ -399,7 +399,7 @@ def convert_to_safetensors(folder: Path, report: Callable[[str], None] = lambda 
     weights_only=True), checked to reload to identical tensors. The loader prefers them."""
     from safetensors.torch import load_file, save_file
 
-    from engine.models.checkpoints import PICKLE_SUFFIXES, read_state_dict
+    from engine.io.checkpoints import PICKLE_SUFFIXES, read_state_dict
 
     written = []
     for path in sorted(Path(folder).iterdir()):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.models.hub import DOWNLOAD_MARGIN, hf_cache_dir, human_bytes, local_path
 from engine.models.presets import VERIFY_LABELS, VERIFY_MEANING, PresetFile, preset_files, verification_notes
-from engine.resources import model_config
+from engine.core.resources import model_config
 from engine.io.storage import nearest_existing
 
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ModelError
-from engine.resources import model_config
+from engine.core.errors import ModelError
+from engine.core.resources import model_config
 
 PRESETS_FILE = "resources/models/presets.json"
 TOFU, REVISION, SHA256 = "tofu", "revision", "sha256"  # how a file is verified, weakest first

@@ -1,13 +1,19 @@
-"""The common model layout and the official source: DIR/sd15/ (diffusers SD1.5) and
-DIR/colorflow/ (the ColorFlow hub repo files); a cheap fingerprint of the files."""
+"""Model sources: the common layout (DIR/sd15/ diffusers SD1.5, DIR/colorflow/ the ColorFlow hub
+repo files), resolved by name — `official` (hub snapshot), `tiny` (generated random models) or a
+folder — into typed paths once; a cheap fingerprint of the files."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from engine.events import EventSink, ignore
+from engine.core.errors import ModelError
+from engine.core.events import EventSink, ignore
+from engine.core.paths import cache_dir
 
 
 IMAGE_ENCODER_SUBDIR = "image_encoder"
@@ -70,3 +76,106 @@ def official_models(emit: EventSink = ignore) -> ModelPaths:
     from engine.models.hub import official_roots
 
     return ModelPaths(*official_roots(emit))
+
+
+TINY_MARKER = ".complete"
+TINY_VERSION = 4
+# Written by make_tiny into every tiny models folder, so any front end can say so.
+RANDOM_WEIGHTS_NOTE = "TINY-RANDOM-WEIGHTS.txt"
+
+
+def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
+    """Write small random-weight models in the official file layout under `root`.
+
+    Built with the real classes and saved like the official files (diffusers/transformers
+    folders for SD1.5 and the image encoder, pickled tensor dicts for GraySD), so loading them
+    exercises the same code as the official checkpoints. Their colors are meaningless.
+    """
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from engine.models.tiny import write_tiny_graysd, write_tiny_image_encoder, write_tiny_screenstyle, write_tiny_sd15
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    root = Path(root)
+    paths = ModelPaths(root / "sd15", root / "colorflow")
+    torch.manual_seed(seed)
+    write_tiny_sd15(paths.sd15)
+    write_tiny_graysd(paths.sd15, paths.colorflow / GRAYSD_SUBDIR)
+    write_tiny_image_encoder(paths.image_encoder)
+    write_tiny_screenstyle(paths.colorflow)
+    (root / RANDOM_WEIGHTS_NOTE).write_text(
+        "Tiny models with random weights, built by `colorflow models make-tiny`: every code path runs, "
+        "the colors are meaningless. Use --models official for real colors.\n"
+    )
+    return paths
+
+
+def tiny_models(root: Path | None = None) -> ModelPaths:
+    """The tiny preset: generated once into the cache folder (atomically), reused afterwards."""
+    root = Path(root) if root else cache_dir() / "tiny-models"
+    marker = root / TINY_MARKER
+    if not marker.exists() or marker.read_text().strip() != f"tiny models v{TINY_VERSION}":
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
+        try:
+            make_tiny(staging)
+            (staging / TINY_MARKER).write_text(f"tiny models v{TINY_VERSION}\n")
+            if root.exists():  # an older or partial build
+                shutil.rmtree(root)
+            os.replace(staging, root)
+        except OSError:
+            if not (root / TINY_MARKER).exists():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return ModelPaths(root / "sd15", root / "colorflow")
+
+
+def resolve_models(spec: str, tiny_root: Path | None = None, emit: EventSink = ignore) -> ModelPaths:
+    """`tiny`, `official` or a directory in the common layout, checked against its record
+    (folder_record: made on first use; `emit`: Progress while files are hashed, for the official
+    pins as for a folder's record)."""
+    if spec == "tiny":
+        return tiny_models(tiny_root)
+    if spec == "official":
+        return official_models(emit)
+    from engine.models.folder_record import require_unchanged
+
+    paths = models_folder(spec)
+    root = paths.sd15.parent
+    return replace(paths, content_id=require_unchanged(root, emit))
+
+
+def models_folder(spec: str) -> ModelPaths:
+    """The roots of a models DIR in the common layout (resolved), not yet checked against its record."""
+    root = Path(spec).expanduser().resolve()
+    if not root.is_dir():
+        raise ModelError(f"{root}: model directory does not exist")
+    paths = ModelPaths(root / "sd15", root / "colorflow")
+    if not (paths.image_encoder / "config.json").is_file():
+        raise ModelError(
+            f"{root}: not a ColorFlow models directory (expected colorflow/image_encoder/config.json)"
+        )
+    return paths
+
+
+def check_models(spec: str, emit: EventSink = ignore) -> None:
+    """Light presence check of a model source before anything heavy is imported: official files
+    downloaded (and checked against their pins, with Progress events to `emit` while files are
+    hashed), a folder in the layout and unchanged since its record (made on first use, also with
+    Progress events); `tiny` is always available (built on first use)."""
+    if spec != "tiny":
+        resolve_models(spec, emit=emit)
+
+
+def is_tiny(spec: str) -> bool:
+    """Whether a model source is the tiny random-weight models (their colors mean nothing)."""
+    if spec == "tiny":
+        return True
+    try:
+        return (Path(spec).expanduser() / RANDOM_WEIGHTS_NOTE).is_file()
+    except (OSError, ValueError):
+        return False

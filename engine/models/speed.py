@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.io.fileio import atomic_write_json
-from engine.paths import config_dir
+from engine.core.paths import config_dir
 
 PROBE_FILE = "speed-probe.json"
 STAGES = ("ScreenStyle", "RAP", "ICP", "GSRP")  # the per-page stages a probe times

@@ -103,7 +103,7 @@ class PagePreparer:
         frame = self._cached(key)
         if frame is None:
             if self.networks is None:
-                from engine.errors import ModelError
+                from engine.core.errors import ModelError
 
                 raise ModelError("the ScreenStyle networks are not loaded (input style 'screen')")
             from engine.preprocess.screenstyle import screen_style
@@ -120,7 +120,7 @@ class PagePreparer:
             return self._memory[key]
         if self.cache_dir is not None:
             path = self.cache_dir / f"{key}.png"
-            from engine.errors import PageDecodeError
+            from engine.core.errors import PageDecodeError
             from engine.io.chapter import ImageSource, load_image
 
             try:

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from engine.preprocess.tensors import to_tensor
-from engine.rng import official_seeding
+from engine.core.rng import official_seeding
 
 # Hub files of the two networks used, relative to the ColorFlow repo root.
 RGB_TO_SCREEN_FILE = "ScreenStyle/color2manga/color2manga_cycle_ganstft/latest_net_G_RGB2INTSCR.pth"
@@ -169,7 +169,7 @@ class ScreenStyleNetworks:
 
 def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -> ScreenStyleNetworks:
     """Both networks from the official `.pth` files (weights_only), every key checked."""
-    from engine.models.checkpoints import load_strict, read_state_dict, reading_model, require_model_file
+    from engine.io.checkpoints import load_strict, read_state_dict, reading_model, require_model_file
 
     networks = []
     stamps = []

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from engine.errors import ModelError
+from engine.core.errors import ModelError
 from engine.io.fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,7 +85,7 @@ class ClipEmbedder:
         self.device = self.home_device = torch.device(device)
         self.dtype = dtype or torch.float32
         self.batch_size = batch_size
-        from engine.models.checkpoints import load_pretrained, reading_model
+        from engine.io.checkpoints import load_pretrained, reading_model
 
         model = load_pretrained(CLIPVisionModelWithProjection, model_dir, "the CLIP image encoder",
                                 "model.safetensors", torch_dtype=self.dtype, use_safetensors=True)

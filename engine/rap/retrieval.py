@@ -30,7 +30,7 @@ from engine.io.imaging import open_image
 from engine.rap.curation import Choices
 from engine.io.archive import archives_kept_open
 from engine.rap.embedding import Embedder, EmbeddingCache
-from engine.errors import InputError, PageDecodeError
+from engine.core.errors import InputError, PageDecodeError
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def find_state(out: Path, state_dir: str = STATE_DIR) -> tuple[Path, dict]:
     for folder in (Path(out) / state_dir, Path(out) / f"{state_dir}.old"):
         if (folder / TRAINER_STATE).is_file():
             return folder, json.loads((folder / TRAINER_STATE).read_text())
-    from engine.errors import InputError
+    from engine.core.errors import InputError
 
     raise InputError(f"{out}: nothing to resume (no {state_dir}/{TRAINER_STATE})")
 

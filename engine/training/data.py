@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 
 from PIL import Image
 
-from engine.errors import InputError
-from engine.events import Event, Progress, ignore
+from engine.core.errors import InputError
+from engine.core.events import Event, Progress, ignore
 from engine.io.chapter import ImageSource, PageImage, list_images, load_image
 from engine.io.fileio import atomic_save_image, atomic_write_json
 from engine.rap.canvas import Box, WorkSize, build_canvas, build_mask, crop_patch, fit_page, fit_reference

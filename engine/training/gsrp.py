@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Callable
 from PIL import Image
 
 from engine.core.options import InputStyle
-from engine.errors import InputError
-from engine.events import Event, ignore
+from engine.core.errors import InputError
+from engine.core.events import Event, ignore
 from engine.models import ModelPaths
 from engine.rap.canvas import Box, WorkSize
 from engine.training.common import link_base, position_generator, remove_files
@@ -184,8 +184,8 @@ class GSRPTrainer(Trainer):
         from diffusers import AutoencoderKL
 
         from engine.gsrp.fusion import FUSION_WEIGHTS, FusionNet, load_fusion, vae_feature_channels
-        from engine.models.checkpoints import load_pretrained, reading_model, require_model_file
-        from engine.offload import Runner
+        from engine.io.checkpoints import load_pretrained, reading_model, require_model_file
+        from engine.core.offload import Runner
         from engine.preprocess.tensors import downscale_factor
 
         require_model_file(self.models.sd15 / "vae", "sd15/vae")

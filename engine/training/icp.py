@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from engine.events import Event, ignore
+from engine.core.events import Event, ignore
 from engine.models import ModelPaths
 from engine.training.common import link_base, position_generator
 from engine.training.data import Sample, TrainingSet, draw_crop_size, sample_rng
@@ -87,9 +87,9 @@ class ICPTrainer(Trainer):
         from diffusers.training_utils import cast_training_params
 
         from engine.icp.guide import ColorGuiderSDModel
-        from engine.loading import load_diffusion
-        from engine.models.checkpoints import attach_lora
-        from engine.offload import Runner
+        from engine.models.loading import load_diffusion
+        from engine.io.checkpoints import attach_lora
+        from engine.core.offload import Runner
         from engine.preprocess.tensors import downscale_factor
         from engine.training.icp_model import GuidedDenoiser, keep_trainable, load_trainable
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import InputError
+from engine.core.errors import InputError
 from engine.icp.guide import guided_unet_forward
 
 

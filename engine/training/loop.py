@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine.errors import InputError
-from engine.events import Event, Progress, ignore
+from engine.core.errors import InputError
+from engine.core.events import Event, Progress, ignore
 from engine.models import ModelPaths
 from engine.training.common import batch_positions, find_state, index_at, progress_line, save_state_atomically
 

@@ -8,7 +8,7 @@ pytest.importorskip("PySide6")
 
 from app.settings import AppSettings  # noqa: E402
 from app.worker import EngineWorker  # noqa: E402
-from engine.session import RunSettings  # noqa: E402
+from engine.pipelines.session import RunSettings  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +31,6 @@ def settings(tiny_models_dir, tmp_path) -> AppSettings:
 
 @pytest.fixture
 def chapter(tmp_path):
-    from engine.demo import make_demo_chapter
+    from engine.io.demo import make_demo_chapter
 
     return make_demo_chapter(tmp_path / "data", pages=4, refs=4)

@@ -50,13 +50,13 @@ def test_no_app_module_loads_torch_at_import_time_and_the_job_model_loads_no_qt(
 
 
 def test_the_device_label_shows_the_engines_description(qtbot, monkeypatch):
-    import engine.devices
+    import engine.core.devices
     from app.settings import AppSettings
-    from engine.session import RunSettings
+    from engine.pipelines.session import RunSettings
 
     # the engine's own words for a device (it adds the GPU's memory): the window must show them
-    monkeypatch.setattr(engine.devices, "pick_device", lambda choice: "cpu")  # no torch needed to check this
-    monkeypatch.setattr(engine.devices, "describe_device", lambda device: f"{device} as the engine words it")
+    monkeypatch.setattr(engine.core.devices, "pick_device", lambda choice: "cpu")  # no torch needed to check this
+    monkeypatch.setattr(engine.core.devices, "describe_device", lambda device: f"{device} as the engine words it")
     window = make_window(qtbot, AppSettings(RunSettings(models="tiny", device="cpu")))
     window._resolve_device()
     qtbot.waitUntil(lambda: "checking" not in window.device_label.text(), timeout=WAIT_MS)

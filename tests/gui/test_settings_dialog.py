@@ -67,7 +67,7 @@ def test_dialog_rows_are_the_declared_options_with_their_choices_ranges_and_defa
 
 def test_untouched_dialog_gives_the_default_pipeline_settings(qtbot):
     from engine.core.options import RunSettings
-    from engine.run_settings import pipeline_settings
+    from engine.pipelines.settings import pipeline_settings
 
     dialog = SettingsDialog(AppSettings())
     qtbot.addWidget(dialog)
@@ -75,7 +75,7 @@ def test_untouched_dialog_gives_the_default_pipeline_settings(qtbot):
 
 
 def test_largest_seed_round_trips_and_official_turns_keep_ink_off(qtbot):
-    from engine.run_settings import pipeline_settings
+    from engine.pipelines.settings import pipeline_settings
 
     dialog = SettingsDialog(AppSettings())
     qtbot.addWidget(dialog)

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 from app.settings_store import load_settings, save_settings  # noqa: E402
-from engine.paths import config_dir  # noqa: E402
+from engine.core.paths import config_dir  # noqa: E402
 
 # What the app wrote before settings were versioned (the layout of commit 44b3765), by hand.
 UNVERSIONED = {

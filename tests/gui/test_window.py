@@ -15,8 +15,8 @@ from PySide6.QtCore import QTimer  # noqa: E402
 
 from app.settings import AppSettings  # noqa: E402
 from engine.rap.curation import Target  # noqa: E402
-from engine.project import ChapterProject  # noqa: E402
-from engine.session import RunSettings  # noqa: E402
+from engine.project.state import ChapterProject  # noqa: E402
+from engine.pipelines.session import RunSettings  # noqa: E402
 from window_helpers import REPO_ROOT, WAIT_MS, close, make_window, open_with_refs, picked_refs  # noqa: E402
 
 
@@ -269,7 +269,7 @@ def test_an_open_chapter_is_locked_and_a_damaged_project_offers_its_backup(qtbot
     from PySide6.QtWidgets import QMessageBox
 
     from app.document import ChapterDocument
-    from engine.errors import ProjectLockedError
+    from engine.core.errors import ProjectLockedError
 
     window = make_window(qtbot, settings)
     with qtbot.waitSignal(window.document_opened, timeout=WAIT_MS):

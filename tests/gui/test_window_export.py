@@ -8,7 +8,7 @@ from PIL import Image
 pytest.importorskip("PySide6")
 
 from app.job_model import JobKind  # noqa: E402
-from engine.project import ChapterProject  # noqa: E402
+from engine.project.state import ChapterProject  # noqa: E402
 from window_helpers import WAIT_MS, close, make_window  # noqa: E402
 
 

@@ -1,0 +1,414 @@
+"""bench_pages: per page and stage wall time and peak memory of our pipeline, --low-vram and the official procedure."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from engine.core.errors import InputError
+from engine.rap.embedding import EmbeddingCache
+
+STAGES = ("ScreenStyle", "RAP", "ICP", "GSRP")
+MODES = ("ours", "low_vram", "official")
+MODE_LABELS = {
+    "ours": "ours (default settings)",
+    "low_vram": "ours with --low-vram",
+    "official": "official procedure, every reference re-embedded for every page",
+}
+MIB = 2**20
+
+
+class ReembeddingCache(EmbeddingCache):
+    """The official app's retrieval: no embedding survives from one page to the next. Reference
+    embeddings are never found while `reembed_references` is set (the page's first retrieval);
+    our chapter loop's second, cached retrieval of the same page finds them, as the official
+    app retrieves once per page."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.reembed_references = True
+
+    def get(self, encoder_id, sha256, size, role, boxes):
+        if role == "ref" and self.reembed_references:
+            return None
+        return super().get(encoder_id, sha256, size, role, boxes)
+
+
+def _status_kib(field: str) -> int | None:
+    """A memory line of /proc/self/status (VmRSS, VmHWM) in KiB; None where there is none."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Linux: set the process's peak RSS (VmHWM, which getrusage's ru_maxrss follows) back to
+    its current RSS, by writing 5 to /proc/self/clear_refs (Linux 4.0+). False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return _status_kib("VmHWM") is not None
+    except OSError:
+        return False
+
+
+def _max_rss_bytes() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+class MemoryMeter:
+    """Peak memory between begin() and end().
+
+    CUDA: torch.cuda.max_memory_allocated, its peak reset at begin. CPU on Linux: the process's
+    peak RSS (VmHWM), reset at begin through /proc/self/clear_refs, so each stage gets its own
+    exact peak. Elsewhere: getrusage's ru_maxrss, which is monotonic over the process: a stage
+    shows an increase only where it sets a new all-time peak. (A thread sampling the RSS was
+    tried and dropped: on a small CPU its GIL wake-ups slowed the tiny models' stages by half.)
+    `added_mib` is the peak minus the value when the stage began."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self.resettable = not self.cuda and _reset_peak_rss()
+        if self.cuda:
+            self.kind = "torch.cuda.max_memory_allocated (reset at each stage start)"
+        elif self.resettable:
+            self.kind = ("process peak RSS (Linux VmHWM, reset at each stage start via /proc/self/clear_refs; "
+                         "getrusage's ru_maxrss follows it)")
+        else:
+            self.kind = ("getrusage ru_maxrss, the process's all-time peak RSS (monotonic: added_mib is non-zero "
+                         "only where a stage sets a new peak)")
+        self._base = 0
+        self.process_peak = 0  # the highest stage peak seen
+
+    def now(self) -> int:
+        if self.cuda:
+            import torch
+
+            return torch.cuda.memory_allocated()
+        rss = _status_kib("VmRSS")
+        return rss * 1024 if rss is not None else _max_rss_bytes()
+
+    def begin(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = self.now()
+        elif self.resettable:
+            _reset_peak_rss()
+            self._base = self.now()
+        else:
+            self._base = _max_rss_bytes()
+
+    def end(self) -> dict[str, float]:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        elif self.resettable:
+            peak = (_status_kib("VmHWM") or 0) * 1024
+        else:
+            peak = _max_rss_bytes()
+        self.process_peak = max(self.process_peak, peak)
+        return {"peak_mib": peak / MIB, "added_mib": max(0, peak - self._base) / MIB}
+
+
+class StageRecorder:
+    """Seconds and memory per (page, stage), summed over the calls of a stage on a page."""
+
+    def __init__(self, meter: MemoryMeter) -> None:
+        self.meter = meter
+        self.pages: dict[str, dict[str, dict[str, float]]] = {}
+        self._open: tuple[str, str, float] | None = None
+
+    def begin(self, page: str, stage: str) -> None:
+        self.meter.begin()
+        self._open = (page, stage, time.perf_counter())
+
+    def end(self) -> None:
+        if self._open is None:
+            return
+        memory = self.meter.end()
+        page, stage, start = self._open
+        self._open = None
+        cell = self.pages.setdefault(page, {}).setdefault(stage, {"s": 0.0})
+        cell["s"] += time.perf_counter() - start
+        for key, value in memory.items():
+            cell[key] = max(cell.get(key, 0.0), value)
+
+    @contextlib.contextmanager
+    def stage(self, page: str, stage: str) -> Iterator[None]:
+        self.begin(page, stage)
+        try:
+            yield
+        finally:
+            self.end()
+
+
+def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCache | None = None) -> None:
+    """Wrap the pipeline's stage methods (the chapter loop itself runs unchanged): preprocess is
+    ScreenStyle, retrieval RAP, and `color` is split into ICP and GSRP at its GSRP-start event."""
+    from engine.core.events import Progress, ignore
+
+    prepare, retrieve, color = pipeline.prepare, pipeline.retrieve, pipeline.color
+    seen: set[str] = set()
+
+    def timed_prepare(page, inputs):
+        with recorder.stage(page.source.name, "ScreenStyle"):
+            return prepare(page, inputs)
+
+    def timed_retrieve(page, references, choices, prepared):
+        name = page.source.name
+        if official_cache is not None:
+            official_cache.reembed_references = name not in seen
+        seen.add(name)
+        with recorder.stage(name, "RAP"):
+            return retrieve(page, references, choices, prepared)
+
+    def timed_color(page, retrieval, prepared, settings, emit=ignore, cancel=None):
+        name = page.source.name
+
+        def split(event) -> None:
+            if isinstance(event, Progress) and event.stage == "GSRP" and event.step == 0:
+                recorder.end()
+                recorder.begin(name, "GSRP")
+            emit(event)
+
+        recorder.begin(name, "ICP")
+        try:
+            return color(page, retrieval, prepared, settings, split, cancel)
+        finally:
+            recorder.end()
+
+    pipeline.prepare, pipeline.retrieve, pipeline.color = timed_prepare, timed_retrieve, timed_color
+
+
+def _settings(mode: str, steps: int, size, input_style: str, seed: int):
+    """The pipeline settings of a mode: the official procedure for "official", else ours."""
+    from engine.core.options import Procedure, RunSettings
+    from engine.pipelines.settings import pipeline_settings
+
+    procedure = Procedure.OFFICIAL if mode == "official" else Procedure.OURS
+    return pipeline_settings(RunSettings(steps=steps, size=str(size) if size else None, input_style=input_style,
+                                         seed=seed, procedure=procedure))
+
+
+def _summary(pages: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    stages: dict[str, dict[str, float]] = {}
+    for stage in STAGES:
+        cells = [p[stage] for p in pages.values() if stage in p]
+        if not cells:
+            continue
+        total = sum(c["s"] for c in cells)
+        stages[stage] = {"s": total, "s_per_page": total / len(cells)}
+        for key in cells[0]:
+            if key != "s":
+                stages[stage][key] = max(c.get(key, 0.0) for c in cells)
+    return stages
+
+
+def _counters(pipeline) -> dict[str, int]:
+    retriever = pipeline.retriever
+    return {
+        "clip_images_embedded": retriever.embedder.images_embedded,
+        "clip_forward_passes": retriever.embedder.forward_passes,
+        "reference_patches_embedded": retriever.reference_images_embedded,
+        "query_patches_embedded": retriever.query_images_embedded,
+        "screenstyle_passes": pipeline.preparer.passes_run,
+    }
+
+
+def _run_mode(mode: str, models: str, device: str, work: Path, meter: MemoryMeter, settings, emit,
+              warmup: tuple[Path, Path] | None = None) -> dict[str, Any]:
+    """Load the models for `mode`, color work/data's chapter with them, and measure it. With
+    `warmup` (a chapter and its references), that chapter is colored first, unmeasured."""
+    from engine.core.errors import ColorFlowError
+    from engine.core.events import ignore
+    from engine.io.chapter import list_images, open_chapter
+    from engine.pipelines.chapter import colorize_chapter, load_pipeline
+    from engine.project.state import ChapterProject
+
+    cache = work / f"cache-{mode}"  # empty: nothing measured was computed before
+    official_cache = retriever = None
+    load_start = time.perf_counter()
+    if mode == "official":
+        from engine.rap.embedding import ClipEmbedder
+        from engine.rap.retrieval import Retriever
+        from engine.models.sources import resolve_models
+
+        official_cache = ReembeddingCache()
+        retriever = Retriever(ClipEmbedder(resolve_models(models).image_encoder, device=device), official_cache)
+    pipeline = load_pipeline(models, device, low_vram=mode == "low_vram", cache_dir=cache, retriever=retriever,
+                             input_style=settings.input_style)
+    load_s = time.perf_counter() - load_start
+
+    def run(chapter_dir: Path, refs_dir: Path, out: Path, sink):
+        report = colorize_chapter(open_chapter([chapter_dir]), list_images([refs_dir]), pipeline,
+                                  ChapterProject.open_or_create(out), settings, sink)
+        if report.failed:
+            page, reason = next(iter(report.failed.items()))
+            raise ColorFlowError(f"bench pages: {mode}: page {page} failed: {reason}")
+        return report
+
+    if warmup is not None:
+        run(*warmup, work / f"warmup-{mode}", ignore)
+    before = _counters(pipeline)
+    recorder = StageRecorder(meter)
+    instrument(pipeline, recorder, official_cache)
+    start = time.perf_counter()
+    report = run(work / "data" / "chapter", work / "data" / "refs", work / f"out-{mode}", emit)
+    chapter_s = time.perf_counter() - start
+    pages = recorder.pages
+    result = {
+        "label": MODE_LABELS[mode],
+        "load_s": load_s,
+        "warmup": warmup is not None,
+        "chapter_s": chapter_s,
+        "pages_per_hour": len(report.done) * 3600 / chapter_s,
+        "page_s": sum(cell["s"] for page in pages.values() for cell in page.values()) / max(1, len(pages)),
+        "stages": _summary(pages),
+        "peak_mib": max((c["peak_mib"] for p in pages.values() for c in p.values()), default=0.0),
+        **{key: value - before[key] for key, value in _counters(pipeline).items()},
+        "pages": [{"page": name, "stages": stages} for name, stages in pages.items()],
+    }
+    return result
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
+
+
+def _ratios(ours: dict[str, Any], official: dict[str, Any]) -> dict[str, Any]:
+    time_ratios = {stage: _ratio(ours["stages"][stage]["s"], official["stages"][stage]["s"])
+                   for stage in STAGES if stage in ours["stages"] and stage in official["stages"]}
+    time_ratios["page"] = _ratio(ours["page_s"], official["page_s"])
+    time_ratios["chapter"] = _ratio(ours["chapter_s"], official["chapter_s"])
+    memory = {stage: _ratio(ours["stages"][stage]["peak_mib"], official["stages"][stage]["peak_mib"])
+              for stage in time_ratios if stage in ours["stages"] and stage in official["stages"]}
+    memory["peak"] = _ratio(ours["peak_mib"], official["peak_mib"])
+    added = {stage: _ratio(ours["stages"][stage]["added_mib"], official["stages"][stage]["added_mib"])
+             if min(ours["stages"][stage]["added_mib"], official["stages"][stage]["added_mib"]) >= 1 else None
+             for stage in memory if stage in ours["stages"] and stage in official["stages"]}  # None: under 1 MiB
+    return {"time": time_ratios, "peak_memory": memory, "added_memory": added,
+            "clip_images_embedded": _ratio(ours["clip_images_embedded"], official["clip_images_embedded"])}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def bench_pages(
+    models: str = "official",
+    device: str = "auto",
+    pages: int = 2,
+    refs: int = 3,
+    steps: int = 10,
+    size=None,
+    input_style: str = "screen",
+    seed: int = 0,
+    modes: Sequence[str] = MODES,
+    warmup: bool = True,
+    threads: int | None = None,
+    emit=None,
+) -> dict[str, Any]:
+    """Color one generated chapter (`pages` pages, `refs` references) once per mode, in this
+    process, with the same chapter loop (colorize_chapter) and fresh caches for each mode; time
+    and measure memory per page and stage. With `warmup`, the first mode's models first color one
+    page of other content, not counted (kernel and allocator warm-up would otherwise land on the
+    first mode only). `threads`: torch's CPU threads (default: torch's choice).
+    Returns a JSON-ready dict with every mode's stages and the ratios ours/official."""
+    import torch
+
+    from engine.io.demo import make_demo_chapter
+    from engine.core.devices import describe_device, pick_device
+    from engine.core.events import ignore
+    from engine.core.offload import free_memory
+
+    if pages < 1 or refs < 1:
+        raise InputError("--pages and --refs must be at least 1")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise InputError(f"modes must be among {', '.join(MODES)}, got {', '.join(modes) or 'none'}")
+    _settings(MODES[0], steps, size, input_style, seed)  # checked before any work
+    emit = emit or ignore
+    resolved = pick_device(device)
+    meter = MemoryMeter(resolved)
+    results: dict[str, Any] = {}
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    used_threads = torch.get_num_threads()
+    try:
+        with tempfile.TemporaryDirectory(prefix="colorflow-bench-pages-") as folder:
+            work = Path(folder)
+            make_demo_chapter(work / "data", pages=pages, refs=refs, seed=seed)
+            warm = make_demo_chapter(work / "warmup", pages=1, refs=1, seed=seed + 1) if warmup else None
+            for index, mode in enumerate(dict.fromkeys(modes)):
+                settings = _settings(mode, steps, size, input_style, seed)
+                results[mode] = _run_mode(mode, models, resolved, work, meter, settings, emit,
+                                          warm if index == 0 else None)
+                gc.collect()  # this mode's models go before the next mode loads its own
+                free_memory()
+    finally:
+        torch.set_num_threads(previous_threads)
+    from engine.rap.canvas import choose_work_size
+    from engine.models.sources import is_tiny
+
+    notes = [
+        "seconds: wall time of each stage's calls on a page, summed (ScreenStyle = the preprocess stage, "
+        "also for input style gray; RAP includes the cached second retrieval of the chapter loop); "
+        "chapter_s: the whole colorize_chapter call (also page writes); pages_per_hour from chapter_s; "
+        "model loading (load_s) is not counted",
+        f"memory: {meter.kind}; peak_mib = the highest value during the stage (process-wide, loaded "
+        "models included), added_mib = that peak minus the value when the stage began",
+    ]
+    if not meter.cuda:
+        notes.append("on the CPU, RSS is process-wide: it includes the libraries and this mode's loaded models, and "
+                     "memory an earlier mode freed may stay with the process; added_mib isolates the stage")
+        if "low_vram" in results:
+            notes.append("on the CPU --low-vram changes nothing (offloading applies to an accelerator only)")
+    if is_tiny(models):
+        notes.append("tiny random-weight models: timings and memory exercise the code, they say nothing about the official models")
+    report: dict[str, Any] = {
+        "models": models,
+        "device": resolved,
+        "device_name": describe_device(resolved),
+        "torch": torch.__version__,
+        "pages": pages,
+        "references": refs,
+        "steps": steps,
+        "size": str(choose_work_size((360, 512), size)),
+        "input_style": input_style,
+        "warmup": warmup,
+        "cpu_threads": used_threads,
+        "memory_measure": meter.kind,
+        "modes": results,
+        "ratios": {},
+        "notes": notes,
+    }
+    if "official" in results:
+        for mode in ("ours", "low_vram"):
+            if mode in results:
+                report["ratios"][f"{mode}/official"] = _ratios(results[mode], results["official"])
+    return _rounded(report)

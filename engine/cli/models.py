@@ -1,0 +1,305 @@
+"""The `colorflow models ...` subcommands: list, download, verify, convert, layout, make-tiny, probe."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from engine.cli.options import add_options, options_from_args
+from engine.core.errors import InputError, printable
+
+OK, FAILED = 0, 1  # engine.cli.main's EXIT_OK and EXIT_PAGES_FAILED
+
+
+def add_models_commands(commands) -> None:
+    """The `models` command and its actions, on the top-level subparsers `commands`."""
+    models = commands.add_parser("models", help="manage model files")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    make_tiny = model_commands.add_parser(
+        "make-tiny",
+        help="write small random-weight models in the official layout (offline tests, demos)",
+        description="Writes DIR/sd15/ and DIR/colorflow/ with tiny random-weight models built "
+        "with the real classes. Use with --models DIR. Colors they produce are meaningless.",
+    )
+    make_tiny.add_argument("dir", type=Path, metavar="DIR")
+    make_tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    download = model_commands.add_parser(
+        "download",
+        help="fetch the official model files once into the Hugging Face cache (about 10.7 GB)",
+        description="Downloads only the files the official preset needs (SD1.5 UNet, VAE, text "
+        "encoder, tokenizer, scheduler config; ColorFlow GraySD guide, UNet LoRA, GSRP network, "
+        "CLIP image encoder and ScreenStyle networks) into the Hugging Face cache (HF_HOME), checks "
+        "each file's sha256 against the hub's where it gives one and pins it in the lock file. "
+        "Trust on first use: no sha256 is published for these files and no hub revision is pinned, "
+        "so downloads follow each repository's main branch; `colorflow models list` shows how each "
+        "file is verified. Interrupted downloads resume. Proxies: the usual HTTPS_PROXY variables. "
+        "`colorflow models list` shows the sizes, the folder, its free space and the licences first.",
+    )
+    download.add_argument("--repair", action="store_true",
+                          help="verify every file first and fetch again the missing and damaged ones")
+    download.add_argument("--force", action="store_true", help="download every file again")
+    verify = model_commands.add_parser(
+        "verify",
+        help="check the sha256 of every official file, or of a models DIR against its record; exit 1 if any differs",
+        description="Official (default): checks each file of the official preset against the sha256 "
+        "pinned at download; fetch damaged ones again with `colorflow models download --repair`. "
+        "--models DIR: the first use of a folder (this command, or any run with --models DIR) records "
+        "the size and sha256 of every file under DIR/sd15 and DIR/colorflow in the per-user config "
+        "folder (model-folders/, one record per folder path; nothing is written into DIR, and moving "
+        "DIR makes a new record). Every run then checks it cheaply: a file is hashed again only when "
+        "its size, modification time, change time or inode changed, and a run refuses a folder whose "
+        "files differ from the record. This command lists each changed, missing or new file.",
+    )
+    add_options(verify, ("models",), helps={"models": "official (default) or a models DIR"})
+    verify.add_argument("--rehash", action="store_true",
+                        help="hash every file of DIR, even those whose size and times are unchanged (a disk error)")
+    verify.add_argument("--accept", action="store_true",
+                        help="make DIR's files as they are now its record (after you changed them on purpose)")
+    convert = model_commands.add_parser(
+        "convert",
+        help="write safetensors copies of the pickled official GraySD files (loaded in preference)",
+        description="Reads GraySD/*.bin with torch.load(weights_only=True), writes .safetensors "
+        "beside them and checks they reload to identical tensors. Later loads use the copies.",
+    )
+    add_options(convert, ("models",), helps={"models": "official (default) or a models DIR"})
+    model_commands.add_parser(
+        "list",
+        help="per-file sizes, destination folder and free space, licences, GPU and measured speed",
+        description="Shows each official file with its size (on disk when present, else the "
+        "download size) and how it is verified (tofu: trust on first use, revision: a pinned hub "
+        "commit, sha256: a published sha256), the total, the Hugging Face cache folder the files "
+        "go to and its free space (with a warning when the download does not fit), the licence of each part with its "
+        "URL, whether a usable GPU is present, the last speed probe, and the tiny models.",
+    )
+    layout = model_commands.add_parser(
+        "layout",
+        help="print every key and shape of the GraySD guide, UNet LoRA, GSRP network and ScreenStyle networks",
+        description="Builds the networks at official size (no weights loaded, no download) and "
+        "prints each state-dict key with its shape, to diff against the official checkpoint files.",
+    )
+    layout.add_argument("--json", action="store_true",
+                        help="print JSON {guider, unet_lora, multires, <ScreenStyle .pth hub paths>}")
+    probe = model_commands.add_parser(
+        "probe",
+        help="measure seconds per page on this machine: one generated page colored with the models",
+        description="Colors one generated demo page with the chosen models (the default pipeline: "
+        "ScreenStyle pass, RAP, ICP, GSRP; empty caches, so nothing is reused) and prints the seconds "
+        "of each stage and the total per page; model loading is timed apart. The result is stored "
+        "in the config folder and shown by `colorflow models list` and the Model manager.",
+    )
+    add_options(probe, ("models", "device", "steps", "size"))
+    probe.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _byte_progress_sink():
+    """A tqdm byte bar per downloaded file, fed by engine Progress events."""
+    from tqdm import tqdm
+
+    from engine.core.events import Progress
+
+    bars: dict[str, tqdm] = {}
+
+    def emit(event) -> None:
+        if isinstance(event, Progress) and event.stage == "download" and event.page:
+            bar = bars.get(event.page)
+            if bar is None:
+                bar = bars[event.page] = tqdm(total=event.total, unit="B", unit_scale=True, desc=event.page, file=sys.stderr)
+            bar.update(event.step - bar.n)
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return emit, close
+
+
+def print_models_list() -> None:
+    """Sizes, destination, free space, licences, GPU and speed; imports no torch when no GPU
+    can be usable (devices.gpu_ruled_out)."""
+    from engine.core.devices import NO_GPU, describe_device, dtype_name, resolve_auto
+    from engine.models.hub import human_bytes
+    from engine.models.overview import models_overview
+    from engine.models.speed import last_probe, probe_line, read_probes
+    from engine.core.paths import cache_dir
+    from engine.models.sources import TINY_MARKER
+
+    overview = models_overview("official")
+    present = len(overview.rows) - overview.missing
+    print(f"official  {present}/{len(overview.rows)} files present, {human_bytes(overview.installed_bytes)} on disk, "
+          f"{human_bytes(overview.to_download_bytes)} still to download; {human_bytes(overview.total_bytes)} in all")
+    for row in overview.rows:
+        print(f"   {'ok' if row.installed else '--'}  {row.size_text():>10}  {row.file.verify:<8}  "
+              f"{row.file.repo}/{row.file.path}")
+    print(f"   total {human_bytes(overview.total_bytes)} (sizes on disk where present, else the download size)")
+    for index, line in enumerate(overview.verification_lines()):
+        print(f"{'verified' if index == 0 else '':<10}{line}")
+    print(f"folder    {overview.destination} (Hugging Face cache: HF_HUB_CACHE, else HF_HOME/hub)")
+    print(f"free      {overview.space_text()}")
+    warning = overview.warning()
+    if warning:
+        print(f"WARNING   {warning}")
+    print("licences  (read them before use)")
+    for licence in overview.licences:
+        name, details = licence.lines()
+        print(f"   {name}\n      {details}")
+    print(f"speed     {probe_line('official')}")
+    tiny = cache_dir() / "tiny-models"
+    print(f"tiny      {'generated in ' + str(tiny) if (tiny / TINY_MARKER).exists() else 'generated on first use'}; "
+          f"random weights, meaningless colors; speed: {probe_line('tiny')}")
+    for key in read_probes():
+        if key not in ("official", "tiny") and last_probe(key):
+            print(f"{key}: {probe_line(key)}")
+    device = resolve_auto()
+    print(f"GPU       {NO_GPU if device == 'cpu' else describe_device(device)}")
+    print(f"device    auto -> {device}, {dtype_name(device)}")
+
+
+def cmd_probe(args) -> int:
+    from engine.core.devices import precheck_device
+    from engine.models.sources import check_models
+
+    options = options_from_args(args)  # --steps in its declared range
+    precheck_device(options.device)
+    check_models(args.models)  # missing official files: one line naming the download, no torch
+    from engine.core.events import Progress
+    from engine.benchmarks.probe import run_probe
+
+    seen: set[str] = set()
+
+    def emit(event) -> None:
+        if isinstance(event, Progress) and event.stage not in seen and not args.json:
+            seen.add(event.stage)
+            print(f"probe: {'loading models' if event.stage == 'load' else event.stage}…", file=sys.stderr)
+
+    result = run_probe(options.models, options.device, options.steps, options.size, emit=emit)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return OK
+    from engine.models.speed import probe_path
+
+    print(f"speed probe: {args.models} models on {result['device_name']}, {result['dtype']}, "
+          f"{result['size']}, {result['steps']} steps, one generated page")
+    for stage, seconds in result["stages_s"].items():
+        print(f"  {stage:<12}{seconds:8.1f} s")
+    print(f"  {'total':<12}{result['page_s']:8.1f} s per page (model loading {result['load_s']:.1f} s, not counted)")
+    print(f"stored in {probe_path()}; `colorflow models list` shows it")
+    return OK
+
+
+def print_check_progress(event) -> None:
+    """The first run after a download or an upgrade hashes every official file, the first run
+    with a models DIR records its files (seconds per GB): one line per file hashed."""
+    from engine.models.folder_record import RECHECK_STAGE, RECORD_STAGE
+
+    what = {RECORD_STAGE: "recording the sha256 of the model files of this folder",
+            RECHECK_STAGE: "checking changed model files against their recorded sha256"}
+    if event.step < event.total:
+        print(f"{what.get(event.stage, 'checking the model files against their pinned sha256 (once)')}: "
+              f"{event.step + 1}/{event.total} {printable(event.page)}", file=sys.stderr, flush=True)
+
+
+def verify_folder(args) -> int:
+    """`models verify --models DIR`: record the folder, or list each file that differs from its record."""
+    from engine.models.folder_record import accept_command, check_folder
+    from engine.models.hub import human_bytes
+    from engine.models.sources import models_folder
+
+    if args.models == "tiny":
+        raise InputError("the tiny preset is generated on this machine (random weights): nothing to verify; "
+                         "to check a folder, pass it with --models DIR")
+    root = models_folder(args.models).sd15.parent
+    check = check_folder(root, print_check_progress, rehash=args.rehash, accept=args.accept)
+    for change in check.changes:  # names from the user's folder: control characters escaped
+        print(printable(change.line()))
+    count = len(check.entries)
+    if check.first:
+        print(printable(f"recorded {count} files of {root} in {check.record} ({human_bytes(check.total_bytes)} "
+                        f"hashed); every run with --models {root} now checks them"))
+    elif args.accept:
+        print(printable(f"recorded {count} files of {root} ({len(check.changes)} change(s) accepted)"))
+    elif check.changes:
+        print(printable(f"{len(check.changes)} file(s) of {root} differ from their record; if that is intended, "
+                        f"record them with: {accept_command(root)}"))
+        return FAILED
+    else:
+        how = "every file hashed" if args.rehash else \
+            f"{check.hashed} hashed, the others unchanged in size and times; --rehash hashes every file"
+        print(printable(f"ok  {count} files of {root} match their record ({how})"))
+    return OK
+
+
+def cmd_models(args) -> int:
+    from engine.models.sources import make_tiny
+
+    if args.models_command == "make-tiny":
+        from engine.models.folder_record import accept_if_recorded
+
+        paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
+        accept_if_recorded(paths.sd15.parent)  # written anew on purpose: a record of the old ones is replaced
+        print(f"tiny models written: {paths.sd15.parent}")
+    elif args.models_command == "download":
+        from engine.models.hub import download, missing_files, verify
+
+        files = None
+        if args.repair:
+            files = [s.file for s in verify("official") if s.status in ("missing", "corrupt")]
+        elif not args.force:
+            files = missing_files("official")
+        if files == []:
+            print("all official model files are present (verify: colorflow models verify)")
+            return OK
+        emit, close = _byte_progress_sink()
+        try:
+            states = download("official", emit=emit, force=args.force, files=files)
+        finally:
+            close()
+        for state in states:
+            print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  ({state.detail})")
+    elif args.models_command == "verify" and args.models != "official":
+        return verify_folder(args)
+    elif args.models_command == "verify":
+        from engine.models.hub import verify
+
+        if args.accept:
+            raise InputError("--accept is for a models DIR: official files are pinned to the hub's checksums; "
+                             "fetch damaged ones again with `colorflow models download --repair`")
+
+        states = verify("official")
+        for state in states:
+            print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  {state.detail}")
+        bad = [s for s in states if s.status in ("missing", "corrupt")]
+        if bad and all(s.status == "missing" for s in states):  # a fresh install: nothing to repair
+            print("the official models are not downloaded yet; fetch them once with: colorflow models download")
+            return FAILED
+        if bad:
+            print(f"{len(bad)} file(s) missing or damaged; fetch them again with: colorflow models download --repair")
+            return FAILED
+    elif args.models_command == "convert":
+        from engine.models.hub import convert_to_safetensors
+        from engine.models.sources import resolve_models
+
+        from engine.models.folder_record import accept_if_recorded
+
+        paths = resolve_models(args.models)  # a models DIR: unchanged since recorded, or refused
+        written = convert_to_safetensors(paths.graysd, report=print)
+        if written and paths.content_id:
+            accept_if_recorded(paths.sd15.parent)  # the copies are ours: the record takes them
+        print(f"{len(written)} file(s) converted" if written else "nothing to convert")
+    elif args.models_command == "list":
+        print_models_list()
+    elif args.models_command == "probe":
+        return cmd_probe(args)
+    elif args.models_command == "layout":
+        from engine.models.layout import official_layout
+
+        layout = official_layout()
+        if args.json:
+            print(json.dumps(layout, indent=1))
+        else:
+            for network, keys in layout.items():
+                print(f"# {network}: {len(keys)} tensors")
+                for key, shape in keys.items():
+                    print(f"{key}\t{shape}")
+    return OK
+

@@ -1,0 +1,409 @@
+"""Safe checkpoint reading and strict loading with a readable key report.
+
+safetensors preferred; pickled .bin/.pth only through torch.load(weights_only=True), which
+refuses any pickle that would construct arbitrary objects (and so never runs code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+
+from engine.core.errors import ModelError, model_permission_error
+
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
+# The fix every damaged-model message ends with.
+REPAIR_HINT = "repair it with `colorflow models download --repair` (official models) or replace the file"
+
+
+def one_line(exc: BaseException, limit: int = 240) -> str:
+    """`Type: message` of an exception on one line (library messages span many)."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}{': ' + text if text else ''}"
+
+
+def require_model_file(path: Path, what: str) -> Path:
+    """`path` if it exists, else a ModelError naming it and the fix."""
+    if not Path(path).exists():
+        raise ModelError(
+            f"{path}: {what} is missing from the model directory "
+            f"(official models: fetch it with `colorflow models download`)"
+        )
+    return Path(path)
+
+
+def find_weights(folder: Path, stem: str) -> Path:
+    """`folder/stem.safetensors` if present, else the official pickled `stem.bin`/`.pth`."""
+    for suffix in (".safetensors", *PICKLE_SUFFIXES):
+        candidate = Path(folder) / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise ModelError(
+        f"{folder}: no {stem}.safetensors or {stem}.bin found "
+        f"(official models: fetch it with `colorflow models download`, or copy it into the folder)"
+    )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, on the CPU; never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint file is missing")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        check_safetensors(path)
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise model_permission_error(exc, path) or ModelError(
+                f"{path}: not a valid safetensors file ({one_line(exc)}); {REPAIR_HINT}") from exc
+    if path.suffix not in PICKLE_SUFFIXES:
+        raise ModelError(f"{path}: unknown checkpoint format (expected .safetensors or .bin)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError for truncated zips, ...
+        raise model_permission_error(exc, path) or ModelError(
+            f"{path}: refused or unreadable ({one_line(exc, 200)}); only plain tensor checkpoints are loaded; "
+            f"{REPAIR_HINT}"
+        ) from exc
+    if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"], Mapping):
+        data = data["state_dict"]
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ModelError(f"{path}: does not hold a flat dictionary of tensors")
+    return dict(data)
+
+
+@dataclass
+class KeyReport:
+    """Differences between a checkpoint and a module's expected keys and shapes."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, limit: int = 8) -> str:
+        lines = []
+        for title, items in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if items:
+                shown = ", ".join(items[:limit]) + (f" ... (+{len(items) - limit})" if len(items) > limit else "")
+                lines.append(f"{len(items)} {title} key(s): {shown}")
+        if self.mismatched:
+            shown = ", ".join(f"{k} file {list(a)} vs model {list(b)}" for k, a, b in self.mismatched[:limit])
+            lines.append(f"{len(self.mismatched)} mis-shaped key(s): {shown}")
+        return "; ".join(lines)
+
+
+def compare_keys(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> KeyReport:
+    report = KeyReport()
+    report.missing = sorted(k for k in expected if k not in found)
+    report.unexpected = sorted(k for k in found if k not in expected)
+    report.mismatched = [
+        (k, tuple(found[k].shape), tuple(expected[k].shape))
+        for k in expected
+        if k in found and tuple(found[k].shape) != tuple(expected[k].shape)
+    ]
+    return report
+
+
+def load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Load every tensor or fail with a report naming each missing/unexpected/mis-shaped key."""
+    report = compare_keys(module.state_dict(), state)
+    if not report.ok:
+        raise ModelError(f"{what} does not match the model: {report.describe()}; {REPAIR_HINT}")
+    module.load_state_dict(state, strict=True, assign=any(p.is_meta for p in module.parameters()))
+
+
+# --- LoRA --------------------------------------------------------------------------------
+
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
+LORA_RANK = 64
+LORA_ALPHA = 64
+
+
+def lora_config(rank: int = LORA_RANK, alpha: int = LORA_ALPHA):
+    """The official UNet LoRA configuration (peft)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=LORA_TARGETS
+    )
+
+
+_PREFIXES = ("base_model.model.", "unet.", "module.")
+
+
+def normalise_lora_key(key: str, adapter: str = "default") -> str:
+    """Map the LoRA key spellings seen in the wild onto peft's in-model naming:
+    `<module>.lora_A.<adapter>.weight` / `<module>.lora_B.<adapter>.weight`."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    key = key.replace(".lora.down.", ".lora_A.").replace(".lora.up.", ".lora_B.")
+    key = key.replace(".processor.", ".")
+    key = re.sub(r"\.(lora_[AB])\.(?:[\w-]+\.)?weight$", rf".\1.{adapter}.weight", key)
+    return key
+
+
+def attach_lora(unet, rank: int = LORA_RANK, alpha: int = LORA_ALPHA, adapter: str = "default") -> None:
+    """Add the official LoRA adapter to a diffusers UNet (weights still random)."""
+    unet.add_adapter(lora_config(rank, alpha), adapter_name=adapter)
+
+
+def load_lora(unet, path: Path, adapter: str = "default") -> int:
+    """Attach the LoRA adapter (rank read from the file, alpha = rank as in the official
+    config) and load it; every adapter tensor must be matched or this fails naming the keys."""
+    raw = read_state_dict(path)
+    state = {normalise_lora_key(key, adapter): tensor for key, tensor in raw.items()}
+    ranks = {t.shape[0] for k, t in state.items() if ".lora_A." in k}
+    if len(ranks) != 1:
+        raise ModelError(
+            f"LoRA file {path}: expected one rank in its lora_A tensors, found {sorted(ranks) or 'none'}; {REPAIR_HINT}"
+        )
+    rank = ranks.pop()
+    attach_lora(unet, rank=rank, alpha=rank, adapter=adapter)
+    expected = {k: v for k, v in unet.state_dict().items() if ".lora_" in k and f".{adapter}." in k}
+    report = compare_keys(expected, state)
+    if not report.ok:
+        raise ModelError(f"LoRA file {path} does not fit the UNet: {report.describe()}; {REPAIR_HINT}")
+    result = unet.load_state_dict(state, strict=False)
+    if result.unexpected_keys:  # cannot happen after compare_keys; kept as a hard guard
+        raise ModelError(f"LoRA keys not applied: {result.unexpected_keys[:5]}")
+    return len(state)
+
+
+@contextlib.contextmanager
+def reading_model(path: Path, what: str) -> Iterator[None]:
+    """Any failure while reading a model file or folder (a tokenizer, a config, weights)
+    becomes one ModelError line naming it and what to do, never a traceback."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except Exception as exc:  # transformers/tokenizers/diffusers raise many types, some bare Exception
+        raise model_permission_error(exc, path) or ModelError(
+            f"{path}: {what} could not be read ({one_line(exc)}); {REPAIR_HINT}") from exc
+
+
+# --- checks before a library reads a file -------------------------------------------------
+# diffusers/transformers report a damaged file as an error about its folder (or with a
+# traceback); these checks name the file itself first.
+
+_SAFETENSORS_ITEM_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+
+
+def check_safetensors(path: Path) -> None:
+    """The header of a safetensors file parses and its tensors exactly fill the file (a
+    truncated or padded file, a corrupted header length), read from the header alone."""
+    path = Path(path)
+
+    def bad(reason: str) -> ModelError:
+        return ModelError(f"{path}: not a valid safetensors file ({reason}); {REPAIR_HINT}")
+
+    try:
+        size = path.stat().st_size
+        opened = path.open("rb")
+    except OSError as exc:
+        raise model_permission_error(exc, path) or bad(one_line(exc)) from exc
+    with opened as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, too short for a header")
+        length = int.from_bytes(head, "little")
+        if length > size - 8:
+            raise bad(f"header length {length:,} is larger than the file ({size:,} bytes): truncated or damaged")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError as exc:
+            raise bad(f"header is not JSON: {one_line(exc)}") from exc
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, stop = (int(x) for x in entry["data_offsets"])
+            count = 1
+            for dim in entry["shape"]:
+                count *= int(dim)
+            item = _SAFETENSORS_ITEM_BYTES.get(entry["dtype"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"entry {name!r} of the header is malformed") from exc
+        if item is not None and stop - start != count * item:
+            raise bad(f"tensor {name!r} has {stop - start} bytes for shape {list(entry['shape'])}")
+        end = max(end, stop)
+    if 8 + length + end != size:
+        raise bad(f"the tensors need {8 + length + end:,} bytes but the file has {size:,}: truncated or damaged")
+
+
+def read_config(path: Path, what: str) -> dict:
+    """The JSON object in a model config file, or one ModelError line naming the file."""
+    path = require_model_file(path, what)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: {what} is not valid JSON ({one_line(exc)}); {REPAIR_HINT}") from exc
+    except OSError as exc:
+        raise model_permission_error(exc, path) or ModelError(f"{path}: {what} cannot be read ({one_line(exc)})") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: {what} is not a JSON object; {REPAIR_HINT}")
+    return data
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return "number"  # JSON true/false and 0/1 are accepted for each other
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return "any"
+
+
+def _split_top(text: str, separator: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == separator and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def _annotation_kinds(annotation: Any) -> set[str]:
+    """Which JSON kinds an __init__ annotation admits ("any" when it is not understood)."""
+    if annotation is inspect.Parameter.empty:
+        return set()
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    text = text.replace("typing.", "").replace(" ", "")
+    kinds: set[str] = set()
+    for part in _split_top(text, "|"):
+        head, _, inner = part.partition("[")
+        if head in ("Optional", "Union"):
+            for sub in _split_top(inner[:-1], ","):
+                kinds |= _annotation_kinds(sub)
+            continue
+        head = head.lower()
+        if head in ("int", "float", "bool"):
+            kinds.add("number")
+        elif head == "str":
+            kinds.add("str")
+        elif head in ("tuple", "list", "sequence"):
+            kinds.add("list")
+        elif head in ("dict", "mapping"):
+            kinds.add("dict")
+        elif head not in ("none", "nonetype"):
+            kinds.add("any")
+    return kinds
+
+
+def check_config_types(config: Mapping[str, Any], cls: type, path: Path, what: str) -> None:
+    """Each value of a diffusers-style config has a kind its class accepts (from the
+    __init__ annotation and default): a string where numbers or lists are expected is named
+    here rather than failing deep inside the model's constructor."""
+    try:
+        parameters = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in config.items():
+        parameter = parameters.get(key)
+        if parameter is None or value is None or key.startswith("_"):
+            continue
+        allowed = _annotation_kinds(parameter.annotation)
+        if parameter.default is not inspect.Parameter.empty and parameter.default is not None:
+            allowed.add(_kind(parameter.default))
+        if not allowed or "any" in allowed or _kind(value) in allowed:
+            continue
+        expected = " or ".join(sorted({"number": "a number", "str": "a string", "list": "a list",
+                                       "dict": "an object"}[k] for k in allowed))
+        shown = json.dumps(value)
+        raise ModelError(
+            f"{path}: {key!r} is {shown[:40]} but {what} expects {expected} there; {REPAIR_HINT}"
+        )
+
+
+def _is_transformers(cls: type) -> bool:
+    return cls.__module__.split(".")[0] == "transformers"
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """No warnings or load reports of transformers/diffusers on stderr while loading: what
+    matters comes back as one ModelError line."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = transformers_logging.get_verbosity(), diffusers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled(), diffusers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(levels[0])
+        diffusers_logging.set_verbosity(levels[1])
+        if bars[0]:
+            transformers_logging.enable_progress_bar()
+        if bars[1]:
+            diffusers_logging.enable_progress_bar()
+
+
+def load_pretrained(cls: type, folder: Path, what: str, weights: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(folder)` of a diffusers or transformers model, with every way it
+    can fail as one ModelError line naming the file: config.json and the weights present,
+    the config valid JSON with values of the right kinds, the safetensors header sound,
+    then every weight present and of the shape the config gives (both libraries would
+    silently leave a missing weight random; transformers logs a multi-line report).
+    Weights the model does not use (unexpected keys) are allowed, as the libraries do."""
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    config = read_config(config_path, f"the config file of {what}")
+    if not _is_transformers(cls):
+        check_config_types(config, cls, config_path, what)
+    weights_path = require_model_file(folder / weights, f"the weights file of {what}")
+    if weights_path.suffix == ".safetensors":
+        check_safetensors(weights_path)
+    pair = f"{config_path} + {weights}"
+    kwargs["output_loading_info"] = True
+    if _is_transformers(cls):  # report mis-shaped weights here rather than in a logged table
+        kwargs["ignore_mismatched_sizes"] = True
+    with _quiet_libraries():
+        try:
+            model, info = cls.from_pretrained(folder, **kwargs)
+        except Exception as exc:
+            raise model_permission_error(exc, folder) or ModelError(
+                f"{pair}: {what} could not be built ({one_line(exc)}); {REPAIR_HINT}") from exc
+    report = KeyReport(
+        missing=sorted(info.get("missing_keys") or []),
+        mismatched=[(k, tuple(a), tuple(b)) for k, a, b in info.get("mismatched_keys") or []],
+    )
+    if not report.ok:
+        raise ModelError(f"{weights_path} does not match {config_path}: {report.describe()}; {REPAIR_HINT}")
+    return model

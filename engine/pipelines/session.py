@@ -1,0 +1,111 @@
+"""EngineSession: the models of one app session, loaded lazily in the worker thread.
+
+The GUI's worker calls these methods from its single thread; settings arrive as arguments,
+never read from global config, so the same session serves any job the GUI queues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from engine.core.options import RunSettings
+from engine.io.chapter import Chapter, ImageSource
+from engine.rap.curation import Choices
+from engine.core.events import CancelToken, EventSink, ignore
+from engine.project.state import ChapterProject
+from engine.rap.retrieval import PageRetrieval
+
+
+def _freeze_loaded_objects() -> None:
+    """Move everything alive now (libraries, loaded models) out of the garbage collector's
+    reach: a full collection over them took 0.3 s per pass here, a stall the GUI's main thread
+    shares (measured with gc.callbacks during a chapter run). Later objects are collected as usual."""
+    import gc
+
+    gc.freeze()
+
+
+@dataclass
+class EngineSession:
+    """Loads the retriever and the three-stage pipeline on first use, reuses them after."""
+
+    _pipelines: dict[tuple, Any] = field(default_factory=dict)
+    _retrievers: dict[tuple, Any] = field(default_factory=dict)
+    _preparers: dict[tuple, Any] = field(default_factory=dict)
+
+    def preparer(self, settings: RunSettings):
+        key = (settings.models, settings.device, settings.cache_dir, settings.input_style)
+        if key not in self._preparers:
+            from engine.core.devices import pick_device
+            from engine.pipelines.chapter import load_preparer
+
+            self._preparers[key] = load_preparer(
+                settings.models, pick_device(settings.device), settings.cache_dir, settings.input_style
+            )
+        return self._preparers[key]
+
+    def inputs(self, settings: RunSettings):
+        from engine.pipelines.settings import pipeline_settings
+
+        return pipeline_settings(settings).inputs
+
+    def retriever(self, settings: RunSettings):
+        key = (settings.models, settings.device, settings.cache_dir)
+        if key not in self._retrievers:
+            from engine.core.devices import pick_device
+            from engine.pipelines.chapter import load_retriever
+
+            self._retrievers[key] = load_retriever(settings.models, pick_device(settings.device), settings.cache_dir)
+            _freeze_loaded_objects()
+        return self._retrievers[key]
+
+    def pipeline(self, settings: RunSettings):
+        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, settings.input_style)
+        if key not in self._pipelines:
+            from engine.core.devices import pick_device
+            from engine.pipelines.chapter import load_pipeline
+
+            self._pipelines[key] = load_pipeline(
+                settings.models, pick_device(settings.device), settings.low_vram, retriever=self.retriever(settings),
+                preparer=self.preparer(settings),
+            )
+            _freeze_loaded_objects()
+        return self._pipelines[key]
+
+    def retrieve_page(
+        self, chapter: Chapter, index: int, references: Sequence[ImageSource], choices: Choices, settings: RunSettings
+    ) -> PageRetrieval:
+        """RAP for one page (cached embeddings make repeats instant)."""
+        from engine.core.errors import ColorFlowError
+
+        source = chapter.sources[index]
+        if source.ref in chapter.errors:
+            raise ColorFlowError(chapter.errors[source.ref])
+        from engine.pipelines.chapter import prepare_page
+
+        page = chapter.load_page(index)
+        prepared = prepare_page(self.preparer(settings), page, self.inputs(settings))
+        return self.retriever(settings).retrieve(page, references, choices, prepared.work_size, prepared)
+
+    def colorize(
+        self,
+        chapter: Chapter,
+        references: Sequence[ImageSource],
+        project: ChapterProject,
+        settings: RunSettings,
+        pages: set[str] | None,
+        emit: EventSink = ignore,
+        cancel: CancelToken | None = None,
+    ):
+        """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport."""
+        from engine.core.events import Progress
+        from engine.pipelines.chapter import colorize_chapter
+        from engine.pipelines.settings import pipeline_settings
+
+        run = pipeline_settings(settings)  # before any model loads: a bad choice costs nothing
+        page_label = next(iter(pages)) if pages and len(pages) == 1 else None
+        if not self._pipelines:
+            emit(Progress("loading models", 0, 1, page_label))
+        pipeline = self.pipeline(settings)
+        return colorize_chapter(chapter, references, pipeline, project, run, emit, cancel, resume=True, only=pages)

@@ -1,0 +1,1 @@
+"""The chapter project: its state, saved atomically, and the versioned schema of its file."""

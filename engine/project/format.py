@@ -1,0 +1,31 @@
+"""The project file's format name, version, page states, size caps and output-path rule: shared by
+the project (engine.project.state) and its schema (engine.project.schema), which import nothing of each other's."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath, PureWindowsPath
+
+FORMAT = "colorflow-project"
+# 1: first release. 2: page outputs relative to the project folder, '/'-separated. The schema
+# and the migrations from older versions are in engine.project.schema (pydantic, loaded on use).
+VERSION = 2
+PAGE_STATES = ("pending", "retrieved", "running", "done", "failed")
+# A 2,000-page volume with every output recorded and some pins is a 1.7 MB file (860 bytes a
+# page) and loads in half a second: the caps are about 19 and 10 times that. The size is checked
+# before the file is read, the page count before each page is validated.
+MAX_PROJECT_BYTES = 32 * 1024**2
+MAX_PROJECT_PAGES = 20_000
+
+
+def check_output_path(value: str) -> str:
+    """A recorded output: a relative POSIX path that cannot leave the project folder."""
+    if not value or value.strip() in (".", "") or "\x00" in value:
+        raise ValueError("must name a file in the project folder")
+    if "\\" in value:
+        raise ValueError("must be a relative path with '/' separators")
+    windows = PureWindowsPath(value)
+    if PurePosixPath(value).is_absolute() or windows.is_absolute() or windows.drive:
+        raise ValueError("must be relative to the project folder, not an absolute path")
+    if ".." in PurePosixPath(value).parts:
+        raise ValueError("must stay inside the project folder (no '..')")
+    return value

@@ -1,0 +1,166 @@
+"""The project file's versioned schema (pydantic v2) and the migrations from older versions."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from engine.core.options import OPTIONS, PROJECT_OPTIONS
+
+from engine.project.format import FORMAT, MAX_PROJECT_PAGES, PAGE_STATES, VERSION, check_output_path
+from engine.rap.canvas import REFERENCE_PATCHES
+
+OutputPath = Annotated[str, AfterValidator(check_output_path)]
+
+
+class _Model(BaseModel):
+    # strict: a number is not a string, a string is not a list. Fields this version does not
+    # know (a newer ColorFlow's, another tool's) are kept in model_extra and saved back.
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class PageModel(_Model):
+    name: str = Field(min_length=1)
+    source: str
+    status: Literal[PAGE_STATES] = "pending"
+    error: str | None = None
+    outputs: dict[str, OutputPath] = Field(default_factory=dict)  # kind -> path relative to the folder
+    settings_key: str | None = None
+
+
+class TargetModel(_Model):
+    ref: str
+    patch: Literal[REFERENCE_PATCHES] | None = None
+
+
+class ChoicesModel(_Model):
+    pins: list[TargetModel] = Field(default_factory=list)
+    rejects: list[TargetModel] = Field(default_factory=list)
+
+
+class CurationModel(_Model):
+    chapter: ChoicesModel = Field(default_factory=ChoicesModel)
+    pages: dict[str, ChoicesModel] = Field(default_factory=dict)
+
+
+class _ChapterSettings(_Model):
+    title: str | None = None
+    series: str | None = None
+    number: str | None = None
+    manga: str | None = None
+    export_dir: str | None = None
+
+
+# The run options a project records (engine/core/options.py PROJECT_OPTIONS), each limited to
+# its declared values.
+SettingsModel = create_model(
+    "SettingsModel",
+    __base__=_ChapterSettings,
+    __doc__="Known settings are typed; settings this version does not know are kept as they are.",
+    **{name: (Literal[OPTIONS[name].choices] | None, None) for name in PROJECT_OPTIONS},
+)
+
+
+class ProjectModel(_Model):
+    format: Literal[FORMAT]
+    version: Literal[VERSION]
+    saved_by: str | None = None
+    inputs: list[str] = Field(default_factory=list)
+    references: list[str] = Field(default_factory=list)
+    settings: SettingsModel = Field(default_factory=SettingsModel)
+    pages: list[PageModel] = Field(default_factory=list)
+    curation: CurationModel = Field(default_factory=CurationModel)
+
+
+def _v1_to_v2(data: dict[str, Any], folder: str) -> dict[str, Any]:
+    """v1 stored page outputs as written by the OS: make them relative to the folder, with '/'."""
+    pages = data.get("pages")
+    for page in pages if isinstance(pages, list) else []:
+        outputs = page.get("outputs") if isinstance(page, dict) else None
+        if not isinstance(outputs, dict):
+            continue  # the schema reports it
+        for kind, value in outputs.items():
+            if isinstance(value, str):
+                outputs[kind] = _relative_posix(value, folder)
+    data["version"] = 2
+    return data
+
+
+def _relative_posix(value: str, folder: str) -> str:
+    for flavour in (PurePosixPath, PureWindowsPath):
+        path, base = flavour(value), flavour(folder)
+        if path.is_absolute():
+            try:
+                return path.relative_to(base).as_posix()
+            except ValueError:
+                return value  # outside the folder: left as is, so the schema names it
+    return value.replace("\\", "/")
+
+
+MIGRATIONS = {1: _v1_to_v2}  # version n -> function making it version n + 1
+
+
+def migrate(data: dict[str, Any], folder: str) -> dict[str, Any]:
+    """Bring a parsed project of an older version up to VERSION (a new dict; `data` is kept)."""
+    data = copy.deepcopy(data)
+    while data["version"] < VERSION:
+        data = MIGRATIONS[data["version"]](data, folder)
+    return data
+
+
+def location(loc: tuple, data: Any = None) -> str:
+    """pydantic's loc as a field path: ('pages', 0, 'outputs', 'colored') -> pages[0].outputs.colored,
+    with the page's name when the file gives one."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    if len(loc) >= 2 and loc[0] == "pages" and isinstance(loc[1], int) and isinstance(data, dict):
+        pages = data.get("pages")
+        page = pages[loc[1]] if isinstance(pages, list) and loc[1] < len(pages) else None
+        if isinstance(page, dict) and isinstance(page.get("name"), str):
+            text += f" (page {page['name']!r})"
+    return text
+
+
+def describe(exc: ValidationError, data: Any, limit: int = 5) -> str:
+    """The first few problems of a failed validation, each as `field: problem (got value)`."""
+    problems = []
+    for error in exc.errors()[:limit]:
+        message = error["msg"].removeprefix("Value error, ")
+        shown = repr(error.get("input"))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        got = "" if error["type"] == "missing" else f" (got {shown})"
+        problems.append(f"{location(error['loc'], data)}: {message}{got}")
+    more = exc.error_count() - limit
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+
+
+def validate(data: Any, folder: str) -> ProjectModel:
+    """Check a parsed project file (any version this one reads) and return it at VERSION.
+    Raises ValueError with a plain message: not a project, newer version, or the bad fields."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError("not a ColorFlow project file")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"version: must be a whole number from 1 to {VERSION} (got {version!r})")
+    if version > VERSION:
+        raise NewerVersion(version)
+    pages = data.get("pages")
+    if isinstance(pages, list) and len(pages) > MAX_PROJECT_PAGES:  # before validating each one
+        raise ValueError(f"pages: {len(pages):,} pages, more than a project may hold ({MAX_PROJECT_PAGES:,})")
+    migrated = migrate(data, folder)
+    try:
+        return ProjectModel.model_validate(migrated)
+    except ValidationError as exc:
+        raise ValueError(describe(exc, migrated)) from None
+
+
+class NewerVersion(ValueError):
+    """The file was saved by a newer ColorFlow."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"saved by a newer ColorFlow (project version {version}, this one reads up to {VERSION})")
+        self.version = version

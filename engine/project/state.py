@@ -1,0 +1,433 @@
+"""ChapterProject: the versioned JSON state of one chapter (pages, references, pins/rejects,
+per-page status and outputs), validated on load, saved atomically with the previous good file
+kept as a .bak, and never overwritten when unreadable."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+
+from engine import __version__
+from engine.rap.curation import Choices, Curation, Target
+from engine.core.errors import InputError, ProjectFileError
+from engine.io.fileio import atomic_write, atomic_write_bytes
+from engine.project.format import (FORMAT, MAX_PROJECT_BYTES, MAX_PROJECT_PAGES, PAGE_STATES, VERSION,
+                                   check_output_path)
+
+PROJECT_FILE = "colorflow-project.json"
+BACKUP_FILE = PROJECT_FILE + ".bak"  # the file as it was before the last save that changed it
+
+
+@dataclass
+class PageState:
+    """Status of one page in the project."""
+
+    name: str
+    source: str  # ImageSource.ref
+    status: str = "pending"
+    error: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # kind -> POSIX path relative to project
+    settings_key: str | None = None  # settings the outputs were made with (for --resume)
+    unknown: dict[str, Any] = field(default_factory=dict)  # keys this version does not know: saved back
+
+    def to_json(self) -> dict[str, Any]:
+        return _with_unknown({
+            "name": self.name,
+            "source": self.source,
+            "status": self.status,
+            "error": self.error,
+            "outputs": dict(self.outputs),
+            "settings_key": self.settings_key,
+        }, self.unknown)
+
+
+def _with_unknown(known: dict[str, Any], unknown: dict[str, Any] | None) -> dict[str, Any]:
+    """An entry as saved: its known keys, then the keys a newer ColorFlow or another tool wrote."""
+    return {**known, **{key: value for key, value in (unknown or {}).items() if key not in known}}
+
+
+def _unknown_keys(model) -> dict[str, Any]:
+    return dict(model.model_extra or {})
+
+
+def _curation_unknown(curation) -> dict[tuple, dict[str, Any]]:
+    """The unknown keys of a validated curation, by place: ("curation",), ("choices", scope) and
+    ("target", scope, "pins"|"rejects", ref, patch), scope None for the chapter or a page name."""
+    found = {("curation",): _unknown_keys(curation)}
+    for scope, choices in [(None, curation.chapter), *curation.pages.items()]:
+        found[("choices", scope)] = _unknown_keys(choices)
+        for kind in ("pins", "rejects"):
+            for target in getattr(choices, kind):
+                found[("target", scope, kind, target.ref, target.patch)] = _unknown_keys(target)
+    return {place: keys for place, keys in found.items() if keys}
+
+
+def _curation_json(curation: Curation, unknown: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """Curation.to_json with the unknown keys of the file it came from put back in place."""
+    def choices(scope: str | None, data: dict[str, Any]) -> dict[str, Any]:
+        for kind in ("pins", "rejects"):
+            data[kind] = [_with_unknown(t, unknown.get(("target", scope, kind, t["ref"], t["patch"]))) for t in data[kind]]
+        return _with_unknown(data, unknown.get(("choices", scope)))
+
+    data = curation.to_json()
+    pages = {name: choices(name, c) for name, c in data["pages"].items()}
+    for place, keys in unknown.items():  # a page's choices now empty still carry their unknown keys
+        if place[0] == "choices" and place[1] is not None and place[1] not in pages:
+            pages[place[1]] = {"pins": [], "rejects": [], **keys}
+    return _with_unknown({"chapter": choices(None, data["chapter"]), "pages": pages}, unknown.get(("curation",)))
+
+
+class _NewerProject(ProjectFileError):
+    """Saved by a newer ColorFlow: not damaged, so no backup advice."""
+
+
+class _LinkInProject(ProjectFileError):
+    """A symbolic link in the project folder: the .bak names the same files, so no backup advice."""
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    # allow_nan=False: NaN and infinities are not JSON (json.dumps would write them as bare words)
+    return (json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _read_project_file(path: Path) -> bytes:
+    """A project file's (or its .bak's) bytes, at most MAX_PROJECT_BYTES: a larger file, or one
+    that is not a regular file, is a ProjectFileError before anything is read. OSError
+    (FileNotFoundError) when it cannot be read."""
+    if path.is_symlink():  # reading through it would read whatever file it names
+        raise _LinkInProject(
+            f"{path} is a symbolic link (to {os.readlink(path)}), not read: ColorFlow does not read project "
+            "files through links; put a copy of the file in its place if you trust it, or remove the link")
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ProjectFileError(f"{path}: not a project file (not a regular file)")
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_PROJECT_BYTES + 1)
+    if max(info.st_size, len(raw)) > MAX_PROJECT_BYTES:
+        raise ProjectFileError(f"{path}: project file is too large ({max(info.st_size, len(raw)):,} bytes; "
+                               f"a project file is at most {MAX_PROJECT_BYTES // 1024**2} MiB)")
+    return raw
+
+
+def _same_content(path: Path, data: bytes) -> bool:
+    """Whether the file at `path` holds exactly `data` (the size is compared before reading)."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+class _NotAJsonNumber(ValueError):
+    """A number JSON cannot hold (NaN, an infinity, 1e999) or too long to read."""
+
+
+def _refuse_constant(text: str):
+    raise _NotAJsonNumber(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotAJsonNumber(text)
+    return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python reads (sys.get_int_max_str_digits)
+        raise _NotAJsonNumber(f"{text[:12]}... ({len(text):,} digits)") from None
+
+
+def _parse(path: Path, raw: bytes, folder: Path):
+    """The validated model (at the current version) of a project file's bytes, or ProjectFileError
+    (no backup advice: the caller adds it)."""
+    from engine.project.schema import NewerVersion, validate
+
+    try:
+        # utf-8-sig: a byte order mark (Notepad writes one) is read past
+        data = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_whole_number)
+    except _NotAJsonNumber as exc:
+        raise ProjectFileError(f"{path}: project file is damaged (the number {exc} is not one JSON can hold: "
+                               f"infinite, not a number, or too long)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProjectFileError(f"{path}: project file is damaged (not JSON: {exc})") from None
+    except RecursionError:
+        raise ProjectFileError(f"{path}: project file is damaged (JSON nested too deeply)") from None
+    try:
+        return validate(data, str(folder))
+    except NewerVersion as exc:
+        raise _NewerProject(f"{path}: {exc}; update ColorFlow. The file was left untouched") from None
+    except ValueError as exc:
+        raise ProjectFileError(f"{path}: project file is damaged: {exc}") from None
+
+
+def _backup_advice(folder: Path) -> str:
+    """What to tell a user whose project file is unusable: the .bak if it is good, else other ways."""
+    backup = folder / BACKUP_FILE
+    try:
+        _parse(backup, _read_project_file(backup), folder)
+    except FileNotFoundError:
+        return "restore it from a backup or choose another output folder"
+    except (OSError, ProjectFileError):
+        return f"its backup {BACKUP_FILE} is unusable too; restore it from a backup or choose another output folder"
+    return (f"the previous save is intact in {backup}: rename {BACKUP_FILE} to {PROJECT_FILE} "
+            f"(or ChapterProject.restore_backup) to go back to it")
+
+
+@dataclass
+class ChapterProject:
+    """State of one chapter project, stored as `<folder>/colorflow-project.json`."""
+
+    folder: Path
+    inputs: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    pages: list[PageState] = field(default_factory=list)
+    curation: Curation = field(default_factory=Curation)
+    settings: dict[str, Any] = field(default_factory=dict)
+    unknown: dict[str, Any] = field(default_factory=dict)  # top-level keys this version does not know: saved back
+    # Unknown keys inside the curation, by place (see _curation_unknown): saved back where they were.
+    curation_unknown: dict[tuple, dict[str, Any]] = field(default_factory=dict)
+    # The GUI edits choices while the worker thread records page status; both save.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    _save_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _on_disk: bytes | None = field(default=None, repr=False, compare=False)  # bytes last loaded or saved
+
+    @property
+    def path(self) -> Path:
+        return self.folder / PROJECT_FILE
+
+    @property
+    def backup_path(self) -> Path:
+        return self.folder / BACKUP_FILE
+
+    # --- persistence --------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return _with_unknown({
+            "format": FORMAT,
+            "version": VERSION,
+            "saved_by": f"colorflow {__version__}",
+            "inputs": self.inputs,
+            "references": self.references,
+            "settings": self.settings,
+            "pages": [p.to_json() for p in self.pages],
+            "curation": _curation_json(self.curation, self.curation_unknown),
+        }, self.unknown)
+
+    def save(self) -> None:
+        """Atomic save: a crash mid-save leaves the previous file intact. The file it replaces
+        becomes colorflow-project.json.bak; a damaged file on disk is never saved over."""
+        with self.lock:
+            data = _encode(self.to_json())
+        if len(data) > MAX_PROJECT_BYTES:  # never write a file the next load would refuse
+            raise ProjectFileError(f"{self.path}: not saved: the project would be {len(data):,} bytes, "
+                                   f"more than a project file may hold ({MAX_PROJECT_BYTES // 1024**2} MiB)")
+        with self._save_lock:
+            try:
+                current = _read_project_file(self.path)
+            except FileNotFoundError:
+                current = None
+            except ProjectFileError as exc:
+                raise ProjectFileError(f"{exc}; not saved over it (left untouched)") from None
+            if current == data:
+                return  # nothing changed: the backup keeps the previous version
+            if current is not None:
+                if current != self._on_disk:  # changed behind our back: keep it only if it is good
+                    try:
+                        _parse(self.path, current, self.folder)
+                    except ProjectFileError as exc:
+                        raise ProjectFileError(f"{exc}; not saved over it (left untouched)") from None
+                if not _same_content(self.backup_path, current):
+                    atomic_write_bytes(self.backup_path, current)
+            atomic_write_bytes(self.path, data)
+            self._on_disk = data
+
+    @classmethod
+    def load(cls, folder: Path) -> "ChapterProject":
+        """Read and validate `<folder>/colorflow-project.json` (any version up to VERSION).
+        FileNotFoundError when there is none; ProjectFileError, naming the file and the field,
+        when it is damaged, unsafe or newer; the file is never changed by loading."""
+        folder = Path(folder)
+        path = folder / PROJECT_FILE
+        try:
+            raw = _read_project_file(path)
+            project = cls._from_model(folder, _parse(path, raw, folder))
+            project.check_outputs()
+        except (FileNotFoundError, _NewerProject, _LinkInProject):
+            raise
+        except ProjectFileError as exc:
+            raise ProjectFileError(f"{exc}. The file was left untouched; {_backup_advice(folder)}") from None
+        except OSError as exc:
+            raise ProjectFileError(f"{path}: project file cannot be read ({exc}); left untouched") from exc
+        project._on_disk = raw
+        return project
+
+    @classmethod
+    def _from_model(cls, folder: Path, model) -> "ChapterProject":
+        curation = Curation(
+            Choices([Target(t.ref, t.patch) for t in model.curation.chapter.pins],
+                    [Target(t.ref, t.patch) for t in model.curation.chapter.rejects]),
+            {name: Choices([Target(t.ref, t.patch) for t in c.pins], [Target(t.ref, t.patch) for t in c.rejects])
+             for name, c in model.curation.pages.items()},
+        )
+        return cls(
+            folder=folder,
+            inputs=list(model.inputs),
+            references=list(model.references),
+            pages=[PageState(p.name, p.source, p.status, p.error, dict(p.outputs), p.settings_key, _unknown_keys(p))
+                   for p in model.pages],
+            curation=curation,
+            settings=model.settings.model_dump(exclude_unset=True),
+            unknown=_unknown_keys(model),
+            curation_unknown=_curation_unknown(model.curation),
+        )
+
+    @classmethod
+    def restore_backup(cls, folder: Path) -> "ChapterProject":
+        """Go back to the previous save: the damaged project file is kept beside it as
+        `colorflow-project.json.damaged-<time>` and the .bak becomes the project file."""
+        folder = Path(folder)
+        backup = folder / BACKUP_FILE
+        try:
+            raw = _read_project_file(backup)
+        except FileNotFoundError:
+            raise ProjectFileError(f"{backup}: there is no backup to restore") from None
+        restored = cls._from_model(folder, _parse(backup, raw, folder))
+        restored.check_outputs()
+        path = folder / PROJECT_FILE
+        if path.exists():
+            aside = folder / f"{PROJECT_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+            with open(path, "rb") as damaged:  # copied in pieces: it may be too large to hold in memory
+                atomic_write(aside, lambda handle: shutil.copyfileobj(damaged, handle))
+        atomic_write_bytes(path, raw)
+        restored._on_disk = raw
+        return restored
+
+    # --- outputs ------------------------------------------------------------------------
+    def output_path(self, page: PageState | str, kind: str) -> Path | None:
+        """Where a page's recorded output is, checked to lie inside the project folder (also
+        through symlinks); None when it has none. ProjectFileError naming the entry otherwise."""
+        state = self.page(page) if isinstance(page, str) else page
+        value = state.outputs.get(kind)
+        if not value:
+            return None
+        return self._inside(value, f"page {state.name!r} outputs.{kind}")
+
+    def check_outputs(self) -> None:
+        """Every recorded output lies inside the project folder (ProjectFileError otherwise)."""
+        root = self.folder.resolve()  # once: resolving it per output was most of a large project's load
+        for index, page in enumerate(self.pages):
+            for kind, value in page.outputs.items():
+                self._inside(value, f"pages[{index}].outputs.{kind} (page {page.name!r})", root)
+
+    def _inside(self, value: str, entry: str, root: Path | None = None) -> Path:
+        try:
+            check_output_path(value)
+        except ValueError as exc:
+            raise ProjectFileError(f"{self.path}: {entry}: {exc} (got {value!r})") from None
+        root = root or self.folder.resolve()
+        path = (root / value).resolve()
+        if not path.is_relative_to(root):
+            where = f"{self.path}: {entry}: {value!r} leads to {path}, outside the project folder"
+            link = root
+            for part in PurePosixPath(value).parts:  # name the link on the way: the user can remove it
+                link = link / part
+                if link.is_symlink():
+                    raise _LinkInProject(
+                        f"{where}: {link} is a symbolic link; remove it (what it points to is not touched) "
+                        "and open or run the project again: that page is colored again. "
+                        "The project file was left untouched")
+            raise ProjectFileError(where)
+        return path
+
+    def _relative(self, value: str | os.PathLike) -> str:
+        """An output path as stored: relative to the folder, '/'-separated."""
+        path = Path(value)
+        if path.is_absolute():
+            path = path.resolve().relative_to(self.folder.resolve())
+        return check_output_path(PurePosixPath(*path.parts).as_posix())
+
+    @classmethod
+    def open_or_create(cls, folder: Path) -> "ChapterProject":
+        """Load the project in `folder`, or start an empty one (not saved until `save`)."""
+        try:
+            return cls.load(folder)
+        except FileNotFoundError:
+            return cls(folder=Path(folder))
+
+    # --- pages and references -----------------------------------------------------------
+    def sync_pages(self, names_and_sources: Sequence[tuple[str, str]]) -> None:
+        """Make the page list match the chapter, keeping the state of pages that stay. Pages are
+        the chapter's own: a recorded page whose name and source are not a chapter page's is
+        dropped (its recorded outputs with it), never opened. InputError for more pages than a
+        project file may hold (MAX_PROJECT_PAGES)."""
+        if len(names_and_sources) > MAX_PROJECT_PAGES:
+            raise InputError(f"{self.folder}: the chapter has {len(names_and_sources):,} pages, more than a project "
+                             f"may hold ({MAX_PROJECT_PAGES:,}); color it in parts, one volume at a time")
+        with self.lock:
+            known = {(p.name, p.source): p for p in self.pages}
+            self.pages = [known.get((name, src)) or PageState(name, src) for name, src in names_and_sources]
+
+    def page(self, name: str) -> PageState:
+        for page in self.pages:
+            if page.name == name:
+                return page
+        raise KeyError(f"no page named {name!r} in this project")
+
+    def set_status(self, name: str, status: str, error: str | None = None) -> None:
+        if status not in PAGE_STATES:
+            raise ValueError(f"unknown page status {status!r}")
+        with self.lock:
+            page = self.page(name)
+            page.status, page.error = status, error
+
+    def record_outputs(self, name: str, outputs: dict[str, str | os.PathLike], status: str,
+                       settings_key: str | None = None) -> None:
+        """Record a finished page: its output files (inside the project folder; stored relative
+        to it), status and (for colored pages) settings key."""
+        with self.lock:
+            page = self.page(name)
+            page.outputs.update({kind: self._relative(value) for kind, value in outputs.items()})
+            page.status, page.error = status, None
+            if settings_key is not None:
+                page.settings_key = settings_key
+
+    def add_references(self, refs: Sequence[str]) -> None:
+        with self.lock:
+            for ref in refs:
+                if ref not in self.references:
+                    self.references.append(ref)
+
+    # --- curation -----------------------------------------------------------------------
+    def set_choice(self, target: Target, state: str | None, page: str | None = None) -> None:
+        """Pin ("pin"), reject ("reject") or clear (None) a target for a page or the chapter."""
+        with self.lock:
+            self.curation.set(target, state, page)
+
+    def choice(self, target: Target, page: str | None = None) -> str | None:
+        with self.lock:
+            scope = self.curation.chapter if page is None else self.curation.pages.get(page)
+            return scope.state(target) if scope else None
+
+    def choices_for(self, page: str):
+        """The effective pins/rejects of one page (a copy, safe to use in another thread)."""
+        with self.lock:
+            return self.curation.effective(page)
+
+    def pin(self, ref: str, patch: str | None = None, page: str | None = None) -> None:
+        self.set_choice(Target(ref, patch), "pin", page)
+
+    def reject(self, ref: str, patch: str | None = None, page: str | None = None) -> None:
+        self.set_choice(Target(ref, patch), "reject", page)
+
+    def clear_choice(self, ref: str, patch: str | None = None, page: str | None = None) -> None:
+        self.set_choice(Target(ref, patch), None, page)
