@@ -15,7 +15,8 @@ from engine.io.imaging import IMAGE_EXTENSIONS
 from engine.rap.curation import Target
 from engine.core.errors import InputError
 from engine.io.projectlock import ProjectLock
-from engine.project.state import PROJECT_FILE, ChapterProject
+from engine.project.state import ChapterProject
+from engine.project.store import PROJECT_FILE
 
 
 def project_folder_for(path: Path, projects_dir: Path | None = None) -> Path:

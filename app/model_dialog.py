@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from engine.models.hub import human_bytes
+from engine.io.storage import human_bytes
 from engine.models.overview import models_overview
 from engine.models.presets import VERIFY_LABELS, VERIFY_MEANING
 from engine.models.speed import probe_line

@@ -38,7 +38,8 @@ def main() -> int:
     from engine.rap.curation import Choices
     from engine.io.demo import make_demo_chapter
     from engine.models.sources import make_tiny
-    from engine.pipelines.chapter import PipelineSettings, load_pipeline
+    from engine.pipelines.page import load_pipeline
+    from engine.pipelines.settings import PipelineSettings
     from engine.preprocess.screenstyle import screen_style
     from engine.gsrp.upscale import UpscaleSettings
 

@@ -87,7 +87,7 @@ def make_tiny_pipeline(tiny_embedder, tiny_components, request):
     `cache`; `screen=False` gives it no ScreenStyle networks (gray input only)."""
     from engine.gsrp.upscale import Upscaler
     from engine.icp.colorize import Colorizer
-    from engine.pipelines.chapter import ColorFlowPipeline
+    from engine.pipelines.page import ColorFlowPipeline
     from engine.preprocess.page import PagePreparer
     from engine.rap.embedding import EmbeddingCache
     from engine.rap.retrieval import Retriever
@@ -96,8 +96,8 @@ def make_tiny_pipeline(tiny_embedder, tiny_components, request):
         c = tiny_components
         networks = request.getfixturevalue("tiny_screenstyle") if screen else None
         return ColorFlowPipeline(Retriever(tiny_embedder, EmbeddingCache(cache / "embeddings")), Colorizer(c),
-                                 Upscaler(c.vae_runner, c.fusion, c.device, c.dtype), "tiny",
-                                 PagePreparer(networks, cache / "screenstyle"))
+                                 Upscaler(c.vae_runner, c.fusion, c.device, c.dtype), models_id="tiny",
+                                 preparer=PagePreparer(networks, cache / "screenstyle"))
 
     return make
 

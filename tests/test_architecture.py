@@ -122,3 +122,13 @@ def test_engine_and_app_import_graph_has_no_cycle():
             if back:
                 cycles.setdefault(frozenset(back), " -> ".join((module, *back)))
     assert not cycles, "import cycles (move what both sides need into a lower module):\n" + "\n".join(cycles.values())
+
+
+def test_engine_root_holds_only_packages_and_no_module_is_long():
+    """The folder tree shows the method (DESIGN.md): nothing but __init__/__main__ at engine/ root,
+    and no module of engine/ or app/ over 400 lines (a sign to split it by responsibility)."""
+    root = REPO_ROOT / "engine"
+    assert sorted(p.name for p in root.glob("*.py")) in (["__init__.py"], ["__init__.py", "__main__.py"])
+    long = {str(p.relative_to(REPO_ROOT)): n for p in [*root.rglob("*.py"), *(REPO_ROOT / "app").rglob("*.py")]
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert long == {}

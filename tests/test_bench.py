@@ -56,3 +56,15 @@ def test_bench_pages_bad_mode_fails_before_torch():
                             cwd=REPO_ROOT, capture_output=True, text=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"code": 2, "torch": False}, result.stderr
     assert "--modes" in result.stderr
+
+
+def test_bench_pages_takes_everything_after_models_and_device_by_keyword():
+    import inspect
+
+    from engine.benchmarks.stages import bench_pages
+
+    parameters = inspect.signature(bench_pages).parameters.values()
+    positional = [p.name for p in parameters if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword_only = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert positional == ["models", "device"]
+    assert keyword_only == ["pages", "refs", "steps", "size", "input_style", "seed", "modes", "warmup", "threads", "emit"]

@@ -197,3 +197,22 @@ def test_demo_prints_the_fast_tiny_command_the_readme_gives(tmp_path, monkeypatc
     assert f"colorflow demo demo && {command}" in readme
     assert len(list((tmp_path / "demo" / "chapter").glob("*.png"))) == 3
     assert len(list((tmp_path / "demo" / "refs").glob("*.png"))) == 3
+
+
+def test_colorize_resolves_the_model_source_once(tiny_models_dir, one_page_chapter, tmp_path, monkeypatch, capsys):
+    """One `colorize` checks a models DIR against its record (hashing its files) once, not per stage."""
+    import engine.models.sources as sources
+
+    calls = []
+    real = sources.resolve_models
+
+    def counting(spec, *args, **kwargs):
+        calls.append(spec)
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "resolve_models", counting)
+    pages, refs = one_page_chapter
+    code = main(["colorize", str(pages), "--refs", str(refs), "--out", str(tmp_path / "out"), "--models",
+                 str(tiny_models_dir), "--steps", "1", "--size", "256x256", "--input-style", "gray", "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert calls == [str(tiny_models_dir)]

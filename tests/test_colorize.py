@@ -15,7 +15,8 @@ from engine.cli.main import main
 from engine.icp.colorize import Colorizer, ColorizeSettings, Interrupted
 from engine.core.errors import InputError
 from engine.core.events import CancelToken, Cancelled, PageDone, Preview, Progress
-from engine.pipelines.chapter import PipelineSettings, colorize_chapter
+from engine.pipelines.chapter import colorize_chapter
+from engine.pipelines.settings import PipelineSettings
 from engine.project.state import ChapterProject
 from engine.gsrp.upscale import UpscaleSettings
 
@@ -139,7 +140,7 @@ def test_cancel_during_run_leaves_page_pending_and_no_file(chapter_setup):
         if isinstance(event, Progress) and event.stage == "ICP" and event.page == "2.png":
             cancel.cancel()
 
-    report = colorize_chapter(chapter, refs, pipeline, project, PIPELINE_SETTINGS, sink, cancel)
+    report = colorize_chapter(chapter, refs, pipeline, project, PIPELINE_SETTINGS, sink, cancel=cancel)
     assert report.done == ["1.png"] and report.cancelled
     icp_steps_page2 = [e.step for e in events if isinstance(e, Progress) and e.stage == "ICP" and e.page == "2.png"]
     assert icp_steps_page2 == [1]
@@ -156,6 +157,7 @@ def test_failing_page_is_reported_and_chapter_finishes(chapter_setup):
 
     class Flaky:
         calls = 0
+        components = original.components  # the loaded models, as the real colorizer exposes them
 
         def __call__(self, *args, **kwargs):
             Flaky.calls += 1

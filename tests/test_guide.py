@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.io.checkpoints import normalise_lora_key, read_state_dict
+from engine.io.checkpoints import normalise_lora_key
+from engine.io.weight_files import read_state_dict
 from engine.cli.main import main
 from engine.core.errors import ModelError
 from engine.icp.guide import ColorGuiderSDModel, guided_unet_forward

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from engine.core.errors import ModelError
-from engine.models import hub
-from engine.models.hub import check_pinned, checked_path, local_path, pin, preset_files, sha256_file, verify
+from engine.models import pins
+from engine.models.hub_cache import local_path
+from engine.models.pins import check_pinned, checked_path, pin, sha256_file, verify
+from engine.models.presets import preset_files
 from engine.models.sources import resolve_models
 
 VAE = "vae/diffusion_pytorch_model.safetensors"
@@ -25,7 +27,7 @@ def hashed(monkeypatch) -> list[str]:
         calls.append("/".join(Path(path).parts[-2:]))
         return sha256_file(path, *args, **kwargs)
 
-    monkeypatch.setattr(hub, "sha256_file", counting)
+    monkeypatch.setattr(pins, "sha256_file", counting)
     return calls
 
 
@@ -54,7 +56,7 @@ def _flip_byte_in_tensor_data(path: Path) -> None:
 def test_flipped_byte_in_a_tensor_is_caught_before_the_models_load(hub_snapshot, hashed):
     from safetensors.torch import load_file
 
-    from engine.pipelines.chapter import load_retriever
+    from engine.pipelines.page import load_retriever
 
     _pin_all()
     vae = _path(VAE)
@@ -165,10 +167,10 @@ def test_hashing_reports_progress_per_file_and_nothing_once_checked(hub_snapshot
     _pin_all(checked=False)
     pinned = sum(1 for f in preset_files("official") if local_path(f) is not None)
     events: list[Progress] = []
-    hub.check_pinned("official", events.append)
+    pins.check_pinned("official", events.append)
     assert [(e.step, e.total) for e in events] == [(i, pinned) for i in range(pinned + 1)]
     assert all(e.stage == "checking model files" for e in events)
     assert events[0].page.startswith(Path(local_path(preset_files("official")[0])).name)
     events.clear()
-    hub.check_pinned("official", events.append)  # all remembered as checked: no hashing, no lines
+    pins.check_pinned("official", events.append)  # all remembered as checked: no hashing, no lines
     assert events == []

@@ -14,7 +14,8 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from app.model_dialog import ModelDialog  # noqa: E402
 from app.worker import EngineWorker  # noqa: E402
-from engine.models.hub import human_bytes, preset_files  # noqa: E402
+from engine.io.storage import human_bytes  # noqa: E402
+from engine.models.presets import preset_files  # noqa: E402
 from engine.models.speed import probe_path  # noqa: E402
 
 Usage = collections.namedtuple("Usage", "total used free")

@@ -193,7 +193,7 @@ def fault_root(tiny_models_dir, tmp_path_factory) -> Path:
 
 def load_full(root: Path, cache: Path) -> None:
     """What `colorflow colorize` loads: RAP, ScreenStyle, SD1.5 + GraySD."""
-    from engine.pipelines.chapter import load_pipeline
+    from engine.pipelines.page import load_pipeline
 
     load_pipeline(str(root), cache_dir=cache, input_style="screen")
 
@@ -201,7 +201,7 @@ def load_full(root: Path, cache: Path) -> None:
 def load_narrow(root: Path, relative: str, cache: Path) -> None:
     """The entry point of the stage that reads `relative` (`colorflow retrieve` for the image
     encoder, the ScreenStyle preparer, the diffusion loader for SD1.5 and GraySD)."""
-    from engine.pipelines.chapter import load_preparer, load_retriever
+    from engine.pipelines.page import load_preparer, load_retriever
 
     if relative.startswith("colorflow/image_encoder/"):
         load_retriever(str(root), cache_dir=cache)

@@ -15,7 +15,7 @@ import pytest
 
 from engine.cli.main import main
 from engine.core.errors import ModelError
-from engine.models import hub
+from engine.models import pins
 from engine.models.sources import resolve_models
 
 UNET = "sd15/unet/diffusion_pytorch_model.safetensors"
@@ -26,13 +26,13 @@ LORA = "colorflow/GraySD/unet_lora.bin"
 def hashed(monkeypatch) -> list[str]:
     """Names (last two path parts) of the files the engine hashes from now on."""
     calls: list[str] = []
-    real = hub.sha256_file
+    real = pins.sha256_file
 
     def counting(path, *args, **kwargs):
         calls.append("/".join(Path(path).parts[-2:]))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(hub, "sha256_file", counting)
+    monkeypatch.setattr(pins, "sha256_file", counting)
     return calls
 
 
@@ -244,17 +244,19 @@ def _permission_message(path: Path) -> str:
 def _pinned_unchecked_official(relative: str) -> Path:
     """Pin every official file as a download does, with none checked since: the next use hashes
     each one. Returns the snapshot path of `relative`."""
-    from engine.models.hub import local_path, pin, preset_files, sha256_file
+    from engine.models.hub_cache import local_path
+    from engine.models.pins import pin, sha256_file
+    from engine.models.presets import preset_files
 
     for file in preset_files("official"):
         pin(file, local_path(file), sha256_file(local_path(file)))
-    hub.checked_path().unlink()
+    pins.checked_path().unlink()
     return local_path(next(f for f in preset_files() if f.path == relative))
 
 
 @pytest.mark.parametrize("entry", ["folder-record", "official-pins", "pickled-weights", "safetensors-weights"])
 def test_unreadable_model_file_says_permission_denied_and_how_to_fix_it(entry, monkeypatch, request):
-    from engine.io.checkpoints import read_state_dict
+    from engine.io.weight_files import read_state_dict
 
     if entry == "official-pins":
         request.getfixturevalue("hub_snapshot")

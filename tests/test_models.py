@@ -16,9 +16,11 @@ import torch
 
 from engine.cli.main import main
 from engine.core.errors import ModelError
-from engine.models.hub import (
-    convert_to_safetensors, download, human_bytes, local_path, pin, preset_files, sha256_file, verify,
-)
+from engine.io.storage import human_bytes
+from engine.models.hub import convert_to_safetensors, download
+from engine.models.hub_cache import local_path
+from engine.models.pins import pin, sha256_file, verify
+from engine.models.presets import preset_files
 from engine.models.sources import resolve_models
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

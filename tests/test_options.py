@@ -201,7 +201,8 @@ def test_resume_key_of_known_settings_is_the_one_existing_projects_hold():
 def test_project_file_run_options_take_only_the_declared_values(tmp_path):
     import json
 
-    from engine.project.state import PROJECT_FILE, ChapterProject
+    from engine.project.state import ChapterProject
+    from engine.project.store import PROJECT_FILE
     from engine.core.errors import ColorFlowError
 
     project = ChapterProject.open_or_create(tmp_path / "p")

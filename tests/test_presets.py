@@ -14,7 +14,9 @@ import pytest
 import engine.models.presets as presets_module
 from engine.cli.main import main
 from engine.core.errors import ModelError
-from engine.models.hub import check_pinned, download, local_path
+from engine.models.hub import download
+from engine.models.hub_cache import local_path
+from engine.models.pins import check_pinned
 from engine.models.presets import parse_preset_files, preset_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from engine.rap.canvas import WorkSize
 from engine.io.chapter import ImageSource, PageImage
 from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices
-from engine.pipelines.chapter import PipelineSettings
+from engine.pipelines.settings import PipelineSettings
 from engine.core.rng import STREAMS, stream_generator, stream_seed
 from engine.gsrp.upscale import UpscaleSettings
 
@@ -101,7 +101,7 @@ def test_official_procedure_draws_in_the_official_order(pipeline, page_and_refs)
     prepared = pipeline.prepare(page, official.inputs)
     retrieval = pipeline.retrieve(page, refs, Choices(), prepared)
     calls = []
-    handle = pipeline.colorizer.c.guide.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    handle = pipeline.colorizer.components.guide.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     try:
         with RandomDraws() as mode:
             pipeline.color(page, retrieval, prepared, official)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.core.errors import ProjectFileError
-from engine.project.state import BACKUP_FILE, PROJECT_FILE, ChapterProject
+from engine.project.state import ChapterProject
+from engine.project.store import BACKUP_FILE, PROJECT_FILE
 from engine.rap.curation import Target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

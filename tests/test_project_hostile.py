@@ -15,7 +15,8 @@ from PIL import Image
 
 from engine.cli.main import main
 from engine.core.errors import ProjectFileError
-from engine.project.state import PROJECT_FILE, ChapterProject
+from engine.project.state import ChapterProject
+from engine.project.store import PROJECT_FILE
 
 ESCAPES = ["../outside/secret.png", "../../../../etc/passwd"]
 

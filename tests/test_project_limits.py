@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from engine.core.errors import InputError, ProjectFileError
-from engine.project.state import BACKUP_FILE, PROJECT_FILE, ChapterProject
+from engine.project.state import ChapterProject
+from engine.project.store import BACKUP_FILE, PROJECT_FILE
 
 MIB = 1024**2
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.project.state import PROJECT_FILE, ChapterProject
+from engine.project.state import ChapterProject
+from engine.project.store import PROJECT_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

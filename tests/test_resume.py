@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from engine.cli.main import main
-from engine.project.state import PROJECT_FILE
+from engine.project.store import PROJECT_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,8 @@ from engine.rap.curation import Choices, Target
 from engine.io.demo import make_demo_chapter
 from engine.rap.embedding import EmbeddingCache
 from engine.models import ModelPaths, fingerprint_models
-from engine.pipelines.chapter import PipelineSettings, load_pipeline
+from engine.pipelines.page import load_pipeline
+from engine.pipelines.settings import PipelineSettings
 from engine.rap.retrieval import Candidate, Pick, PageRetrieval, Retriever
 from engine.gsrp.upscale import UpscaleSettings
 

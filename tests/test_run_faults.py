@@ -14,8 +14,11 @@ from engine.core.errors import OutputError
 from engine.core.events import Notice, PageDone
 from engine.io.chapter import list_images, open_chapter
 from engine.io.storage import check_output_folder, estimate_output_bytes
-from engine.pipelines.chapter import PipelineSettings, colorize_chapter, load_pipeline
-from engine.project.state import PROJECT_FILE, ChapterProject
+from engine.pipelines.chapter import colorize_chapter
+from engine.pipelines.page import load_pipeline
+from engine.pipelines.settings import PipelineSettings
+from engine.project.state import ChapterProject
+from engine.project.store import PROJECT_FILE
 from engine.rap.canvas import WorkSize
 from engine.icp.settings import ColorizeSettings
 from engine.gsrp.settings import UpscaleSettings
@@ -119,7 +122,7 @@ class RunsOutOfMemory:
 
     def __init__(self, real, failing_calls):
         self.real, self.failing, self.calls = real, set(failing_calls), 0
-        self.c = real.c  # the components, as the real colorizer exposes them
+        self.components = real.components  # the loaded models, as the real colorizer exposes them
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -131,7 +134,7 @@ class RunsOutOfMemory:
 def test_out_of_memory_retries_once_in_lowest_memory_mode(run):
     chapter, refs, pipeline, project = run
     pipeline.colorizer = RunsOutOfMemory(pipeline.colorizer, failing_calls={1})
-    vae = pipeline.colorizer.c.vae
+    vae = pipeline.colorizer.components.vae
     assert not vae.use_tiling
     events = []
     report = colorize_chapter(chapter, refs, pipeline, project, SETTINGS, events.append)

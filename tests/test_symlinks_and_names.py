@@ -20,7 +20,8 @@ from PIL import Image
 from engine.cli.main import main
 from engine.core.errors import InputError, OutputError, PageDecodeError, ProjectFileError, UnsafeArchiveError
 from engine.io.chapter import list_images, open_chapter
-from engine.project.state import PROJECT_FILE, ChapterProject
+from engine.project.state import ChapterProject
+from engine.project.store import PROJECT_FILE
 
 # Gray levels of the pages of the two inputs, far enough apart to tell the pages apart by
 # lightness after coloring (keep-ink, on by default, takes lightness from the page).

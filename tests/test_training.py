@@ -146,7 +146,7 @@ def test_conditioning_of_a_page_box_off_the_centre_is_latents_of_the_hand_built_
 
 
 def _state(path: Path) -> dict:
-    from engine.io.checkpoints import read_state_dict
+    from engine.io.weight_files import read_state_dict
 
     return read_state_dict(path)
 
@@ -188,7 +188,7 @@ def test_icp_training_changes_only_guide_and_lora_keeps_a_light_state_and_resume
     from safetensors.torch import load_file
 
     from engine.io.checkpoints import find_weights, normalise_lora_key
-    from engine.pipelines.chapter import load_pipeline
+    from engine.pipelines.page import load_pipeline
     from engine.models.sources import resolve_models
 
     base = resolve_models(str(tiny_models_dir))
@@ -232,7 +232,7 @@ def test_icp_training_changes_only_guide_and_lora_keeps_a_light_state_and_resume
         "model.safetensors", "optimizer.bin", "random_states_0.pkl", "scheduler.bin", "trainer_state.json"]
 
     pipeline = load_pipeline(str(out), "cpu", cache_dir=tmp_path / "cache", input_style="gray")
-    loaded = pipeline.colorizer.c.guide.state_dict()
+    loaded = pipeline.colorizer.components.guide.state_dict()
     assert all(torch.equal(loaded[k], saved_guide[k]) for k in saved_guide)
 
     # Interrupted after step 3 (trainer torn down), resumed in a new trainer up to step 5 ...

@@ -97,7 +97,8 @@ def test_two_process_ddp_matches_one_process_with_the_doubled_batch(dataset, tin
 
 
 def _weights_of_base(models: Path) -> dict:
-    from engine.io.checkpoints import find_weights, normalise_lora_key, read_state_dict
+    from engine.io.checkpoints import find_weights, normalise_lora_key
+    from engine.io.weight_files import read_state_dict
     from engine.models.sources import resolve_models
 
     graysd = resolve_models(str(models)).graysd

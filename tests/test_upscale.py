@@ -12,7 +12,7 @@ from engine.io.chapter import ImageSource, PageImage
 from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices
 from engine.gsrp.fusion import vae_feature_channels
-from engine.pipelines.chapter import PipelineSettings
+from engine.pipelines.settings import PipelineSettings
 from engine.gsrp.upscale import Upscaler, UpscaleSettings, encode_with_features, gsrp_size, keep_ink
 
 from keep_ink_by_hand import keep_ink_by_hand

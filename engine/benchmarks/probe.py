@@ -37,7 +37,8 @@ def run_probe(
     from engine.core.options import RunSettings
     from engine.io.chapter import list_images, open_chapter
     from engine.models.loading import default_dtype
-    from engine.pipelines.chapter import colorize_chapter, load_pipeline
+    from engine.pipelines.chapter import colorize_chapter
+    from engine.pipelines.page import load_pipeline
     from engine.project.state import ChapterProject
     from engine.rap.canvas import choose_work_size
     from engine.pipelines.settings import pipeline_settings
@@ -56,7 +57,7 @@ def run_probe(
         chapter = open_chapter([chapter_dir])
         work_size = choose_work_size(chapter.load_page(0).image.size, settings.size)
         project = ChapterProject.open_or_create(work / "out")
-        report = colorize_chapter(chapter, list_images([refs_dir]), pipeline, project, settings, emit, cancel)
+        report = colorize_chapter(chapter, list_images([refs_dir]), pipeline, project, settings, emit, cancel=cancel)
     if report.cancelled or cancel.cancelled:
         raise ColorFlowError("speed probe cancelled; nothing stored")
     if report.failed:

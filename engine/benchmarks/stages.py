@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
+from engine.benchmarks.stage_timing import MemoryMeter, ReembeddingCache, StageRecorder, instrument
 from engine.core.errors import InputError
-from engine.rap.embedding import EmbeddingCache
 
 STAGES = ("ScreenStyle", "RAP", "ICP", "GSRP")
 MODES = ("ours", "low_vram", "official")
@@ -20,185 +18,9 @@ MODE_LABELS = {
     "low_vram": "ours with --low-vram",
     "official": "official procedure, every reference re-embedded for every page",
 }
-MIB = 2**20
 
 
-class ReembeddingCache(EmbeddingCache):
-    """The official app's retrieval: no embedding survives from one page to the next. Reference
-    embeddings are never found while `reembed_references` is set (the page's first retrieval);
-    our chapter loop's second, cached retrieval of the same page finds them, as the official
-    app retrieves once per page."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.reembed_references = True
-
-    def get(self, encoder_id, sha256, size, role, boxes):
-        if role == "ref" and self.reembed_references:
-            return None
-        return super().get(encoder_id, sha256, size, role, boxes)
-
-
-def _status_kib(field: str) -> int | None:
-    """A memory line of /proc/self/status (VmRSS, VmHWM) in KiB; None where there is none."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Linux: set the process's peak RSS (VmHWM, which getrusage's ru_maxrss follows) back to
-    its current RSS, by writing 5 to /proc/self/clear_refs (Linux 4.0+). False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-        return _status_kib("VmHWM") is not None
-    except OSError:
-        return False
-
-
-def _max_rss_bytes() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
-
-
-class MemoryMeter:
-    """Peak memory between begin() and end().
-
-    CUDA: torch.cuda.max_memory_allocated, its peak reset at begin. CPU on Linux: the process's
-    peak RSS (VmHWM), reset at begin through /proc/self/clear_refs, so each stage gets its own
-    exact peak. Elsewhere: getrusage's ru_maxrss, which is monotonic over the process: a stage
-    shows an increase only where it sets a new all-time peak. (A thread sampling the RSS was
-    tried and dropped: on a small CPU its GIL wake-ups slowed the tiny models' stages by half.)
-    `added_mib` is the peak minus the value when the stage began."""
-
-    def __init__(self, device: str) -> None:
-        self.cuda = device.startswith("cuda")
-        self.resettable = not self.cuda and _reset_peak_rss()
-        if self.cuda:
-            self.kind = "torch.cuda.max_memory_allocated (reset at each stage start)"
-        elif self.resettable:
-            self.kind = ("process peak RSS (Linux VmHWM, reset at each stage start via /proc/self/clear_refs; "
-                         "getrusage's ru_maxrss follows it)")
-        else:
-            self.kind = ("getrusage ru_maxrss, the process's all-time peak RSS (monotonic: added_mib is non-zero "
-                         "only where a stage sets a new peak)")
-        self._base = 0
-        self.process_peak = 0  # the highest stage peak seen
-
-    def now(self) -> int:
-        if self.cuda:
-            import torch
-
-            return torch.cuda.memory_allocated()
-        rss = _status_kib("VmRSS")
-        return rss * 1024 if rss is not None else _max_rss_bytes()
-
-    def begin(self) -> None:
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = self.now()
-        elif self.resettable:
-            _reset_peak_rss()
-            self._base = self.now()
-        else:
-            self._base = _max_rss_bytes()
-
-    def end(self) -> dict[str, float]:
-        if self.cuda:
-            import torch
-
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-        elif self.resettable:
-            peak = (_status_kib("VmHWM") or 0) * 1024
-        else:
-            peak = _max_rss_bytes()
-        self.process_peak = max(self.process_peak, peak)
-        return {"peak_mib": peak / MIB, "added_mib": max(0, peak - self._base) / MIB}
-
-
-class StageRecorder:
-    """Seconds and memory per (page, stage), summed over the calls of a stage on a page."""
-
-    def __init__(self, meter: MemoryMeter) -> None:
-        self.meter = meter
-        self.pages: dict[str, dict[str, dict[str, float]]] = {}
-        self._open: tuple[str, str, float] | None = None
-
-    def begin(self, page: str, stage: str) -> None:
-        self.meter.begin()
-        self._open = (page, stage, time.perf_counter())
-
-    def end(self) -> None:
-        if self._open is None:
-            return
-        memory = self.meter.end()
-        page, stage, start = self._open
-        self._open = None
-        cell = self.pages.setdefault(page, {}).setdefault(stage, {"s": 0.0})
-        cell["s"] += time.perf_counter() - start
-        for key, value in memory.items():
-            cell[key] = max(cell.get(key, 0.0), value)
-
-    @contextlib.contextmanager
-    def stage(self, page: str, stage: str) -> Iterator[None]:
-        self.begin(page, stage)
-        try:
-            yield
-        finally:
-            self.end()
-
-
-def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCache | None = None) -> None:
-    """Wrap the pipeline's stage methods (the chapter loop itself runs unchanged): preprocess is
-    ScreenStyle, retrieval RAP, and `color` is split into ICP and GSRP at its GSRP-start event."""
-    from engine.core.events import Progress, ignore
-
-    prepare, retrieve, color = pipeline.prepare, pipeline.retrieve, pipeline.color
-    seen: set[str] = set()
-
-    def timed_prepare(page, inputs):
-        with recorder.stage(page.source.name, "ScreenStyle"):
-            return prepare(page, inputs)
-
-    def timed_retrieve(page, references, choices, prepared):
-        name = page.source.name
-        if official_cache is not None:
-            official_cache.reembed_references = name not in seen
-        seen.add(name)
-        with recorder.stage(name, "RAP"):
-            return retrieve(page, references, choices, prepared)
-
-    def timed_color(page, retrieval, prepared, settings, emit=ignore, cancel=None):
-        name = page.source.name
-
-        def split(event) -> None:
-            if isinstance(event, Progress) and event.stage == "GSRP" and event.step == 0:
-                recorder.end()
-                recorder.begin(name, "GSRP")
-            emit(event)
-
-        recorder.begin(name, "ICP")
-        try:
-            return color(page, retrieval, prepared, settings, split, cancel)
-        finally:
-            recorder.end()
-
-    pipeline.prepare, pipeline.retrieve, pipeline.color = timed_prepare, timed_retrieve, timed_color
-
-
-def _settings(mode: str, steps: int, size, input_style: str, seed: int):
+def _settings(mode: str, *, steps: int, size, input_style: str, seed: int):
     """The pipeline settings of a mode: the official procedure for "official", else ours."""
     from engine.core.options import Procedure, RunSettings
     from engine.pipelines.settings import pipeline_settings
@@ -233,14 +55,15 @@ def _counters(pipeline) -> dict[str, int]:
     }
 
 
-def _run_mode(mode: str, models: str, device: str, work: Path, meter: MemoryMeter, settings, emit,
+def _run_mode(mode: str, models: str, device: str, work: Path, *, meter: MemoryMeter, settings, emit,
               warmup: tuple[Path, Path] | None = None) -> dict[str, Any]:
     """Load the models for `mode`, color work/data's chapter with them, and measure it. With
     `warmup` (a chapter and its references), that chapter is colored first, unmeasured."""
     from engine.core.errors import ColorFlowError
     from engine.core.events import ignore
     from engine.io.chapter import list_images, open_chapter
-    from engine.pipelines.chapter import colorize_chapter, load_pipeline
+    from engine.pipelines.chapter import colorize_chapter
+    from engine.pipelines.page import load_pipeline
     from engine.project.state import ChapterProject
 
     cache = work / f"cache-{mode}"  # empty: nothing measured was computed before
@@ -321,6 +144,7 @@ def _rounded(value: Any) -> Any:
 def bench_pages(
     models: str = "official",
     device: str = "auto",
+    *,
     pages: int = 2,
     refs: int = 3,
     steps: int = 10,
@@ -350,7 +174,7 @@ def bench_pages(
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise InputError(f"modes must be among {', '.join(MODES)}, got {', '.join(modes) or 'none'}")
-    _settings(MODES[0], steps, size, input_style, seed)  # checked before any work
+    _settings(MODES[0], steps=steps, size=size, input_style=input_style, seed=seed)  # checked before any work
     emit = emit or ignore
     resolved = pick_device(device)
     meter = MemoryMeter(resolved)
@@ -365,9 +189,9 @@ def bench_pages(
             make_demo_chapter(work / "data", pages=pages, refs=refs, seed=seed)
             warm = make_demo_chapter(work / "warmup", pages=1, refs=1, seed=seed + 1) if warmup else None
             for index, mode in enumerate(dict.fromkeys(modes)):
-                settings = _settings(mode, steps, size, input_style, seed)
-                results[mode] = _run_mode(mode, models, resolved, work, meter, settings, emit,
-                                          warm if index == 0 else None)
+                settings = _settings(mode, steps=steps, size=size, input_style=input_style, seed=seed)
+                results[mode] = _run_mode(mode, models, resolved, work, meter=meter, settings=settings, emit=emit,
+                                          warmup=warm if index == 0 else None)
                 gc.collect()  # this mode's models go before the next mode loads its own
                 free_memory()
     finally:

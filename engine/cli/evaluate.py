@@ -358,7 +358,8 @@ def _bench_pages(args) -> int:
     from engine.rap.canvas import WorkSize
 
     size = WorkSize.parse(options.size) if options.size else None
-    result = bench_pages(options.models, options.device, args.pages, args.ref_count, options.steps, size,
-                         options.input_style, options.seed, modes, args.warmup, args.threads)
+    result = bench_pages(options.models, options.device, pages=args.pages, refs=args.ref_count, steps=options.steps,
+                         size=size, input_style=options.input_style, seed=options.seed, modes=modes,
+                         warmup=args.warmup, threads=args.threads)
     print(json.dumps(result, indent=2) if args.json else _pages_text(result))
     return OK

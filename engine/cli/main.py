@@ -6,13 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from engine.core.errors import ColorFlowError, InputError, printable
 from engine.cli.evaluate import add_bench_commands, add_eval_commands, cmd_bench, cmd_eval, eval_argv
 from engine.cli.models import add_models_commands, cmd_models, print_check_progress
 from engine.cli.options import Default, add_options, options_from_args
 from engine.cli.train import add_train_commands, cmd_train
+
+if TYPE_CHECKING:
+    from engine.models.sources import ModelPaths
 
 EXIT_OK, EXIT_PAGES_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -169,19 +172,21 @@ def _progress_sink(enabled: bool):
     return emit, close
 
 
-def _precheck(args) -> None:
-    """Everything that can be checked without torch: device, and that the models are present."""
+def _precheck(args) -> ModelPaths:
+    """Everything that can be checked without torch: device, and that the models are present.
+    Returns the model source resolved, once for the whole run (`tiny` is built here on first use)."""
     from engine.core.devices import precheck_device
-    from engine.models.sources import check_models
+    from engine.models.sources import check_models, resolve_models
 
     precheck_device(args.device)
-    check_models(args.models, print_check_progress)
+    return check_models(args.models, print_check_progress) or resolve_models(args.models)
 
 
 def cmd_retrieve(args) -> int:
     from engine.core.devices import pick_device
     from engine.core.errors import RunStopped
-    from engine.pipelines.chapter import load_preparer, load_retriever, retrieve_chapter
+    from engine.pipelines.chapter import retrieve_chapter
+    from engine.pipelines.page import load_preparer, load_retriever
     from engine.pipelines.settings import pipeline_settings
 
     options = options_from_args(args)
@@ -192,10 +197,10 @@ def cmd_retrieve(args) -> int:
     stopped = None
     try:
         with lock:  # held until the run ends, so a second process on OUT is refused
-            _precheck(args)
+            models = _precheck(args)
             device = pick_device(options.device)
-            retriever = load_retriever(options.models, device, options.cache_dir)
-            preparer = load_preparer(options.models, device, options.cache_dir, options.input_style)
+            retriever = load_retriever(models, device, options.cache_dir)
+            preparer = load_preparer(models, device, options.cache_dir, options.input_style)
             emit, close = _progress_sink(not args.json)
             try:
                 report = retrieve_chapter(chapter, references, retriever, project, emit=emit,
@@ -232,7 +237,8 @@ def _output_places(args) -> tuple[Path, Path | None, str]:
 def cmd_colorize(args) -> int:
     from engine.core.devices import pick_device
     from engine.io.export import IncompleteExport, export_project
-    from engine.pipelines.chapter import colorize_chapter, load_pipeline
+    from engine.pipelines.chapter import colorize_chapter
+    from engine.pipelines.page import load_pipeline
     from engine.pipelines.settings import pipeline_settings
 
     folder, cbz, args.export_format = _output_places(args)
@@ -246,9 +252,10 @@ def cmd_colorize(args) -> int:
             from engine.io.storage import check_output_folder, estimate_output_bytes
 
             check_output_folder(project.folder, estimate_output_bytes(chapter.sources))
-            _precheck(args)
-            pipeline = load_pipeline(options.models, pick_device(options.device), options.low_vram, options.cache_dir,
-                                     vae_tiling=options.vae_tiling, input_style=options.input_style)
+            models = _precheck(args)
+            pipeline = load_pipeline(models, pick_device(options.device), low_vram=options.low_vram,
+                                     cache_dir=options.cache_dir, vae_tiling=options.vae_tiling,
+                                     input_style=options.input_style)
             emit, close = _progress_sink(not args.json)
             try:
                 report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)

@@ -10,6 +10,7 @@ from engine.cli.options import add_options, options_from_args
 from engine.core.errors import InputError, printable
 
 OK, FAILED = 0, 1  # engine.cli.main's EXIT_OK and EXIT_PAGES_FAILED
+MODELS_HELP = "official (default) or a models DIR"  # the actions that work on official files or a folder
 
 
 def add_models_commands(commands) -> None:
@@ -51,7 +52,7 @@ def add_models_commands(commands) -> None:
         "its size, modification time, change time or inode changed, and a run refuses a folder whose "
         "files differ from the record. This command lists each changed, missing or new file.",
     )
-    add_options(verify, ("models",), helps={"models": "official (default) or a models DIR"})
+    add_options(verify, ("models",), helps={"models": MODELS_HELP})
     verify.add_argument("--rehash", action="store_true",
                         help="hash every file of DIR, even those whose size and times are unchanged (a disk error)")
     verify.add_argument("--accept", action="store_true",
@@ -62,7 +63,7 @@ def add_models_commands(commands) -> None:
         description="Reads GraySD/*.bin with torch.load(weights_only=True), writes .safetensors "
         "beside them and checks they reload to identical tensors. Later loads use the copies.",
     )
-    add_options(convert, ("models",), helps={"models": "official (default) or a models DIR"})
+    add_options(convert, ("models",), helps={"models": MODELS_HELP})
     model_commands.add_parser(
         "list",
         help="per-file sizes, destination folder and free space, licences, GPU and measured speed",
@@ -118,7 +119,7 @@ def print_models_list() -> None:
     """Sizes, destination, free space, licences, GPU and speed; imports no torch when no GPU
     can be usable (devices.gpu_ruled_out)."""
     from engine.core.devices import NO_GPU, describe_device, dtype_name, resolve_auto
-    from engine.models.hub import human_bytes
+    from engine.io.storage import human_bytes
     from engine.models.overview import models_overview
     from engine.models.speed import last_probe, probe_line, read_probes
     from engine.core.paths import cache_dir
@@ -202,7 +203,7 @@ def print_check_progress(event) -> None:
 def verify_folder(args) -> int:
     """`models verify --models DIR`: record the folder, or list each file that differs from its record."""
     from engine.models.folder_record import accept_command, check_folder
-    from engine.models.hub import human_bytes
+    from engine.io.storage import human_bytes
     from engine.models.sources import models_folder
 
     if args.models == "tiny":
@@ -239,7 +240,9 @@ def cmd_models(args) -> int:
         accept_if_recorded(paths.sd15.parent)  # written anew on purpose: a record of the old ones is replaced
         print(f"tiny models written: {paths.sd15.parent}")
     elif args.models_command == "download":
-        from engine.models.hub import download, missing_files, verify
+        from engine.models.hub import download
+        from engine.models.hub_cache import missing_files
+        from engine.models.pins import verify
 
         files = None
         if args.repair:
@@ -259,7 +262,7 @@ def cmd_models(args) -> int:
     elif args.models_command == "verify" and args.models != "official":
         return verify_folder(args)
     elif args.models_command == "verify":
-        from engine.models.hub import verify
+        from engine.models.pins import verify
 
         if args.accept:
             raise InputError("--accept is for a models DIR: official files are pinned to the hub's checksums; "

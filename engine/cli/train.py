@@ -62,7 +62,7 @@ def cmd_train(args) -> int:
     precheck_device(options.device)
     paths = resolve_models(options.models)
     if args.train_command == "prepare":
-        from engine.pipelines.chapter import load_retriever
+        from engine.pipelines.page import load_retriever
         from engine.preprocess.screenstyle import load_screenstyle
         from engine.rap.canvas import WorkSize
         from engine.training.data import prepare_dataset
@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
 
         device = pick_device(args.device)
         out = args.out.expanduser().resolve()
-        retriever = load_retriever(args.models, device, out / ".embeddings")
+        retriever = load_retriever(paths, device, out / ".embeddings")
         networks = load_screenstyle(paths.colorflow, device)
         index = prepare_dataset(args.chapters, out, retriever, networks, WorkSize.parse(options.size or "512x800"),
                                 args.seed, emit=_progress_printer())

@@ -1,1 +1,1 @@
-"""What every layer of the engine shares and nothing else: the declared user options (more to come)."""
+"""What every layer of the engine shares: errors, events, paths, devices, random streams, offload hooks, resources, the declared user options."""

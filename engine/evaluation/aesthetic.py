@@ -92,7 +92,8 @@ class AestheticScorer:
                  embedder=None) -> None:
         import torch
 
-        from engine.io.checkpoints import load_strict, read_state_dict
+        from engine.io.checkpoints import load_strict
+        from engine.io.weight_files import read_state_dict
 
         if embedder is None:
             from engine.rap.embedding import ClipEmbedder

@@ -180,7 +180,8 @@ def run_bench(bench: Bench, out: str | Path, settings: BenchRunSettings, emit: E
     from engine.io.chapter import list_images, open_chapter
     from engine.io.projectlock import ProjectLock
     from engine.io.storage import check_output_folder
-    from engine.pipelines.chapter import colorize_chapter, load_pipeline
+    from engine.pipelines.chapter import colorize_chapter
+    from engine.pipelines.page import load_pipeline
     from engine.project.state import ChapterProject
 
     settings.check(bench)
@@ -194,7 +195,7 @@ def run_bench(bench: Bench, out: str | Path, settings: BenchRunSettings, emit: E
                     link_or_copy(gt, root / "gt" / chapter.name / gt.name)
         run = settings.run
         screen = any(settings.pipeline_style(s) == InputStyle.SCREEN for s in settings.sets)
-        pipeline = load_pipeline(run.models, pick_device(run.device), run.low_vram, run.cache_dir,
+        pipeline = load_pipeline(run.models, pick_device(run.device), low_vram=run.low_vram, cache_dir=run.cache_dir,
                                  input_style=InputStyle.SCREEN if screen else InputStyle.GRAY)
         for bench_set in settings.sets:
             pipeline_settings = settings.pipeline_settings(bench_set)

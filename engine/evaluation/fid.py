@@ -72,7 +72,8 @@ def load_inception(weights: str | Path, device: str = "cpu"):
     """The FID Inception-v3 with the weights of `weights` loaded strictly (tensors only, never
     arbitrary pickles); a wrong or damaged file is a ModelError naming the mismatched keys."""
     from engine.evaluation.inception import build_fid_inception
-    from engine.io.checkpoints import load_strict, read_state_dict
+    from engine.io.checkpoints import load_strict
+    from engine.io.weight_files import read_state_dict
 
     weights = Path(weights)
     state = read_state_dict(weights)

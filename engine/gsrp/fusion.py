@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from engine.io.checkpoints import find_weights, load_strict, read_state_dict
+from engine.io.checkpoints import find_weights, load_strict
+from engine.io.weight_files import read_state_dict
 
 # Channels of the SD VAE encoder features GSRP uses (conv_in, down blocks 0-3).
 SD_VAE_FEATURE_CHANNELS = (128, 128, 256, 512, 512)

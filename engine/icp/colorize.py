@@ -75,6 +75,11 @@ class Colorizer:
         self.unet_forward = unet_forward
         self._prompt_cache: dict[tuple[str, str], torch.Tensor] = {}
 
+    @property
+    def components(self) -> DiffusionComponents:
+        """The loaded models this loop runs on (a page's caller offloads them or lowers their memory)."""
+        return self.c
+
     def check_inputs(self, canvas: Image.Image, mask: Image.Image, size: WorkSize, settings: ColorizeSettings) -> None:
         settings.check()
         if canvas.size != size.canvas:

@@ -25,9 +25,8 @@ from diffusers.models.unets.unet_2d_blocks import (
 from torch import nn
 
 from engine.icp.unet_walk import down_path, up_path
-from engine.io.checkpoints import (
-    check_config_types, find_weights, load_strict, read_config, read_state_dict, reading_model,
-)
+from engine.io.checkpoints import check_config_types, find_weights, load_strict, reading_model
+from engine.io.weight_files import read_config, read_state_dict
 
 # The official config names self-attention-only blocks; stock diffusers builds the same layout
 # from its cross-attention blocks with cross_attention_dim=None.

@@ -1,1 +1,1 @@
-"""Files in and out: chapters and images, atomic writes, exports."""
+"""Files in and out: chapters and images (allowlisted decoding), safe weight-file reading, atomic writes, locks, exports, the demo chapter."""

@@ -1,4 +1,4 @@
-"""Model files: the common layout, hub download and verification, safe checkpoint reading."""
+"""Model sources resolved once to typed paths; presets, hub download and pins, folder records; loading, tiny builders and layout conversion (above the stages: they build the stages' networks)."""
 
 from engine.models.sources import (
     GRAYSD_SUBDIR,

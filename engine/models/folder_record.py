@@ -6,7 +6,7 @@ its resolved path, never inside the models folder: that folder may be read-only 
 a record that travels with the files could be changed together with them. A file is hashed
 again only when its size, mtime, ctime or inode changed since it was last hashed; the ctime
 cannot be set back by the user, so a byte changed with the mtime restored is still hashed.
-The hashing (and its Progress events) is hub.hash_for_check, the same as for the pinned
+The hashing (and its Progress events) is pins.hash_for_check, the same as for the pinned
 official files.
 """
 
@@ -142,7 +142,7 @@ def _read_record(path: Path, root: Path) -> dict | None:
 
 
 def _stamp(path: Path) -> dict:
-    from engine.models.hub import unreadable_for_check
+    from engine.models.pins import unreadable_for_check
 
     try:
         stat = path.stat()
@@ -169,7 +169,7 @@ def check_folder(root: Path, emit: EventSink = ignore, rehash: bool = False, acc
     With `accept` the folder as it is now becomes the record (a damaged record is replaced).
     Files seen unchanged get their new stamp remembered; changed ones keep their old entry
     until accepted, so every run refuses them again."""
-    from engine.models.hub import hash_for_check
+    from engine.models.pins import hash_for_check
 
     record = record_path(root)
     try:

@@ -15,9 +15,8 @@ from engine.gsrp.fusion import FUSION_WEIGHTS, load_fusion
 from engine.icp.components import DiffusionComponents
 from engine.icp.guide import load_guide
 from engine.models import ModelPaths
-from engine.io.checkpoints import (
-    REPAIR_HINT, find_weights, load_lora, load_pretrained, read_config, reading_model, require_model_file,
-)
+from engine.io.checkpoints import find_weights, load_lora, load_pretrained, reading_model
+from engine.io.weight_files import REPAIR_HINT, read_config, require_model_file
 from engine.core.offload import ModelOffload
 
 LORA_WEIGHTS = "unet_lora"
@@ -30,7 +29,7 @@ def default_dtype(device: str) -> torch.dtype:
 
 
 def load_diffusion(
-    paths: ModelPaths, device: str = "cpu", dtype: torch.dtype | None = None, low_vram: bool = False,
+    paths: ModelPaths, device: str = "cpu", *, dtype: torch.dtype | None = None, low_vram: bool = False,
     vae_tiling: bool = False,
 ) -> DiffusionComponents:
     """Load SD1.5 (UNet + official LoRA, VAE, text encoder, tokenizer, scheduler config) and

@@ -6,7 +6,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.models.hub import DOWNLOAD_MARGIN, hf_cache_dir, human_bytes, local_path
+from engine.io.storage import human_bytes
+from engine.models.hub import DOWNLOAD_MARGIN
+from engine.models.hub_cache import hf_cache_dir, local_path
 from engine.models.presets import VERIFY_LABELS, VERIFY_MEANING, PresetFile, preset_files, verification_notes
 from engine.core.resources import model_config
 from engine.io.storage import nearest_existing

@@ -73,7 +73,7 @@ def official_models(emit: EventSink = ignore) -> ModelPaths:
     Never touches the network: a missing file is a ModelError naming each file, its size
     and the command that fetches it (`colorflow models download`).
     """
-    from engine.models.hub import official_roots
+    from engine.models.pins import official_roots
 
     return ModelPaths(*official_roots(emit))
 
@@ -162,13 +162,15 @@ def models_folder(spec: str) -> ModelPaths:
     return paths
 
 
-def check_models(spec: str, emit: EventSink = ignore) -> None:
+def check_models(spec: str, emit: EventSink = ignore) -> ModelPaths | None:
     """Light presence check of a model source before anything heavy is imported: official files
     downloaded (and checked against their pins, with Progress events to `emit` while files are
     hashed), a folder in the layout and unchanged since its record (made on first use, also with
-    Progress events); `tiny` is always available (built on first use)."""
+    Progress events); `tiny` is always available (built on first use). Returns the checked paths,
+    so the run uses them without a second check; None for `tiny` (not built here)."""
     if spec != "tiny":
-        resolve_models(spec, emit=emit)
+        return resolve_models(spec, emit=emit)
+    return None
 
 
 def is_tiny(spec: str) -> bool:

@@ -8,13 +8,13 @@ from engine.io.storage import storage_advice
 from engine.project.state import ChapterProject
 
 
-def color_with_memory_retry(pipeline, page, retrieval, prepared, settings, emit, cancel, notes: list[str]):
+def color_with_memory_retry(pipeline, page, retrieval, prepared, settings, *, emit, cancel, notes: list[str]):
     """ICP + GSRP; out of memory once, the page is tried again in the lowest-memory mode (which
     then stays for the rest of the run); out of memory again, it fails with advice."""
     from engine.core.offload import free_memory, is_out_of_memory
 
     try:
-        return pipeline.color(page, retrieval, prepared, settings, emit, cancel)
+        return pipeline.color(page, retrieval, prepared, settings, emit=emit, cancel=cancel)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
@@ -25,7 +25,7 @@ def color_with_memory_retry(pipeline, page, retrieval, prepared, settings, emit,
         raise OutOfMemory(oom_advice(first)) from first
     emit(Notice(f"out of memory; trying the page again with {', '.join(changed)}", page.source.name))
     try:
-        final = pipeline.color(page, retrieval, prepared, settings, emit, cancel)
+        final = pipeline.color(page, retrieval, prepared, settings, emit=emit, cancel=cancel)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
@@ -40,7 +40,7 @@ def oom_advice(exc: BaseException) -> str:
             "using the GPU, choose a smaller --size, or run with --device cpu")
 
 
-def storage_stop(project: ChapterProject, report, emit: EventSink, name: str, exc: OSError,
+def storage_stop(project: ChapterProject, report, emit: EventSink, *, name: str, exc: OSError,
                  again: str = "run again with --resume") -> RunStopped:
     """The disk is full or read-only: stop the run (every next page would fail the same way).
     The page in flight goes back to pending; written pages and the saved project stay valid.

@@ -33,15 +33,25 @@ class EngineSession:
     _pipelines: dict[tuple, Any] = field(default_factory=dict)
     _retrievers: dict[tuple, Any] = field(default_factory=dict)
     _preparers: dict[tuple, Any] = field(default_factory=dict)
+    _model_paths: dict[str, Any] = field(default_factory=dict)
+
+    def model_paths(self, settings: RunSettings):
+        """The model source resolved (checked against its record) once per session, then shared
+        by every loader."""
+        if settings.models not in self._model_paths:
+            from engine.models.sources import resolve_models
+
+            self._model_paths[settings.models] = resolve_models(settings.models)
+        return self._model_paths[settings.models]
 
     def preparer(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.cache_dir, settings.input_style)
         if key not in self._preparers:
             from engine.core.devices import pick_device
-            from engine.pipelines.chapter import load_preparer
+            from engine.pipelines.page import load_preparer
 
             self._preparers[key] = load_preparer(
-                settings.models, pick_device(settings.device), settings.cache_dir, settings.input_style
+                self.model_paths(settings), pick_device(settings.device), settings.cache_dir, settings.input_style
             )
         return self._preparers[key]
 
@@ -54,9 +64,10 @@ class EngineSession:
         key = (settings.models, settings.device, settings.cache_dir)
         if key not in self._retrievers:
             from engine.core.devices import pick_device
-            from engine.pipelines.chapter import load_retriever
+            from engine.pipelines.page import load_retriever
 
-            self._retrievers[key] = load_retriever(settings.models, pick_device(settings.device), settings.cache_dir)
+            self._retrievers[key] = load_retriever(self.model_paths(settings), pick_device(settings.device),
+                                                   settings.cache_dir)
             _freeze_loaded_objects()
         return self._retrievers[key]
 
@@ -64,11 +75,11 @@ class EngineSession:
         key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, settings.input_style)
         if key not in self._pipelines:
             from engine.core.devices import pick_device
-            from engine.pipelines.chapter import load_pipeline
+            from engine.pipelines.page import load_pipeline
 
             self._pipelines[key] = load_pipeline(
-                settings.models, pick_device(settings.device), settings.low_vram, retriever=self.retriever(settings),
-                preparer=self.preparer(settings),
+                self.model_paths(settings), pick_device(settings.device), low_vram=settings.low_vram,
+                retriever=self.retriever(settings), preparer=self.preparer(settings),
             )
             _freeze_loaded_objects()
         return self._pipelines[key]
@@ -82,7 +93,7 @@ class EngineSession:
         source = chapter.sources[index]
         if source.ref in chapter.errors:
             raise ColorFlowError(chapter.errors[source.ref])
-        from engine.pipelines.chapter import prepare_page
+        from engine.pipelines.page import prepare_page
 
         page = chapter.load_page(index)
         prepared = prepare_page(self.preparer(settings), page, self.inputs(settings))
@@ -108,4 +119,5 @@ class EngineSession:
         if not self._pipelines:
             emit(Progress("loading models", 0, 1, page_label))
         pipeline = self.pipeline(settings)
-        return colorize_chapter(chapter, references, pipeline, project, run, emit, cancel, resume=True, only=pages)
+        return colorize_chapter(chapter, references, pipeline, project, run, emit, cancel=cancel, resume=True,
+                                only=pages)

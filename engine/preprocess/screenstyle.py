@@ -169,7 +169,8 @@ class ScreenStyleNetworks:
 
 def load_screenstyle(colorflow_root: Path, device: str | torch.device = "cpu") -> ScreenStyleNetworks:
     """Both networks from the official `.pth` files (weights_only), every key checked."""
-    from engine.io.checkpoints import load_strict, read_state_dict, reading_model, require_model_file
+    from engine.io.checkpoints import load_strict, reading_model
+    from engine.io.weight_files import read_state_dict, require_model_file
 
     networks = []
     stamps = []

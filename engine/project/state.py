@@ -4,13 +4,8 @@ kept as a .bak, and never overwritten when unreadable."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import shutil
-import stat
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
@@ -18,12 +13,12 @@ from typing import Any, Sequence
 from engine import __version__
 from engine.rap.curation import Choices, Curation, Target
 from engine.core.errors import InputError, ProjectFileError
-from engine.io.fileio import atomic_write, atomic_write_bytes
+from engine.io.fileio import atomic_write_bytes
 from engine.project.format import (FORMAT, MAX_PROJECT_BYTES, MAX_PROJECT_PAGES, PAGE_STATES, VERSION,
                                    check_output_path)
-
-PROJECT_FILE = "colorflow-project.json"
-BACKUP_FILE = PROJECT_FILE + ".bak"  # the file as it was before the last save that changed it
+from engine.project.store import (BACKUP_FILE, PROJECT_FILE, LinkInProject, NewerProject, backup_advice,
+                                  encode_project, keep_damaged_aside, parse_project, read_project_file,
+                                  same_content)
 
 
 @dataclass
@@ -85,105 +80,6 @@ def _curation_json(curation: Curation, unknown: dict[tuple, dict[str, Any]]) -> 
     return _with_unknown({"chapter": choices(None, data["chapter"]), "pages": pages}, unknown.get(("curation",)))
 
 
-class _NewerProject(ProjectFileError):
-    """Saved by a newer ColorFlow: not damaged, so no backup advice."""
-
-
-class _LinkInProject(ProjectFileError):
-    """A symbolic link in the project folder: the .bak names the same files, so no backup advice."""
-
-
-def _encode(payload: dict[str, Any]) -> bytes:
-    # allow_nan=False: NaN and infinities are not JSON (json.dumps would write them as bare words)
-    return (json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-
-
-def _read_project_file(path: Path) -> bytes:
-    """A project file's (or its .bak's) bytes, at most MAX_PROJECT_BYTES: a larger file, or one
-    that is not a regular file, is a ProjectFileError before anything is read. OSError
-    (FileNotFoundError) when it cannot be read."""
-    if path.is_symlink():  # reading through it would read whatever file it names
-        raise _LinkInProject(
-            f"{path} is a symbolic link (to {os.readlink(path)}), not read: ColorFlow does not read project "
-            "files through links; put a copy of the file in its place if you trust it, or remove the link")
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise ProjectFileError(f"{path}: not a project file (not a regular file)")
-    with open(path, "rb") as handle:
-        raw = handle.read(MAX_PROJECT_BYTES + 1)
-    if max(info.st_size, len(raw)) > MAX_PROJECT_BYTES:
-        raise ProjectFileError(f"{path}: project file is too large ({max(info.st_size, len(raw)):,} bytes; "
-                               f"a project file is at most {MAX_PROJECT_BYTES // 1024**2} MiB)")
-    return raw
-
-
-def _same_content(path: Path, data: bytes) -> bool:
-    """Whether the file at `path` holds exactly `data` (the size is compared before reading)."""
-    try:
-        return path.stat().st_size == len(data) and path.read_bytes() == data
-    except FileNotFoundError:
-        return False
-
-
-class _NotAJsonNumber(ValueError):
-    """A number JSON cannot hold (NaN, an infinity, 1e999) or too long to read."""
-
-
-def _refuse_constant(text: str):
-    raise _NotAJsonNumber(text)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NotAJsonNumber(text)
-    return value
-
-
-def _whole_number(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:  # more digits than Python reads (sys.get_int_max_str_digits)
-        raise _NotAJsonNumber(f"{text[:12]}... ({len(text):,} digits)") from None
-
-
-def _parse(path: Path, raw: bytes, folder: Path):
-    """The validated model (at the current version) of a project file's bytes, or ProjectFileError
-    (no backup advice: the caller adds it)."""
-    from engine.project.schema import NewerVersion, validate
-
-    try:
-        # utf-8-sig: a byte order mark (Notepad writes one) is read past
-        data = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant, parse_float=_finite_float,
-                          parse_int=_whole_number)
-    except _NotAJsonNumber as exc:
-        raise ProjectFileError(f"{path}: project file is damaged (the number {exc} is not one JSON can hold: "
-                               f"infinite, not a number, or too long)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProjectFileError(f"{path}: project file is damaged (not JSON: {exc})") from None
-    except RecursionError:
-        raise ProjectFileError(f"{path}: project file is damaged (JSON nested too deeply)") from None
-    try:
-        return validate(data, str(folder))
-    except NewerVersion as exc:
-        raise _NewerProject(f"{path}: {exc}; update ColorFlow. The file was left untouched") from None
-    except ValueError as exc:
-        raise ProjectFileError(f"{path}: project file is damaged: {exc}") from None
-
-
-def _backup_advice(folder: Path) -> str:
-    """What to tell a user whose project file is unusable: the .bak if it is good, else other ways."""
-    backup = folder / BACKUP_FILE
-    try:
-        _parse(backup, _read_project_file(backup), folder)
-    except FileNotFoundError:
-        return "restore it from a backup or choose another output folder"
-    except (OSError, ProjectFileError):
-        return f"its backup {BACKUP_FILE} is unusable too; restore it from a backup or choose another output folder"
-    return (f"the previous save is intact in {backup}: rename {BACKUP_FILE} to {PROJECT_FILE} "
-            f"(or ChapterProject.restore_backup) to go back to it")
-
-
 @dataclass
 class ChapterProject:
     """State of one chapter project, stored as `<folder>/colorflow-project.json`."""
@@ -227,13 +123,13 @@ class ChapterProject:
         """Atomic save: a crash mid-save leaves the previous file intact. The file it replaces
         becomes colorflow-project.json.bak; a damaged file on disk is never saved over."""
         with self.lock:
-            data = _encode(self.to_json())
+            data = encode_project(self.to_json())
         if len(data) > MAX_PROJECT_BYTES:  # never write a file the next load would refuse
             raise ProjectFileError(f"{self.path}: not saved: the project would be {len(data):,} bytes, "
                                    f"more than a project file may hold ({MAX_PROJECT_BYTES // 1024**2} MiB)")
         with self._save_lock:
             try:
-                current = _read_project_file(self.path)
+                current = read_project_file(self.path)
             except FileNotFoundError:
                 current = None
             except ProjectFileError as exc:
@@ -243,10 +139,10 @@ class ChapterProject:
             if current is not None:
                 if current != self._on_disk:  # changed behind our back: keep it only if it is good
                     try:
-                        _parse(self.path, current, self.folder)
+                        parse_project(self.path, current, self.folder)
                     except ProjectFileError as exc:
                         raise ProjectFileError(f"{exc}; not saved over it (left untouched)") from None
-                if not _same_content(self.backup_path, current):
+                if not same_content(self.backup_path, current):
                     atomic_write_bytes(self.backup_path, current)
             atomic_write_bytes(self.path, data)
             self._on_disk = data
@@ -259,13 +155,13 @@ class ChapterProject:
         folder = Path(folder)
         path = folder / PROJECT_FILE
         try:
-            raw = _read_project_file(path)
-            project = cls._from_model(folder, _parse(path, raw, folder))
+            raw = read_project_file(path)
+            project = cls._from_model(folder, parse_project(path, raw, folder))
             project.check_outputs()
-        except (FileNotFoundError, _NewerProject, _LinkInProject):
+        except (FileNotFoundError, NewerProject, LinkInProject):
             raise
         except ProjectFileError as exc:
-            raise ProjectFileError(f"{exc}. The file was left untouched; {_backup_advice(folder)}") from None
+            raise ProjectFileError(f"{exc}. The file was left untouched; {backup_advice(folder)}") from None
         except OSError as exc:
             raise ProjectFileError(f"{path}: project file cannot be read ({exc}); left untouched") from exc
         project._on_disk = raw
@@ -298,17 +194,13 @@ class ChapterProject:
         folder = Path(folder)
         backup = folder / BACKUP_FILE
         try:
-            raw = _read_project_file(backup)
+            raw = read_project_file(backup)
         except FileNotFoundError:
             raise ProjectFileError(f"{backup}: there is no backup to restore") from None
-        restored = cls._from_model(folder, _parse(backup, raw, folder))
+        restored = cls._from_model(folder, parse_project(backup, raw, folder))
         restored.check_outputs()
-        path = folder / PROJECT_FILE
-        if path.exists():
-            aside = folder / f"{PROJECT_FILE}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-            with open(path, "rb") as damaged:  # copied in pieces: it may be too large to hold in memory
-                atomic_write(aside, lambda handle: shutil.copyfileobj(damaged, handle))
-        atomic_write_bytes(path, raw)
+        keep_damaged_aside(folder)
+        atomic_write_bytes(folder / PROJECT_FILE, raw)
         restored._on_disk = raw
         return restored
 
@@ -342,7 +234,7 @@ class ChapterProject:
             for part in PurePosixPath(value).parts:  # name the link on the way: the user can remove it
                 link = link / part
                 if link.is_symlink():
-                    raise _LinkInProject(
+                    raise LinkInProject(
                         f"{where}: {link} is a symbolic link; remove it (what it points to is not touched) "
                         "and open or run the project again: that page is colored again. "
                         "The project file was left untouched")

@@ -165,6 +165,13 @@ class Retriever:
         self.reference_images_embedded = 0
         self.query_images_embedded = 0
 
+    def release_encoder(self) -> None:
+        """Free the image encoder's accelerator memory before diffusion (embedders without one
+        have nothing to free; cached embeddings keep later retrievals from needing it)."""
+        release = getattr(self.embedder, "release", None)  # optional: not part of the Embedder protocol
+        if release is not None:
+            release()
+
     # --- references -------------------------------------------------------------------
     def _reference(self, source: ImageSource) -> _Reference:
         entry = self._references.get(source.ref)

@@ -184,7 +184,8 @@ class GSRPTrainer(Trainer):
         from diffusers import AutoencoderKL
 
         from engine.gsrp.fusion import FUSION_WEIGHTS, FusionNet, load_fusion, vae_feature_channels
-        from engine.io.checkpoints import load_pretrained, reading_model, require_model_file
+        from engine.io.checkpoints import load_pretrained, reading_model
+        from engine.io.weight_files import require_model_file
         from engine.core.offload import Runner
         from engine.preprocess.tensors import downscale_factor
 
