@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.rap.canvas import PLACEMENT, QUERY_PATCHES, REFERENCE_PATCHES, cell_box, query_boxes, reference_boxes
+from engine.core.geometry import QUERY_PATCHES, REFERENCE_PATCHES, query_boxes, reference_boxes
+from engine.rap.canvas import PLACEMENT, cell_box
 from engine.pipelines.session import EngineSession, RunSettings
 
 from .document import ChapterDocument

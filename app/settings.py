@@ -61,7 +61,7 @@ class _RangeValidator(QValidator):
 
 
 def _sizes(current: str | None) -> list[str]:
-    from engine.rap.canvas import OFFICIAL_SIZES
+    from engine.core.geometry import OFFICIAL_SIZES
 
     sizes = [AUTO_SIZE, *(f"{w}x{h}" for w, h in OFFICIAL_SIZES)]
     return sizes + [current] if current and current not in sizes else sizes  # e.g. the demo's: kept, not reset

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from engine.io.demo import make_demo_chapter
     from engine.preprocess.screenstyle import load_screenstyle
-    from engine.rap.canvas import WorkSize
+    from engine.core.geometry import WorkSize
     from engine.rap.embedding import ClipEmbedder, EmbeddingCache
     from engine.rap.retrieval import Retriever
     from engine.models.sources import make_tiny, resolve_models

@@ -32,7 +32,7 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from engine.rap.canvas import WorkSize
+    from engine.core.geometry import WorkSize
     from engine.io.chapter import ImageSource, load_image
     from engine.icp.colorize import ColorizeSettings
     from engine.rap.curation import Choices

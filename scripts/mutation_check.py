@@ -53,9 +53,9 @@ FAULTS = [
     ),
     Fault(
         "2", "guide-latents-swapped", "guide conditioning: page latent and references latent exchanged",
-        "engine/icp/colorize.py",
-        "torch.cat([references, mask_latent, page], dim=1)",
-        "torch.cat([page, mask_latent, references], dim=1)",
+        "engine/icp/conditioning.py",
+        "torch.cat([references, mask_channel, page], dim=1)",
+        "torch.cat([page, mask_channel, references], dim=1)",
         ICP_TESTS,
     ),
     Fault(

@@ -121,7 +121,7 @@ def colored_chapter(tmp_path_factory) -> Path:
 def dataset(colored_chapter, tiny_embedder, tiny_screenstyle, tmp_path_factory) -> Path:
     """An ICP training dataset: `colored_chapter` prepared at 128x192 with seed 3 (real ScreenStyle
     pass and retrieval), as `colorflow train prepare` writes it."""
-    from engine.rap.canvas import WorkSize
+    from engine.core.geometry import WorkSize
     from engine.rap.embedding import EmbeddingCache
     from engine.rap.retrieval import Retriever
     from engine.training.data import prepare_dataset

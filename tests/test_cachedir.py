@@ -8,7 +8,7 @@ from PIL import Image
 
 from engine.io.cachedir import trim_cache
 from engine.preprocess.page import PagePreparer
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 
 
 def _file(path, size, mtime):

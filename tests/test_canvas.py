@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.rap.canvas import (
-    WorkSize,
-    build_canvas,
-    build_mask,
-    choose_work_size,
-    fit_page,
-    fit_reference,
-    query_boxes,
-    reference_boxes,
-)
+from engine.core.geometry import WorkSize, choose_work_size, fit_page, fit_reference, query_boxes, reference_boxes
+from engine.rap.canvas import build_canvas, build_mask
 
 
 @pytest.mark.parametrize(

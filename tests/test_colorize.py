@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.rap.canvas import WorkSize, build_canvas, build_mask
+from engine.core.geometry import WorkSize
+from engine.rap.canvas import build_canvas, build_mask
 from engine.io.chapter import list_images, open_chapter
 from engine.cli.main import main
 from engine.icp.colorize import Colorizer, ColorizeSettings, Interrupted

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from engine.rap.canvas import WorkSize, build_mask
+from engine.core.geometry import WorkSize
+from engine.rap.canvas import build_mask
 from engine.icp.colorize import Colorizer, ColorizeSettings
 from engine.icp.guide import GuideFeatures
 

@@ -16,7 +16,8 @@ from PIL import Image
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from engine.rap.canvas import WorkSize, build_canvas, build_mask
+from engine.core.geometry import WorkSize
+from engine.rap.canvas import build_canvas, build_mask
 from engine.icp.colorize import Colorizer, ColorizeSettings
 from engine.gsrp.upscale import Upscaler, UpscaleSettings
 

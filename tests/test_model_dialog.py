@@ -73,7 +73,7 @@ def test_no_warning_when_the_download_fits(qtbot, worker, tmp_path, monkeypatch)
 
 
 def test_measure_speed_runs_the_probe_in_the_worker_and_shows_it(qtbot, worker, hub_snapshot, monkeypatch):
-    from engine.rap.canvas import WorkSize
+    from engine.core.geometry import WorkSize
 
     monkeypatch.setattr(ModelDialog, "probe_size", WorkSize.parse("256x384"))
     monkeypatch.setattr(ModelDialog, "probe_steps", 1)
@@ -95,7 +95,7 @@ def test_measure_speed_runs_the_probe_in_the_worker_and_shows_it(qtbot, worker, 
 
 
 def test_cancelled_probe_stores_nothing(qtbot, worker, hub_snapshot, monkeypatch):
-    from engine.rap.canvas import WorkSize
+    from engine.core.geometry import WorkSize
 
     monkeypatch.setattr(ModelDialog, "probe_size", WorkSize.parse("256x384"))
     dialog = open_dialog(qtbot, worker)

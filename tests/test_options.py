@@ -158,7 +158,7 @@ def test_options_loaded_as_text_become_the_engines_enums():
 def _key_inputs():
     """A page and its retrieval made by hand (no model, no generated data that could change)."""
     from engine.io.chapter import ImageSource, PageImage
-    from engine.rap.canvas import WorkSize
+    from engine.core.geometry import WorkSize
     from engine.rap.retrieval import Candidate, PageRetrieval, Pick
 
     size = WorkSize(256, 384)

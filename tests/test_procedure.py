@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 from engine.io.chapter import ImageSource, PageImage
 from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices

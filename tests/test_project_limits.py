@@ -196,7 +196,7 @@ def test_a_long_title_is_shortened_in_the_cbz_name_but_kept_whole_inside(tmp_pat
 
 def test_retrieval_page_folders_have_the_users_normal_permissions(tmp_path):
     from engine.pipelines.chapter import write_retrieval
-    from engine.rap.canvas import PageFit, WorkSize
+    from engine.core.geometry import PageFit, WorkSize
     from engine.rap.retrieval import PageRetrieval
 
     result = PageRetrieval("p", WorkSize(32, 32), PageFit((32, 32), (0, 0, 32, 32)), Image.new("RGB", (32, 32)),

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.rap.canvas import REFERENCE_PATCHES, WorkSize, cell_box, reference_boxes
+from engine.core.geometry import REFERENCE_PATCHES, WorkSize, reference_boxes
+from engine.rap.canvas import cell_box
 from engine.io.chapter import ImageSource, PageImage, list_images, load_image
 from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices, Target

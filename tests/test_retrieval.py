@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.rap.canvas import PLACEMENT, QUERY_PATCHES, WorkSize, cell_box
+from engine.core.geometry import QUERY_PATCHES, WorkSize
+from engine.rap.canvas import PLACEMENT, cell_box
 from engine.io.chapter import list_images, open_chapter
 from engine.rap.curation import Choices, Curation, Target
 from engine.io.demo import make_demo_chapter
@@ -205,7 +206,7 @@ def test_a_cached_reference_is_still_refused_when_its_format_is_not_allowed(tiny
     import hashlib
 
     from hostile_files import eps
-    from engine.rap.canvas import reference_boxes
+    from engine.core.geometry import reference_boxes
     from engine.rap.retrieval import _boxes_array
 
     chapter, refs = chapter_and_refs

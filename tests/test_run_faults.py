@@ -19,7 +19,7 @@ from engine.pipelines.page import load_pipeline
 from engine.pipelines.settings import PipelineSettings
 from engine.project.state import ChapterProject
 from engine.project.store import PROJECT_FILE
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 from engine.icp.settings import ColorizeSettings
 from engine.gsrp.settings import UpscaleSettings
 

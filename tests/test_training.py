@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 from engine.training.data import TrainingSet, crop_sizes, draw_crop_size, random_crop_box, screen_mix
 from engine.training.icp import shift_timesteps, sample_timesteps
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 
 SIZE = WorkSize(32, 64)  # GSRP frame 48 x 96 (x1.5): tiny, the CPU is shared
 FRAME = (48, 96)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 
 SIZE = WorkSize(128, 192)
 ROOT = Path(__file__).resolve().parents[1]

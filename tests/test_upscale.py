@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from engine.rap.canvas import WorkSize, fit_page, restore_page
+from engine.core.geometry import WorkSize, fit_page, restore_page
 from engine.io.chapter import ImageSource, PageImage
 from engine.icp.colorize import ColorizeSettings
 from engine.rap.curation import Choices

@@ -40,7 +40,7 @@ def run_probe(
     from engine.pipelines.chapter import colorize_chapter
     from engine.pipelines.page import load_pipeline
     from engine.project.state import ChapterProject
-    from engine.rap.canvas import choose_work_size
+    from engine.core.geometry import choose_work_size
     from engine.pipelines.settings import pipeline_settings
 
     cancel = cancel or CancelToken()

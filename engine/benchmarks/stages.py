@@ -196,7 +196,7 @@ def bench_pages(
                 free_memory()
     finally:
         torch.set_num_threads(previous_threads)
-    from engine.rap.canvas import choose_work_size
+    from engine.core.geometry import choose_work_size
     from engine.models.sources import is_tiny
 
     notes = [

@@ -322,7 +322,7 @@ def cmd_bench(args) -> int:
         result = bench_retrieval(pages=args.pages, refs=args.ref_count)
     else:
         from engine.benchmarks.flops import compare
-        from engine.rap.canvas import WorkSize
+        from engine.core.geometry import WorkSize
 
         options = options_from_args(args)  # the declared range of --steps
         size = WorkSize.parse(options.size or "512x800")
@@ -355,7 +355,7 @@ def _bench_pages(args) -> int:
     precheck_device(options.device)
     check_models(options.models)
     from engine.benchmarks.stages import bench_pages
-    from engine.rap.canvas import WorkSize
+    from engine.core.geometry import WorkSize
 
     size = WorkSize.parse(options.size) if options.size else None
     result = bench_pages(options.models, options.device, pages=args.pages, refs=args.ref_count, steps=options.steps,

@@ -14,7 +14,7 @@ TAKEN = "run_options"  # namespace attribute: the declared options a command too
 
 def size_text(text: str) -> str:
     """argparse type of --size: the working size as "WxH", checked as the pipeline will use it."""
-    from engine.rap.canvas import WorkSize
+    from engine.core.geometry import WorkSize
 
     try:
         return str(WorkSize.parse(text))

@@ -64,7 +64,7 @@ def cmd_train(args) -> int:
     if args.train_command == "prepare":
         from engine.pipelines.page import load_retriever
         from engine.preprocess.screenstyle import load_screenstyle
-        from engine.rap.canvas import WorkSize
+        from engine.core.geometry import WorkSize
         from engine.training.data import prepare_dataset
         from engine.core.devices import pick_device
 

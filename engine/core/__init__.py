@@ -1,1 +1,1 @@
-"""What every layer of the engine shares: errors, events, paths, devices, random streams, offload hooks, resources, the declared user options."""
+"""What every layer of the engine shares: errors, events, paths, devices, random streams, offload hooks, resources, geometry, the declared user options."""

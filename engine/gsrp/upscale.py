@@ -18,7 +18,7 @@ from PIL import Image
 
 from engine.gsrp.settings import GSRP_SCALE, UpscaleSettings  # noqa: F401 (re-exported)
 from engine.preprocess.tensors import downscale_factor, to_tensor
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 from engine.core.rng import GSRP, stream_generator
 
 INK_CHROMA_FADE_L = 15.0  # CIELAB lightness below which keep-ink fades the color out

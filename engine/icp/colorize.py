@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 from engine.core.errors import ColorFlowError, InputError
 from engine.icp.conditioning import conditioning
 from engine.icp.guide import guided_unet_forward

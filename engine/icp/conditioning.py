@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine.preprocess.tensors import to_tensor
-from engine.rap.canvas import Box
+from engine.core.geometry import Box
 
 if TYPE_CHECKING:
     from engine.core.offload import Runner

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 from engine.io.chapter import Chapter, ImageSource, PageImage
 from engine.core.errors import ColorFlowError
 from engine.core.events import (

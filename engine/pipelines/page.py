@@ -13,7 +13,7 @@ from engine.core.options import OutputSize, Procedure
 from engine.io.chapter import ImageSource, PageImage
 from engine.models.sources import ModelPaths
 from engine.pipelines.settings import InputSettings, PipelineSettings
-from engine.rap.canvas import choose_work_size, restore_page
+from engine.core.geometry import choose_work_size, restore_page
 from engine.rap.curation import Choices
 from engine.rap.retrieval import PageRetrieval, Retriever
 

@@ -26,7 +26,7 @@ from engine.core.options import (
 from engine.core.errors import InputError
 from engine.gsrp.settings import UpscaleSettings
 from engine.icp.settings import ColorizeSettings
-from engine.rap.canvas import WorkSize
+from engine.core.geometry import WorkSize
 from engine.core.rng import SCREENSTYLE, check_seed, stream_seed
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from engine.core.options import InputStyle
-from engine.rap.canvas import Box, PageFit, WorkSize, fit_page, fit_reference
+from engine.core.geometry import Box, PageFit, WorkSize, fit_page, fit_reference
 from engine.io.cachedir import touch, trim_cache
 from engine.io.fileio import atomic_save_image
 

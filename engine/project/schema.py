@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from engine.core.options import OPTIONS, PROJECT_OPTIONS
 
 from engine.project.format import FORMAT, MAX_PROJECT_PAGES, PAGE_STATES, VERSION, check_output_path
-from engine.rap.canvas import REFERENCE_PATCHES
+from engine.core.geometry import REFERENCE_PATCHES
 
 OutputPath = Annotated[str, AfterValidator(check_output_path)]
 

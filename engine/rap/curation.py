@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from engine.rap.canvas import REFERENCE_PATCHES
+from engine.core.geometry import REFERENCE_PATCHES
 
 
 @dataclass(frozen=True)

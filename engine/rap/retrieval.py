@@ -10,21 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from engine.rap.canvas import (
-    REFERENCE_PATCHES,
-    TOP_K,
-    Box,
-    PageFit,
-    WorkSize,
-    build_canvas,
-    build_mask,
-    choose_work_size,
-    crop_patch,
-    fit_page,
-    fit_reference,
-    query_boxes,
-    reference_boxes,
-)
+from engine.core.geometry import REFERENCE_PATCHES, Box, PageFit, WorkSize, choose_work_size, crop_patch, fit_page, fit_reference, query_boxes, reference_boxes
+from engine.rap.canvas import TOP_K, build_canvas, build_mask
 from engine.io.chapter import ImageSource, PageImage, load_image
 from engine.io.imaging import open_image
 from engine.rap.curation import Choices

@@ -23,7 +23,8 @@ from engine.core.errors import InputError
 from engine.core.events import Event, Progress, ignore
 from engine.io.chapter import ImageSource, PageImage, list_images, load_image
 from engine.io.fileio import atomic_save_image, atomic_write_json
-from engine.rap.canvas import Box, WorkSize, build_canvas, build_mask, crop_patch, fit_page, fit_reference
+from engine.core.geometry import Box, WorkSize, crop_patch, fit_page, fit_reference
+from engine.rap.canvas import build_canvas, build_mask
 
 INDEX_FILE = "index.json"
 INDEX_VERSION = 1

@@ -26,7 +26,7 @@ from engine.core.options import InputStyle
 from engine.core.errors import InputError
 from engine.core.events import Event, ignore
 from engine.models import ModelPaths
-from engine.rap.canvas import Box, WorkSize
+from engine.core.geometry import Box, WorkSize
 from engine.training.common import link_base, position_generator, remove_files
 from engine.training.data import read_index, sample_rng, screen_mix
 from engine.training.loop import TrainConfig, Trainer
