@@ -100,7 +100,8 @@ def retrieve_view(session: EngineSession, document: ChapterDocument, index: int,
     name = document.chapter.sources[index].name
     if not document.references:
         raise ValueError("add colored reference pages first (References panel, + Add references)")
-    result = session.retrieve_page(document.chapter, index, document.references, document.project.choices_for(name), settings)
+    result = session.retrieve_page(document.chapter, index, document.references,
+                                  choices=document.project.choices_for(name), settings=settings)
     retriever = session.retriever(settings)
     patches = [[_thumb(retriever.reference_patch(p.candidate, result.work_size), PATCH_THUMB) for p in row] for row in result.picks]
     canvas = result.canvas

@@ -26,7 +26,8 @@ class RunQueueMixin:
                 continue
             self.queue.overall.setMaximum(self.queue.overall.maximum() + 1)
             job = self._submit(JobKind.COLORIZE_PAGE, lambda emit, cancel, n=name: session.colorize(
-                document.chapter, document.references, document.project, run, {n}, emit, cancel), name)
+                document.chapter, document.references, document.project, settings=run, pages={n}, emit=emit,
+                cancel=cancel), name)
             item = QListWidgetItem(f"{name} — queued")
             item.setData(Qt.ItemDataRole.UserRole, job)
             self.queue.list.addItem(item)

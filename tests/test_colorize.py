@@ -141,7 +141,7 @@ def test_cancel_during_run_leaves_page_pending_and_no_file(chapter_setup):
         if isinstance(event, Progress) and event.stage == "ICP" and event.page == "2.png":
             cancel.cancel()
 
-    report = colorize_chapter(chapter, refs, pipeline, project, PIPELINE_SETTINGS, sink, cancel=cancel)
+    report = colorize_chapter(chapter, refs, pipeline, project, settings=PIPELINE_SETTINGS, emit=sink, cancel=cancel)
     assert report.done == ["1.png"] and report.cancelled
     icp_steps_page2 = [e.step for e in events if isinstance(e, Progress) and e.stage == "ICP" and e.page == "2.png"]
     assert icp_steps_page2 == [1]
@@ -168,7 +168,7 @@ def test_failing_page_is_reported_and_chapter_finishes(chapter_setup):
 
     pipeline.colorizer = Flaky()
     events = []
-    report = colorize_chapter(chapter, refs, pipeline, project, PIPELINE_SETTINGS, events.append)
+    report = colorize_chapter(chapter, refs, pipeline, project, settings=PIPELINE_SETTINGS, emit=events.append)
     assert report.done == ["1.png", "3.png", "4.png"]
     assert report.failed == {"2.png": "RuntimeError: a bug in one page (simulated)"}
     assert sum(isinstance(e, PageDone) for e in events) == 3

@@ -72,7 +72,7 @@ def test_disk_full_mid_run_keeps_written_pages_and_resume_finishes(run, monkeypa
 
     free_space = disk_full_after(monkeypatch, page2_recorded)
     with pytest.raises(OutputError) as caught:
-        colorize_chapter(chapter, refs, pipeline, project, SETTINGS)
+        colorize_chapter(chapter, refs, pipeline, project, settings=SETTINGS)
     message = str(caught.value)
     assert "No space left on device" in message and "3.png" in message and "--resume" in message
     assert "2 page(s) written before are kept" in message
@@ -85,7 +85,7 @@ def test_disk_full_mid_run_keeps_written_pages_and_resume_finishes(run, monkeypa
     assert [p.status for p in saved.pages] == ["done", "done", "pending", "pending"]
 
     free_space()
-    report = colorize_chapter(chapter, refs, pipeline, ChapterProject.load(folder), SETTINGS, resume=True)
+    report = colorize_chapter(chapter, refs, pipeline, ChapterProject.load(folder), settings=SETTINGS, resume=True)
     assert report.skipped == ["1.png", "2.png"] and report.done == ["3.png", "4.png"]
     assert [p.status for p in ChapterProject.load(folder).pages] == ["done"] * 4
 
@@ -137,7 +137,7 @@ def test_out_of_memory_retries_once_in_lowest_memory_mode(run):
     vae = pipeline.colorizer.components.vae
     assert not vae.use_tiling
     events = []
-    report = colorize_chapter(chapter, refs, pipeline, project, SETTINGS, events.append)
+    report = colorize_chapter(chapter, refs, pipeline, project, settings=SETTINGS, emit=events.append)
     assert report.done == ["1.png", "2.png", "3.png", "4.png"] and not report.failed
     assert vae.use_tiling  # the lowest-memory mode on the CPU: tiled VAE
     notices = [e for e in events if isinstance(e, Notice)]
@@ -149,7 +149,7 @@ def test_out_of_memory_retries_once_in_lowest_memory_mode(run):
 def test_out_of_memory_twice_fails_the_page_with_advice_and_the_run_goes_on(run):
     chapter, refs, pipeline, project = run
     pipeline.colorizer = RunsOutOfMemory(pipeline.colorizer, failing_calls={1, 2})
-    report = colorize_chapter(chapter, refs, pipeline, project, SETTINGS)
+    report = colorize_chapter(chapter, refs, pipeline, project, settings=SETTINGS)
     assert report.done == ["2.png", "3.png", "4.png"]
     reason = report.failed["1.png"]
     assert "out of memory even in the lowest-memory mode" in reason and "--size" in reason

@@ -57,7 +57,8 @@ def run_probe(
         chapter = open_chapter([chapter_dir])
         work_size = choose_work_size(chapter.load_page(0).image.size, settings.size)
         project = ChapterProject.open_or_create(work / "out")
-        report = colorize_chapter(chapter, list_images([refs_dir]), pipeline, project, settings, emit, cancel=cancel)
+        report = colorize_chapter(chapter, list_images([refs_dir]), pipeline, project, settings=settings, emit=emit,
+                                  cancel=cancel)
     if report.cancelled or cancel.cancelled:
         raise ColorFlowError("speed probe cancelled; nothing stored")
     if report.failed:

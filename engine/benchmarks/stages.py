@@ -82,7 +82,7 @@ def _run_mode(mode: str, models: str, device: str, work: Path, *, meter: MemoryM
 
     def run(chapter_dir: Path, refs_dir: Path, out: Path, sink):
         report = colorize_chapter(open_chapter([chapter_dir]), list_images([refs_dir]), pipeline,
-                                  ChapterProject.open_or_create(out), settings, sink)
+                                  ChapterProject.open_or_create(out), settings=settings, emit=sink)
         if report.failed:
             page, reason = next(iter(report.failed.items()))
             raise ColorFlowError(f"bench pages: {mode}: page {page} failed: {reason}")

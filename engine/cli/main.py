@@ -258,7 +258,8 @@ def cmd_colorize(args) -> int:
                                      input_style=options.input_style)
             emit, close = _progress_sink(not args.json)
             try:
-                report = colorize_chapter(chapter, references, pipeline, project, settings, emit, resume=args.resume)
+                report = colorize_chapter(chapter, references, pipeline, project, settings=settings, emit=emit,
+                                          resume=args.resume)
             except RunStopped as exc:  # disk full or read-only mid-run: pages written so far are kept
                 report, stopped = exc.report, exc
             finally:

@@ -49,8 +49,9 @@ class BenchRunSettings:
 
         return pipeline_settings(replace(self.run, input_style=self.pipeline_style(bench_set)))
 
-    def check(self, bench: Bench) -> None:
-        """Everything checkable before a model loads (no torch)."""
+    def check(self, bench: Bench):
+        """Everything checkable before a model loads (no torch); returns the checked model paths
+        (None for tiny), so the run does not resolve the source a second time."""
         from engine.core.devices import precheck_device
         from engine.models.sources import check_models
 
@@ -70,8 +71,9 @@ class BenchRunSettings:
             if pages < 2:
                 raise InputError(f"FID needs at least 2 test pages; BENCH {bench.root} has {pages}")
         precheck_device(self.run.device)
-        check_models(self.run.models)
+        models = check_models(self.run.models)
         check_metric_weights(self.metrics, self.metric_models)
+        return models
 
 
 def check_metric_weights(metrics: Sequence[str], models: MetricModels) -> None:
@@ -184,7 +186,7 @@ def run_bench(bench: Bench, out: str | Path, settings: BenchRunSettings, emit: E
     from engine.pipelines.page import load_pipeline
     from engine.project.state import ChapterProject
 
-    settings.check(bench)
+    models = settings.check(bench)
     root = Path(out).expanduser().resolve()
     check_output_folder(root)
     result = BenchResult([], root, bench.root, _settings_record(settings))
@@ -195,7 +197,7 @@ def run_bench(bench: Bench, out: str | Path, settings: BenchRunSettings, emit: E
                     link_or_copy(gt, root / "gt" / chapter.name / gt.name)
         run = settings.run
         screen = any(settings.pipeline_style(s) == InputStyle.SCREEN for s in settings.sets)
-        pipeline = load_pipeline(run.models, pick_device(run.device), low_vram=run.low_vram, cache_dir=run.cache_dir,
+        pipeline = load_pipeline(models or run.models, pick_device(run.device), low_vram=run.low_vram, cache_dir=run.cache_dir,
                                  input_style=InputStyle.SCREEN if screen else InputStyle.GRAY)
         for bench_set in settings.sets:
             pipeline_settings = settings.pipeline_settings(bench_set)
@@ -208,7 +210,7 @@ def run_bench(bench: Bench, out: str | Path, settings: BenchRunSettings, emit: E
                 pages = open_chapter(chapter.bw(bench_set))
                 references = list_images([chapter.references])
                 project = ChapterProject.open_or_create(root / "runs" / bench_set / chapter.name)
-                report = colorize_chapter(pages, references, pipeline, project, pipeline_settings, emit,
+                report = colorize_chapter(pages, references, pipeline, project, settings=pipeline_settings, emit=emit,
                                           resume=settings.resume)
                 done += len(report.done) + len(report.skipped)
                 for name, reason in report.failed.items():

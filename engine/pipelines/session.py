@@ -85,7 +85,7 @@ class EngineSession:
         return self._pipelines[key]
 
     def retrieve_page(
-        self, chapter: Chapter, index: int, references: Sequence[ImageSource], choices: Choices, settings: RunSettings
+        self, chapter: Chapter, index: int, references: Sequence[ImageSource], *, choices: Choices, settings: RunSettings
     ) -> PageRetrieval:
         """RAP for one page (cached embeddings make repeats instant)."""
         from engine.core.errors import ColorFlowError
@@ -104,6 +104,7 @@ class EngineSession:
         chapter: Chapter,
         references: Sequence[ImageSource],
         project: ChapterProject,
+        *,
         settings: RunSettings,
         pages: set[str] | None,
         emit: EventSink = ignore,
@@ -119,5 +120,5 @@ class EngineSession:
         if not self._pipelines:
             emit(Progress("loading models", 0, 1, page_label))
         pipeline = self.pipeline(settings)
-        return colorize_chapter(chapter, references, pipeline, project, run, emit, cancel=cancel, resume=True,
-                                only=pages)
+        return colorize_chapter(chapter, references, pipeline, project, settings=run, emit=emit, cancel=cancel,
+                                resume=True, only=pages)
