@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,21 @@ def test_random_sigkills_never_corrupt_and_resume_never_redoes(tiny_models_dir, 
     command = [sys.executable, "-m", "engine.cli.main", "colorize", str(chapter), "--refs", str(refs), "--out", str(out),
                "--models", str(tiny_models_dir), "--steps", "2", "--size", "256x384", "--input-style", "gray",
                "--json", "--resume"]
+    # Kill moments as fractions of how long a whole run takes on this machine now (a quiet machine
+    # ran the chapter faster than fixed delays of seconds, and nothing was killed): at most 45% of
+    # it, so the first attempts are killed while pages are still in flight, whatever the speed.
+    started = time.monotonic()
+    baseline = subprocess.run([*command[:command.index("--out") + 1], str(tmp_path / "baseline"),
+                               *command[command.index("--out") + 2:]], cwd=REPO_ROOT, capture_output=True)
+    assert baseline.returncode == 0, baseline.stderr.decode()[-2000:]
+    whole_run = time.monotonic() - started
     chooser = random.Random(20261125)  # reproducible "random" moments
     seen: dict[str, tuple[int, int]] = {}
     kills = 0
     for attempt in range(6):
         log = (tmp_path / f"attempt{attempt}.log").open("wb")  # a file: a full pipe would stall the child
         child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log)
-        delay = chooser.uniform(4.0, 14.0)
+        delay = chooser.uniform(0.15, 0.45) * whole_run
         try:
             child.wait(timeout=delay)
         except subprocess.TimeoutExpired:
