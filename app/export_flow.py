@@ -16,7 +16,9 @@ def ask_include_uncolored(parent: QWidget, missing: list[str], total: int) -> bo
     """None: the user cancelled; True: put the original pages in their place."""
     if not missing:
         return False
-    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    from engine.core.errors import listed
+
+    shown = listed(missing)
     answer = QMessageBox.question(
         parent, "Export CBZ",
         f"{len(missing)} of {total} pages are not colored yet ({shown}).\n\n"

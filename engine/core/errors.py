@@ -69,6 +69,13 @@ class ProjectLockedError(ColorFlowError):
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+def listed(items, shown: int = 5) -> str:
+    """`a, b, c and 4 more`: the first `shown` items, so a message stays on one line."""
+    items = list(items)
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 def printable(text: str) -> str:
     """`text` safe to print on one line: control characters (C0, DEL, C1, line and paragraph
     separators) and bidi controls escaped as Python writes them (\\n, \\x1b, \\u202e); every other

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from engine.core.errors import InputError, OutputError
+from engine.io.storage import probe_writable
 
 
 def touch(path: Path) -> None:
@@ -47,10 +47,7 @@ def check_cache_folder(folder: Path) -> None:
     model loads; a missing one is made. Every page would otherwise fail on its first cache write."""
     folder = Path(folder).expanduser()
     try:
-        folder.mkdir(parents=True, exist_ok=True)  # FileExistsError when a file has the name
-        fd, probe = tempfile.mkstemp(prefix=".colorflow-write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)  # FileExistsError when a file has the name
     except (FileExistsError, NotADirectoryError) as exc:
         blocker = next((p for p in (folder, *folder.parents) if p.exists()), folder)  # the file in the way
         what = "it is a file" if blocker == folder else f"{blocker} is a file"

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 from natsort import natsorted, ns
 from PIL import Image
 
-from engine.core.errors import InputError, PageDecodeError, UnsafeArchiveError
+from engine.core.errors import InputError, PageDecodeError, UnsafeArchiveError, listed
 from engine.io import archive
 from engine.io.imaging import IMAGE_EXTENSIONS, DecodeLimits, decode_image, normalise, open_image
 
@@ -158,17 +158,11 @@ def list_archive(path: Path, max_total_bytes: int | None = None) -> list[ImageSo
     counts = Counter(info.filename for info in images)
     duplicates = [f"{count} members named {name!r}" for name, count in counts.items() if count > 1]
     if duplicates:  # zipfile reads only the last of them: the others could never be told apart
-        raise UnsafeArchiveError(f"{path}: {_listed(duplicates)}; refused (only the last of each could be read): "
+        raise UnsafeArchiveError(f"{path}: {listed(duplicates)}; refused (only the last of each could be read): "
                                  "repack it with one member per name")
     archive.check_members(path, images, max_total_bytes)
     sources = [ImageSource(path, info.filename) for info in images]
     return natsorted(sources, key=lambda s: s.member, alg=ns.PATH | ns.IGNORECASE)
-
-
-def _listed(items: Sequence[str], shown: int = 5) -> str:
-    """`a, b, c and 4 more`: a list that keeps a message on one line."""
-    more = f" and {len(items) - shown} more" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
 
 
 def _link_target(link: Path) -> Path | None:
@@ -231,7 +225,7 @@ def _distinct_names(groups: Sequence[tuple[str, Path, list[ImageSource]]]) -> li
         paths_of.setdefault(source.name, []).append(str(path))
     clashes = [f"{name!r} ({', '.join(paths)})" for name, paths in paths_of.items() if len(paths) > 1]
     if clashes:
-        raise InputError(f"pages with the same name would be mixed up: {_listed(clashes)}; "
+        raise InputError(f"pages with the same name would be mixed up: {listed(clashes)}; "
                          "give each input once, under a name of its own (or rename the pages)")
     return [source for source, _ in paired]
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from engine.core.options import ExportFormat
-from engine.core.errors import InputError
+from engine.core.errors import InputError, listed
 from engine.io.chapter import ImageSource, load_image
 from engine.io.fileio import atomic_write, atomic_write_bytes
 
@@ -163,9 +163,8 @@ class IncompleteExport(InputError):
 
     def __init__(self, pages: list[str]) -> None:
         self.pages = pages
-        shown = ", ".join(pages[:6]) + (f" and {len(pages) - 6} more" if len(pages) > 6 else "")
         super().__init__(
-            f"{len(pages)} page(s) not colored yet ({shown}): nothing exported; color them first, "
+            f"{len(pages)} page(s) not colored yet ({listed(pages, 6)}): nothing exported; color them first, "
             f"or export with the original pages in their place (--include-uncolored)"
         )
 

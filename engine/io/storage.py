@@ -81,14 +81,19 @@ def check_outside_inputs(folder: Path, inputs: Sequence) -> None:
                          f"chapter; choose a folder outside it, such as {source.parent / (source.name + '.colorflow')}")
 
 
+def probe_writable(folder: Path) -> None:
+    """Make `folder` if missing and write and remove a temp file in it: OSError if it cannot be used."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".colorflow-write-test.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output_folder(folder: Path, needed_bytes: int = 0) -> None:
     """Refuse an output folder that cannot be written or lacks room, before the run starts."""
     folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".colorflow-write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OutputError(f"{folder}: cannot write there ({reason}); {storage_advice(exc)}") from exc

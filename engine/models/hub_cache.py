@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.core.errors import listed
 from engine.io.storage import human_bytes
 from engine.models.presets import PresetFile, preset_files
 
@@ -56,7 +57,7 @@ def missing_message(missing: list[PresetFile]) -> str:
     if everything:
         what = f"the official models are not downloaded yet ({len(missing)} files)"
     else:
-        names = ", ".join(f.path for f in missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2 else "")
+        names = listed((f.path for f in missing), 2)
         what = f"{len(missing)} official model file(s) are missing ({names})"
     return (
         f"{what}: {human_bytes(total)} to download once with `colorflow models download` "
