@@ -42,11 +42,12 @@ COMMAND_OPTIONS = {
                            "--vae-tiling", "--gsrp-batchnorm", "--format"},
     "demo": set(),
     "models make-tiny": {"--seed"},
+    "models make-random": {"--seed"},
     "models download": set(),
     "models verify": {"--models"},
     "models convert": {"--models"},
     "models list": set(),
-    "models layout": set(),
+    "models layout": {"--models"},
     "models probe": {"--models", "--device", "--steps", "--size"},
     "train prepare": {"--models", "--device", "--size", "--seed"},
     "train icp": {"--models", "--device", "--seed", "--steps"},
@@ -64,6 +65,7 @@ DIFFERENT = {
     ("train gsrp", "--steps"): (None, 30000),
     ("bench pages", "--steps"): (None, None),  # 10; 2 with --models tiny
     ("eval folders", "--models"): (None, None),  # CLIP-IS only when given
+    ("models layout", "--models"): (None, None),  # files read only when given; else the networks built
     ("eval folders", "--input-style"): (["screen", "gray"], None),  # the table's Input column
     ("eval bench", "--input-style"): (["screen", "gray", "same"], "screen"),  # same: each set's own style
 }

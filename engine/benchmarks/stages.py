@@ -197,7 +197,7 @@ def bench_pages(
     finally:
         torch.set_num_threads(previous_threads)
     from engine.core.geometry import choose_work_size
-    from engine.models.sources import is_tiny
+    from engine.models.sources import random_weights_kind, random_weights_notice
 
     notes = [
         "seconds: wall time of each stage's calls on a page, summed (ScreenStyle = the preprocess stage, "
@@ -212,8 +212,11 @@ def bench_pages(
                      "memory an earlier mode freed may stay with the process; added_mib isolates the stage")
         if "low_vram" in results:
             notes.append("on the CPU --low-vram changes nothing (offloading applies to an accelerator only)")
-    if is_tiny(models):
+    kind = random_weights_kind(models)
+    if kind == "tiny":
         notes.append("tiny random-weight models: timings and memory exercise the code, they say nothing about the official models")
+    elif kind:  # official-size random weights: the timings and memory count, the pixels do not
+        notes.append(random_weights_notice(kind))
     report: dict[str, Any] = {
         "models": models,
         "device": resolved,

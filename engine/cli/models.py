@@ -1,4 +1,4 @@
-"""The `colorflow models ...` subcommands: list, download, verify, convert, layout, make-tiny, probe."""
+"""The `colorflow models ...` subcommands: list, download, verify, convert, layout, make-tiny, make-random, probe."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.options import add_options, options_from_args
+from engine.cli.options import Default, add_options, options_from_args
 from engine.core.errors import InputError, printable
 
 OK, FAILED = 0, 1  # engine.cli.main's EXIT_OK and EXIT_PAGES_FAILED
@@ -25,6 +25,22 @@ def add_models_commands(commands) -> None:
     )
     make_tiny.add_argument("dir", type=Path, metavar="DIR")
     make_tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    make_random = model_commands.add_parser(
+        "make-random",
+        help="write every official model file at its official size with random values (timing and memory only)",
+        description="Writes DIR/sd15/ and DIR/colorflow/ with every file of the official layout (SD1.5 UNet, VAE, "
+        "text encoder, tokenizer; CLIP image encoder; GraySD guide, UNet LoRA, GSRP network; ScreenStyle) at "
+        "its official size, keys and shapes as the official checkpoints, fp16 on disk (about 5.4 GB), filled "
+        "with random values in seconds to a minute. Use with --models DIR to measure speed and memory: a "
+        "marker makes every report say \"random weights: timing only\"; the colors are meaningless. The "
+        "tokenizer has the official vocabulary size with a generated vocabulary. A folder holding other "
+        "model files is refused.",
+    )
+    make_random.add_argument("dir", type=Path, metavar="DIR")
+    make_random.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    make_random.add_argument("--scale", choices=("official", "tiny"), default="official",
+                             help="official: every network at its official size (default); tiny: the make-tiny "
+                             "models, from the same builder")
     download = model_commands.add_parser(
         "download",
         help="fetch the official model files once into the Hugging Face cache (about 10.7 GB)",
@@ -81,6 +97,9 @@ def add_models_commands(commands) -> None:
     )
     layout.add_argument("--json", action="store_true",
                         help="print JSON {guider, unet_lora, multires, <ScreenStyle .pth hub paths>}")
+    add_options(layout, ("models",), defaults={"models": Default(None, "none: the networks built at official size")},
+                helps={"models": "read the keys and shapes from the files of this model source (official, tiny "
+                       "or a models DIR) instead of building the networks (default: none, built at official size)"})
     probe = model_commands.add_parser(
         "probe",
         help="measure seconds per page on this machine: one generated page colored with the models",
@@ -181,6 +200,10 @@ def cmd_probe(args) -> int:
 
     print(f"speed probe: {args.models} models on {result['device_name']}, {result['dtype']}, "
           f"{result['size']}, {result['steps']} steps, one generated page")
+    from engine.models.sources import random_weights_kind, random_weights_notice
+
+    if random_weights_kind(args.models):
+        print(random_weights_notice(random_weights_kind(args.models)))
     for stage, seconds in result["stages_s"].items():
         print(f"  {stage:<12}{seconds:8.1f} s")
     print(f"  {'total':<12}{result['page_s']:8.1f} s per page (model loading {result['load_s']:.1f} s, not counted)")
@@ -211,6 +234,11 @@ def verify_folder(args) -> int:
                          "to check a folder, pass it with --models DIR")
     root = models_folder(args.models).sd15.parent
     check = check_folder(root, print_check_progress, rehash=args.rehash, accept=args.accept)
+    from engine.models.sources import random_weights_kind, random_weights_notice
+
+    kind = random_weights_kind(root)
+    if kind:  # first, before any file list: what these weights are good for
+        print(random_weights_notice(kind))
     for change in check.changes:  # names from the user's folder: control characters escaped
         print(printable(change.line()))
     count = len(check.entries)
@@ -230,15 +258,37 @@ def verify_folder(args) -> int:
     return OK
 
 
-def cmd_models(args) -> int:
-    from engine.models.sources import make_tiny
+def write_random_models(args) -> int:
+    """`models make-tiny DIR` and `models make-random DIR`: one builder, the size a parameter. A
+    folder with model files that are not random weights is refused (they would be overwritten)."""
+    import time
 
+    from engine.io.storage import human_bytes
+    from engine.models.folder_record import accept_if_recorded, model_files
+    from engine.models.sources import make_random, random_weights_kind, random_weights_notice
+
+    root = args.dir.expanduser().resolve()
+    scale = "tiny" if args.models_command == "make-tiny" else args.scale
+    if root.is_dir() and model_files(root) and random_weights_kind(root) is None:
+        raise InputError(printable(f"{root} holds model files that are not random weights; they would be "
+                                   f"overwritten: choose a new or empty folder"))
+    start = time.perf_counter()
+    paths = make_random(root, scale, seed=args.seed)
+    seconds = time.perf_counter() - start
+    accept_if_recorded(root)  # written anew on purpose: a record of the old ones is replaced
     if args.models_command == "make-tiny":
-        from engine.models.folder_record import accept_if_recorded
-
-        paths = make_tiny(args.dir.expanduser().resolve(), seed=args.seed)
-        accept_if_recorded(paths.sd15.parent)  # written anew on purpose: a record of the old ones is replaced
         print(f"tiny models written: {paths.sd15.parent}")
+        return OK
+    size = sum(path.stat().st_size for path in model_files(root).values())
+    print(printable(f"random weights written: {root} ({scale} size, {human_bytes(size)} in {seconds:.0f} s); "
+                    f"use them with --models {root}"))
+    print(random_weights_notice(random_weights_kind(root)))
+    return OK
+
+
+def cmd_models(args) -> int:
+    if args.models_command in ("make-tiny", "make-random"):
+        return write_random_models(args)
     elif args.models_command == "download":
         from engine.models.hub import download
         from engine.models.hub_cache import missing_files
@@ -294,9 +344,15 @@ def cmd_models(args) -> int:
     elif args.models_command == "probe":
         return cmd_probe(args)
     elif args.models_command == "layout":
-        from engine.models.layout import official_layout
+        from engine.models.layout import folder_layout, official_layout
 
-        layout = official_layout()
+        if args.models is None:
+            layout = official_layout()
+        else:
+            from engine.models.sources import models_folder, resolve_models
+
+            source = args.models  # a DIR is only read here: no record made or checked
+            layout = folder_layout(resolve_models(source) if source in ("official", "tiny") else models_folder(source))
         if args.json:
             print(json.dumps(layout, indent=1))
         else:

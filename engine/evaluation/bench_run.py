@@ -37,11 +37,12 @@ class BenchRunSettings:
     def label(self) -> str:
         if self.method:
             return self.method
-        from engine.models.sources import is_tiny
+        from engine.models.sources import random_weights_kind
 
         extras = [str(self.run.procedure), f"input style {self.input_style}"]
-        if is_tiny(self.run.models):
-            extras.append("tiny random models")
+        kind = random_weights_kind(self.run.models)
+        if kind:
+            extras.append("tiny random models" if kind == "tiny" else "random weights: timing only")
         return f"ColorFlow ({', '.join(extras)})"
 
     def pipeline_settings(self, bench_set: str):
@@ -118,6 +119,10 @@ class BenchResult:
                 lines.append(f"  - failed {name}: {reason}")
         if self.settings.get("tiny"):
             lines.append("- tiny random-weight models: the numbers only show that the benchmark runs")
+        elif self.settings.get("random_weights"):
+            from engine.models.sources import random_weights_notice
+
+            lines.append(f"- {random_weights_notice(self.settings['random_weights'])}: the quality numbers mean nothing")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,11 +143,12 @@ class BenchResult:
 
 
 def _settings_record(settings: BenchRunSettings) -> dict[str, Any]:
-    from engine.models.sources import is_tiny
+    from engine.models.sources import is_tiny, random_weights_kind
 
     run = settings.run
     return {
         "method": settings.label(), "models": run.models, "tiny": is_tiny(run.models),
+        "random_weights": random_weights_kind(run.models),
         "device": str(run.device), "sets": list(settings.sets), "input_style": str(settings.input_style),
         "procedure": str(run.procedure), "steps": run.steps, "size": run.size,
         "seed": run.seed, "low_vram": run.low_vram, "keep_ink": run.keep_ink,

@@ -80,12 +80,33 @@ def official_models(emit: EventSink = ignore) -> ModelPaths:
 
 TINY_MARKER = ".complete"
 TINY_VERSION = 4
-# Written by make_tiny into every tiny models folder, so any front end can say so.
-RANDOM_WEIGHTS_NOTE = "TINY-RANDOM-WEIGHTS.txt"
+# The random-weights markers, written by make_random at the top of every models folder it writes and
+# inside both roots (sd15/, colorflow/: a folder made from either still says so, and removing one is
+# a change its folder record refuses), so every front end can say what the weights are.
+RANDOM_WEIGHTS_NOTE = "TINY-RANDOM-WEIGHTS.txt"  # tiny models (make-tiny)
+OFFICIAL_SIZE_MARKER = "RANDOM-WEIGHTS-TIMING-ONLY.txt"  # official-size random weights (make-random)
+RANDOM_MARKERS = {"official-size": OFFICIAL_SIZE_MARKER, "tiny": RANDOM_WEIGHTS_NOTE}
+RANDOM_NOTICES = {
+    "official-size": "random weights: timing only; every network at its official size with random values, "
+                     "the colors are meaningless (never the real weights)",
+    "tiny": "random weights: tiny demo models; their colors and timings say nothing about the official models",
+}
+_MARKER_TEXT = {
+    "official-size": "random weights: timing only\n\nEvery file of the official layout at its official size "
+                     "(SD1.5 UNet, VAE, text encoder and tokenizer; CLIP image encoder; GraySD guide, UNet LoRA "
+                     "and GSRP network; ScreenStyle), keys and shapes as the official checkpoints, fp16 on disk, "
+                     "filled with random values by `colorflow models make-random` (seed {seed}). For measuring "
+                     "speed and memory only: the colors are meaningless. The tokenizer has the official file "
+                     "names and vocabulary size (49408) but a generated vocabulary, not CLIP's.\n",
+    "tiny": "Tiny models with random weights, built by `colorflow models make-tiny`: every code path runs, "
+            "the colors are meaningless. Use --models official for real colors.\n",
+}
 
 
-def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
-    """Write small random-weight models in the official file layout under `root`.
+def make_random(root: Path, size: str = "official", seed: int = 0) -> ModelPaths:
+    """Write random-weight models in the official file layout under `root`, at a size: "tiny"
+    (small, seconds: tests and demos) or "official" (every network at its official size, fp16 on
+    disk: speed and memory only), with the marker of that kind (random_weights_kind).
 
     Built with the real classes and saved like the official files (diffusers/transformers
     folders for SD1.5 and the image encoder, pickled tensor dicts for GraySD), so loading them
@@ -95,22 +116,32 @@ def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from engine.models.tiny import write_tiny_graysd, write_tiny_image_encoder, write_tiny_screenstyle, write_tiny_sd15
+    from engine.models.tiny import RandomPool, random_size, write_graysd, write_image_encoder, write_screenstyle, write_sd15
 
     transformers_logging.disable_progress_bar()
     diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()  # ModelMixin.to(dtype) warns about fp32-pinned modules even when none exist
+    spec = random_size(size)
     root = Path(root)
     paths = ModelPaths(root / "sd15", root / "colorflow")
+    for place in (root, paths.sd15, paths.colorflow):  # first: a build cut short is never taken for real weights
+        place.mkdir(parents=True, exist_ok=True)
+        for marker in RANDOM_MARKERS.values():  # a folder rebuilt at the other size says so
+            (place / marker).unlink(missing_ok=True)
+        (place / RANDOM_MARKERS[spec.kind]).write_text(_MARKER_TEXT[spec.kind].format(seed=seed))
     torch.manual_seed(seed)
-    write_tiny_sd15(paths.sd15)
-    write_tiny_graysd(paths.sd15, paths.colorflow / GRAYSD_SUBDIR)
-    write_tiny_image_encoder(paths.image_encoder)
-    write_tiny_screenstyle(paths.colorflow)
-    (root / RANDOM_WEIGHTS_NOTE).write_text(
-        "Tiny models with random weights, built by `colorflow models make-tiny`: every code path runs, "
-        "the colors are meaningless. Use --models official for real colors.\n"
-    )
+    pool = RandomPool(seed, spec.dtype or "float32") if spec.empty_init else None
+    unet, vae_config = write_sd15(paths.sd15, spec, pool)
+    write_graysd(unet, vae_config, paths.graysd, spec, pool)
+    del unet
+    write_image_encoder(paths.image_encoder, spec, pool)
+    write_screenstyle(paths.colorflow, spec)
     return paths
+
+
+def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
+    """Small random-weight models in the official file layout (make_random at the tiny size)."""
+    return make_random(root, "tiny", seed)
 
 
 def tiny_models(root: Path | None = None) -> ModelPaths:
@@ -149,11 +180,19 @@ def resolve_models(spec: str, tiny_root: Path | None = None, emit: EventSink = i
     return replace(paths, content_id=require_unchanged(root, emit))
 
 
+MODEL_SOURCE_NAMES = ("official", "tiny")  # the presets; any other model source is a folder
+
+
 def models_folder(spec: str) -> ModelPaths:
     """The roots of a models DIR in the common layout (resolved), not yet checked against its record."""
     root = Path(spec).expanduser().resolve()
     if not root.is_dir():
-        raise ModelError(f"{root}: model directory does not exist")
+        import difflib
+
+        close = difflib.get_close_matches(spec, MODEL_SOURCE_NAMES, n=1) if Path(spec).name == spec else []
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ModelError(f"{root}: model directory does not exist; the models are 'official', 'tiny' or "
+                         f"an existing models folder{hint}")
     paths = ModelPaths(root / "sd15", root / "colorflow")
     if not (paths.image_encoder / "config.json").is_file():
         raise ModelError(
@@ -173,11 +212,38 @@ def check_models(spec: str, emit: EventSink = ignore) -> ModelPaths | None:
     return None
 
 
+def random_weights_kind(models: str | Path | ModelPaths) -> str | None:
+    """What random weights a model source holds, from its markers: "official-size" (make-random:
+    timing and memory only), "tiny" (the tiny preset or make-tiny) or None (not random weights).
+    `models`: a name ("tiny", "official"), a models DIR, or resolved ModelPaths. Every front end
+    (CLI reports, bench output, the GUI banner) asks this one function."""
+    if isinstance(models, ModelPaths):
+        places = [models.sd15.parent, models.sd15, models.colorflow]
+    elif str(models) == "tiny":
+        return "tiny"
+    elif str(models) == "official":
+        return None
+    else:
+        try:
+            root = Path(models).expanduser()
+        except (TypeError, ValueError, RuntimeError):
+            return None
+        places = [root, root / "sd15", root / "colorflow"]
+    for kind, marker in RANDOM_MARKERS.items():
+        for place in places:
+            try:
+                if (place / marker).is_file():
+                    return kind
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+def random_weights_notice(kind: str) -> str:
+    """One line for a random-weights kind: "random weights: timing only; ..." at official size."""
+    return RANDOM_NOTICES[kind]
+
+
 def is_tiny(spec: str) -> bool:
     """Whether a model source is the tiny random-weight models (their colors mean nothing)."""
-    if spec == "tiny":
-        return True
-    try:
-        return (Path(spec).expanduser() / RANDOM_WEIGHTS_NOTE).is_file()
-    except (OSError, ValueError):
-        return False
+    return random_weights_kind(spec) == "tiny"
