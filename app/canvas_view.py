@@ -102,9 +102,17 @@ class ZoomView(QGraphicsView):
 
     def fit(self) -> None:
         if self.has_image():
+            # measured without the zoomed view's scroll bars (the fitted image needs none), else
+            # a small view keeps them and the image overflows the narrower viewport
+            self._set_scroll_bars(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
             self.fitInView(self._pixmap, Qt.AspectRatioMode.KeepAspectRatio)
+            self._set_scroll_bars(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
             self._zoom = self.transform().m11()
             self._emit_view()
+
+    def _set_scroll_bars(self, policy: Qt.ScrollBarPolicy) -> None:
+        self.setHorizontalScrollBarPolicy(policy)
+        self.setVerticalScrollBarPolicy(policy)
 
     def zoom_by(self, factor: float) -> None:
         self._zoom = max(0.05, min(32.0, self._zoom * factor))

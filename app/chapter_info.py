@@ -3,7 +3,8 @@ ComicInfo.xml, kept in the project."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLineEdit
+from PySide6.QtCore import QSize
+from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLineEdit, QStyle, QStyleOptionFrame
 
 # ComicInfo's Manga values, as readers understand them
 READING = (
@@ -13,15 +14,30 @@ READING = (
 )
 
 
+GUESSED = "guessed from the title when empty"
+LINE_EDIT_MARGIN = 2  # px QLineEdit keeps on each side of its text inside the style's contents box
+
+
+def show_placeholder_whole(edit: QLineEdit) -> None:
+    """At least as wide as the field needs to show its placeholder uncut."""
+    text = edit.fontMetrics().horizontalAdvance(edit.placeholderText())
+    margins = edit.textMargins()
+    contents = QSize(text + 2 * LINE_EDIT_MARGIN + margins.left() + margins.right(), edit.sizeHint().height())
+    option = QStyleOptionFrame()
+    edit.initStyleOption(option)
+    edit.setMinimumWidth(edit.style().sizeFromContents(QStyle.ContentsType.CT_LineEdit, option, contents, edit).width())
+
+
 class ChapterInfoDialog(QDialog):
     def __init__(self, settings: dict, default_title: str, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Chapter info")
         self.title = QLineEdit(str(settings.get("title") or default_title))
         self.series = QLineEdit(str(settings.get("series") or ""))
-        self.series.setPlaceholderText("guessed from the title when empty")
         self.number = QLineEdit(str(settings.get("number") or ""))
-        self.number.setPlaceholderText("guessed from the title when empty")
+        for guessed in (self.series, self.number):
+            guessed.setPlaceholderText(GUESSED)
+            show_placeholder_whole(guessed)
         self.reading = QComboBox()
         for label, value in READING:
             self.reading.addItem(label, value)

@@ -41,11 +41,14 @@ class CompareView(QWidget):
         self.stack.addWidget(self.split)
         self.mode = QToolButton(text="Split view")
         self.mode.setCheckable(True)
-        self.mode.toggled.connect(lambda on: self.stack.setCurrentIndex(1 if on else 0))
+        self.mode.setToolTip("One view split by a slider: original on the left, colored on the right")
+        self.mode.toggled.connect(self._set_split_mode)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 1000)
         self.slider.setValue(500)
+        self.slider.setToolTip("Where the original ends and the colored page begins")
         self.slider.valueChanged.connect(self._update_split)
+        self.slider.hide()  # side by side has no split to move
         bar = QHBoxLayout()
         bar.addWidget(self.mode)
         bar.addWidget(self.slider, 1)
@@ -56,6 +59,21 @@ class CompareView(QWidget):
         self._original: QPixmap | None = None
         self._colored: QPixmap | None = None
 
+    def _set_split_mode(self, on: bool) -> None:
+        self.stack.setCurrentIndex(1 if on else 0)
+        self.slider.setVisible(on)
+
+    def shown_views(self) -> list[ZoomView]:
+        """The views on screen in the current mode (side by side: both, kept in step)."""
+        return [self.split] if self.mode.isChecked() else [self.left, self.right]
+
+    def fit(self) -> None:
+        for view in self.shown_views():
+            view.fit()
+
+    def zoom_by(self, factor: float) -> None:
+        self.shown_views()[0].zoom_by(factor)  # side by side, the other view follows
+
     def set_images(self, original: QPixmap | None, colored: QPixmap | None) -> None:
         self._original, self._colored = original, colored
         self.left.set_pixmap(original)
@@ -63,6 +81,7 @@ class CompareView(QWidget):
         self._update_split(fit=True)
 
     def _update_split(self, *_args, fit: bool = False) -> None:
+        self.slider.setEnabled(self._original is not None and self._colored is not None)
         if self._original is None or self._colored is None:
             self.split.set_pixmap(None)
             return

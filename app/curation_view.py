@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from PySide6.QtCore import QRectF
 
+from engine.core.geometry import QUERY_PATCHES
 from engine.rap.curation import Target
 
 from . import jobs
 from .document import ChoiceCommand
 from .images import pil_to_pixmap
+from .vocabulary import patch_name, region_name, scope_name
 
 
 class CurationMixin:
@@ -57,14 +59,59 @@ class CurationMixin:
 
     # --- pins and rejects (undoable) ----------------------------------------------------
     def request_choice(self, target: Target, state, whole_chapter: bool) -> None:
-        if self.document is None:
+        """Pin/reject/clear through the undo stack; one that would change nothing is only said."""
+        if self.document is None or (not whole_chapter and self.current_page < 0):
             return
         page = None if whole_chapter else self.document.page_names[self.current_page]
+        view = self._view if self._view is not None and self._view.page_index == self.current_page else None
+        unchanged = unchanged_reason(self.document.project, view.picks if view else [], target, state, page)
+        if unchanged:
+            self.statusBar().showMessage(unchanged, 8000)
+            return
         self.undo_stack.push(ChoiceCommand(self.document, target, state, page, self._choices_changed))
 
     def _choices_changed(self) -> None:
         self._refresh_references()
         self.request_retrieval()
+
+
+def unchanged_reason(project, picks: list[list[dict]], target: Target, state, page: str | None) -> str | None:
+    """Why setting `state` on `target` for `page` (None: the chapter) would change nothing, or None."""
+    what, where = patch_name(target.ref, target.patch), scope_name(page)
+    if project.choice(target, page) == state:
+        said = {"pin": "already pinned", "reject": "already rejected", None: "neither pinned nor rejected"}[state]
+        return f"{what} is {said} for {where}: nothing changed"
+    if page is None or state is None:
+        return None
+    effective = project.choices_for(page)
+    if state == "reject" and any(t == target or (target.patch and t.matches(target.ref, target.patch))
+                                 for t in effective.rejects):
+        return f"{what} is already rejected for {where} (by a wider reject): nothing changed"
+    if state == "pin" and target in effective.pins:
+        return f"{what} is already pinned for the whole chapter: pinning it for {where} changes nothing"
+    row = top_pick_region(picks, target) if state == "pin" else None
+    if row is not None:
+        return f"{what} is already the top pick of the {region_name(QUERY_PATCHES[row])}: pinning it changes nothing"
+    return None
+
+
+def top_pick_region(picks: list[list[dict]], target: Target) -> int | None:
+    """The region where `target` (one patch) is the unpinned top pick and where a pin would put
+    it anyway: a pin goes to the region the patch matches best (engine.rap.retrieval), and a
+    patch not picked in a region scores no higher there than that region's last pick."""
+    if target.patch is None:
+        return None
+    same = [next((p["score"] for p in row if (p["ref"], p["patch"]) == (target.ref, target.patch)), None)
+            for row in picks]
+    for row, row_picks in enumerate(picks):
+        top = row_picks[0] if row_picks else None
+        if top is None or top["pinned"] or (top["ref"], top["patch"]) != (target.ref, target.patch):
+            continue
+        bounds = [(other, same[other] if same[other] is not None else min(p["score"] for p in picks[other]))
+                  for other in range(len(picks)) if other != row and picks[other]]
+        if all(bound < top["score"] or (bound == top["score"] and other > row) for other, bound in bounds):
+            return row
+    return None
 
 
 def _rect(box) -> QRectF:

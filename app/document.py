@@ -18,6 +18,8 @@ from engine.io.projectlock import ProjectLock
 from engine.project.state import ChapterProject
 from engine.project.store import PROJECT_FILE
 
+from .vocabulary import choice_verb, patch_name, scope_name
+
 
 def project_folder_for(path: Path, projects_dir: Path | None = None) -> Path:
     """Where a chapter's project lives: the folder itself if it is a project, else
@@ -104,11 +106,10 @@ class ChoiceCommand(QUndoCommand):
 
     def __init__(self, document: ChapterDocument, target: Target, state: str | None, page: str | None,
                  on_change: Callable[[], None]) -> None:
-        scope = f"page {page}" if page else "chapter"
-        what = Path(target.ref.split("!")[-1]).name + (f" {target.patch}" if target.patch else "")
-        super().__init__(f"{state or 'clear'} {what} ({scope})")
+        previous = document.project.choice(target, page)
+        super().__init__(f"{choice_verb(state, previous)} {patch_name(target.ref, target.patch)} for {scope_name(page)}")
         self.document, self.target, self.state, self.page = document, target, state, page
-        self.previous = document.project.choice(target, page)
+        self.previous = previous
         self.on_change = on_change
 
     def _apply(self, state: str | None) -> None:

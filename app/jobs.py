@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from engine.core.events import EventSink, Progress, ignore
 from engine.core.geometry import QUERY_PATCHES, REFERENCE_PATCHES, query_boxes, reference_boxes
 from engine.rap.canvas import PLACEMENT, cell_box
 from engine.pipelines.session import EngineSession, RunSettings
@@ -15,7 +16,7 @@ from engine.pipelines.session import EngineSession, RunSettings
 from .document import ChapterDocument
 
 THUMB = 96
-PATCH_THUMB = 72
+PATCH_THUMB = 320  # long side: the hover preview; the panel scales it to its width
 CANVAS_DISPLAY_MAX = 1600  # long side of the canvas shown (display only)
 
 
@@ -45,10 +46,11 @@ def reference_thumbnails(document: ChapterDocument) -> dict[str, Image.Image]:
     return thumbs
 
 
-def open_document(path: str, projects_dir: str | None = None) -> OpenResult:
+def open_document(path: str, projects_dir: str | None = None, emit: EventSink = ignore) -> OpenResult:
     document = ChapterDocument.open(path, projects_dir)
     thumbs: list[Image.Image | None] = []
     for index, source in enumerate(document.chapter.sources):
+        emit(Progress("reading pages", index + 1, len(document.chapter.sources), source.name))
         if source.ref in document.chapter.errors:
             thumbs.append(None)
             continue
@@ -96,10 +98,17 @@ class RetrievalView:
     rejected: list[RejectedPatch]
 
 
-def retrieve_view(session: EngineSession, document: ChapterDocument, index: int, settings: RunSettings) -> RetrievalView:
+def retrieve_view(session: EngineSession, document: ChapterDocument, index: int, settings: RunSettings,
+                  emit: EventSink = ignore) -> RetrievalView:
+    """RAP for one page, as the window shows it; `emit` hears each stage (models loading, matching)."""
     name = document.chapter.sources[index].name
     if not document.references:
         raise ValueError("add colored reference pages first (References panel, + Add references)")
+    if document.chapter.sources[index].ref not in document.chapter.errors:  # an unreadable page fails at once
+        emit(Progress("loading models", 0, 1, name))  # instant once loaded: the stage shows while it is slow
+        session.preparer(settings)
+        session.retriever(settings)
+    emit(Progress("RAP", 0, 1, name))
     result = session.retrieve_page(document.chapter, index, document.references,
                                   choices=document.project.choices_for(name), settings=settings)
     retriever = session.retriever(settings)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+QUIT_WAIT_MS = 500  # closing the window waits this long for the worker's step, then the process ends
 
 
 def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
@@ -31,8 +34,12 @@ def main() -> int:
 
 def run(argv: list[str], prog: str = "python main.py") -> int:
     args = build_parser(prog).parse_args(argv)
-    from .platform_check import xcb_problem
+    from .platform_check import display_problem, xcb_problem
 
+    problem = display_problem()
+    if problem:  # Qt would abort with a core dump and a hint that does not apply
+        print(problem, file=sys.stderr)
+        return 2
     problem = xcb_problem()
     if problem:  # Qt would abort with a core dump and no library named: say what to install
         print(problem, file=sys.stderr)
@@ -69,6 +76,7 @@ def run(argv: list[str], prog: str = "python main.py") -> int:
         settings.run = replace(settings.run, models=args.models)
         persist = False
     window = MainWindow(settings, persist_settings=persist)
+    window.quit_wait_ms = QUIT_WAIT_MS
     window.show()
     if loaded.problem:
         window.report_settings_problem(loaded.problem)
@@ -94,4 +102,16 @@ def run(argv: list[str], prog: str = "python main.py") -> int:
             QTimer.singleShot(120_000, capture)  # never hang: capture whatever is there
         else:
             QTimer.singleShot(800, capture)
-    return app.exec()
+    code = app.exec()
+    if window.worker.is_running():
+        # A step that cannot stop early (a model load) still runs: end the process rather than
+        # linger. Its writes are atomic and the project lock of a gone process is taken over.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    # Delete the widgets now, in order, on this thread: left to the interpreter's exit they go in
+    # no set order, the worker's thread objects among them.
+    import shiboken6
+
+    shiboken6.delete(window)
+    return code

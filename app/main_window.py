@@ -28,19 +28,23 @@ from .images import image_pixmap, pil_to_pixmap
 from .job_model import JobKind, JobModel
 from .menus import add_action, build_menus
 from .page_strip import PageStrip, status_legend
-from .queue_panel import QueuePanel
+from .queue_panel import ElidedLabel, QueuePanel
 from .curation_view import CurationMixin
 from .run_queue import RunQueueMixin
 from .window_jobs import WindowJobsMixin
+from .page_states import NO_CHAPTER, NOT_COLORED, PageStatesMixin
+from .variations import VariationsMixin
 from .reference_panel import ReferencePanel
 from .settings import AppSettings, SettingsDialog
 from .settings_store import save_settings
+from .window_layout import ElidingStatusBar, ScrollingPanel, place_window, saved_layout, status_label
 from .worker import EngineWorker
 
 
-class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
+class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin, PageStatesMixin, QMainWindow):
     """All widget work happens here, on the main thread; engine work goes through `worker`."""
 
+    quit_wait_ms: int | None = None  # closing waits this long for the worker's step (None: until it ends)
     document_opened = Signal()
     retrieval_shown = Signal(int)
     run_finished = Signal()
@@ -48,7 +52,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
     def __init__(self, settings: AppSettings, persist_settings: bool = True) -> None:
         super().__init__()
         self.setWindowTitle("ColorFlow")
-        self.resize(1400, 900)
+        self.setStatusBar(ElidingStatusBar())  # before any message: long ones are elided
         self.settings = settings
         self.persist_settings = persist_settings
         self.worker = EngineWorker(self)
@@ -64,14 +68,15 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         self._original: QPixmap | None = None
         self._showing_original = False
         self._build_ui()
+        place_window(self, settings.window)  # the user's layout, or sized to this screen
         self._connect_worker()
         self.setAcceptDrops(True)
         self._update_actions()
 
     # --- construction -------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.canvas_view = ZoomView("Open a chapter (File ▸ Open) and add colored references")
-        self.result_view = ZoomView("Not colored yet — Run ▸ Colorize page (Ctrl+Enter)")
+        self.canvas_view = ZoomView(NO_CHAPTER)
+        self.result_view = ZoomView(NOT_COLORED)
         self.compare_view = CompareView()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.canvas_view, "Canvas")
@@ -88,11 +93,12 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         layout = QVBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
-        self.page_caption = QLabel("No chapter open")
+        self.page_caption = ElidedLabel("No chapter open")  # a long page name never widens the window
         self.page_caption.setStyleSheet("padding: 3px 8px; color: #ddd; background: #3a3a40;")
         layout.addWidget(self.tiny_banner)
         layout.addWidget(self.page_caption)
         layout.addWidget(self.tabs, 1)
+        layout.addWidget(self._build_variations())  # below Result and Compare
         self.setCentralWidget(central)
 
         self.page_strip = PageStrip()
@@ -109,9 +115,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         pages_layout.addWidget(self.page_strip, 1)
         pages_layout.addWidget(status_legend())
         self.queue = QueuePanel()
-        self.queue.cancel_selected.clicked.connect(self._cancel_selected)
-        self.queue.cancel_all.clicked.connect(self.cancel_all)
-        self.queue.retry_failed.clicked.connect(self.colorize_failed)
+        self._connect_queue()
         for title, widget, area in (
             ("Pages", pages, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("References", self.reference_panel, Qt.DockWidgetArea.RightDockWidgetArea),
@@ -119,14 +123,14 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(title)
-            dock.setWidget(widget)
+            dock.setWidget(widget if widget is self.queue else ScrollingPanel(widget))  # scroll on a short screen
             self.addDockWidget(area, dock)
         self.show_folder_button = QPushButton("Show in folder")
         self.show_folder_button.hide()
         self.statusBar().addPermanentWidget(self.show_folder_button)
         self._exported: list[Path] = []
         self.show_folder_button.clicked.connect(lambda: self._exported and export_flow.show_in_folder(self._exported[0]))
-        self.device_label = QLabel()
+        self.device_label = status_label()
         self.statusBar().addPermanentWidget(self.device_label)
         self._device_text = None  # the resolved device, once the worker has looked
         self._update_device_label()
@@ -134,12 +138,15 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         self._refresh_recent()
 
     def _update_device_label(self) -> None:
-        from engine.models.sources import is_tiny
+        from engine.models.sources import random_weights_kind, random_weights_notice
 
         run = self.settings.run
         device = self._device_text or f"{run.device} (resolved when a chapter opens)"
         self.device_label.setText(f"models: {run.models} | device: {device} | steps {run.steps}")
-        self.tiny_banner.setVisible(is_tiny(run.models))
+        kind = random_weights_kind(run.models)  # None, "tiny" or "official-size" ("random weights: timing only")
+        self.tiny_banner.setVisible(kind is not None)
+        if kind is not None:
+            self.tiny_banner.setText(f"{random_weights_notice(kind)}. Models ▸ Model manager downloads the official models.")
 
     def _resolve_device(self) -> None:
         """Ask the worker which device `auto` (or the chosen one) really is."""
@@ -153,21 +160,24 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         if not hasattr(self, "actions"):  # still building the window
             return
         has_doc = self.document is not None
+        self.reference_panel.set_chapter_open(has_doc)
         for action in self.actions.need_chapter:
             action.setEnabled(has_doc)
         for action in self.actions.need_selection:
             action.setEnabled(has_doc and self.reference_panel.has_selection())
         for action in self.actions.need_queue:
             action.setEnabled(bool(self.jobs.queued_pages()))
-        failed = has_doc and any(p.status == "failed" for p in self.document.project.pages)
+        failed = bool(self.failed_pages())  # the project's failures and jobs that failed before a page ran
+        self.refresh_result_hint()  # queued, running, failed or not colored yet
         self.actions.retry_failed.setEnabled(failed)
         self.queue.retry_failed.setEnabled(failed)
         self.actions.export_default.setText(f"Export {self.settings.run.export_format.upper()}…")
 
-    def fit_current(self) -> None:
+    def fit_current(self, zoom: float | None = None) -> None:
+        """View ▸ Fit to window, or Zoom in/out by `zoom`, in whichever view is shown."""
         widget = self.tabs.currentWidget()
         if hasattr(widget, "fit"):
-            widget.fit()
+            widget.fit() if zoom is None else widget.zoom_by(zoom)
 
     def _update_caption(self) -> None:
         if self.document is None or self.current_page < 0:
@@ -196,7 +206,8 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         self.statusBar().showMessage(f"Opening {path}…")
         projects_dir = self.settings.projects_dir
         self._opening = path
-        self._submit(JobKind.OPEN, lambda emit, cancel: jobs.open_document(path, projects_dir))
+        self.show_opening(path)
+        self._submit(JobKind.OPEN, lambda emit, cancel: jobs.open_document(path, projects_dir, emit))
         self.settings.remember(str(Path(path).expanduser().resolve()))
         self._save_settings()
         self._refresh_recent()
@@ -242,6 +253,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
             return jobs.reference_thumbnails(document)
 
         self._submit(JobKind.ADD_REFERENCES, job)
+        self.show_adding_references()
 
     # --- pages and retrieval ------------------------------------------------------------
     def _step_page(self, delta: int) -> None:
@@ -262,18 +274,12 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         for superseded in self.jobs.active(JobKind.RETRIEVE):
             self._cancel_job(superseded.id)  # only the latest page matters
         if not self.document.references:  # a normal first step, not a failure
-            self.canvas_view.set_pixmap(None)
-            self.canvas_view._placeholder.setText(
-                "No colored references yet.\n\nAdd some with + Add references in the References panel, "
-                "or drop colored images on this window: each page is then matched to them."
-            )
-            self.canvas_view._placeholder.setWordWrap(True)
-            self.reference_panel.clear_page()
-            self._view = None
+            self.show_empty_canvas()
             return
         document, index, run, session = self.document, self.current_page, self.settings.run, self.session
-        self._submit(JobKind.RETRIEVE, lambda emit, cancel: jobs.retrieve_view(session, document, index, run),
-                     document.page_names[index])
+        job = self._submit(JobKind.RETRIEVE, lambda emit, cancel: jobs.retrieve_view(session, document, index, run, emit),
+                           document.page_names[index])
+        self.show_retrieval_state(self.jobs.get(job))
 
     def _show_result(self, index: int) -> None:
         source = self.document.chapter.sources[index]
@@ -286,6 +292,8 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         self.compare_view.set_images(self._original, colored)
         self.tabs.setTabText(1, f"Result — {source.name}")
         self.tabs.setTabText(2, f"Compare — {source.name}")
+        self.refresh_result_hint()
+        self._refresh_variations()
 
     def toggle_original(self) -> None:
         """Space: flip the Result view between the colored page and the original."""
@@ -322,7 +330,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
 
         document = self.document
         missing = uncolored_pages(document.project, document.chapter) if fmt == "cbz" else []
-        include = export_flow.ask_include_uncolored(self, missing, len(document.chapter.sources))
+        include = export_flow.ask_include_uncolored(self, missing, document.chapter)
         if include is None:  # never a silently short CBZ
             self.statusBar().showMessage("export cancelled: some pages are not colored yet", 8000)
             return
@@ -333,7 +341,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
         export_flow.remember_destination(document.project, destination, fmt)
         self.show_folder_button.hide()
         self._submit(JobKind.EXPORT, lambda emit, cancel: export_project(
-            document.project, document.chapter, fmt, include_uncolored=include, destination=destination))
+            document.project, document.chapter, fmt, include_uncolored=include, destination=destination, emit=emit))
 
     def chapter_info_dialog(self) -> None:
         if self.document is not None:
@@ -377,8 +385,10 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, QMainWindow):
             self._submit(JobKind.OPEN, lambda emit, cancel: jobs.restore_and_open(path, projects_dir))
 
     def closeEvent(self, event) -> None:
-        if self.document is not None:
-            self.document.close()
-        self.worker.shutdown()
+        self.settings.window = saved_layout(self)
+        self._save_settings()
+        self.hide()  # at once, even while the worker ends its step
+        if self.worker.shutdown(self.quit_wait_ms) and self.document is not None:
+            self.document.close()  # not while a step still runs: the launcher ends the process then
         super().closeEvent(event)
 

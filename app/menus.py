@@ -10,6 +10,10 @@ from PySide6.QtWidgets import QMenu, QMessageBox
 
 from engine.core.options import ExportFormat
 
+from .help_dialogs import show_shortcuts, show_user_guide
+from .queue_panel import CANCEL_ALL_KEY, CANCEL_PAGE_KEY, RETRY_FAILED_KEY
+from .variations import AGAIN_SHORTCUT
+
 
 @dataclass
 class WindowActions:
@@ -60,28 +64,39 @@ def build_menus(window) -> WindowActions:
 
     run = bar.addMenu("&Run")
     colorize = add_action(window, run, "Colorize page", window.colorize_current, "Ctrl+Return")
+    # a new variation of the page beside the others (the Variations panel's seed and guidance)
+    again = add_action(window, run, "Colorize again", window.colorize_again, AGAIN_SHORTCUT)
     colorize_all = add_action(window, run, "Colorize all pages", window.colorize_all, "Ctrl+Shift+Return")
-    retry = add_action(window, run, "Retry failed pages", window.colorize_failed)
+    retry = add_action(window, run, "Retry failed pages", window.colorize_failed, RETRY_FAILED_KEY)
     # Esc is a reflex key in paint programs: it asks first; Ctrl+Esc (or the Queue's button)
     # cancels everything at once.
     cancel_ask = add_action(window, run, "Cancel all…", window.ask_cancel_all, "Esc")
-    cancel_now = add_action(window, run, "Cancel all now", window.cancel_all, "Ctrl+Esc")
+    cancel_now = add_action(window, run, "Cancel all now", window.cancel_all, CANCEL_ALL_KEY)
+    cancel_page = add_action(window, run, "Cancel page", window.cancel_page, CANCEL_PAGE_KEY)
 
     view = bar.addMenu("&View")
     toggle = add_action(window, view, "Toggle original / result", window.toggle_original, "Space")
     add_action(window, view, "Next page", lambda: window._step_page(1), "Right")
     add_action(window, view, "Previous page", lambda: window._step_page(-1), "Left")
-    add_action(window, view, "Fit to window", window.fit_current, "Ctrl+0")
+    add_action(window, view, "Fit to window", lambda: window.fit_current(), "Ctrl+0")
+    window.follow_running = add_action(window, view, "Follow the running page", window.follow_running_toggled)
+    window.follow_running.setCheckable(True)
+    window.follow_running.setChecked(True)  # a run shows its live preview without clicking along
+    add_action(window, view, "Zoom in", lambda: window.fit_current(1.25), QKeySequence.StandardKey.ZoomIn)
+    add_action(window, view, "Zoom out", lambda: window.fit_current(0.8), QKeySequence.StandardKey.ZoomOut)
     models = bar.addMenu("&Models")
     add_action(window, models, "Model manager…", window.models_dialog)
     help_menu = bar.addMenu("&Help")
+    add_action(window, help_menu, "User guide…", lambda: show_user_guide(window), QKeySequence.StandardKey.HelpContents)
+    add_action(window, help_menu, "Keyboard shortcuts…", lambda: show_shortcuts(window), "Ctrl+/")
+    help_menu.addSeparator()
     add_action(window, help_menu, "About ColorFlow", lambda: QMessageBox.about(
         window, "ColorFlow", "Reference-based manga colorization (ColorFlow: retrieval, in-context "
         "diffusion colorization, guided super-resolution)."))
     return WindowActions(
-        need_chapter=[add_refs, info, export_default, *export_as, colorize, colorize_all, toggle],
+        need_chapter=[add_refs, info, export_default, *export_as, colorize, again, colorize_all, toggle],
         need_selection=[pin, reject],
-        need_queue=[cancel_ask, cancel_now],
+        need_queue=[cancel_ask, cancel_now, cancel_page],
         retry_failed=retry,
         export_default=export_default,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
+from PySide6.QtCore import QSize
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import (
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
+    QWidget,
 )
 
 from engine.io.storage import human_bytes
@@ -21,6 +23,7 @@ from engine.models.presets import VERIFY_LABELS, VERIFY_MEANING
 from engine.models.speed import probe_line
 
 from .job_model import Job, JobKind, JobModel, JobState
+from .window_layout import ScrollingPanel, WrappingLabel, fit_dialog
 from .worker import EngineWorker
 
 PROBE_STAGES = ("load", "ScreenStyle", "RAP", "ICP", "GSRP")
@@ -36,24 +39,22 @@ class ModelDialog(QDialog):
     def __init__(self, worker: EngineWorker, parent=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.resize(960, 640)
+        fit_dialog(self, QSize(960, 640))
         self.worker = worker
         self.jobs = JobModel()  # the GPU check, and the download or speed probe in progress
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["File", "Size", "Installed", "Verified by"])
-        self.tree.setColumnWidth(0, 640)
-        self.total = QLabel()
-        self.destination = QLabel()
-        self.destination.setWordWrap(True)
-        self.space_warning = QLabel()
-        self.space_warning.setWordWrap(True)
+        # plain-text lines wrap, long paths and errors too: the dialog never grows past the screen
+        self.total = WrappingLabel()
+        self.destination = WrappingLabel()
+        self.space_warning = WrappingLabel()
         self.space_warning.setStyleSheet("color: #b00020; font-weight: bold")
         self.licences = QLabel()
         self.licences.setWordWrap(True)
         self.licences.setOpenExternalLinks(True)
-        self.gpu = QLabel()
-        self.speed = QLabel()
-        self.summary = QLabel()
+        self.gpu = WrappingLabel()
+        self.speed = WrappingLabel()
+        self.summary = WrappingLabel()
         self.progress = QProgressBar()
         self.progress.hide()
         self.download_button = QPushButton("Download missing files")
@@ -72,15 +73,21 @@ class ModelDialog(QDialog):
         close.clicked.connect(self.accept)
         buttons.addWidget(close)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel(
+        about = QLabel(
             "<b>official</b>: the ColorFlow GraySD checkpoints and Stable Diffusion 1.5, downloaded once "
             "into the Hugging Face cache.<br><b>tiny</b>: small random models generated on this computer "
             "(try every screen offline; colors are meaningless)."
-        ))
+        )
+        about.setWordWrap(True)
+        layout.addWidget(about)
         layout.addWidget(self.tree, 1)
+        info = QWidget()  # scrolls rather than squeeze the list when a message is long
+        info_layout = QVBoxLayout(info)
+        info_layout.setContentsMargins(0, 0, 0, 0)
         for label in (self.total, self.destination, self.space_warning, self.licences, self.gpu, self.speed,
                       self.summary):
-            layout.addWidget(label)
+            info_layout.addWidget(label)
+        layout.addWidget(ScrollingPanel(info))
         layout.addWidget(self.progress)
         layout.addLayout(buttons)
         for signal, slot in self._listeners():
@@ -94,7 +101,9 @@ class ModelDialog(QDialog):
         for row in overview.rows:
             item = QTreeWidgetItem(self.tree, [f"{row.file.repo}/{row.file.path}", row.size_text(),
                                                "yes" if row.installed else "no", VERIFY_LABELS[row.file.verify]])
+            item.setToolTip(0, item.text(0))
             item.setToolTip(3, VERIFY_MEANING[row.file.verify] + (f" ({row.file.provenance})" if row.file.provenance else ""))
+        self.tree.resizeColumnToContents(0)  # whole file names; the list scrolls sideways if need be
         self.total.setText(
             f"Total {human_bytes(overview.total_bytes)}: {human_bytes(overview.installed_bytes)} installed, "
             f"{human_bytes(overview.to_download_bytes)} still to download."

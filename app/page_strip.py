@@ -6,6 +6,8 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QLabel, QListView, QListWidget, QListWidgetItem
 
+from .gui_messages import gui_text
+
 BADGES = {
     "pending": ("#8a8a8a", "pending"),
     "retrieved": ("#4a90d9", "references ready"),
@@ -76,7 +78,7 @@ class PageStrip(QListWidget):
         label = BADGES.get(self._status[index], BADGES["pending"])[1]
         text = f"{self.item(index).text()} — {label}"
         if error:
-            text += f"\n{error}"
+            text += f"\n{gui_text(error)}"  # a project's error is the engine's text: in the GUI's words
         self.item(index).setToolTip(text)
 
 

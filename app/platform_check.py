@@ -1,4 +1,4 @@
-"""Before Qt starts on Linux/X11: name the apt packages Qt's xcb plugin needs and are missing."""
+"""Before Qt starts on Linux: no display to open a window on, or the apt packages Qt's xcb plugin needs and are missing."""
 
 from __future__ import annotations
 
@@ -77,5 +77,17 @@ def xcb_problem(environ: Mapping[str, str] | None = None, platform: str | None =
         "ColorFlow cannot open its window: Qt's X11 (xcb) plugin needs system libraries that are "
         f"not installed ({libraries}).\n"
         f"Install them (Debian/Ubuntu): sudo apt-get install -y {packages}\n"
-        "The batch commands (ColorFlow colorize ...) work without them."
+        "The batch commands (`colorflow colorize ...`) work without them."
     )
+
+
+NO_DISPLAY = "no display: run `colorflow` for batch work, or set QT_QPA_PLATFORM=offscreen"
+
+
+def display_problem(environ: Mapping[str, str] | None = None, platform: str | None = None) -> str | None:
+    """NO_DISPLAY on Linux when no X11 or Wayland display is set and no Qt platform is chosen:
+    Qt would abort there (exit 134) with a hint about libxcb-cursor that does not apply."""
+    environ = os.environ if environ is None else environ
+    if not (platform or sys.platform).startswith("linux") or environ.get("QT_QPA_PLATFORM", "").strip():
+        return None
+    return None if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY") else NO_DISPLAY

@@ -1,25 +1,26 @@
 """Reference panel: the chapter's references; for the current page the patches RAP picked per
-query region (similarity bars), pin/reject for this page or the chapter, and the Rejected list
-with restore."""
+region of the page (similarity bars, a large preview on hover), pin/reject for this page or the
+chapter, and the Rejected list with restore."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import QEvent, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QColor, QIcon, QPainter, QPen, QPixmap
+from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QAbstractItemView,
     QListView,
     QListWidget,
     QListWidgetItem,
     QMenu,
     QPushButton,
+    QScrollArea,
+    QSplitter,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -27,58 +28,18 @@ from PySide6.QtWidgets import (
 
 from engine.rap.curation import Target
 
+from .choice_menus import choice_menu
+from .patch_views import MIN_THUMB, PatchPreview, cell_width, icon_size, marked_icon
+from .vocabulary import PATCH_HELP, patch_name, region_name, short_name
+
 REGIONS = ("TL", "TR", "BL", "BR")
-REGION_NAMES = {"TL": "top left", "TR": "top right", "BL": "bottom left", "BR": "bottom right"}
-STATE_COLORS = {"pin": QColor("#2e9e4f"), "reject": QColor("#d0343a")}
-
-
-SIMILARITY_BAR = 7  # px under a patch thumbnail
 SELECTED_STYLE = (
     "QToolButton { border: 3px solid transparent; border-radius: 4px; padding: 1px; }"
     "QToolButton:checked { border: 3px solid #2f81f7; background: rgba(47, 129, 247, 70); }"
     "QToolButton[hovered=\"true\"] { border: 3px solid #ff40a0; }"
 )
-
-
-def marked_icon(pixmap: QPixmap, state: str | None, size: int, similarity: float | None = None) -> QIcon:
-    """A thumbnail framed green when pinned, crossed red when rejected; with a similarity
-    bar under it when a score is given."""
-    canvas = pixmap.scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
-    if similarity is not None:
-        canvas = with_similarity_bar(canvas, similarity)
-    if state in STATE_COLORS:
-        painter = QPainter(canvas)
-        pen = QPen(STATE_COLORS[state])
-        pen.setWidth(5)
-        painter.setPen(pen)
-        painter.drawRect(2, 2, canvas.width() - 5, canvas.height() - 5)
-        if state == "reject":
-            painter.drawLine(0, 0, canvas.width(), canvas.height())
-            painter.drawLine(canvas.width(), 0, 0, canvas.height())
-        painter.end()
-    return QIcon(canvas)
-
-
-def with_similarity_bar(pixmap: QPixmap, similarity: float) -> QPixmap:
-    """The thumbnail above a bar filled in proportion to the cosine similarity (0 to 1)."""
-    out = QPixmap(pixmap.width(), pixmap.height() + SIMILARITY_BAR + 2)
-    out.fill(QColor(0, 0, 0, 0))
-    painter = QPainter(out)
-    painter.drawPixmap(0, 0, pixmap)
-    top = pixmap.height() + 2
-    painter.fillRect(0, top, pixmap.width(), SIMILARITY_BAR, QColor("#44464c"))
-    filled = round(pixmap.width() * max(0.0, min(1.0, similarity)))
-    painter.fillRect(0, top, filled, SIMILARITY_BAR, QColor("#4fb3ff"))
-    painter.end()
-    return out
-
-
-def short_name(ref: str) -> str:
-    return Path(ref.split("!")[-1]).name
-
-
-def target_label(ref: str, patch: str | None) -> str:
-    return f"{short_name(ref)} · {REGION_NAMES.get(patch, patch) if patch else 'whole reference'}"
+PANEL_MARGINS = 130  # px of the panel's width beside 3 thumbnails: frames, spacing, margins, scroll bar
+NEED_CHAPTER = "Open a chapter first (File ▸ Open chapter folder… or Open CBZ/ZIP…)"
 
 
 class ReferencePanel(QWidget):
@@ -98,36 +59,47 @@ class ReferencePanel(QWidget):
         self.references.setResizeMode(QListView.ResizeMode.Adjust)
         self.references.setMovement(QListView.Movement.Static)
         self.references.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.references.customContextMenuRequested.connect(self._reference_menu)
-        add = QPushButton("+ Add references…")
-        add.clicked.connect(self.add_requested)
+        self.references.customContextMenuRequested.connect(self._show_reference_menu)
+        self.add_button = QPushButton("+ Add references…")
+        self.add_button.clicked.connect(self.add_requested)
         chapter_box = QGroupBox("References (chapter)")
         chapter_layout = QVBoxLayout(chapter_box)
         chapter_layout.addWidget(self.references, 1)
-        chapter_layout.addWidget(add)
+        chapter_layout.addWidget(self.add_button)
 
-        self.page_box = QGroupBox("This page: retrieved (bar = similarity)")
+        self.page_box = QGroupBox("Retrieved for this page (bar = similarity)")
         grid = QGridLayout(self.page_box)
         self.patch_buttons: dict[tuple[str, int], QToolButton] = {}
+        self.region_labels: list[QLabel] = []
         for row, region in enumerate(REGIONS):
-            grid.addWidget(QLabel(REGION_NAMES[region]), row, 0)
+            label = QLabel(region_name(region))
+            label.setToolTip(f"The {region_name(region)} of the page: the 3 reference patches that match it best")
+            grid.addWidget(label, 2 * row, 0, 1, 3)
+            self.region_labels.append(label)
             for rank in range(3):
                 button = QToolButton()
                 button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
-                button.setIconSize(QSize(64, 64 + SIMILARITY_BAR + 2))
                 button.setCheckable(True)
                 button.setStyleSheet(SELECTED_STYLE)
                 button.setProperty("region_rank", (row, rank))
                 button.installEventFilter(self)
                 button.clicked.connect(lambda _c=False, r=row, k=rank: self._select_patch(r, k))
                 button.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-                button.customContextMenuRequested.connect(lambda _p, r=region, k=rank: self._patch_menu(r, k))
-                grid.addWidget(button, row, rank + 1)
+                button.customContextMenuRequested.connect(lambda _p, r=row, k=rank: self._show_patch_menu(r, k))
+                grid.addWidget(button, 2 * row + 1, rank, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignHCenter)
                 self.patch_buttons[(region, rank)] = button
+        picks_scroll = QScrollArea()  # four rows of large thumbnails: scroll rather than squeeze
+        picks_scroll.setWidgetResizable(True)
+        picks_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        # always there, so that sizing the thumbnails to the width never toggles it
+        picks_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        picks_scroll.setWidget(self.page_box)
+        picks_scroll.viewport().installEventFilter(self)
+        self._picks_viewport = picks_scroll.viewport()
         self.scope = QComboBox()
         self.scope.addItems(["this page", "whole chapter"])
         self.extent = QComboBox()
-        self.extent.addItems(["this patch", "whole reference"])
+        self.extent.addItems(["this patch", "all patches of its reference"])
         actions = QHBoxLayout()
         self.action_buttons: list[QPushButton] = []
         for label, state in (("Pin", "pin"), ("Reject", "reject"), ("Clear", None)):
@@ -136,18 +108,27 @@ class ReferencePanel(QWidget):
             actions.addWidget(button)
             self.action_buttons.append(button)
         options = QHBoxLayout()
-        options.addWidget(self.extent)
+        options.addWidget(self.extent, 1)
         options.addWidget(QLabel("for"))
         options.addWidget(self.scope)
-        grid.addLayout(options, len(REGIONS), 0, 1, 4)
-        grid.addLayout(actions, len(REGIONS) + 1, 0, 1, 4)
+        picks_box = QWidget()
+        picks_layout = QVBoxLayout(picks_box)
+        picks_layout.setContentsMargins(0, 0, 0, 0)
+        picks_layout.addWidget(picks_scroll, 1)
+        picks_layout.addLayout(options)
+        picks_layout.addLayout(actions)
 
         rejected_box = QGroupBox("Rejected (this page and whole chapter)")
         self.rejected = QListWidget()
-        self.rejected.setIconSize(QSize(40, 40))
+        self.rejected.setIconSize(QSize(2 * MIN_THUMB // 3, MIN_THUMB))
         self.rejected.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.rejected.setMouseTracking(True)
         self.rejected.itemClicked.connect(self._select_rejected)
         self.rejected.itemDoubleClicked.connect(lambda item: self.restore(item))
+        self.rejected.itemEntered.connect(self._preview_rejected)
+        self.rejected.viewport().installEventFilter(self)
+        self.rejected.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.rejected.customContextMenuRequested.connect(self._show_rejected_menu)
         self.restore_button = QPushButton("Restore")
         self.restore_button.setToolTip("Allow this patch again (undo with Ctrl+Z)")
         self.restore_button.clicked.connect(lambda: self.restore(self.rejected.currentItem()))
@@ -155,13 +136,42 @@ class ReferencePanel(QWidget):
         rejected_layout.addWidget(self.rejected, 1)
         rejected_layout.addWidget(self.restore_button)
 
+        splitter = QSplitter(Qt.Orientation.Vertical)  # the colorist decides which part gets the room
+        splitter.setChildrenCollapsible(False)
+        for widget, stretch in ((chapter_box, 1), (picks_box, 6), (rejected_box, 1)):
+            splitter.addWidget(widget)
+            splitter.setStretchFactor(splitter.count() - 1, stretch)
         layout = QVBoxLayout(self)
-        layout.addWidget(chapter_box, 2)
-        layout.addWidget(self.page_box, 3)
-        layout.addWidget(rejected_box, 1)
+        layout.addWidget(splitter)
+        self.preview = PatchPreview(self)
         self._picks: list[list[dict]] = []
+        self._patch_pixmaps: list[list[QPixmap]] = []
+        self._page_states: dict = {}
+        self._rejected_thumbs: list[QPixmap | None] = []
+        self._cell_width = MIN_THUMB
         self._selected: tuple[str, str] | None = None  # (ref, patch) of the patch acted on
         self.clear_page()
+        self.set_chapter_open(False)
+
+    def set_chapter_open(self, is_open: bool) -> None:
+        """Adding references needs a chapter: without one the button says so instead."""
+        self.add_button.setEnabled(is_open)
+        self.add_button.setToolTip("Add colored reference pages, archives or folders" if is_open else NEED_CHAPTER)
+
+    def sizeHint(self) -> QSize:  # room for three thumbnails of at least MIN_THUMB px a row
+        return super().sizeHint().expandedTo(QSize(3 * MIN_THUMB + PANEL_MARGINS, 0))
+
+    def _fit_thumbnails(self) -> None:
+        """Three thumbnails a row, as large as the width of the picks' viewport allows."""
+        grid, button = self.page_box.layout(), self.patch_buttons[(REGIONS[0], 0)]
+        left, _top, right, _bottom = grid.getContentsMargins()
+        frame = self.page_box.width() - self.page_box.contentsRect().width()
+        chrome = button.sizeHint().width() - button.iconSize().width()  # selection border, padding
+        room = self._picks_viewport.width() - frame - left - right - 2 * grid.horizontalSpacing() - 3 * chrome
+        side = cell_width(room)
+        if side != self._cell_width:
+            self._cell_width = side
+            self._paint_patch_icons()
 
     # --- chapter references -------------------------------------------------------------
     def set_references(self, refs: list[str], thumbs: dict[str, QPixmap], states: dict[str, str | None]) -> None:
@@ -173,17 +183,14 @@ class ReferencePanel(QWidget):
             item.setToolTip(ref + (f"\n{state}ned for the chapter" if state else ""))
             self.references.addItem(item)
 
-    def _reference_menu(self, position) -> None:
+    def reference_menu(self, ref: str) -> QMenu:
+        """Pin, reject or clear a whole reference, for this page (when one is shown) or the chapter."""
+        return choice_menu(self, ref, [None], self.choice_requested.emit, page_shown=bool(self._picks))
+
+    def _show_reference_menu(self, position) -> None:
         item = self.references.itemAt(position)
-        if item is None:
-            return
-        ref = item.data(Qt.ItemDataRole.UserRole)
-        menu = QMenu(self)
-        for label, state in (("Pin for the chapter", "pin"), ("Reject for the chapter", "reject"), ("Clear", None)):
-            action = QAction(label, menu)
-            action.triggered.connect(lambda _c=False, s=state: self.choice_requested.emit(Target(ref), s, True))
-            menu.addAction(action)
-        menu.exec(self.references.mapToGlobal(position))
+        if item is not None:
+            self.reference_menu(item.data(Qt.ItemDataRole.UserRole)).exec(self.references.mapToGlobal(position))
 
     # --- this page ----------------------------------------------------------------------
     def set_page_picks(self, picks: list[list[dict]], patches: list[list[QPixmap]], page_states: dict,
@@ -191,27 +198,26 @@ class ReferencePanel(QWidget):
         """picks[region][rank] = {"ref", "patch", "score", "pinned"}; patches: their thumbnails;
         rejected: the RejectedPatch entries that apply to this page. The selection follows
         the patch acted on, wherever it now is (grid or Rejected list)."""
-        self._picks = picks
+        self._picks, self._patch_pixmaps, self._page_states = picks, patches, page_states
+        self.preview.hide()
         selected_button = None
         for (region, rank), button in self.patch_buttons.items():
             row = REGIONS.index(region)
             if row < len(picks) and rank < len(picks[row]):
                 pick = picks[row][rank]
-                state = page_states.get((pick["ref"], pick["patch"])) or ("pin" if pick["pinned"] else None)
-                button.setIcon(marked_icon(patches[row][rank], state, 64, pick["score"]))
                 pinned = "\npinned" if pick["pinned"] else ""
                 button.setToolTip(
-                    f"{short_name(pick['ref'])} — patch {pick['patch']}\n"
-                    f"similarity {pick['score']:.4f} (cosine){pinned}\nP pin · R reject · right-click for more"
+                    f"{patch_name(pick['ref'], pick['patch'])}, picked for the {region_name(region)}\n"
+                    f"similarity {pick['score']:.4f} (cosine){pinned}\n{PATCH_HELP}\nP pin · R reject · right-click for more"
                 )
                 button.setEnabled(True)
                 if (pick["ref"], pick["patch"]) == self._selected and selected_button is None:
                     selected_button = button
             else:
-                button.setIcon(QIcon())
                 button.setToolTip("")
                 button.setEnabled(False)
             button.setChecked(False)
+        self._paint_patch_icons()
         if selected_button is not None:
             selected_button.setChecked(True)
         self._set_rejected(rejected or [], rejected_thumbs or [])
@@ -219,19 +225,56 @@ class ReferencePanel(QWidget):
             self._selected = None
         self._update_enabled()
 
+    def _paint_patch_icons(self) -> None:
+        """The thumbnails at the size the panel's width allows (pin/reject marks, similarity bar)."""
+        for (region, rank), button in self.patch_buttons.items():
+            row = REGIONS.index(region)
+            if row < len(self._picks) and rank < len(self._picks[row]):
+                pick = self._picks[row][rank]
+                state = self._page_states.get((pick["ref"], pick["patch"])) or ("pin" if pick["pinned"] else None)
+                icon = marked_icon(self._patch_pixmaps[row][rank], state, self._cell_width, pick["score"])
+                button.setIcon(icon)
+                button.setIconSize(icon_size(icon))
+            else:
+                button.setIcon(QIcon())
+                button.setIconSize(QSize(self._cell_width, self._cell_width))
+
     def _set_rejected(self, rejected: list, thumbs: list[QPixmap | None]) -> None:
         self.rejected.clear()
-        for entry, thumb in zip(rejected, thumbs + [None] * (len(rejected) - len(thumbs))):
+        self._rejected_thumbs = thumbs + [None] * (len(rejected) - len(thumbs))
+        for entry, thumb in zip(rejected, self._rejected_thumbs):
             scope = "this page" if entry.scope == "page" else "whole chapter"
-            item = QListWidgetItem(f"{target_label(entry.ref, entry.patch)}  ({scope})")
+            name = patch_name(entry.ref, entry.patch)
+            item = QListWidgetItem(f"{name}  ({scope})")
             if thumb is not None and not thumb.isNull():
-                item.setIcon(marked_icon(thumb, "reject", 40))
+                item.setIcon(marked_icon(thumb, "reject", 2 * MIN_THUMB // 3, minimum=0))
             item.setData(Qt.ItemDataRole.UserRole, (entry.ref, entry.patch, entry.scope))
-            item.setToolTip(f"{entry.ref}\nrejected for {scope}; Restore (or double-click) allows it again")
+            item.setToolTip(f"{entry.ref}\n{name}, rejected for {scope}: Restore (or double-click) allows it again")
             self.rejected.addItem(item)
             if self._selected is not None and Target(entry.ref, entry.patch).matches(*self._selected) \
                     and self.rejected.currentItem() is None:
                 self.rejected.setCurrentItem(item)
+
+    def rejected_menu(self, item: QListWidgetItem) -> QMenu:
+        """Restore a rejected patch, or pin it instead, at the scope it was rejected for."""
+        ref, patch, scope = item.data(Qt.ItemDataRole.UserRole)
+        name, chapter = patch_name(ref, patch), scope == "chapter"
+        menu = QMenu(self)
+        menu.addAction(f"Restore {name}", lambda: self.restore(item))
+        menu.addAction(f"Pin {name} instead", lambda: self.choice_requested.emit(Target(ref, patch), "pin", chapter))
+        return menu
+
+    def _show_rejected_menu(self, position) -> None:
+        item = self.rejected.itemAt(position)
+        if item is not None:
+            self.rejected.setCurrentItem(item)
+            self._select_rejected(item)
+            self.rejected_menu(item).exec(self.rejected.viewport().mapToGlobal(position))
+
+    def _preview_rejected(self, item: QListWidgetItem) -> None:
+        thumb = self._rejected_thumbs[self.rejected.row(item)]
+        if thumb is not None and not thumb.isNull():
+            self.preview.show_beside(thumb, item.text(), self.rejected)
 
     def clear_page(self) -> None:
         self.set_page_picks([], [], {})
@@ -271,21 +314,16 @@ class ReferencePanel(QWidget):
                     return self._picks[row][rank]
         return None
 
-    def _target(self, pick: dict, whole_reference: bool) -> Target:
-        return Target(pick["ref"], None if whole_reference else pick["patch"])
-
     def _apply_to_selection(self, state: str | None) -> None:
         item = self.rejected.currentItem()
         if item is not None and self.selected_pick() is None:
-            ref, patch, scope = item.data(Qt.ItemDataRole.UserRole)
-            if state != "reject":  # rejecting it again would change nothing
-                self.choice_requested.emit(Target(ref, patch), state, scope == "chapter")
+            ref, patch, scope = item.data(Qt.ItemDataRole.UserRole)  # rejecting it again: the window says so
+            self.choice_requested.emit(Target(ref, patch), state, scope == "chapter")
             return
         pick = self.selected_pick()
-        if pick is None:
-            return
-        target = self._target(pick, self.extent.currentIndex() == 1)
-        self.choice_requested.emit(target, state, self.scope.currentIndex() == 1)
+        if pick is not None:
+            target = Target(pick["ref"], None if self.extent.currentIndex() == 1 else pick["patch"])
+            self.choice_requested.emit(target, state, self.scope.currentIndex() == 1)
 
     def restore(self, item: QListWidgetItem | None) -> None:
         """Allow a rejected target again, at the scope it was rejected for."""
@@ -299,10 +337,23 @@ class ReferencePanel(QWidget):
     def eventFilter(self, watched, event) -> bool:
         if isinstance(watched, QToolButton) and watched.property("region_rank") is not None:
             if event.type() == QEvent.Type.Enter and watched.isEnabled():
-                self.patch_hovered.emit(*watched.property("region_rank"))
+                row, rank = watched.property("region_rank")
+                self.patch_hovered.emit(row, rank)
+                pick = self._picks[row][rank]
+                caption = f"{patch_name(pick['ref'], pick['patch'])} · similarity {pick['score']:.2f}"
+                self.preview.show_beside(self._patch_pixmaps[row][rank], caption, watched)
             elif event.type() == QEvent.Type.Leave:
                 self.patch_hovered.emit(-1, -1)
+                self.preview.hide()
+        elif watched is self.rejected.viewport() and event.type() == QEvent.Type.Leave:
+            self.preview.hide()
+        elif watched is self._picks_viewport and event.type() == QEvent.Type.Resize:
+            self._fit_thumbnails()
         return super().eventFilter(watched, event)
+
+    def hideEvent(self, event) -> None:
+        self.preview.hide()
+        super().hideEvent(event)
 
     def highlight_patch(self, row: int, rank: int) -> None:
         """Outline one patch button (the pointer is over its tile in the canvas); -1 clears."""
@@ -319,26 +370,16 @@ class ReferencePanel(QWidget):
                 return REGIONS.index(region), rank
         return None
 
-    def _patch_menu(self, region: str, rank: int) -> None:
-        row = REGIONS.index(region)
+    def patch_menu(self, row: int, rank: int) -> QMenu:
+        """Every choice the selectors offer for one picked patch: pin, reject or clear the patch
+        or all patches of its reference, for this page or the whole chapter."""
+        pick = self._picks[row][rank]
+        return choice_menu(self, pick["ref"], [pick["patch"], None], self.choice_requested.emit)
+
+    def _show_patch_menu(self, row: int, rank: int) -> None:
         if row >= len(self._picks) or rank >= len(self._picks[row]):
             return
-        pick = self._picks[row][rank]
-        button = self.patch_buttons[(region, rank)]
-        button.setChecked(True)
+        button = self.patch_buttons[(REGIONS[row], rank)]
         self._select_patch(row, rank)
-        menu = QMenu(self)
-        entries = [
-            ("Pin this patch for this page", "pin", False, False),
-            ("Reject this patch for this page", "reject", False, False),
-            ("Reject this reference for this page", "reject", True, False),
-            ("Pin this reference for the chapter", "pin", True, True),
-            ("Reject this reference for the chapter", "reject", True, True),
-        ]
-        for label, state, whole, chapter in entries:
-            action = QAction(label, menu)
-            action.triggered.connect(
-                lambda _c=False, s=state, w=whole, c=chapter: self.choice_requested.emit(self._target(pick, w), s, c)
-            )
-            menu.addAction(action)
-        menu.exec(button.mapToGlobal(button.rect().bottomLeft()))
+        self.preview.hide()
+        self.patch_menu(row, rank).exec(button.mapToGlobal(button.rect().bottomLeft()))

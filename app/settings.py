@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -22,6 +23,8 @@ from PySide6.QtWidgets import (
 
 from engine.core.options import OPTIONS, Option, RunSettings, fixed_by
 
+from .window_layout import WrappingLabel
+
 MAX_RECENT = 10
 
 
@@ -30,6 +33,7 @@ class AppSettings:
     run: RunSettings = field(default_factory=RunSettings)
     recent: list[str] = field(default_factory=list)
     projects_dir: str | None = None  # where chapter projects go; None = beside each chapter
+    window: dict = field(default_factory=dict)  # the main window's geometry and docks (app/window_layout.py)
 
     def remember(self, path: str) -> None:
         self.recent = [path] + [p for p in self.recent if p != path]
@@ -38,10 +42,11 @@ class AppSettings:
 
 # The run options a colorist sets here, in this order; each row is built from its declaration
 # (engine/core/options.py): label, tooltip, allowed values, range and default.
-DIALOG_OPTIONS = ("models", "device", "steps", "seed", "size", "input_style", "procedure", "keep_ink", "low_vram",
+DIALOG_OPTIONS = ("models", "device", "steps", "guidance", "seed", "size", "input_style", "procedure", "keep_ink", "low_vram",
                   "export_format")
 AUTO_SIZE = "auto"  # the size row's text for None: the official size nearest each page's aspect
 SPIN_BOX_MAX = 2**31 - 1  # a QSpinBox holds 32 bits; wider ranges (the seed) get a checked text field
+FLOAT_BOX_MAX = 30.0  # a number without an upper bound (guidance) needs one in a spin box; past ~20 colors burn out
 
 
 class _RangeValidator(QValidator):
@@ -81,6 +86,13 @@ def _option_widget(option: Option, value) -> QWidget:
         widget = QSpinBox()
         widget.setRange(*option.about.range)
         widget.setValue(value)
+    elif option.kind is float:
+        widget = QDoubleSpinBox()
+        low, high = option.about.range
+        widget.setRange(low, FLOAT_BOX_MAX if high is None else high)
+        widget.setDecimals(2)
+        widget.setSingleStep(0.5)
+        widget.setValue(value)
     elif option.kind is int:
         widget = QLineEdit(str(value))
         widget.setValidator(_RangeValidator(*option.about.range, widget))
@@ -99,7 +111,7 @@ def _option_value(option: Option, widget: QWidget, previous):
         return widget.isChecked()
     if option.choices:
         return widget.currentData()
-    if isinstance(widget, QSpinBox):
+    if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
         return widget.value()
     if isinstance(widget, QLineEdit):
         valid = widget.validator().validate(widget.text(), 0)[0] == QValidator.State.Acceptable
@@ -108,6 +120,20 @@ def _option_value(option: Option, widget: QWidget, previous):
     if option.name == "size":
         return None if text == AUTO_SIZE else text
     return text or option.default
+
+
+def models_problem(models: str) -> str | None:
+    """Why `models` cannot be used, from the engine's cheap layout check (no file is hashed or loaded)."""
+    from engine.core.errors import ModelError
+    from engine.models.sources import MODEL_SOURCE_NAMES, models_folder
+
+    if models in MODEL_SOURCE_NAMES:  # presets: the Model manager checks and fetches the official files
+        return None
+    try:
+        models_folder(models)
+    except ModelError as exc:
+        return str(exc)
+    return None
 
 
 class SettingsDialog(QDialog):
@@ -125,6 +151,12 @@ class SettingsDialog(QDialog):
             setattr(self, name, self.fields[name])  # dialog.steps, dialog.procedure, ...
             form.addRow(option.about.label, self.fields[name])
         self.procedure.currentIndexChanged.connect(self._procedure_changed)
+        self.models_problem = WrappingLabel()  # why OK refused the models (accept); a long path wraps
+        self.models_problem.setWordWrap(True)
+        self.models_problem.setStyleSheet("color: #d0343a;")
+        self.models_problem.hide()
+        self.models.currentTextChanged.connect(self.models_problem.hide)
+        form.insertRow(DIALOG_OPTIONS.index("models") + 1, "", self.models_problem)
         self.projects_dir = QLineEdit(settings.projects_dir or "")
         self.projects_dir.setPlaceholderText("beside each chapter (<chapter>.colorflow)")
         browse = QPushButton("Browse…")
@@ -138,6 +170,17 @@ class SettingsDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
         self._procedure_changed()
+
+    def accept(self) -> None:
+        """OK: a models folder that is missing or not in the models layout is refused here, with why."""
+        problem = models_problem(_option_value(OPTIONS["models"], self.models, self._run.models))
+        if problem:
+            self.models_problem.setText(problem)
+            self.models_problem.show()
+            self.adjustSize()  # room for the wrapped lines, at the dialog's width
+            self.models.setFocus()
+            return
+        super().accept()
 
     def _procedure_changed(self) -> None:
         # options the chosen procedure decides (the official one: no keep-ink) are greyed out, not ignored

@@ -15,6 +15,7 @@ from .settings import MAX_RECENT, AppSettings
 
 SETTINGS_FILE = "settings.json"
 SETTINGS_VERSION = 1  # 1: the "version" field; keep_ink may be null (on, off with the official procedure)
+# "window" (the layout, optional) is not a new version: a reader without it ignores it, and it is only a convenience
 
 
 @dataclass
@@ -29,7 +30,7 @@ def settings_path() -> Path:
 
 def save_settings(settings: AppSettings, path: Path | None = None) -> None:
     payload = {"version": SETTINGS_VERSION, "run": asdict(settings.run), "recent": settings.recent,
-               "projects_dir": settings.projects_dir}
+               "projects_dir": settings.projects_dir, "window": settings.window}
     atomic_write_json(path or settings_path(), payload)
 
 
@@ -73,7 +74,23 @@ def parse_settings(raw: bytes) -> tuple[AppSettings, list[str]]:
     if projects_dir is not None and not isinstance(projects_dir, str):
         problems.append("projects_dir is not a folder path")
         projects_dir = None
-    return AppSettings(run, recent[:MAX_RECENT], projects_dir), problems
+    window = _checked_window(data.get("window", {}), problems)
+    return AppSettings(run, recent[:MAX_RECENT], projects_dir, window), problems
+
+
+def _checked_window(window, problems: list[str]) -> dict:
+    """The saved window layout (app/window_layout.py: geometry x, y, width, height; maximized; the
+    docks' state in base64), or none when any part of it is not what was saved."""
+    if window == {}:
+        return {}
+    geometry = window.get("geometry") if isinstance(window, dict) else None
+    valid = (isinstance(geometry, list) and len(geometry) == 4 and all(type(v) is int for v in geometry)
+             and geometry[2] > 0 and geometry[3] > 0 and type(window.get("maximized", False)) is bool
+             and isinstance(window.get("docks", ""), str) and window.get("docks", "").isascii())
+    if not valid:
+        problems.append("window: not a saved window layout (the window opens at its first-start size)")
+        return {}
+    return window
 
 
 def migrate(data: dict) -> tuple[dict, list[str]]:

@@ -26,6 +26,7 @@ class WindowJobsMixin:
         w.page_failed.connect(self._on_page_failed)
         w.cancelled.connect(self._on_cancelled)
         w.notice.connect(lambda _job, text: self.statusBar().showMessage(text, 10000))
+        self._connect_page_states()
 
     def _submit(self, kind: JobKind, work, page: str | None = None) -> int:
         """Queue `work` on the worker and follow it in the job model."""
@@ -51,6 +52,7 @@ class WindowJobsMixin:
         """Each job ends once (finished, failed or cancelled); the window follows its kind and state."""
         if job is None:
             return  # another listener's job (the Models dialog's)
+        self.settle_states(job)  # first: a page's failure counts when the queue settles it
         if job.kind is JobKind.COLORIZE_PAGE:
             self._finish_page_job(job)
         elif job.state is JobState.DONE:
@@ -82,12 +84,10 @@ class WindowJobsMixin:
 
     def _job_failed(self, job: Job, reason: str) -> None:
         if job.kind is JobKind.RETRIEVE:
-            self.canvas_view.set_pixmap(None)
-            hint = "\n\nOpen Models ▸ Model manager to download them." if "models download" in reason else ""
-            self.canvas_view._placeholder.setText(f"Retrieval failed: {reason}{hint}")
-            self.canvas_view._placeholder.setWordWrap(True)
-            self.reference_panel.clear_page()
+            self.show_retrieval_failed(job.page, reason)
         elif job.kind is JobKind.OPEN:
+            self.statusBar().clearMessage()  # no stale "Opening…"
+            self.request_retrieval() if self.document is not None else self.show_empty_canvas()
             if "rename colorflow-project.json.bak" in reason:  # damaged, with a good previous copy
                 self._offer_backup(reason)
             else:
@@ -98,4 +98,6 @@ class WindowJobsMixin:
         elif job.kind is JobKind.EXPORT:
             QMessageBox.warning(self, "ColorFlow", f"Export failed:\n{reason}")
         else:
+            if job.kind is JobKind.ADD_REFERENCES:
+                self.request_retrieval()  # "Adding references…" ends: the page as it stands
             self.statusBar().showMessage(reason, 8000)

@@ -23,6 +23,8 @@ from engine.core.events import (
     Started,
 )
 
+from .gui_messages import gui_text
+
 Job = Callable[[Callable[[object], None], CancelToken], Any]
 
 
@@ -114,12 +116,13 @@ class EngineWorker(QObject):
     def busy(self) -> bool:
         return bool(self._pending)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait_ms: int | None = None) -> bool:
         """Cancel everything, let the current step finish, stop the thread (never terminate:
-        a killed thread could leave a half-written file or a CUDA context in a bad state)."""
+        a killed thread could leave a half-written file or a CUDA context in a bad state).
+        Waits at most `wait_ms` (None: until the step ends); whether the thread has stopped."""
         self.cancel()
         self._thread.quit()
-        self._thread.wait()
+        return self._thread.wait() if wait_ms is None else self._thread.wait(wait_ms)
 
     def is_running(self) -> bool:
         return self._thread.isRunning()
@@ -136,11 +139,11 @@ class EngineWorker(QObject):
         elif isinstance(event, PageDone):
             self.page_done.emit(job_id, event.page, dict(event.outputs))
         elif isinstance(event, PageFailed):
-            self.page_failed.emit(job_id, event.page, printable(event.reason))  # the page name is a key: raw
+            self.page_failed.emit(job_id, event.page, gui_text(printable(event.reason)))  # the page name is a key: raw
         elif isinstance(event, Cancelled):
             self.cancelled.emit(job_id, event.page or "")
         elif isinstance(event, Notice):
-            self.notice.emit(job_id, printable(f"{event.page + ': ' if event.page else ''}{event.message}"))
+            self.notice.emit(job_id, gui_text(printable(f"{event.page + ': ' if event.page else ''}{event.message}")))
         elif isinstance(event, Finished):
             pass  # the job's result carries the report
 
@@ -157,7 +160,7 @@ class EngineWorker(QObject):
     @Slot(int, str)
     def _on_failed(self, job_id: int, reason: str) -> None:
         self._done(job_id)
-        self.job_failed.emit(job_id, reason)
+        self.job_failed.emit(job_id, gui_text(reason))  # the engine's words name CLI flags: here, menus
 
     @Slot(int)
     def _on_skipped(self, job_id: int) -> None:

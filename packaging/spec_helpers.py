@@ -75,6 +75,7 @@ METADATA_DISTS = [
 
 # resources/ installs as this package (setup.py); engine/core/resources.py reads it by this name.
 RESOURCES_PACKAGE = "colorflow_resources"
+GUIDE_SCREENSHOTS = "docs/screenshots"  # in the repository and in the bundle, beside colorflow_resources
 
 # Weight files: never bundled, whatever folder they come from.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".onnx", ".gguf", ".msgpack")
@@ -101,6 +102,13 @@ def resource_datas(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts
     ]
+
+
+def guide_screenshot_datas(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
+    """(file, bundle folder) for each screenshot of docs/screenshots/: the user guide, bundled as
+    colorflow_resources/docs/user-guide.md, links them as ../../docs/screenshots/, so they go to
+    docs/screenshots at the bundle's root (the wheel ships none: the guide then shows their words)."""
+    return [(str(path), GUIDE_SCREENSHOTS) for path in sorted((Path(root) / GUIDE_SCREENSHOTS).glob("*.png"))]
 
 
 def package_modules(package: str, skip: tuple[str, ...] = ("flax", "onnx")) -> list[str]:

@@ -1,5 +1,6 @@
-"""Screenshots of every screen with the demo chapter and tiny models (for the README and for
-checking the GUI by eye). Usage: xvfb-run python scripts/screenshots.py OUT_DIR"""
+"""Screenshots of every screen with the demo chapter and tiny models (for the README, the user guide
+and checking the GUI by eye), on a 1366x768 laptop screen.
+Usage: xvfb-run -s "-screen 0 1366x768x24" python scripts/screenshots.py OUT_DIR"""
 
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ def main(out: Path) -> None:
     chapter, refs = make_demo_chapter(cache_dir() / "screenshot-demo", pages=4, refs=3)
     settings = AppSettings()
     settings.run = replace(settings.run, models="tiny", size=DEMO_WORK_SIZE, steps=DEMO_STEPS)
-    window = MainWindow(settings, persist_settings=False)
-    window.resize(1400, 900)
+    window = MainWindow(settings, persist_settings=False)  # sized to the screen, as at a first start
     window.show()
 
     def wait_for(signal, timeout_ms: int = 1_200_000) -> None:
@@ -68,10 +68,15 @@ def main(out: Path) -> None:
     window.tabs.setCurrentIndex(1)
     settle()
     window.grab().save(str(out / "result.png"))
+    window.colorize_again()  # a second variation of page 1, beside the first
+    wait_for(window.run_finished)
+    settle(1500)
+    window.grab().save(str(out / "variations.png"))
     window.tabs.setCurrentIndex(2)
     window.compare_view.mode.setChecked(True)
     settle()
     window.grab().save(str(out / "compare.png"))
+    shoot_failed_page(window, out, wait_for, settle)
     dialog = SettingsDialog(settings, window)
     dialog.show()
     settle()
@@ -81,8 +86,35 @@ def main(out: Path) -> None:
     models.show()
     settle()
     models.grab().save(str(out / "models.png"))
+    models._end(f"Download stopped: {FAILED_DOWNLOAD}")  # as a failed download ends: the line wraps, the dialog stays on the screen
+    settle()
+    models.grab().save(str(out / "models-error.png"))
     models.close()
     window.close()
+
+
+FAILED_DOWNLOAD = ("download failed: https://huggingface.co/TencentARC/ColorFlow/resolve/main/"
+                   "GraySD/checkpoint-200000/unet_lora.safetensors: connection reset by peer after 3 retries "
+                   "(HTTPSConnectionPool(host='cdn-lfs.huggingface.co', port=443): Read timed out. "
+                   "(read timeout=10)); check the network or a proxy, then press Download again")
+
+
+def shoot_failed_page(window, out: Path, wait_for, settle) -> None:
+    """Page 2 made unreadable: colorized, it fails; its Result tab shows the reason and the fix."""
+    document = window.document
+    broken = Path(document.chapter.sources[1].path)
+    saved = broken.read_bytes()
+    try:
+        broken.write_bytes(b"not an image")
+        window.page_strip.setCurrentRow(1)
+        window.colorize_pages([document.page_names[1]])
+        wait_for(window.run_finished)
+        settle(800)
+        window.tabs.setCurrentIndex(1)
+        settle()
+        window.grab().save(str(out / "failed.png"))
+    finally:
+        broken.write_bytes(saved)
 
 
 if __name__ == "__main__":

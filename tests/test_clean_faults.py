@@ -120,7 +120,7 @@ def test_full_disk_at_start_names_the_path_gives_advice_and_leaves_no_lock(one_p
     with monkeypatch.context() as patch:
         patch.setattr(os, "fsync", full)
         code = main(["colorize", str(pages), "--refs", str(refs), "--out", str(out),
-                     "--models", str(tmp_path / "no-models")])
+                     "--models", "tiny"])  # a valid name (checked before OUT is made), never built: the disk stops it
     assert code == 2  # nothing ran: the output folder cannot be used, as a read-only one at start
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("colorflow: error: ")

@@ -152,6 +152,37 @@ def test_cancel_during_run_leaves_page_pending_and_no_file(chapter_setup):
     assert [p.status for p in saved.pages] == ["done", "pending", "pending", "pending"]
 
 
+@pytest.mark.parametrize("moment", ["as GSRP starts", "during GSRP"])
+def test_cancel_between_stages_writes_nothing_for_the_page(chapter_setup, moment):
+    """A cancel after the last denoising step (no step callback left to see it) stops the page
+    at the next stage boundary: GSRP is skipped or its output dropped, and nothing is written."""
+    chapter, refs, pipeline, project = chapter_setup
+    cancel = CancelToken()
+    upscaler, upscaled = pipeline.upscaler, []
+
+    def upscale(*args, **kwargs):
+        upscaled.append(True)
+        if moment == "during GSRP":
+            cancel.cancel()  # as a click lands while the stage runs
+        return upscaler(*args, **kwargs)
+
+    pipeline.upscaler = upscale
+    events = []
+
+    def sink(event):
+        events.append(event)
+        if moment == "as GSRP starts" and isinstance(event, Progress) and event.stage == "GSRP":
+            cancel.cancel()
+
+    report = colorize_chapter(chapter, refs, pipeline, project, settings=PIPELINE_SETTINGS, emit=sink, cancel=cancel)
+    assert report.cancelled and report.done == []
+    assert upscaled == ([] if moment == "as GSRP starts" else [True])
+    assert any(isinstance(e, Cancelled) and e.page == "1.png" for e in events)
+    assert not any(isinstance(e, PageDone) for e in events)
+    assert not [p.name for p in project.folder.iterdir() if p.suffix in (".png", ".tmp")]
+    assert [p.status for p in ChapterProject.load(project.folder).pages] == ["pending"] * 4
+
+
 def test_failing_page_is_reported_and_chapter_finishes(chapter_setup):
     chapter, refs, pipeline, project = chapter_setup
     original = pipeline.colorizer

@@ -334,3 +334,19 @@ def test_frozen_bundle_runs_the_cli_and_the_gui(frozen_bundle, tmp_path):
     assert shot.stat().st_size > 0
     lo, hi = Image.open(shot).convert("L").getextrema()
     assert hi - lo > 50
+
+
+def test_the_user_guides_screenshots_are_bundled_where_its_links_point():
+    import posixpath
+    import re
+
+    # bundle path (relative to the bundle's root) -> source file, as the spec collects them
+    bundled = {posixpath.join(dest.replace("\\", "/"), Path(src).name): src
+               for src, dest in helpers.resource_datas(REPO_ROOT) + helpers.guide_screenshot_datas(REPO_ROOT)}
+    guide = "colorflow_resources/docs/user-guide.md"
+    links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", Path(bundled[guide]).read_text(encoding="utf-8"))
+    present = [link for link in links if (REPO_ROOT / "resources" / "docs" / link).is_file()]
+    assert len(present) >= 6  # the screenshots the repository has
+    for link in present:
+        assert posixpath.normpath(posixpath.join(posixpath.dirname(guide), link)) in bundled, link
+    assert "H.guide_screenshot_datas(ROOT)" in (PACKAGING / "colorflow.spec").read_text(encoding="utf-8")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 from engine.core.errors import ColorFlowError, InputError, printable
 from engine.cli.evaluate import add_bench_commands, add_eval_commands, cmd_bench, cmd_eval, eval_argv
 from engine.cli.models import add_models_commands, cmd_models, print_check_progress
+from engine.cli.prechecks import check_device_and_model_names, check_out_not_a_file
 from engine.cli.options import Default, add_options, options_from_args
 from engine.cli.train import add_train_commands, cmd_train
 
@@ -70,6 +71,8 @@ def _open_inputs(args, folder: Path):
             check_cache_folder(args.cache_dir)
         except ColorFlowError as exc:
             raise type(exc)(f"--cache-dir {exc}") from exc
+    check_out_not_a_file(args, folder)
+    check_device_and_model_names(args)  # before OUT is made: a refused run leaves no empty folder
     folder = folder.expanduser().resolve()
     check_output_folder(folder)  # read-only or not creatable: said now, before the lock or any model
     lock = ProjectLock(folder).acquire()
@@ -173,12 +176,10 @@ def _progress_sink(enabled: bool):
 
 
 def _precheck(args) -> ModelPaths:
-    """Everything that can be checked without torch: device, and that the models are present.
+    """That the models are present (the device was checked with the inputs), without torch.
     Returns the model source resolved, once for the whole run (`tiny` is built here on first use)."""
-    from engine.core.devices import precheck_device
     from engine.models.sources import check_models, resolve_models
 
-    precheck_device(args.device)
     return check_models(args.models, print_check_progress) or resolve_models(args.models)
 
 
@@ -245,7 +246,7 @@ def cmd_colorize(args) -> int:
     options = options_from_args(args)
     settings = pipeline_settings(options)
     chapter, references, project, lock = _open_inputs(args, folder)
-    stopped, exports = None, []
+    stopped, exports, export_notes = None, [], []
     try:
         with lock:  # held until the export is written, so a second process on OUT is refused
             from engine.core.errors import RunStopped
@@ -266,19 +267,22 @@ def cmd_colorize(args) -> int:
                 close()
             if stopped is None:
                 try:
-                    exports = [str(p) for p in export_project(project, chapter, options.export_format,
-                                                              destination=cbz, include_uncolored=args.include_uncolored)]
+                    exports = [str(p) for p in export_project(
+                        project, chapter, options.export_format, destination=cbz,
+                        include_uncolored=args.include_uncolored,
+                        emit=lambda note: export_notes.append(f"{note.page}: {note.message}"))]
                 except IncompleteExport as exc:  # the per-page report still prints; nothing short is written
                     print(printable(f"colorflow: {options.export_format} export not written: {exc}"), file=sys.stderr)
     except KeyboardInterrupt:
         return _interrupted(project, chapter, "done", "run the same command with --resume to continue")
-    return _finish(args, project, report, "colored", lock, stopped, exports)
+    return _finish(args, project, report, "colored", lock, stopped, exports, export_notes)
 
 
-def _finish(args, project, report, verb: str, lock, stopped=None, exports: list[str] | None = None) -> int:
+def _finish(args, project, report, verb: str, lock, stopped=None, exports: list[str] | None = None,
+            export_notes: list[str] | None = None) -> int:
     """The per-page report, then what stopped the run early and a lock file that had to stay:
     exit 1 when a page failed or was left by the stop."""
-    _print_report(args, project, report, verb, exports)
+    _print_report(args, project, report, verb, exports, export_notes)
     if stopped is not None:
         print(f"colorflow: error: {printable(str(stopped))}", file=sys.stderr)
     if lock.left_behind:
@@ -299,7 +303,8 @@ def _interrupted(project, chapter, status: str, how_to_go_on: str) -> int:
     return EXIT_INTERRUPTED
 
 
-def _print_report(args, project, report, verb: str, exports: list[str] | None = None) -> None:
+def _print_report(args, project, report, verb: str, exports: list[str] | None = None,
+                  export_notes: list[str] | None = None) -> None:
     if args.json:
         pages = [
             {"page": p.name, "status": p.status, "error": p.error, "outputs": p.outputs}
@@ -308,7 +313,7 @@ def _print_report(args, project, report, verb: str, exports: list[str] | None = 
         print(json.dumps({"out": str(project.folder), "done": report.done, "failed": report.failed,
                           "skipped": report.skipped, "cancelled": report.cancelled, "warnings": report.warnings,
                           "timings_s": {k: round(v, 3) for k, v in report.timings.items()},
-                          "exports": exports or [], "pages": pages}, indent=2))
+                          "exports": exports or [], "export_notes": export_notes or [], "pages": pages}, indent=2))
         return
     skipped = f", {len(report.skipped)} already done" if report.skipped else ""
     print(printable(f"{len(report.done)} page(s) {verb} into {project.folder}{skipped}; {len(report.failed)} failed"))
@@ -316,6 +321,8 @@ def _print_report(args, project, report, verb: str, exports: list[str] | None = 
         print(printable(f"  {name}: {reason}"))
     if exports and getattr(args, "export_format", "png") != "png":  # colorize's PNGs are the pages themselves
         print(printable("exported: " + ", ".join(exports)))
+    for note in export_notes or []:  # e.g. a page that could not be read, as a placeholder in the CBZ
+        print(printable(f"note: {note}"))
 
 
 def cmd_demo(args) -> int:

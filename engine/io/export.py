@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import re
+import stat
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from engine.core.options import ExportFormat
-from engine.core.errors import InputError, listed
+from engine.core.errors import InputError, PageDecodeError, listed
+from engine.core.events import EventSink, Notice, ignore
 from engine.io.chapter import ImageSource, load_image
 from engine.io.fileio import atomic_write, atomic_write_bytes
 
@@ -29,6 +32,20 @@ def _png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# Unix mode of every member we write: a regular file, rw-r--r-- (zipfile's default for a name is
+# 0600, which `unzip` turns into files only their owner can read).
+MEMBER_MODE = stat.S_IFREG | 0o644
+
+
+def _member(name: str, compress_type: int = zipfile.ZIP_STORED) -> zipfile.ZipInfo:
+    """A zip member's header: stamped now, made on Unix with MEMBER_MODE."""
+    info = zipfile.ZipInfo(name, date_time=time.localtime(time.time())[:6])
+    info.create_system = 3  # Unix: the high 16 bits of external_attr are the st_mode
+    info.external_attr = MEMBER_MODE << 16
+    info.compress_type = compress_type
+    return info
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,17 @@ class ComicMetadata:
         )
 
 
-def comic_info(meta: ComicMetadata | str, sizes: Sequence[tuple[int, int]] | int) -> str:
-    """ComicInfo.xml (the Anansi/ComicRack schema most readers understand), with a Pages list."""
+def black_and_white(pages: int, gray_pages: int) -> str:
+    """ComicInfo's BlackAndWhite (schema v2.0 values Yes/No/Unknown): Yes only when every page is
+    gray, No when every page is colored, Unknown for a mix."""
+    if pages and gray_pages == pages:
+        return "Yes"
+    return "No" if pages and not gray_pages else "Unknown"
+
+
+def comic_info(meta: ComicMetadata | str, sizes: Sequence[tuple[int, int]] | int, gray_pages: int = 0) -> str:
+    """ComicInfo.xml (the Anansi/ComicRack schema most readers understand, its elements in the
+    v2.0 schema's order), with a Pages list; `gray_pages` of them are not colored."""
     if isinstance(meta, str):
         meta = ComicMetadata(meta)
     if isinstance(sizes, int):
@@ -73,25 +99,27 @@ def comic_info(meta: ComicMetadata | str, sizes: Sequence[tuple[int, int]] | int
         'xmlns:xsd="http://www.w3.org/2001/XMLSchema">\n'
         f"  <Title>{escape(meta.title)}</Title>\n"
         f"{optional}"
-        f"  <PageCount>{len(sizes)}</PageCount>\n"
         "  <Notes>Colored with ColorFlow desktop (reference-based manga colorization).</Notes>\n"
-        "  <BlackAndWhite>No</BlackAndWhite>\n"
+        f"  <PageCount>{len(sizes)}</PageCount>\n"
+        f"  <BlackAndWhite>{black_and_white(len(sizes), gray_pages)}</BlackAndWhite>\n"
         f"  <Manga>{escape(meta.manga)}</Manga>\n"
         f"  <Pages>\n{pages}  </Pages>\n"
         "</ComicInfo>\n"
     )
 
 
-def export_cbz(pages: Sequence[tuple[str, Image.Image]], path: Path, title: str | ComicMetadata) -> Path:
-    """A CBZ whose page files sort in reading order (zero-padded numbers) + ComicInfo.xml."""
+def export_cbz(pages: Sequence[tuple[str, Image.Image]], path: Path, title: str | ComicMetadata,
+               gray_pages: int = 0) -> Path:
+    """A CBZ whose page files sort in reading order (zero-padded numbers) + ComicInfo.xml;
+    `gray_pages` of the pages are not colored (original pages or placeholders)."""
     width = max(3, len(str(len(pages))))
     meta = title if isinstance(title, ComicMetadata) else ComicMetadata(title)
 
     def write(handle) -> None:
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
             for number, (name, image) in enumerate(pages, start=1):
-                archive.writestr(f"{number:0{width}d}_{Path(name).stem}.png", _png_bytes(image))
-            archive.writestr("ComicInfo.xml", comic_info(meta, [image.size for _, image in pages]))
+                archive.writestr(_member(f"{number:0{width}d}_{Path(name).stem}.png"), _png_bytes(image))
+            archive.writestr(_member("ComicInfo.xml"), comic_info(meta, [image.size for _, image in pages], gray_pages))
 
     atomic_write(Path(path), write)
     return Path(path)
@@ -131,12 +159,12 @@ def export_ora(colored: Image.Image, ink: Image.Image, path: Path, root: Path | 
     def write(handle) -> None:
         with zipfile.ZipFile(handle, "w") as archive:
             # The mimetype must be the first member, stored uncompressed (OpenRaster spec).
-            archive.writestr(zipfile.ZipInfo("mimetype"), "image/openraster", compress_type=zipfile.ZIP_STORED)
-            archive.writestr("stack.xml", stack, compress_type=zipfile.ZIP_DEFLATED)
-            archive.writestr("data/ink.png", _png_bytes(ink_rgba))
-            archive.writestr("data/color.png", _png_bytes(color))
-            archive.writestr("mergedimage.png", _png_bytes(colored.convert("RGB")))
-            archive.writestr("Thumbnails/thumbnail.png", _png_bytes(thumbnail))
+            archive.writestr(_member("mimetype"), "image/openraster")
+            archive.writestr(_member("stack.xml", zipfile.ZIP_DEFLATED), stack)
+            archive.writestr(_member("data/ink.png"), _png_bytes(ink_rgba))
+            archive.writestr(_member("data/color.png"), _png_bytes(color))
+            archive.writestr(_member("mergedimage.png"), _png_bytes(colored.convert("RGB")))
+            archive.writestr(_member("Thumbnails/thumbnail.png"), _png_bytes(thumbnail))
 
     atomic_write(Path(path), write, root)
     return Path(path)
@@ -183,12 +211,13 @@ def uncolored_pages(project, chapter) -> list[str]:
 
 
 def export_project(project, chapter, fmt: str, title: str | None = None, include_uncolored: bool = False,
-                   destination: Path | None = None) -> list[Path]:
+                   destination: Path | None = None, emit: EventSink = ignore) -> list[Path]:
     """Export a chapter project, in reading order, in one format: png = the per-page PNGs already
     in the project folder; cbz = `<title>-colored.cbz` beside them; ora/psd = `layered/NNN_name.<fmt>`
     with the page's own ink over the color (colored pages only). A CBZ of a chapter with pages
     not colored is refused (IncompleteExport), never written short, unless `include_uncolored`,
-    which puts the original pages in their place.
+    which puts the original pages in their place (a labelled placeholder for a page that could not
+    be read, with a Notice naming it to `emit`).
 
     `destination` (a user's choice in a Save dialog) replaces the default place: the CBZ file
     itself, or the folder that receives the PNG copies / layered files."""
@@ -214,14 +243,9 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
     if fmt == "cbz":
         if not title:
             title = default_title(project)
-        pages = []
-        for index, source in enumerate(chapter.sources):
-            if source.name in colored:
-                pages.append((source.name, load_image(ImageSource(colored[source.name]), "RGB").image))
-            elif source.ref not in chapter.errors:
-                pages.append((source.name, chapter.load_page(index).image.convert("RGB")))
+        pages, gray_pages = _cbz_pages(chapter, colored, emit)
         meta = ComicMetadata.for_chapter(title, getattr(project, "settings", {}) or {})
-        return [export_cbz(pages, Path(destination) if destination else folder / cbz_file_name(title), meta)]
+        return [export_cbz(pages, Path(destination) if destination else folder / cbz_file_name(title), meta, gray_pages)]
     written = []
     # layered/ is the project's own: never written through a link (a shared project can carry one)
     layered, root = (Path(destination), None) if destination else (folder / "layered", folder)
@@ -231,6 +255,36 @@ def export_project(project, chapter, fmt: str, title: str | None = None, include
         writer = export_ora if fmt == "ora" else export_psd
         written.append(writer(load_image(ImageSource(path), "RGB").image, ink, target, root))
     return written
+
+
+def _cbz_pages(chapter, colored: dict[str, Path], emit: EventSink) -> tuple[list[tuple[str, Image.Image]], int]:
+    """Every page the chapter lists, in reading order: its colored output, else the original page,
+    else (it could not be read) a labelled placeholder the size of the chapter's first readable page,
+    told to `emit`. Also returns how many of them are not colored."""
+    from engine.io.placeholder import PLACEHOLDER_SIZE, placeholder_page, unreadable_reason
+
+    pages: list[tuple[str, Image.Image | None]] = []
+    unreadable: dict[int, str] = {}
+    for index, source in enumerate(chapter.sources):
+        if source.name in colored:
+            pages.append((source.name, load_image(ImageSource(colored[source.name]), "RGB").image))
+            continue
+        reason = chapter.errors.get(source.ref)  # already refused when the chapter opened: not decoded again
+        if reason is None:
+            try:
+                pages.append((source.name, chapter.load_page(index).image.convert("RGB")))
+                continue
+            except PageDecodeError as exc:
+                reason = str(exc)
+        unreadable[index] = reason
+        pages.append((source.name, None))
+    size = next((image.size for _, image in pages if image is not None), PLACEHOLDER_SIZE)
+    for index, reason in unreadable.items():
+        name = pages[index][0]
+        pages[index] = (name, placeholder_page(name, reason, size))
+        emit(Notice(f"could not be read ({unreadable_reason(name, reason)}); a labelled placeholder page "
+                    "stands in its place in the CBZ", name))
+    return pages, sum(1 for source in chapter.sources if source.name not in colored)
 
 
 def default_title(project) -> str:

@@ -68,6 +68,12 @@ def nearest_existing(folder: Path) -> Path:
     return folder
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The existing file (not a folder) at `folder` or above it that keeps it from being a folder."""
+    existing = nearest_existing(folder)
+    return None if existing.is_dir() else existing
+
+
 def check_outside_inputs(folder: Path, inputs: Sequence) -> None:
     """Refuse an output folder that is an input chapter folder or lies inside one: the next run
     would read the colored pages as new pages of the chapter. (A folder beside it is fine.)"""
@@ -92,6 +98,9 @@ def probe_writable(folder: Path) -> None:
 def check_output_folder(folder: Path, needed_bytes: int = 0) -> None:
     """Refuse an output folder that cannot be written or lacks room, before the run starts."""
     folder = Path(folder)
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise OutputError(f"{folder}: {blocker} is a file, not a folder; choose another output folder")
     try:
         probe_writable(folder)
     except OSError as exc:

@@ -26,11 +26,13 @@ from engine.io.fileio import atomic_save_image, atomic_write_json, make_temp_fol
 from engine.io.naming import page_folder_name
 from engine.io.storage import is_storage_error
 from engine.project.state import ChapterProject
+from engine.project.variations import next_id
 from engine.rap.retrieval import PageRetrieval, Retriever
 from engine.core.options import InputStyle
 from engine.pipelines.page import ColorFlowPipeline, prepare_page
 from engine.pipelines.run_guard import color_with_memory_retry, storage_stop
 from engine.pipelines.settings import InputSettings, PipelineSettings
+from engine.pipelines.variations import VariationRequest, page_settings, variation_file
 
 
 def write_retrieval(result: PageRetrieval, folder: Path) -> dict[str, str]:
@@ -163,14 +165,32 @@ def colorize_chapter(
     cancel: CancelToken | None = None,
     resume: bool = False,
     only: set[str] | None = None,
+    again: VariationRequest | None = None,
 ) -> ChapterReport:
     """Color a chapter: RAP for every page, then RAP (cached) + ICP + GSRP page by page. Each page is written
-    as `NNN_name.png` at its own size and the project saved, so a killed run loses at most the
-    page in flight. With `resume`, pages done with the same settings key are skipped."""
+    as its picked variation's file (`NNN_name.png` for the first) at its own size and the project saved,
+    so a killed run loses at most the page in flight. With `resume`, pages done with the same
+    settings key are skipped. With `again` ("Colorize again") each page gets a new variation in a
+    file of its own, beside the others; the page's status and picked result stay as they were."""
     from engine.icp.colorize import Interrupted
 
     cancel = cancel or CancelToken()
     settings.check()
+    runs: dict[str, tuple] = {}  # page -> (its settings, what its variation records): a new seed is drawn once
+
+    def run_for(name: str) -> tuple:
+        if name not in runs:
+            with project.lock:
+                runs[name] = page_settings(settings, project.page(name), again)
+        return runs[name]
+
+    def failed(name: str, reason: str) -> None:  # a new variation that failed leaves the page's result alone
+        if again is None:
+            _page_failed(project, report, emit, name=name, reason=reason)
+        else:
+            report.failed[name] = reason
+            emit(PageFailed(name, reason))
+
     with project.lock:  # recorded with the chapter, so a reopened project shows how it was made
         project.settings.update(settings.recorded())
     _prepare(project, chapter, references)
@@ -189,12 +209,12 @@ def colorize_chapter(
             page = _load(chapter, index)
             if settings.input_style == InputStyle.SCREEN:
                 emit(Progress("ScreenStyle", position, len(indices), name))
-            prepared = pipeline.prepare(page, settings.inputs)
+            prepared = pipeline.prepare(page, run_for(name)[0].inputs)
             emit(Progress("RAP", position, len(indices), name))
             pipeline.retrieve(page, references, project.choices_for(name), prepared)
             usable.append(index)
         except Exception as exc:  # one bad page never ends the chapter
-            _page_failed(project, report, emit, name=name, reason=_reason(exc))
+            failed(name, _reason(exc))
         finally:
             _tell_unusable_references(pipeline.retriever, report, emit)
     pipeline.release_retrieval()
@@ -204,47 +224,61 @@ def colorize_chapter(
         name = chapter.sources[index].name
         try:
             page = _load(chapter, index)
-            prepared = pipeline.prepare(page, settings.inputs)
+            run, made_with = run_for(name)
+            prepared = pipeline.prepare(page, run.inputs)
             retrieval = pipeline.retrieve(page, references, project.choices_for(name), prepared)
         except Exception as exc:
-            _page_failed(project, report, emit, name=name, reason=_reason(exc))
+            failed(name, _reason(exc))
             continue
-        state = project.page(name)
-        key = settings.key(page, retrieval, pipeline.models_id)
-        output = project.folder / f"{page_folder_name(index, name)}.png"
+        key = run.key(page, retrieval, pipeline.models_id)
+        with project.lock:
+            state = project.page(name)
+            target = None if again else state.picked  # a plain run makes the picked variation again
+            number = target or next_id(state.variations)
+            same = next((v for v in state.variations if v.settings_key == key), None)
+        output = project.folder / variation_file(index, name, number)
         recorded = state.outputs.get("colored") == output.name  # the file this run would write, nothing else
-        if resume and state.status == "done" and state.settings_key == key and recorded and output.exists():
+        if again is None and resume and state.status == "done" and state.settings_key == key and recorded \
+                and output.exists():
             report.skipped.append(name)
             emit(PageDone(name, {"colored": str(output)}, {"skipped": True}))
+            continue
+        if again is not None and same is not None and (project.folder / same.file).exists():
+            report.skipped.append(name)
+            emit(Notice(f"variation {same.id} has these settings already, nothing new was colored: choose a new "
+                        "seed or another guidance", name))
             continue
         if cancel.cancelled:
             report.cancelled = True
             emit(Cancelled(name))
             break
-        project.set_status(name, "running")
+        if again is None:
+            project.set_status(name, "running")
         notes = list(retrieval.warnings)
         try:
-            final = color_with_memory_retry(pipeline, page, retrieval, prepared, settings, emit=emit, cancel=cancel,
+            final = color_with_memory_retry(pipeline, page, retrieval, prepared, run, emit=emit, cancel=cancel,
                                             notes=notes)
         except Interrupted:
-            project.set_status(name, "pending")
-            project.save()
+            if again is None:
+                project.set_status(name, "pending")
+                project.save()
             report.cancelled = True
             emit(Cancelled(name))
             break
         except Exception as exc:  # a bug or out-of-memory on one page must not end the chapter
-            _page_failed(project, report, emit, name=name, reason=_reason(exc))
+            failed(name, _reason(exc))
             continue
         try:
             atomic_save_image(final, output)
-            project.record_outputs(name, {"colored": output.name}, "done", key)
+            dropped = project.record_variation(name, output.name, key, made_with, replace=target)
             project.save()
         except OSError as exc:
             if not is_storage_error(exc):
                 raise
-            raise storage_stop(project, report, emit, name=name, exc=exc) from exc
+            raise storage_stop(project, report, emit, name=name, exc=exc, in_flight=again is None) from exc
+        project.remove_files(dropped)  # only once the saved project no longer names them
         report.done.append(name)
-        emit(PageDone(name, {"colored": str(output)}, {"warnings": notes}))
+        emit(PageDone(name, {"colored": str(output)}, {"warnings": notes, "variation": number}))
     report.timings = dict(pipeline.timings)
     emit(Finished(len(report.done), len(report.failed)))
     return report

@@ -39,6 +39,14 @@ def prepare_page(preparer: PagePreparer, page: PageImage, inputs: InputSettings)
     return preparer.prepare(page.image, page.sha256, size, inputs.style, inputs.fit, inputs.screen_seed)
 
 
+def stop_if_cancelled(cancel: CancelToken, stage: str) -> None:
+    """Between stages: a cancel that came during `stage` stops the page before anything is written."""
+    from engine.icp.colorize import Interrupted
+
+    if cancel.cancelled:
+        raise Interrupted(f"cancelled after {stage}")
+
+
 class ColorFlowPipeline:
     """The stages for one page (preprocess, RAP, ICP, GSRP) on loaded models; the chapter loop
     is in chapter.py."""
@@ -77,7 +85,7 @@ class ColorFlowPipeline:
         cancel: CancelToken | None = None,
     ) -> Image.Image:
         """ICP then GSRP, then the output size (see PipelineSettings). Raises
-        colorize.Interrupted when cancelled (within one denoising step)."""
+        colorize.Interrupted when cancelled (within one denoising step, or at the next stage)."""
         import contextlib
 
         from engine.core.rng import official_seeding
@@ -102,6 +110,7 @@ class ColorFlowPipeline:
                 self.timings["ICP"] += time.perf_counter() - start
                 start = time.perf_counter()
                 emit(Progress("GSRP", 0, 1, name))
+                stop_if_cancelled(cancel, "ICP")  # a cancel during the last step or the decode
                 frame = self.upscaler(colored, prepared.frame, settings.upscale)
             final = finish_page(frame, page.image, prepared.frame_fit, output_size=settings.output_size,
                                 keep_ink=settings.keep_ink)
@@ -109,6 +118,7 @@ class ColorFlowPipeline:
             offload = self.colorizer.components.offload
             if offload is not None:
                 offload.offload()  # the page is done: every model back to the CPU
+        stop_if_cancelled(cancel, "GSRP")  # GSRP is one pass: a cancel during it drops its output
         emit(Progress("GSRP", 1, 1, name))
         self.timings["GSRP"] += time.perf_counter() - start
         return final

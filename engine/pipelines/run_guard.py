@@ -41,13 +41,15 @@ def oom_advice(exc: BaseException) -> str:
 
 
 def storage_stop(project: ChapterProject, report, emit: EventSink, *, name: str, exc: OSError,
-                 again: str = "run again with --resume") -> RunStopped:
+                 again: str = "run again with --resume", in_flight: bool = True) -> RunStopped:
     """The disk is full or read-only: stop the run (every next page would fail the same way).
-    The page in flight goes back to pending; written pages and the saved project stay valid.
+    The page in flight goes back to pending (unless `in_flight` is False: a new variation of a page
+    that keeps its result); written pages and the saved project stay valid.
     The error carries the report; its message ends with how to go on (`again`)."""
     where = exc.filename or project.folder
     reason = f"{where}: {exc.strerror or exc} while writing page {name}"
-    project.set_status(name, "pending")
+    if in_flight:
+        project.set_status(name, "pending")
     try:
         project.save()
     except OSError:

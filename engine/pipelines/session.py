@@ -14,6 +14,7 @@ from engine.io.chapter import Chapter, ImageSource
 from engine.rap.curation import Choices
 from engine.core.events import CancelToken, EventSink, ignore
 from engine.project.state import ChapterProject
+from engine.pipelines.variations import VariationRequest
 from engine.rap.retrieval import PageRetrieval
 
 
@@ -109,8 +110,10 @@ class EngineSession:
         pages: set[str] | None,
         emit: EventSink = ignore,
         cancel: CancelToken | None = None,
+        again: VariationRequest | None = None,
     ):
-        """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport."""
+        """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport. With
+        `again`, each page gets a new variation beside its others (global settings untouched)."""
         from engine.core.events import Progress
         from engine.pipelines.chapter import colorize_chapter
         from engine.pipelines.settings import pipeline_settings
@@ -121,4 +124,4 @@ class EngineSession:
             emit(Progress("loading models", 0, 1, page_label))
         pipeline = self.pipeline(settings)
         return colorize_chapter(chapter, references, pipeline, project, settings=run, emit=emit, cancel=cancel,
-                                resume=True, only=pages)
+                                resume=True, only=pages, again=again)

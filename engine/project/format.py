@@ -6,15 +6,18 @@ from __future__ import annotations
 from pathlib import PurePosixPath, PureWindowsPath
 
 FORMAT = "colorflow-project"
-# 1: first release. 2: page outputs relative to the project folder, '/'-separated. The schema
-# and the migrations from older versions are in engine.project.schema (pydantic, loaded on use).
-VERSION = 2
+# 1: first release. 2: page outputs relative to the project folder, '/'-separated. 3: each page's
+# colored results kept as variations, one picked (outputs.colored is the picked one's file). The
+# schema and the migrations from older versions are in engine.project.schema (pydantic, loaded on use).
+VERSION = 3
 PAGE_STATES = ("pending", "retrieved", "running", "done", "failed")
 # A 2,000-page volume with every output recorded and some pins is a 1.7 MB file (860 bytes a
 # page) and loads in half a second: the caps are about 19 and 10 times that. The size is checked
 # before the file is read, the page count before each page is validated.
 MAX_PROJECT_BYTES = 32 * 1024**2
 MAX_PROJECT_PAGES = 20_000
+# Colored results a page keeps ("Colorize again"); beyond it the oldest one not picked goes, with its file.
+MAX_VARIATIONS = 8
 
 
 def check_output_path(value: str) -> str:

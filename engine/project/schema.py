@@ -6,11 +6,12 @@ import copy
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from engine.core.options import OPTIONS, PROJECT_OPTIONS
+from engine.core.options import MAX_SEED, OPTIONS, PROJECT_OPTIONS
 
-from engine.project.format import FORMAT, MAX_PROJECT_PAGES, PAGE_STATES, VERSION, check_output_path
+from engine.project.format import (FORMAT, MAX_PROJECT_PAGES, MAX_VARIATIONS, PAGE_STATES, VERSION,
+                                   check_output_path)
 from engine.core.geometry import REFERENCE_PATCHES
 
 OutputPath = Annotated[str, AfterValidator(check_output_path)]
@@ -22,6 +23,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
 
+class VariationModel(_Model):
+    id: int = Field(ge=1)
+    file: OutputPath
+    settings_key: str | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    guidance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    steps: int | None = Field(default=None, ge=1)
+    override: bool = False
+
+
 class PageModel(_Model):
     name: str = Field(min_length=1)
     source: str
@@ -29,6 +40,22 @@ class PageModel(_Model):
     error: str | None = None
     outputs: dict[str, OutputPath] = Field(default_factory=dict)  # kind -> path relative to the folder
     settings_key: str | None = None
+    variations: list[VariationModel] = Field(default_factory=list, max_length=MAX_VARIATIONS)
+    picked: int | None = None  # the id of the variation that is the page's result
+
+    @model_validator(mode="after")
+    def _picked_is_the_result(self) -> "PageModel":
+        ids = [variation.id for variation in self.variations]
+        if len(set(ids)) != len(ids):
+            raise ValueError("variations: two variations have the same id")
+        if self.picked is not None:
+            chosen = next((v for v in self.variations if v.id == self.picked), None)
+            if chosen is None:
+                raise ValueError(f"picked: there is no variation {self.picked}")
+            if self.outputs.get("colored") != chosen.file:
+                raise ValueError(f"picked: variation {self.picked}'s file {chosen.file!r} is not outputs.colored "
+                                 f"({self.outputs.get('colored')!r})")
+        return self
 
 
 class TargetModel(_Model):
@@ -100,7 +127,23 @@ def _relative_posix(value: str, folder: str) -> str:
     return value.replace("\\", "/")
 
 
-MIGRATIONS = {1: _v1_to_v2}  # version n -> function making it version n + 1
+def _v2_to_v3(data: dict[str, Any], folder: str) -> dict[str, Any]:
+    """v3 keeps a page's colored results as variations: the one result of a v2 page is variation 1, picked."""
+    pages = data.get("pages")
+    for page in pages if isinstance(pages, list) else []:
+        outputs = page.get("outputs") if isinstance(page, dict) else None
+        colored = outputs.get("colored") if isinstance(outputs, dict) else None
+        if not isinstance(colored, str) or "variations" in page:
+            continue  # nothing colored yet, or the schema reports it
+        variation = {"id": 1, "file": colored}
+        if isinstance(page.get("settings_key"), str):
+            variation["settings_key"] = page["settings_key"]
+        page["variations"], page["picked"] = [variation], 1
+    data["version"] = 3
+    return data
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}  # version n -> function making it version n + 1
 
 
 def migrate(data: dict[str, Any], folder: str) -> dict[str, Any]:

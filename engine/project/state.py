@@ -19,6 +19,7 @@ from engine.project.format import (FORMAT, MAX_PROJECT_BYTES, MAX_PROJECT_PAGES,
 from engine.project.store import (BACKUP_FILE, PROJECT_FILE, LinkInProject, NewerProject, backup_advice,
                                   encode_project, keep_damaged_aside, parse_project, read_project_file,
                                   same_content)
+from engine.project.variations import PageVariations, Variation, find
 
 
 @dataclass
@@ -32,16 +33,25 @@ class PageState:
     outputs: dict[str, str] = field(default_factory=dict)  # kind -> POSIX path relative to project
     settings_key: str | None = None  # settings the outputs were made with (for --resume)
     unknown: dict[str, Any] = field(default_factory=dict)  # keys this version does not know: saved back
+    # Its colored results, oldest first; outputs["colored"] and settings_key are the picked one's.
+    variations: list[Variation] = field(default_factory=list)
+    picked: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return _with_unknown({
+        known = {
             "name": self.name,
             "source": self.source,
             "status": self.status,
             "error": self.error,
             "outputs": dict(self.outputs),
             "settings_key": self.settings_key,
-        }, self.unknown)
+        }
+        if self.variations or self.picked is not None:
+            known.update(variations=[v.to_json() for v in self.variations], picked=self.picked)
+        return _with_unknown(known, self.unknown)
+
+    def picked_variation(self) -> Variation | None:
+        return find(self.variations, self.picked)
 
 
 def _with_unknown(known: dict[str, Any], unknown: dict[str, Any] | None) -> dict[str, Any]:
@@ -81,7 +91,7 @@ def _curation_json(curation: Curation, unknown: dict[tuple, dict[str, Any]]) -> 
 
 
 @dataclass
-class ChapterProject:
+class ChapterProject(PageVariations):
     """State of one chapter project, stored as `<folder>/colorflow-project.json`."""
 
     folder: Path
@@ -179,7 +189,9 @@ class ChapterProject:
             folder=folder,
             inputs=list(model.inputs),
             references=list(model.references),
-            pages=[PageState(p.name, p.source, p.status, p.error, dict(p.outputs), p.settings_key, _unknown_keys(p))
+            pages=[PageState(p.name, p.source, p.status, p.error, dict(p.outputs), p.settings_key, _unknown_keys(p),
+                             [Variation(v.id, v.file, v.settings_key, v.seed, v.guidance, v.steps, v.override,
+                                        _unknown_keys(v)) for v in p.variations], p.picked)
                    for p in model.pages],
             curation=curation,
             settings=model.settings.model_dump(exclude_unset=True),
@@ -220,6 +232,8 @@ class ChapterProject:
         for index, page in enumerate(self.pages):
             for kind, value in page.outputs.items():
                 self._inside(value, f"pages[{index}].outputs.{kind} (page {page.name!r})", root)
+            for number, variation in enumerate(page.variations):
+                self._inside(variation.file, f"pages[{index}].variations[{number}].file (page {page.name!r})", root)
 
     def _inside(self, value: str, entry: str, root: Path | None = None) -> Path:
         try:
@@ -292,6 +306,8 @@ class ChapterProject:
             page.status, page.error = status, None
             if settings_key is not None:
                 page.settings_key = settings_key
+            if "colored" in outputs:  # the page's result: its picked variation made again, or its first
+                self._result_is_picked(page)
 
     def add_references(self, refs: Sequence[str]) -> None:
         with self.lock:

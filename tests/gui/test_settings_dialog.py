@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 from PySide6.QtGui import QValidator  # noqa: E402
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QSpinBox  # noqa: E402
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox  # noqa: E402
 
 from app.settings import AppSettings, SettingsDialog  # noqa: E402
 
@@ -17,6 +17,7 @@ ROWS = {
     "Models": (None, "official"),
     "Device": (["auto", "cuda", "mps", "cpu"], "auto"),
     "Denoising steps": ((1, 100), 10),
+    "Guidance": ((0.0, 30.0), 7.5),  # the CLI's --guidance (no upper bound; the box stops at 30)
     "Seed": ((0, 2**63 - 1), 0),
     "Working size": (["auto", "640x640", "512x800", "800x512"], "auto"),
     "Input style": (["screen", "gray"], "screen"),
@@ -52,7 +53,7 @@ def test_dialog_rows_are_the_declared_options_with_their_choices_ranges_and_defa
             assert str(widget.currentData() or widget.currentText()) == default, label
         elif isinstance(widget, QComboBox):  # models: a source name or a folder
             assert widget.currentText() == default
-        elif isinstance(widget, QSpinBox):
+        elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
             assert (widget.minimum(), widget.maximum(), widget.value()) == (*allowed, default), label
         elif isinstance(widget, QLineEdit):  # the seed: wider than a spin box holds
             low, high = allowed

@@ -47,7 +47,7 @@ def test_partial_cbz_export_asks_and_never_writes_a_short_file(qtbot, settings, 
     if answer == "No":
         assert window.jobs.latest(JobKind.EXPORT) is None and not offered and not list(project.folder.parent.rglob("*.cbz"))
     else:
-        assert offered == [str(project.folder / f"{chapter[0].name}-colored.cbz")]  # first time: the project
+        assert offered == [str(chapter[0].parent / f"{chapter[0].name}-colored.cbz")]  # first time: beside the chapter
         qtbot.waitUntil(lambda: chosen.is_file() and window.jobs.latest(JobKind.EXPORT) is None, timeout=WAIT_MS)
         import zipfile
 
