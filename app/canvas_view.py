@@ -49,12 +49,15 @@ class ZoomView(QGraphicsView):
         self._zoom = 1.0
         self._syncing = False
         self._fit_pending = False
+        self._fitted = False  # fitted and not zoomed since: a resize (a panel shown below) fits again
         self.horizontalScrollBar().valueChanged.connect(self._emit_view)
         self.verticalScrollBar().valueChanged.connect(self._emit_view)
 
-    def resizeEvent(self, event) -> None:  # keep the placeholder centred
+    def resizeEvent(self, event) -> None:  # keep the placeholder centred, a fitted page fitted
         super().resizeEvent(event)
         self._placeholder.setGeometry(self.viewport().geometry())
+        if self._fitted:
+            self.fit()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -108,6 +111,7 @@ class ZoomView(QGraphicsView):
             self.fitInView(self._pixmap, Qt.AspectRatioMode.KeepAspectRatio)
             self._set_scroll_bars(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
             self._zoom = self.transform().m11()
+            self._fitted = True
             self._emit_view()
 
     def _set_scroll_bars(self, policy: Qt.ScrollBarPolicy) -> None:
@@ -115,6 +119,7 @@ class ZoomView(QGraphicsView):
         self.setVerticalScrollBarPolicy(policy)
 
     def zoom_by(self, factor: float) -> None:
+        self._fitted = False
         self._zoom = max(0.05, min(32.0, self._zoom * factor))
         self.setTransform(self.transform().fromScale(self._zoom, self._zoom))
         self._emit_view()
@@ -127,6 +132,7 @@ class ZoomView(QGraphicsView):
         if self._syncing:
             return
         self._syncing = True
+        self._fitted = False
         self._zoom = zoom
         self.setTransform(self.transform().fromScale(zoom, zoom))
         self.horizontalScrollBar().setValue(int(horizontal))

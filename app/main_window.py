@@ -146,7 +146,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin,
         kind = random_weights_kind(run.models)  # None, "tiny" or "official-size" ("random weights: timing only")
         self.tiny_banner.setVisible(kind is not None)
         if kind is not None:
-            self.tiny_banner.setText(f"{random_weights_notice(kind)}. Models ▸ Model manager downloads the official models.")
+            self.tiny_banner.setText(f"{random_weights_notice(kind)}. Models ▸ Model manager gets the real ones.")
 
     def _resolve_device(self) -> None:
         """Ask the worker which device `auto` (or the chosen one) really is."""

@@ -23,6 +23,9 @@ def main(out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication(sys.argv[:1])  # noqa: F841 - must outlive the widgets
+    import shutil
+
+    shutil.rmtree(cache_dir() / "screenshot-demo", ignore_errors=True)  # no project (variations) left from a last run
     chapter, refs = make_demo_chapter(cache_dir() / "screenshot-demo", pages=4, refs=3)
     settings = AppSettings()
     settings.run = replace(settings.run, models="tiny", size=DEMO_WORK_SIZE, steps=DEMO_STEPS)

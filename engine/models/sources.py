@@ -89,7 +89,7 @@ RANDOM_MARKERS = {"official-size": OFFICIAL_SIZE_MARKER, "tiny": RANDOM_WEIGHTS_
 RANDOM_NOTICES = {
     "official-size": "random weights: timing only; every network at its official size with random values, "
                      "the colors are meaningless (never the real weights)",
-    "tiny": "random weights: tiny demo models; their colors and timings say nothing about the official models",
+    "tiny": "random weights: tiny demo models, their colors and timings are meaningless",
 }
 _MARKER_TEXT = {
     "official-size": "random weights: timing only\n\nEvery file of the official layout at its official size "

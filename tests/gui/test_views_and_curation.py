@@ -77,6 +77,27 @@ def test_fit_and_zoom_shortcuts_work_in_every_view_compare_included(qtbot, setti
     close(qtbot, window)
 
 
+def test_a_fitted_page_stays_fitted_when_the_view_shrinks_a_zoomed_one_keeps_its_zoom(qtbot):
+    """The Variations panel appears below Result after a run: the fitted page must not be cut off."""
+    from app.canvas_view import ZoomView
+
+    view = ZoomView()
+    qtbot.addWidget(view)
+    view.resize(600, 700)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_pixmap(_solid("#0000ff", 300, 450))
+    assert _fits(view)
+    view.resize(600, 350)  # shorter than the fitted page was
+    qtbot.waitUntil(lambda: view.viewport().height() < 360)
+    assert _fits(view)
+    view.zoom_by(2.0)
+    zoomed = view.transform().m11()
+    view.resize(600, 500)
+    qtbot.waitUntil(lambda: view.viewport().height() > 360)
+    assert view.transform().m11() == pytest.approx(zoomed)  # the user's zoom is left alone
+
+
 def _scene_color(view, x: float, y: float) -> str:
     image = view.viewport().grab().toImage()
     point = view.mapFromScene(QPointF(x, y))
