@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import QSize, Qt, QUrl
 from PySide6.QtGui import QAction, QImage, QKeySequence, QTextDocument
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from engine.core.resources import resource
 
 from .images import image_pixmap
+from .window_layout import fit_dialog
 
 GUIDE = ("docs", "user-guide.md")  # under resources/: the one copy of the guide, in every install
 IMAGE_LINK = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
@@ -98,12 +99,6 @@ def _table(headers: tuple[str, ...], rows) -> QTableWidget:
     return table
 
 
-def _fit_to_screen(dialog: QDialog, width: int, height: int) -> None:
-    """The wanted size, or less where the screen is smaller (a 1366x768 laptop)."""
-    available = dialog.screen().availableGeometry()
-    dialog.resize(min(width, int(available.width() * 0.9)), min(height, int(available.height() * 0.9)))
-
-
 def _close_button(dialog: QDialog) -> QDialogButtonBox:
     buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
     buttons.rejected.connect(dialog.close)
@@ -124,7 +119,7 @@ class ShortcutsDialog(QDialog):
         layout.addWidget(QLabel("In the views and panels:"))
         layout.addWidget(self.views_table, 2)
         layout.addWidget(_close_button(self))
-        _fit_to_screen(self, 760, 820)
+        fit_dialog(self, QSize(760, 820))
 
 
 class _GuideBrowser(QTextBrowser):
@@ -146,7 +141,7 @@ class GuideDialog(QDialog):
     def __init__(self, text: str, folder: Path | None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("ColorFlow user guide")
-        _fit_to_screen(self, 1000, 860)
+        fit_dialog(self, QSize(1000, 860))
         self.browser = _GuideBrowser()
         # inside the app only: no web browser or other program is ever started from here
         self.browser.setOpenExternalLinks(False)
