@@ -15,6 +15,7 @@ class JobKind(Enum):
     DEVICE = "resolve device"
     DOWNLOAD = "download"
     PROBE = "speed probe"
+    MEMORY = "memory estimate"
 
 
 class JobState(Enum):

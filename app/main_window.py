@@ -362,7 +362,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin,
     def models_dialog(self) -> None:
         from .model_dialog import ModelDialog
 
-        ModelDialog(self.worker, self).exec()
+        ModelDialog(self.worker, self, size=self.settings.run.size).exec()
 
     def _save_settings(self) -> None:
         if self.persist_settings:

@@ -1,10 +1,10 @@
-"""Models dialog: per-file sizes, destination and free space, licences, GPU, download and speed probe."""
+"""Models dialog: per-file sizes, destination and free space, licences, GPU, memory estimate, download and speed probe."""
 
 from __future__ import annotations
 
 from html import escape
 
-from PySide6.QtCore import QSize
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -27,6 +27,7 @@ from .window_layout import ScrollingPanel, WrappingLabel, fit_dialog
 from .worker import EngineWorker
 
 PROBE_STAGES = ("load", "ScreenStyle", "RAP", "ICP", "GSRP")
+DEFAULT_MEMORY_SIZE = "512x800"  # the memory estimate's size when Settings leave it to each page
 
 
 class ModelDialog(QDialog):
@@ -36,8 +37,12 @@ class ModelDialog(QDialog):
     probe_steps = 10
     probe_size = None
 
-    def __init__(self, worker: EngineWorker, parent=None) -> None:
+    def __init__(self, worker: EngineWorker, parent=None, size: str | None = None) -> None:
         super().__init__(parent)
+        # The working size of Settings; None (the official size nearest each page): 512x800.
+        self.memory_size = size or DEFAULT_MEMORY_SIZE
+        self.size_words = ("the working size in Settings" if size else
+                           "Settings: auto, each page at the official size nearest its aspect")
         self.setWindowTitle("Models")
         fit_dialog(self, QSize(960, 640))
         self.worker = worker
@@ -54,6 +59,9 @@ class ModelDialog(QDialog):
         self.licences.setOpenExternalLinks(True)
         self.gpu = WrappingLabel()
         self.speed = WrappingLabel()
+        self.memory = QLabel()  # rich text (bold peaks): no WrappingLabel; its lines are short words
+        self.memory.setWordWrap(True)
+        self.memory.setTextFormat(Qt.TextFormat.RichText)
         self.summary = WrappingLabel()
         self.progress = QProgressBar()
         self.progress.hide()
@@ -85,7 +93,7 @@ class ModelDialog(QDialog):
         info_layout = QVBoxLayout(info)
         info_layout.setContentsMargins(0, 0, 0, 0)
         for label in (self.total, self.destination, self.space_warning, self.licences, self.gpu, self.speed,
-                      self.summary):
+                      self.memory, self.summary):
             info_layout.addWidget(label)
         layout.addWidget(ScrollingPanel(info))
         layout.addWidget(self.progress)
@@ -94,6 +102,7 @@ class ModelDialog(QDialog):
             signal.connect(slot)
         self.refresh()
         self._check_gpu()
+        self._estimate_memory()
 
     def refresh(self) -> None:
         overview = models_overview("official")
@@ -140,6 +149,26 @@ class ModelDialog(QDialog):
 
         self.gpu.setText("GPU: checking…")
         self.jobs.add(self.worker.submit(lambda emit, cancel: describe_gpu()), JobKind.DEVICE)
+
+    def _estimate_memory(self) -> None:
+        """The estimated peak memory per stage at the Settings size; computed in the worker (the
+        official sizes come from a shipped table at once, other sizes take seconds of torch)."""
+        from engine.pipelines.memory import summary
+
+        size = self.memory_size
+        self.memory.setText(f"Memory at {size}: estimating…")
+        self.jobs.add(self.worker.submit(lambda emit, cancel: summary(size)), JobKind.MEMORY)
+
+    def _show_memory(self, rows) -> None:
+        from engine.pipelines.memory import GIB, NOT_COUNTED
+
+        lines = [f"<b>Estimated peak memory at {escape(self.memory_size)}</b> ({self.size_words}; the canvas is "
+                 f"twice as wide and high), official models, per stage in GiB:"]
+        for label, found in rows:
+            lines.append(f"{escape(label)}: <b>{found.peak / GIB:.1f} GiB</b> ({escape(found.stage_text())})")
+        lines.append(escape(NOT_COUNTED[0].upper() + NOT_COUNTED[1:]) + ". Max VRAM in Settings picks offload "
+                     "and tiling from this.")
+        self.memory.setText("<br>".join(lines))
 
     def task(self) -> Job | None:
         """The download or speed probe in progress (one at a time)."""
@@ -209,6 +238,11 @@ class ModelDialog(QDialog):
         done = job.state is JobState.DONE
         if job.kind is JobKind.DEVICE:
             self.gpu.setText(f"GPU: {result}" if done else f"GPU: could not check ({job.reason or 'cancelled'})")
+        elif job.kind is JobKind.MEMORY:
+            if done:
+                self._show_memory(result)
+            else:
+                self.memory.setText(f"Memory: could not estimate ({escape(job.reason or 'cancelled')})")
         elif done and job.kind is JobKind.DOWNLOAD:
             self._end("Download complete; every file's sha256 was checked.")
         elif done:

@@ -43,10 +43,12 @@ class AppSettings:
 # The run options a colorist sets here, in this order; each row is built from its declaration
 # (engine/core/options.py): label, tooltip, allowed values, range and default.
 DIALOG_OPTIONS = ("models", "device", "steps", "guidance", "seed", "size", "input_style", "procedure", "keep_ink", "low_vram",
-                  "export_format")
+                  "max_vram", "export_format")
 AUTO_SIZE = "auto"  # the size row's text for None: the official size nearest each page's aspect
 SPIN_BOX_MAX = 2**31 - 1  # a QSpinBox holds 32 bits; wider ranges (the seed) get a checked text field
 FLOAT_BOX_MAX = 30.0  # a number without an upper bound (guidance) needs one in a spin box; past ~20 colors burn out
+OPTIONAL_FLOAT_MAX = 1024.0  # the upper bound of an optional number's box (max VRAM in GiB)
+NO_VALUE = "none"  # an optional number's box at its minimum (0): no value, the declared default (no limit)
 
 
 class _RangeValidator(QValidator):
@@ -89,10 +91,13 @@ def _option_widget(option: Option, value) -> QWidget:
     elif option.kind is float:
         widget = QDoubleSpinBox()
         low, high = option.about.range
+        if option.optional:  # 0 shows as "none" (None); the declared range starts above it
+            low, high = 0.0, OPTIONAL_FLOAT_MAX if high is None else high
+            widget.setSpecialValueText(NO_VALUE)
         widget.setRange(low, FLOAT_BOX_MAX if high is None else high)
         widget.setDecimals(2)
         widget.setSingleStep(0.5)
-        widget.setValue(value)
+        widget.setValue(0.0 if value is None else value)
     elif option.kind is int:
         widget = QLineEdit(str(value))
         widget.setValidator(_RangeValidator(*option.about.range, widget))
@@ -111,6 +116,8 @@ def _option_value(option: Option, widget: QWidget, previous):
         return widget.isChecked()
     if option.choices:
         return widget.currentData()
+    if isinstance(widget, QDoubleSpinBox) and option.optional and widget.value() < option.about.range[0]:
+        return None  # "none", or below the declared range: no value
     if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
         return widget.value()
     if isinstance(widget, QLineEdit):

@@ -25,13 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 GB = 1e9
 
-SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)  # the rest: diffusers defaults = SD1.5
-SD15_VAE = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512)
-SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                 max_position_embeddings=77, vocab_size=49408, projection_dim=768)
-
-
 @dataclass
 class Counts:
     """Parameter counts of the official models."""
@@ -48,30 +41,22 @@ class Counts:
 
 
 def official_model():
-    """(GuidedDenoiser on the meta device with the guide + LoRA trainable, Counts)."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from engine.icp.guide import ColorGuiderSDModel
-    from engine.io.checkpoints import attach_lora
+    """(GuidedDenoiser on the meta device with the guide + LoRA trainable, Counts); the networks come from
+    the engine's one builder of the official architectures (engine/models/meta_networks.py)."""
+    from engine.models.meta_networks import meta_networks
     from engine.training.icp_model import GuidedDenoiser
 
-    with torch.device("meta"):
-        unet = UNet2DConditionModel(**SD15_UNET)
-        attach_lora(unet)  # rank 64, alpha 64, the official targets
-        guide = ColorGuiderSDModel()  # defaults = the official GraySD/config.json
-        vae = AutoencoderKL(**SD15_VAE)
-        text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
-    unet.requires_grad_(False)
+    networks = meta_networks()  # official sizes; the UNet with the official rank-64 LoRA
+    unet, guide = networks.unet.train(), networks.guide.train()
+    guide.requires_grad_(True)
     for name, parameter in unet.named_parameters():
         parameter.requires_grad_(".lora_" in name)
     counts = Counts(
         guide=sum(p.numel() for p in guide.parameters()),
         lora=sum(p.numel() for n, p in unet.named_parameters() if ".lora_" in n),
         unet_base=sum(p.numel() for n, p in unet.named_parameters() if ".lora_" not in n),
-        vae=sum(p.numel() for p in vae.parameters()),
-        text=sum(p.numel() for p in text.parameters()),
+        vae=sum(p.numel() for p in networks.vae.parameters()),
+        text=sum(p.numel() for p in networks.text_encoder.parameters()),
     )
     return GuidedDenoiser(guide, unet), counts
 

@@ -16,6 +16,7 @@ TORCH_MODULES = {
     "icp.guide", "icp.unet_walk", "icp.colorize", "icp.components", "gsrp.fusion", "gsrp.upscale",
     "io.checkpoints", "preprocess.screenstyle", "models.loading", "core.offload", "training.icp_model",
     "icp.conditioning", "preprocess.tensors",
+    "core.live_bytes", "pipelines.meta_forward",  # the memory estimate's meta-device runs (issue 23)
 }
 QT_ROOTS = ("PySide6", "shiboken6", "app")
 HEAVY_ROOTS = ("torch", "diffusers", "transformers")

@@ -33,6 +33,9 @@ def test_bench_pages_json_has_every_stage_and_the_ratios(tiny_models_dir, capsys
                 assert cell["s"] >= 0 and cell["peak_mib"] > 0 and cell["added_mib"] >= 0
         assert set(mode["stages"]) == set(STAGES)
         assert mode["stages"]["ICP"]["s"] > 0 and mode["pages_per_hour"] > 0 and mode["peak_mib"] > 0
+        # Model loading is measured apart: the RSS after it includes the models, its peak at least that.
+        assert mode["load_s"] > 0 and mode["memory_after_load_mib"] > mode["memory_before_load_mib"] > 0
+        assert mode["load_peak_mib"] >= mode["memory_after_load_mib"] - 1
     # Ours embeds each reference once per chapter (5 patches each) and each page's 4 query
     # patches; the official procedure re-embeds every reference for every page.
     ours, official = result["modes"]["ours"], result["modes"]["official"]
@@ -47,6 +50,38 @@ def test_bench_pages_json_has_every_stage_and_the_ratios(tiny_models_dir, capsys
         assert ratios["time"]["page"] > 0 and ratios["peak_memory"]["peak"] > 0
     assert result["ratios"]["ours/official"]["clip_images_embedded"] == round(18 / 28, 3)
     assert any("tiny random-weight models" in note for note in result["notes"])
+    assert result["random_weights"].startswith("random weights") and result["process_baseline_mib"] > 0
+    assert "profile" not in result and "profile_wall_s" not in result  # --profile off: no profile pass
+
+
+def test_bench_pages_profile_names_the_operators_each_stage_runs(tiny_models_dir, capsys):
+    """--profile: each stage's table holds operators that stage's networks run. The UNet, guide and
+    VAE are convolutional (ICP and GSRP show a convolution); aten::embedding (token and position
+    embeddings) is run by CLIP (RAP) and never by the VAE or the GSRP network."""
+    from engine.cli.evaluate import _pages_text
+
+    code = main(["bench", "pages", "--models", str(tiny_models_dir), "--device", "cpu", "--pages", "1",
+                 "--ref-count", "1", "--size", "256x256", "--steps", "1", "--input-style", "gray", "--no-warmup",
+                 "--threads", "1", "--modes", "ours", "--profile", "--profile-top", "1000", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    profile = result["profile"]["ours"]
+    assert {"RAP", "ICP", "GSRP"} <= set(profile)
+    ops = {stage: [row["op"] for row in rows] for stage, rows in profile.items()}
+    assert any("conv" in op for op in ops["ICP"][:8]), ops["ICP"][:8]  # among the default 8
+    assert any("conv" in op for op in ops["GSRP"])
+    assert "aten::embedding" in ops["RAP"]
+    assert "aten::embedding" not in ops["GSRP"], ops["GSRP"]
+    for stage, rows in profile.items():
+        assert result["profile_wall_s"]["ours"][stage] > 0
+        assert all(row["calls"] >= 1 and row["self_s"] >= 0 and row["share"] >= 0 for row in rows)
+        assert sum(row["share"] for row in rows) <= 1 + 1e-6, stage
+        assert [row["self_s"] for row in rows] == sorted((row["self_s"] for row in rows), reverse=True)
+    # The profiled pass is not counted: the counters are the timed pass's alone (1 ref x 5 + 1 page x 4).
+    assert result["modes"]["ours"]["clip_images_embedded"] == 5 + 4
+    assert any(note.startswith("profile:") for note in result["notes"])
+    text = _pages_text(result)
+    assert "profile ours" in text and "| ICP (" in text and ops["ICP"][0] in text
 
 
 def test_bench_pages_bad_mode_fails_before_torch():
@@ -67,4 +102,29 @@ def test_bench_pages_takes_everything_after_models_and_device_by_keyword():
     positional = [p.name for p in parameters if p.kind is not inspect.Parameter.KEYWORD_ONLY]
     keyword_only = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
     assert positional == ["models", "device"]
-    assert keyword_only == ["pages", "refs", "steps", "size", "input_style", "seed", "modes", "warmup", "threads", "emit"]
+    assert keyword_only == ["pages", "refs", "steps", "size", "input_style", "seed", "modes", "warmup", "threads",
+                            "options", "profile", "profile_top", "emit"]
+
+
+def test_stage_recorder_shares_one_call_of_several_pages_among_them():
+    """Several pages in one denoising call: the call's seconds are split equally among its pages
+    (their sum is the call's wall time, so s/page stays right), its peak memory counts for each."""
+    import time
+
+    from engine.benchmarks.stage_timing import StageRecorder
+
+    class Meter:
+        def begin(self):
+            pass
+
+        def end(self):
+            return {"peak_mib": 100.0, "added_mib": 10.0}
+
+    recorder = StageRecorder(Meter())
+    start = time.perf_counter()
+    with recorder.stage(("1.png", "2.png"), "ICP"):
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    first, second = recorder.pages["1.png"]["ICP"], recorder.pages["2.png"]["ICP"]
+    assert first["s"] == second["s"] and 0.05 / 2 <= first["s"] <= elapsed / 2
+    assert first["peak_mib"] == second["peak_mib"] == 100.0 and first["added_mib"] == 10.0

@@ -105,3 +105,19 @@ def test_cancelled_probe_stores_nothing(qtbot, worker, hub_snapshot, monkeypatch
     assert dialog.summary.text().startswith("Speed probe stopped:")
     assert not probe_path().exists()
     assert dialog.speed.text().endswith("not measured — run `colorflow models probe` or press Measure speed")
+
+
+def test_dialog_shows_the_memory_estimate_for_the_settings_size(qtbot, worker, tmp_path, monkeypatch):
+    """The Model manager shows, for the working size it is given (Settings), the same per-stage
+    figures as `colorflow models list --size` (engine/pipelines/memory.summary), computed in the worker."""
+    from engine.pipelines.memory import GIB, summary
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    dialog = ModelDialog(worker, size="640x640")
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitUntil(lambda: "estimating" not in dialog.memory.text(), timeout=WAIT_MS)
+    text = dialog.memory.text()
+    assert "at 640x640" in text
+    for label, found in summary("640x640"):
+        assert f"{label}: <b>{found.peak / GIB:.1f} GiB</b> ({found.stage_text()})" in text

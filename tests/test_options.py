@@ -27,9 +27,12 @@ CONTRACT = {
     "--output-size": (["page", "gsrp"], None),
     "--keep-ink": (None, None),  # on, off with the official procedure
     "--low-vram": (None, False),
+    "--compile": (None, False),  # opt-in torch.compile (issue 23)
     "--decode": (["canvas", "page"], "canvas"),
     "--vae-tiling": (None, False),
     "--gsrp-batchnorm": (["batch", "running"], "batch"),
+    "--batch-pages": (None, 1),  # issue 23: pages per denoising call
+    "--max-vram": (None, None),  # issue 23: GiB, no limit
     "--format": (["cbz", "png", "ora", "psd"], None),  # png, or cbz when OUT ends in .cbz
     "--cache-dir": (None, None),
 }
@@ -38,15 +41,15 @@ CHAPTER = RUN | {"--size", "--input-style", "--seed", "--procedure"}
 # The run options each command takes: the ones its help and the README describe.
 COMMAND_OPTIONS = {
     "retrieve": CHAPTER,
-    "colorize": CHAPTER | {"--steps", "--guidance", "--output-size", "--keep-ink", "--low-vram", "--decode",
-                           "--vae-tiling", "--gsrp-batchnorm", "--format"},
+    "colorize": CHAPTER | {"--steps", "--guidance", "--output-size", "--keep-ink", "--low-vram", "--compile", "--decode",
+                           "--vae-tiling", "--gsrp-batchnorm", "--format", "--batch-pages", "--max-vram"},
     "demo": set(),
     "models make-tiny": {"--seed"},
     "models make-random": {"--seed"},
     "models download": set(),
     "models verify": {"--models"},
     "models convert": {"--models"},
-    "models list": set(),
+    "models list": {"--size"},  # of the memory estimate
     "models layout": {"--models"},
     "models probe": {"--models", "--device", "--steps", "--size"},
     "train prepare": {"--models", "--device", "--size", "--seed"},
@@ -55,6 +58,7 @@ COMMAND_OPTIONS = {
     "bench retrieval": set(),
     "bench flops": {"--size", "--steps"},
     "bench pages": {"--models", "--device", "--steps", "--size", "--input-style", "--seed"},
+    "bench speedups": {"--models", "--device", "--size"},
     "eval folders": {"--models", "--device", "--input-style"},
     "eval make-bench": {"--models", "--device", "--seed"},
     "eval bench": RUN | {"--size", "--input-style", "--seed", "--procedure", "--steps", "--keep-ink", "--low-vram"},
@@ -64,8 +68,10 @@ DIFFERENT = {
     ("train icp", "--steps"): (None, 1000),  # optimizer steps
     ("train gsrp", "--steps"): (None, 30000),
     ("bench pages", "--steps"): (None, None),  # 10; 2 with --models tiny
+    ("bench speedups", "--size"): (None, "256x256"),  # any multiple of 32: short CPU runs
     ("eval folders", "--models"): (None, None),  # CLIP-IS only when given
     ("models layout", "--models"): (None, None),  # files read only when given; else the networks built
+    ("models list", "--size"): (None, "512x800"),  # the memory estimate's size
     ("eval folders", "--input-style"): (["screen", "gray"], None),  # the table's Input column
     ("eval bench", "--input-style"): (["screen", "gray", "same"], "screen"),  # same: each set's own style
 }
@@ -129,7 +135,8 @@ def test_official_procedure_means_no_keep_ink_and_the_gsrp_output_size():
     assert (official.keep_ink, official.output_size) == (False, "gsrp")
     assert official.colorize.procedure == official.upscale.procedure == "official"
     assert official.colorize.seed == official.upscale.seed == 9
-    for conflict in ({"keep_ink": True}, {"output_size": "page"}, {"decode": "page"}):
+    assert (ours.batch_pages, official.batch_pages) == (1, 1)
+    for conflict in ({"keep_ink": True}, {"output_size": "page"}, {"decode": "page"}, {"batch_pages": 2}):
         with pytest.raises(InputError, match="official"):
             pipeline_settings(RunSettings(procedure="official", **conflict))
     chosen = pipeline_settings(RunSettings(keep_ink=False, output_size="gsrp", size="256x384"))

@@ -162,6 +162,9 @@ NO_CHANGE: dict[str, Callable[[Inputs], Inputs]] = {
     # The requested size counts through the work size the retrieval ran at, not by itself.
     "size": lambda b: b.with_settings(size=None),
     "everything rebuilt from scratch": lambda b: b.retrieve(Choices()),
+    # Pages per denoising call: within fp32 tolerance of one at a time, like vae_tiling/low_vram
+    # (how the run is carried out, not what the page is made from).
+    "batch_pages": lambda b: b.with_settings(batch_pages=4),
 }
 
 

@@ -58,6 +58,20 @@ def _max_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
+def release_freed_memory() -> bool:
+    """Hand memory that Python and torch freed back to the OS (glibc's malloc_trim), so that the
+    next mode's RSS starts near the process baseline instead of on an earlier mode's freed heap.
+    False where there is no glibc (macOS, Windows, musl): RSS then keeps what the allocator holds."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    try:
+        return bool(name) and bool(ctypes.CDLL(name).malloc_trim(0) >= 0)
+    except (OSError, AttributeError):
+        return False
+
+
 class MemoryMeter:
     """Peak memory between begin() and end().
 
@@ -123,25 +137,29 @@ class StageRecorder:
     def __init__(self, meter: MemoryMeter) -> None:
         self.meter = meter
         self.pages: dict[str, dict[str, dict[str, float]]] = {}
-        self._open: tuple[str, str, float] | None = None
+        self._open: tuple[tuple[str, ...], str, float] | None = None
 
-    def begin(self, page: str, stage: str) -> None:
+    def begin(self, page: str | tuple[str, ...], stage: str) -> None:
+        """`page`: a page, or the pages of one call (several pages' ICP in one denoising call):
+        its seconds are then shared equally among them, its peak memory counts for each."""
         self.meter.begin()
-        self._open = (page, stage, time.perf_counter())
+        self._open = ((page,) if isinstance(page, str) else tuple(page), stage, time.perf_counter())
 
     def end(self) -> None:
         if self._open is None:
             return
         memory = self.meter.end()
-        page, stage, start = self._open
+        pages, stage, start = self._open
         self._open = None
-        cell = self.pages.setdefault(page, {}).setdefault(stage, {"s": 0.0})
-        cell["s"] += time.perf_counter() - start
-        for key, value in memory.items():
-            cell[key] = max(cell.get(key, 0.0), value)
+        seconds = (time.perf_counter() - start) / len(pages)
+        for page in pages:
+            cell = self.pages.setdefault(page, {}).setdefault(stage, {"s": 0.0})
+            cell["s"] += seconds
+            for key, value in memory.items():
+                cell[key] = max(cell.get(key, 0.0), value)
 
     @contextlib.contextmanager
-    def stage(self, page: str, stage: str) -> Iterator[None]:
+    def stage(self, page: str | tuple[str, ...], stage: str) -> Iterator[None]:
         self.begin(page, stage)
         try:
             yield
@@ -149,12 +167,15 @@ class StageRecorder:
             self.end()
 
 
-def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCache | None = None) -> None:
+def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCache | None = None):
     """Wrap the pipeline's stage methods (the chapter loop itself runs unchanged): preprocess is
-    ScreenStyle, retrieval RAP, and `color` is split into ICP and GSRP at its GSRP-start event."""
+    ScreenStyle, retrieval RAP, and `color_batch` (which `color` calls: one page or several in one
+    denoising call) is split into ICP and each page's GSRP at their GSRP-start events. Stages must
+    run one at a time (the chapter loop with overlap=False). Returns a function that puts the
+    unwrapped methods back."""
     from engine.core.events import Progress, ignore
 
-    prepare, retrieve, color = pipeline.prepare, pipeline.retrieve, pipeline.color
+    prepare, retrieve, color_batch = pipeline.prepare, pipeline.retrieve, pipeline.color_batch
     seen: set[str] = set()
 
     def timed_prepare(page, inputs):
@@ -169,19 +190,22 @@ def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCac
         with recorder.stage(name, "RAP"):
             return retrieve(page, references, choices, prepared)
 
-    def timed_color(page, retrieval, prepared, settings, *, emit=ignore, cancel=None):
-        name = page.source.name
-
+    def timed_color_batch(jobs, *, emit=ignore, cancel=None):
         def split(event) -> None:
             if isinstance(event, Progress) and event.stage == "GSRP" and event.step == 0:
                 recorder.end()
-                recorder.begin(name, "GSRP")
+                recorder.begin(event.page, "GSRP")
             emit(event)
 
-        recorder.begin(name, "ICP")
+        recorder.begin(tuple(job.page.source.name for job in jobs), "ICP")
         try:
-            return color(page, retrieval, prepared, settings, emit=split, cancel=cancel)
+            return color_batch(jobs, emit=split, cancel=cancel)
         finally:
             recorder.end()
 
-    pipeline.prepare, pipeline.retrieve, pipeline.color = timed_prepare, timed_retrieve, timed_color
+    pipeline.prepare, pipeline.retrieve, pipeline.color_batch = timed_prepare, timed_retrieve, timed_color_batch
+
+    def restore() -> None:
+        pipeline.prepare, pipeline.retrieve, pipeline.color_batch = prepare, retrieve, color_batch
+
+    return restore

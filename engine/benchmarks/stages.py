@@ -6,9 +6,10 @@ import gc
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from engine.benchmarks.stage_timing import MemoryMeter, ReembeddingCache, StageRecorder, instrument
+from engine.benchmarks.stage_timing import (MIB, MemoryMeter, ReembeddingCache, StageRecorder, instrument,
+                                           release_freed_memory)
 from engine.core.errors import InputError
 
 STAGES = ("ScreenStyle", "RAP", "ICP", "GSRP")
@@ -20,14 +21,15 @@ MODE_LABELS = {
 }
 
 
-def _settings(mode: str, *, steps: int, size, input_style: str, seed: int):
-    """The pipeline settings of a mode: the official procedure for "official", else ours."""
+def _settings(mode: str, *, steps: int, size, input_style: str, seed: int, options: Mapping[str, Any] | None = None):
+    """The pipeline settings of a mode: the official procedure for "official", else ours; `options`:
+    other RunSettings fields (a variant's overrides)."""
     from engine.core.options import Procedure, RunSettings
     from engine.pipelines.settings import pipeline_settings
 
     procedure = Procedure.OFFICIAL if mode == "official" else Procedure.OURS
     return pipeline_settings(RunSettings(steps=steps, size=str(size) if size else None, input_style=input_style,
-                                         seed=seed, procedure=procedure))
+                                         seed=seed, procedure=procedure, **(options or {})))
 
 
 def _summary(pages: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -56,9 +58,12 @@ def _counters(pipeline) -> dict[str, int]:
 
 
 def _run_mode(mode: str, models: str, device: str, work: Path, *, meter: MemoryMeter, settings, emit,
-              warmup: tuple[Path, Path] | None = None) -> dict[str, Any]:
-    """Load the models for `mode`, color work/data's chapter with them, and measure it. With
-    `warmup` (a chapter and its references), that chapter is colored first, unmeasured."""
+              warmup: tuple[Path, Path] | None = None, profile_top: int = 0,
+              compile_models: bool = False) -> dict[str, Any]:
+    """Load the models for `mode` (torch.compiled with `compile_models`: RunSettings.compile, a load-time
+    option), color work/data's chapter with them, and measure it. With
+    `warmup` (a chapter and its references), that chapter is colored first, unmeasured. With
+    `profile_top`, the chapter is then colored once more under torch.profiler (not counted)."""
     from engine.core.errors import ColorFlowError
     from engine.core.events import ignore
     from engine.io.chapter import list_images, open_chapter
@@ -68,6 +73,8 @@ def _run_mode(mode: str, models: str, device: str, work: Path, *, meter: MemoryM
 
     cache = work / f"cache-{mode}"  # empty: nothing measured was computed before
     official_cache = retriever = None
+    before_load = meter.now() / MIB  # the process without this mode's models (an earlier mode's are freed)
+    meter.begin()
     load_start = time.perf_counter()
     if mode == "official":
         from engine.rap.embedding import ClipEmbedder
@@ -77,12 +84,15 @@ def _run_mode(mode: str, models: str, device: str, work: Path, *, meter: MemoryM
         official_cache = ReembeddingCache()
         retriever = Retriever(ClipEmbedder(resolve_models(models).image_encoder, device=device), official_cache)
     pipeline = load_pipeline(models, device, low_vram=mode == "low_vram", cache_dir=cache, retriever=retriever,
-                             input_style=settings.input_style)
+                             input_style=settings.input_style, compile=compile_models)
     load_s = time.perf_counter() - load_start
+    load_memory = meter.end()
+    after_load = meter.now() / MIB
 
     def run(chapter_dir: Path, refs_dir: Path, out: Path, sink):
+        # overlap=False: one stage at a time, so each stage's seconds and peak memory are its own.
         report = colorize_chapter(open_chapter([chapter_dir]), list_images([refs_dir]), pipeline,
-                                  ChapterProject.open_or_create(out), settings=settings, emit=sink)
+                                  ChapterProject.open_or_create(out), settings=settings, emit=sink, overlap=False)
         if report.failed:
             page, reason = next(iter(report.failed.items()))
             raise ColorFlowError(f"bench pages: {mode}: page {page} failed: {reason}")
@@ -92,14 +102,18 @@ def _run_mode(mode: str, models: str, device: str, work: Path, *, meter: MemoryM
         run(*warmup, work / f"warmup-{mode}", ignore)
     before = _counters(pipeline)
     recorder = StageRecorder(meter)
-    instrument(pipeline, recorder, official_cache)
+    restore = instrument(pipeline, recorder, official_cache)
     start = time.perf_counter()
     report = run(work / "data" / "chapter", work / "data" / "refs", work / f"out-{mode}", emit)
     chapter_s = time.perf_counter() - start
+    restore()
     pages = recorder.pages
     result = {
         "label": MODE_LABELS[mode],
         "load_s": load_s,
+        "memory_before_load_mib": before_load,
+        "memory_after_load_mib": after_load,  # minus memory_before_load_mib: this mode's resident models
+        "load_peak_mib": load_memory["peak_mib"],
         "warmup": warmup is not None,
         "chapter_s": chapter_s,
         "pages_per_hour": len(report.done) * 3600 / chapter_s,
@@ -109,6 +123,12 @@ def _run_mode(mode: str, models: str, device: str, work: Path, *, meter: MemoryM
         **{key: value - before[key] for key, value in _counters(pipeline).items()},
         "pages": [{"page": name, "stages": stages} for name, stages in pages.items()],
     }
+    if profile_top:
+        from engine.benchmarks.profile import profile_pass
+
+        result["profile"] = profile_pass(
+            pipeline, lambda out: run(work / "data" / "chapter", work / "data" / "refs", out, ignore),
+            work / f"profile-{mode}", device, official=mode == "official", top=profile_top)
     return result
 
 
@@ -154,13 +174,19 @@ def bench_pages(
     modes: Sequence[str] = MODES,
     warmup: bool = True,
     threads: int | None = None,
+    options: Mapping[str, Any] | None = None,
+    profile: bool = False,
+    profile_top: int = 8,
     emit=None,
 ) -> dict[str, Any]:
     """Color one generated chapter (`pages` pages, `refs` references) once per mode, in this
     process, with the same chapter loop (colorize_chapter) and fresh caches for each mode; time
     and measure memory per page and stage. With `warmup`, the first mode's models first color one
     page of other content, not counted (kernel and allocator warm-up would otherwise land on the
-    first mode only). `threads`: torch's CPU threads (default: torch's choice).
+    first mode only). `threads`: torch's CPU threads (default: torch's choice). `options`: more
+    RunSettings fields for every mode (a speed-up variant's, e.g. {"batch_pages": 2}). With `profile`,
+    each mode then colors the chapter once more, uncounted, under torch.profiler: the report's
+    "profile" has every mode's stages' `profile_top` operators by self time (benchmarks/profile.py).
     Returns a JSON-ready dict with every mode's stages and the ratios ours/official."""
     import torch
 
@@ -171,13 +197,16 @@ def bench_pages(
 
     if pages < 1 or refs < 1:
         raise InputError("--pages and --refs must be at least 1")
+    if profile and profile_top < 1:
+        raise InputError("--profile-top must be at least 1")
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise InputError(f"modes must be among {', '.join(MODES)}, got {', '.join(modes) or 'none'}")
-    _settings(MODES[0], steps=steps, size=size, input_style=input_style, seed=seed)  # checked before any work
+    _settings(MODES[0], steps=steps, size=size, input_style=input_style, seed=seed, options=options)  # checked first
     emit = emit or ignore
     resolved = pick_device(device)
     meter = MemoryMeter(resolved)
+    baseline = meter.now() / MIB  # libraries imported, no model loaded yet
     results: dict[str, Any] = {}
     previous_threads = torch.get_num_threads()
     if threads:
@@ -189,11 +218,13 @@ def bench_pages(
             make_demo_chapter(work / "data", pages=pages, refs=refs, seed=seed)
             warm = make_demo_chapter(work / "warmup", pages=1, refs=1, seed=seed + 1) if warmup else None
             for index, mode in enumerate(dict.fromkeys(modes)):
-                settings = _settings(mode, steps=steps, size=size, input_style=input_style, seed=seed)
+                settings = _settings(mode, steps=steps, size=size, input_style=input_style, seed=seed, options=options)
                 results[mode] = _run_mode(mode, models, resolved, work, meter=meter, settings=settings, emit=emit,
-                                          warmup=warm if index == 0 else None)
+                                          warmup=warm if index == 0 else None, profile_top=profile_top if profile else 0,
+                                          compile_models=bool((options or {}).get("compile", False)))
                 gc.collect()  # this mode's models go before the next mode loads its own
                 free_memory()
+                release_freed_memory()  # and leave the process's RSS, so the next mode's figures start clean
     finally:
         torch.set_num_threads(previous_threads)
     from engine.core.geometry import choose_work_size
@@ -209,7 +240,10 @@ def bench_pages(
     ]
     if not meter.cuda:
         notes.append("on the CPU, RSS is process-wide: it includes the libraries and this mode's loaded models, and "
-                     "memory an earlier mode freed may stay with the process; added_mib isolates the stage")
+                     "memory an earlier mode freed may stay with the process (glibc's malloc_trim hands what it can "
+                     "back between modes); added_mib isolates the stage; memory_before_load_mib -> "
+                     "memory_after_load_mib: RSS around this mode's model loading (the models resident), "
+                     "load_peak_mib its peak")
         if "low_vram" in results:
             notes.append("on the CPU --low-vram changes nothing (offloading applies to an accelerator only)")
     kind = random_weights_kind(models)
@@ -219,6 +253,7 @@ def bench_pages(
         notes.append(random_weights_notice(kind))
     report: dict[str, Any] = {
         "models": models,
+        "random_weights": random_weights_notice(kind) if kind else None,
         "device": resolved,
         "device_name": describe_device(resolved),
         "torch": torch.__version__,
@@ -227,13 +262,21 @@ def bench_pages(
         "steps": steps,
         "size": str(choose_work_size((360, 512), size)),
         "input_style": input_style,
+        "options": dict(options or {}),
         "warmup": warmup,
         "cpu_threads": used_threads,
         "memory_measure": meter.kind,
+        "process_baseline_mib": baseline,
         "modes": results,
         "ratios": {},
         "notes": notes,
     }
+    if profile:
+        from engine.benchmarks.profile import profile_note
+
+        report["profile"] = {mode: result["profile"]["stages"] for mode, result in results.items()}
+        report["profile_wall_s"] = {mode: result.pop("profile")["wall_s"] for mode, result in results.items()}
+        notes.append(profile_note(resolved))
     if "official" in results:
         for mode in ("ours", "low_vram"):
             if mode in results:

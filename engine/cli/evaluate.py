@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from engine.cli.options import Default, add_options, options_from_args
+from engine.cli.speedups import add_bench_speedups_command, cmd_bench_speedups
 from engine.core.options import InputStyle
 
 OK, FAILED = 0, 1  # engine.cli.main's EXIT_OK and EXIT_PAGES_FAILED
@@ -126,7 +127,7 @@ def add_eval_commands(commands) -> None:
 
 
 def add_bench_commands(commands) -> None:
-    """`colorflow bench retrieval|flops|pages`, on the top-level subparsers `commands`."""
+    """`colorflow bench retrieval|flops|pages|speedups`, on the top-level subparsers `commands`."""
     bench = commands.add_parser("bench", help="benchmarks that print measured ratios")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="WHICH")
     bench_retrieval = bench_commands.add_parser(
@@ -155,6 +156,7 @@ def add_bench_commands(commands) -> None:
     bench_flops.add_argument("--pages", type=int, default=20, help="pages in the chapter (default 20)")
     bench_flops.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_bench_pages_command(bench_commands)
+    add_bench_speedups_command(bench_commands)
 
 
 def _add_bench_pages_command(bench_commands) -> None:
@@ -168,7 +170,8 @@ def _add_bench_pages_command(bench_commands) -> None:
         "(load time reported apart) and starts with empty caches. Per page and stage (ScreenStyle, RAP, "
         "ICP, GSRP): wall time and peak memory (CUDA: torch.cuda.max_memory_allocated; CPU: the process's "
         "peak RSS, reset per stage on Linux, else getrusage's monotonic ru_maxrss) and its increase over the "
-        "stage; then pages per hour, CLIP encoder "
+        "stage (stages run one at a time: the next page's CPU work does not overlap ICP here, so each stage's "
+        "figures are its own); then pages per hour, CLIP encoder "
         "images and batches, and the ratios ours/official. One uncounted warm-up page runs first. "
         "Use --pages 50 for a chapter-length run. Text output shows stage totals; --json has every page.")
     add_options(pages, ("models", "device", "steps", "size", "input_style"),
@@ -183,6 +186,11 @@ def _add_bench_pages_command(bench_commands) -> None:
     pages.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice); 1 steadies CPU timings on a busy machine")
     add_options(pages, ("seed",))
+    pages.add_argument("--profile", action="store_true",
+                       help="then color the chapter once more per mode under torch.profiler (a separate pass, not "
+                       "counted in the timed figures) and show each stage's top operators by self time")
+    pages.add_argument("--profile-top", type=int, default=8, metavar="N",
+                       help="operators shown per stage with --profile (default 8)")
     pages.add_argument("--json", action="store_true", help="print every page and stage as JSON")
 
 
@@ -289,7 +297,10 @@ def _pages_text(result: dict) -> str:
     modes = result["modes"]
     lines = [f"bench pages: {result['models']} models on {result['device_name']}, {result['size']}, "
              f"{result['steps']} steps, {result['pages']} page(s), {result['references']} reference(s), "
-             f"input style {result['input_style']}", "",
+             f"input style {result['input_style']}",
+             *([result["random_weights"]] if result.get("random_weights") else []),
+             f"memory: {result['memory_measure']}; process baseline before any model "
+             f"{result['process_baseline_mib']:.0f} MiB", "",
              "| Stage | " + " | ".join(f"{m} s/page | {m} peak MiB | {m} added MiB" for m in modes) + " |",
              "|---|" + "---:|" * (3 * len(modes))]
     for stage in ("ScreenStyle", "RAP", "ICP", "GSRP"):
@@ -303,19 +314,27 @@ def _pages_text(result: dict) -> str:
         lines.append(f"{name}: {mode['page_s']:.3f} s/page, {mode['pages_per_hour']:.0f} pages/hour, peak "
                      f"{mode['peak_mib']:.0f} MiB, CLIP encoder {mode['clip_images_embedded']} images in "
                      f"{mode['clip_forward_passes']} batches, {mode['screenstyle_passes']} ScreenStyle passes, "
-                     f"models loaded in {mode['load_s']:.1f} s (not counted)")
+                     f"models loaded in {mode['load_s']:.1f} s (not counted; memory {mode['memory_before_load_mib']:.0f} "
+                     f"-> {mode['memory_after_load_mib']:.0f} MiB, load peak {mode['load_peak_mib']:.0f} MiB)")
     for pair, ratios in result["ratios"].items():
         lines.append(f"{pair}: time " + ", ".join(f"{k} {v}" for k, v in ratios["time"].items())
                      + "; peak memory " + ", ".join(f"{k} {v}" for k, v in ratios["peak_memory"].items())
+                     + "; added memory " + ", ".join(f"{k} {v}" for k, v in ratios["added_memory"].items())
                      + f"; CLIP images {ratios['clip_images_embedded']}")
+    if "profile" in result:
+        from engine.benchmarks.profile import profile_tables
+
+        lines += profile_tables(result["profile"], result["profile_wall_s"])
     lines += [""] + [f"note: {note}" for note in result["notes"]]
     return "\n".join(lines)
 
 
 def cmd_bench(args) -> int:
-    """`colorflow bench retrieval|flops|pages`: measured figures, as text or JSON."""
+    """`colorflow bench retrieval|flops|pages|speedups`: measured figures, as text or JSON."""
     if args.bench_command == "pages":
         return _bench_pages(args)
+    if args.bench_command == "speedups":
+        return cmd_bench_speedups(args)
     if args.bench_command == "retrieval":
         from engine.benchmarks.retrieval import bench_retrieval
 
@@ -352,6 +371,8 @@ def _bench_pages(args) -> int:
         raise InputError("--pages and --ref-count must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise InputError("--threads must be at least 1")
+    if args.profile_top < 1:
+        raise InputError("--profile-top must be at least 1")
     precheck_device(options.device)
     check_models(options.models)
     from engine.benchmarks.stages import bench_pages
@@ -360,6 +381,6 @@ def _bench_pages(args) -> int:
     size = WorkSize.parse(options.size) if options.size else None
     result = bench_pages(options.models, options.device, pages=args.pages, refs=args.ref_count, steps=options.steps,
                          size=size, input_style=options.input_style, seed=options.seed, modes=modes,
-                         warmup=args.warmup, threads=args.threads)
+                         warmup=args.warmup, threads=args.threads, profile=args.profile, profile_top=args.profile_top)
     print(json.dumps(result, indent=2) if args.json else _pages_text(result))
     return OK

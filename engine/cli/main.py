@@ -32,7 +32,8 @@ Run `colorflow COMMAND --help` for the options of each command.
 
 CHAPTER_OPTIONS = ("size", "input_style", "seed", "procedure")
 RUN_OPTIONS = ("models", "device", "cache_dir")
-COLOR_OPTIONS = ("steps", "guidance", "low_vram", "decode", "vae_tiling", "output_size", "keep_ink", "gsrp_batchnorm")
+COLOR_OPTIONS = ("steps", "guidance", "low_vram", "compile", "decode", "vae_tiling", "output_size", "keep_ink",
+                 "gsrp_batchnorm", "batch_pages", "max_vram")
 
 
 def _add_chapter_args(parser: argparse.ArgumentParser, out_help: str) -> None:
@@ -256,7 +257,10 @@ def cmd_colorize(args) -> int:
             models = _precheck(args)
             pipeline = load_pipeline(models, pick_device(options.device), low_vram=options.low_vram,
                                      cache_dir=options.cache_dir, vae_tiling=options.vae_tiling,
-                                     input_style=options.input_style)
+                                     input_style=options.input_style, compile=options.compile,
+                                     max_vram=options.max_vram, work_size=settings.size, decode=settings.colorize.decode)
+            if pipeline.memory_note:
+                print(printable(pipeline.memory_note), file=sys.stderr)
             emit, close = _progress_sink(not args.json)
             try:
                 report = colorize_chapter(chapter, references, pipeline, project, settings=settings, emit=emit,

@@ -80,15 +80,20 @@ def add_models_commands(commands) -> None:
         "beside them and checks they reload to identical tensors. Later loads use the copies.",
     )
     add_options(convert, ("models",), helps={"models": MODELS_HELP})
-    model_commands.add_parser(
+    listing = model_commands.add_parser(
         "list",
-        help="per-file sizes, destination folder and free space, licences, GPU and measured speed",
+        help="per-file sizes, destination folder and free space, licences, GPU, measured speed and memory",
         description="Shows each official file with its size (on disk when present, else the "
         "download size) and how it is verified (tofu: trust on first use, revision: a pinned hub "
         "commit, sha256: a published sha256), the total, the Hugging Face cache folder the files "
         "go to and its free space (with a warning when the download does not fit), the licence of each part with its "
-        "URL, whether a usable GPU is present, the last speed probe, and the tiny models.",
+        "URL, whether a usable GPU is present, the last speed probe, and the tiny models. Then the estimated "
+        "peak memory of each stage at the working size (--size) for the official models: on a GPU in fp16, "
+        "with --low-vram, and on the CPU in fp32 (RAM); see --max-vram of colorize.",
     )
+    add_options(listing, ("size",), defaults={"size": Default("512x800", "512x800")},
+                helps={"size": "working size WxH of the memory estimate (default 512x800; the canvas is 2W x 2H)"})
+    listing.add_argument("--json", action="store_true", help="print everything above as JSON")
     layout = model_commands.add_parser(
         "layout",
         help="print every key and shape of the GraySD guide, UNet LoRA, GSRP network and ScreenStyle networks",
@@ -134,9 +139,12 @@ def _byte_progress_sink():
     return emit, close
 
 
-def print_models_list() -> None:
-    """Sizes, destination, free space, licences, GPU and speed; imports no torch when no GPU
-    can be usable (devices.gpu_ruled_out)."""
+def print_models_list(size: str = "512x800", *, as_json: bool = False) -> None:
+    """Sizes, destination, free space, licences, GPU, speed and the memory estimate at `size`; no torch
+    import when no GPU can be usable (devices.gpu_ruled_out) and `size` is in the shipped table."""
+    if as_json:
+        print(json.dumps(models_list_data(size), indent=1))
+        return
     from engine.core.devices import NO_GPU, describe_device, dtype_name, resolve_auto
     from engine.io.storage import human_bytes
     from engine.models.overview import models_overview
@@ -173,6 +181,32 @@ def print_models_list() -> None:
     device = resolve_auto()
     print(f"GPU       {NO_GPU if device == 'cpu' else describe_device(device)}")
     print(f"device    auto -> {device}, {dtype_name(device)}")
+    from engine.core.geometry import WorkSize
+    from engine.pipelines.memory import NOT_COUNTED, summary_lines
+
+    canvas = WorkSize.parse(size).canvas
+    print(f"memory    estimated peak of the official models at {size} (canvas {canvas[0]}x{canvas[1]}), per stage in GiB")
+    for line in summary_lines(size):
+        print(f"   {line}")
+    print(f"   {NOT_COUNTED}")
+
+
+def models_list_data(size: str) -> dict:
+    """`models list --json`: the same facts as the text."""
+    from engine.core.devices import resolve_auto
+    from engine.models.overview import models_overview
+    from engine.models.speed import probe_line
+    from engine.pipelines.memory import NOT_COUNTED, summary
+
+    overview = models_overview("official")
+    files = [{"path": f"{row.file.repo}/{row.file.path}", "bytes": row.size, "installed": row.installed,
+              "verified_by": row.file.verify} for row in overview.rows]
+    licences = [{"name": lic.name, "component": lic.component, "repo": lic.repo, "url": lic.url}
+                for lic in overview.licences]
+    memory = {"size": size, "not_counted": NOT_COUNTED, "estimates": {k: v.as_dict() for k, v in summary(size)}}
+    return {"files": files, "total_bytes": overview.total_bytes, "to_download_bytes": overview.to_download_bytes,
+            "folder": str(overview.destination), "free_bytes": overview.free_bytes, "warning": overview.warning(),
+            "licences": licences, "speed": probe_line("official"), "device": resolve_auto(), "memory": memory}
 
 
 def cmd_probe(args) -> int:
@@ -340,7 +374,7 @@ def cmd_models(args) -> int:
             accept_if_recorded(paths.sd15.parent)  # the copies are ours: the record takes them
         print(f"{len(written)} file(s) converted" if written else "nothing to convert")
     elif args.models_command == "list":
-        print_models_list()
+        print_models_list(args.size, as_json=args.json)
     elif args.models_command == "probe":
         return cmd_probe(args)
     elif args.models_command == "layout":

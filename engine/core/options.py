@@ -141,6 +141,14 @@ class RunSettings:
         False, label="Low VRAM", hint="keep every model on the CPU except while it runs (8 GB cards; slower)",
         help="every model stays on the CPU and moves to the GPU only while it runs (accelerate offload "
         "hooks, as diffusers' model CPU offload; 8 GB cards). Same pixels, slower")
+    compile: bool = _declare(
+        False, label="Compile models", hint="torch.compile the UNet and guide (for GPUs; the first page compiles)",
+        help="torch.compile the guided UNet step and the Colorization Guide (the VAE stays uncompiled): the "
+        "first page is slower while they compile (147 s on a 2-core CPU), later steps faster only where the "
+        "backend pays: on that CPU (fp32) a step was 1.28x SLOWER, so it is meant for GPUs; measure yours with "
+        "`colorflow bench speedups`. Same pixels within fp32 tolerance, not bit for bit (so --procedure "
+        "official is then no longer the official app's exact pixels). Works with --low-vram (the offload "
+        "hooks wrap the compiled code). On the CPU, torch's inductor backend needs a C/C++ compiler")
     decode: DecodeRegion = _declare(
         DecodeRegion.CANVAS, label="Decode",
         help="canvas (as official): decode the whole 2Wx2H canvas latent and cut out the page; page: "
@@ -148,6 +156,25 @@ class RunSettings:
         "decoder's norms and attention see the whole latent): " + DECODE_DIFFERENCE)
     vae_tiling: bool = _declare(False, label="VAE tiling",
                                 help="encode/decode the canvas in tiles (least memory; changes pixels slightly)")
+    max_vram: float | None = _declare(
+        None, label="Max VRAM (GiB)", range=(0.5, None), range_words="a number of GiB, at least 0.5",
+        default_words="no limit: the memory options as chosen",
+        help="GPU memory limit in GiB (2^30 bytes): before loading, picks the least costly of nothing, VAE tiling, "
+        "model offload (as --low-vram) and both whose estimated peak at the working size (every official size "
+        "when --size is not given) fits, keeping --low-vram and --vae-tiling when set, and says which; when none "
+        "fits, an error before any model loads (it says whether --decode page, which changes the pixels, "
+        "would fit). The estimate (colorflow models list --size) counts weights and activations from "
+        "meta-device forwards, one page per denoising call (--batch-pages N needs more), not the CUDA context "
+        "(~0.5 GiB) or allocator caching: leave some room. GPUs only: on the CPU it changes nothing (says so); "
+        "RAM use there is shown by models list")
+    batch_pages: int = _declare(
+        1, label="Pages per denoising call", range=(1, 8),
+        help="N pages of one working size in one denoising call (each keeps its own seed and canvas), for "
+        "GPUs with room: faster, N times the diffusion memory; pixels within fp32 tolerance of one page at "
+        "a time (not identical: a larger batch changes the order of float sums). Out of memory, the pages "
+        "are colored one at a time. Fixed to 1 by --procedure official, which also runs each page's "
+        "decoding, ScreenStyle pass and retrieval after the page before (global-RNG draws); with ours they "
+        "run while the GPU colors the page before, the same pixels")
     gsrp_batchnorm: BatchNormMode = _declare(
         BatchNormMode.BATCH, label="GSRP BatchNorm",
         help="GSRP fusion BatchNorm: per-call statistics like the official app (batch) or the stored "
@@ -252,10 +279,11 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(_options())
 PROJECT_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.about.in_project)
 
 # What the official procedure fixes, as the official app outputs: no keep-ink, 1.5x the working
-# size, the whole canvas decoded. pipeline_settings (engine/pipelines/settings.py) applies it and
+# size, the whole canvas decoded, one page at a time (its random draws come from the global RNG,
+# page after page). pipeline_settings (engine/pipelines/settings.py) applies it and
 # refuses a choice against it; the settings dialog greys these options out.
 OFFICIAL_FIXES: Mapping[str, Any] = MappingProxyType(
-    {"keep_ink": False, "output_size": OutputSize.GSRP, "decode": DecodeRegion.CANVAS})
+    {"keep_ink": False, "output_size": OutputSize.GSRP, "decode": DecodeRegion.CANVAS, "batch_pages": 1})
 
 
 def fixed_by(procedure: Procedure) -> Mapping[str, Any]:

@@ -6,13 +6,14 @@ negative prompt, guide scale 1.0, the whole 2W x 2H canvas decoded. Two procedur
 conditioning latents sampled separately, so the guide runs at batch 2); "ours" (default) samples
 the two conditioning latents once from their own stream and runs the guide once per step at
 batch 1 for both CFG halves (its features do not depend on the prompt), which is exact for those
-samples and halves the guide's work.
+samples and halves the guide's work. Under "ours", colorize_batch runs several pages of one working
+size through the same loop at once (icp/batch.py); one page is the batch of one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from PIL import Image
 
 from engine.core.geometry import WorkSize
 from engine.core.errors import ColorFlowError, InputError
+from engine.icp.batch import cfg_features, check_batch
 from engine.icp.conditioning import conditioning
 from engine.icp.guide import guided_unet_forward
 from engine.icp.components import DiffusionComponents
@@ -43,7 +45,8 @@ class StepInfo:
     step: int  # 1-based
     total: int
     timestep: int
-    preview: Image.Image | None
+    preview: Image.Image | None  # the first page's (the only one's, but in a batch)
+    previews: tuple[Image.Image | None, ...] = ()  # one per page of the batch, in order
 
 
 StepCallback = Callable[[StepInfo], "bool | None"]
@@ -148,17 +151,56 @@ class Colorizer:
 
         With procedure "official" the conditioning samples come from the global RNG: the
         caller seeds it (see rng.official_seeding) so that the GSRP sample follows them."""
+        self.check_inputs(canvas, mask, size, settings)
+        if settings.procedure == "official":  # one conditioning sample per CFG copy, from the global RNG
+            latents = self.start_noise(size, settings)
+            copies = 2 if settings.guidance_scale > 1.0 else 1
+            conditioning = self.conditioning(canvas, mask, size, None, copies=copies)
+        else:
+            latents, conditioning = self._own_streams([canvas], [mask], size, [settings])
+        return self._denoise(latents, conditioning, size, settings, callback)[0]
+
+    @torch.inference_mode()
+    def colorize_batch(
+        self,
+        canvases: Sequence[Image.Image],
+        masks: Sequence[Image.Image],
+        size: WorkSize,
+        settings_list: Sequence[ColorizeSettings],
+        callback: StepCallback | None = None,
+    ) -> list[Image.Image]:
+        """Several pages of one working size in one denoising call (icp/batch.py): each page's
+        noise and conditioning sample from its own seed, as alone; one callback per step for the
+        batch (StepInfo.previews: one per page). Procedure "ours" only; InputError before any
+        model work for pages that cannot share a batch."""
+        check_batch(canvases, masks, size, settings_list)
+        for canvas, mask, settings in zip(canvases, masks, settings_list):
+            self.check_inputs(canvas, mask, size, settings)
+        latents, conditioning = self._own_streams(canvases, masks, size, settings_list)
+        return self._denoise(latents, conditioning, size, settings_list[0], callback)
+
+    def _own_streams(self, canvases: Sequence[Image.Image], masks: Sequence[Image.Image], size: WorkSize,
+                     settings_list: Sequence[ColorizeSettings]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Procedure "ours": each page's start noise and conditioning sample from its own seed's
+        streams, concatenated along the batch."""
+        noises, conditionings = [], []
+        for canvas, mask, settings in zip(canvases, masks, settings_list):
+            noises.append(self.start_noise(size, settings))
+            conditionings.append(self.conditioning(canvas, mask, size, stream_generator(settings.seed, CONDITIONING)))
+        return torch.cat(noises), torch.cat(conditionings)
+
+    def _denoise(self, latents: torch.Tensor, conditioning: torch.Tensor, size: WorkSize,
+                 settings: ColorizeSettings, callback: StepCallback | None) -> list[Image.Image]:
+        """The guided UniPC loop over start latents of N pages (conditioning of N, or 2 CFG
+        copies of one page for the official procedure), then each page decoded alone."""
         from diffusers import UniPCMultistepScheduler
 
-        self.check_inputs(canvas, mask, size, settings)
         official = settings.procedure == "official"
         use_cfg = settings.guidance_scale > 1.0
-        latents = self.start_noise(size, settings)
-        if official:  # one conditioning sample per CFG copy, from the global RNG
-            conditioning = self.conditioning(canvas, mask, size, None, copies=2 if use_cfg else 1)
-        else:
-            conditioning = self.conditioning(canvas, mask, size, stream_generator(settings.seed, CONDITIONING))
+        pages = latents.shape[0]
         text = self.prompt_embeddings(settings.prompt, settings.negative_prompt)
+        # The UNet's batch: [negative x N, prompt x N] with CFG, else [prompt x N].
+        text = text.repeat_interleave(pages, dim=0) if use_cfg else text[1:].repeat(pages, 1, 1)
         scheduler = UniPCMultistepScheduler.from_config(self.c.scheduler_config)
         # Timesteps stay on the CPU (integers; UniPC keeps its sigmas there too): the step
         # bookkeeping then never needs device data, and the models get them as scalars.
@@ -171,21 +213,26 @@ class Colorizer:
                 batch = torch.cat([model_input] * 2)
                 guide_input = batch if official else model_input
                 features = self.c.guide(guide_input, timestep, conditioning, settings.conditioning_scale)
-                noise = self.c.unet_runner(self.unet_forward, batch, timestep, text, features)
+                noise = self.c.unet_runner(self.unet_forward, batch, timestep, text, cfg_features(features, pages))
                 uncond, cond = noise.chunk(2)
                 noise = uncond + settings.guidance_scale * (cond - uncond)
             else:
                 features = self.c.guide(model_input, timestep, conditioning, settings.conditioning_scale)
-                noise = self.c.unet_runner(self.unet_forward, model_input, timestep, text[1:], features)
+                noise = self.c.unet_runner(self.unet_forward, model_input, timestep, text, features)
             latents = scheduler.step(noise, timestep, latents, return_dict=False)[0]
             if callback is not None:
                 step = index + 1
                 wants_preview = settings.preview_every and (step % settings.preview_every == 0 or step == total)
-                preview = latent_preview(self._page_latent(latents, size)) if wants_preview else None
-                if callback(StepInfo(step, total, int(timestep), preview)) is False:
+                previews = tuple(latent_preview(self._page_latent(latents[i : i + 1], size)) if wants_preview
+                                 else None for i in range(pages))
+                if callback(StepInfo(step, total, int(timestep), previews[0], previews)) is False:
                     raise Interrupted(f"interrupted after step {step} of {total}")
         if self.c.offload is not None:
             self.c.offload.offload("guide")
+        return [self.decode(latents[i : i + 1], size, settings) for i in range(pages)]
+
+    def decode(self, latents: torch.Tensor, size: WorkSize, settings: ColorizeSettings) -> Image.Image:
+        """One page's final latent to its W x H page, by the settings' decode region."""
         if settings.decode == "page":
             return self.decode_page(latents, size, settings.decode_margin)
         return self.decode_canvas(latents, size)

@@ -256,6 +256,9 @@ def _quiet_libraries() -> Iterator[None]:
             diffusers_logging.enable_progress_bar()
 
 
+SDPA_ATTENTION = "sdpa"  # transformers' attn_implementation for torch's scaled_dot_product_attention
+
+
 def load_pretrained(cls: type, folder: Path, what: str, weights: str, **kwargs: Any) -> Any:
     """`cls.from_pretrained(folder)` of a diffusers or transformers model, with every way it
     can fail as one ModelError line naming the file: config.json and the weights present,
@@ -275,6 +278,9 @@ def load_pretrained(cls: type, folder: Path, what: str, weights: str, **kwargs: 
     kwargs["output_loading_info"] = True
     if _is_transformers(cls):  # report mis-shaped weights here rather than in a logged table
         kwargs["ignore_mismatched_sizes"] = True
+        # Attention through torch's scaled_dot_product_attention, whatever the config names
+        # (a config saying "eager" would otherwise get the slower softmax(QK^T) path).
+        kwargs.setdefault("attn_implementation", SDPA_ATTENTION)
     with _quiet_libraries():
         try:
             model, info = cls.from_pretrained(folder, **kwargs)

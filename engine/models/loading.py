@@ -18,6 +18,7 @@ from engine.models import ModelPaths
 from engine.io.checkpoints import find_weights, load_lora, load_pretrained, reading_model
 from engine.io.weight_files import REPAIR_HINT, read_config, require_model_file
 from engine.core.offload import ModelOffload
+from engine.models import kernels
 
 LORA_WEIGHTS = "unet_lora"
 
@@ -30,12 +31,14 @@ def default_dtype(device: str) -> torch.dtype:
 
 def load_diffusion(
     paths: ModelPaths, device: str = "cpu", *, dtype: torch.dtype | None = None, low_vram: bool = False,
-    vae_tiling: bool = False,
+    vae_tiling: bool = False, channels_last: bool | None = None, compile: bool = False,
 ) -> DiffusionComponents:
     """Load SD1.5 (UNet + official LoRA, VAE, text encoder, tokenizer, scheduler config) and
     the GraySD guide and fusion network. With `low_vram`, every model stays on the CPU and
     moves to the device only while it runs (accelerate offload hooks, see offload.py);
-    `vae_tiling` encodes/decodes in tiles (less memory, slightly different pixels)."""
+    `vae_tiling` encodes/decodes in tiles (less memory, slightly different pixels). Attention
+    runs through SDPA; `channels_last` (None: the device's default) and `compile` (torch.compile
+    of the guided UNet step and the guide) as engine/models/kernels.py."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTextModel
@@ -69,7 +72,12 @@ def load_diffusion(
         module.to(dtype=dtype)
     if vae_tiling:
         vae.enable_tiling()
+    kernels.use_sdpa(unet, guide, vae)
+    kernels.set_channels_last((unet, guide, vae), kernels.channels_last_default(target) if channels_last is None
+                              else channels_last)
     components = DiffusionComponents(unet, guide, vae, text_encoder, tokenizer, scheduler_config, fusion, target, dtype)
+    if compile:  # before the offload hooks, which then wrap the compiled forwards
+        kernels.compile_components(components)
     if low_vram and target.type != "cpu":
         install_offload(components)
     else:

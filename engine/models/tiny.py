@@ -194,7 +194,7 @@ def _write_tokenizer(folder: Path, vocab_size: int | None = None) -> int:
     if vocab_size:
         vocab, merges = _bpe_vocabulary(vocab_size)
     else:
-        symbols = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789,.!?'-")
+        symbols = CHAR_SYMBOLS
         vocab = {}
         for symbol in symbols:
             vocab.setdefault(symbol, len(vocab))
@@ -220,24 +220,34 @@ def _arguments(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if not key.startswith("_")}
 
 
+CHAR_SYMBOLS = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789,.!?'-")  # tiny tokenizer
+
+
+def vocabulary_size(size: RandomSize) -> int:
+    """The tokenizer's vocabulary size _write_tokenizer gives `size`: its generated BPE vocabulary,
+    or the characters with and without "</w>" plus the two special tokens."""
+    return size.vocab_size or 2 * len(CHAR_SYMBOLS) + 2
+
+
+def text_encoder_config(size: RandomSize, vocab_size: int) -> dict[str, Any]:
+    """CLIPTextConfig fields of `size` for a tokenizer of `vocab_size` tokens (special tokens last)."""
+    return {**size.text_encoder, "vocab_size": vocab_size, "bos_token_id": vocab_size - 2,
+            "eos_token_id": vocab_size - 1, "pad_token_id": vocab_size - 1}
+
+
 def write_sd15(root: Path, size: RandomSize = TINY, pool: RandomPool | None = None):
     """root/{unet,vae,text_encoder,tokenizer,scheduler,model_index.json} in diffusers layout;
     returns the UNet and the VAE's config, from which the GraySD networks are built."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     root.mkdir(parents=True, exist_ok=True)
     with _building(size):
-        unet = UNet2DConditionModel(**_arguments(size.unet))
+        unet = build_unet(size)
     _finish(unet, size, pool).save_pretrained(root / "unet")
     with _building(size):
-        vae = AutoencoderKL(**_arguments(size.vae))
+        vae = build_vae(size)
     _finish(vae, size, pool).save_pretrained(root / "vae")
     vocab_size = _write_tokenizer(root / "tokenizer", size.vocab_size)
-    text_config = {**size.text_encoder, "vocab_size": vocab_size, "bos_token_id": vocab_size - 2,
-                   "eos_token_id": vocab_size - 1, "pad_token_id": vocab_size - 1}
     with _building(size):
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text_config))
+        text_encoder = build_text_encoder(size, vocab_size)
     _finish(text_encoder, size, pool).save_pretrained(root / "text_encoder", safe_serialization=True)
     del text_encoder
     (root / "scheduler").mkdir(exist_ok=True)
@@ -294,10 +304,8 @@ def write_graysd(unet, vae_config, graysd: Path, size: RandomSize = TINY, pool: 
 
 
 def write_image_encoder(folder: Path, size: RandomSize = TINY, pool: RandomPool | None = None) -> None:
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     with _building(size):
-        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**size.image_encoder))
+        encoder = build_image_encoder(size)
     _finish(encoder, size, pool).save_pretrained(folder, safe_serialization=True)
 
 
@@ -320,3 +328,26 @@ def write_screenstyle(colorflow: Path, size: RandomSize = TINY) -> None:
         path = colorflow / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(_finish(network, size, None).state_dict(), path)
+
+
+# The networks of a size, built with the real classes: by the writers above, and without values by
+# engine/models/meta_networks.py (the memory estimate, scripts/estimate_memory.py).
+
+def build_unet(size: RandomSize):
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel(**_arguments(size.unet))
+
+
+def build_vae(size: RandomSize):
+    from diffusers import AutoencoderKL
+    return AutoencoderKL(**_arguments(size.vae))
+
+
+def build_text_encoder(size: RandomSize, vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+    return CLIPTextModel(CLIPTextConfig(**text_encoder_config(size, vocab_size)))
+
+
+def build_image_encoder(size: RandomSize):
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(**size.image_encoder))

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.core.geometry import WorkSize
-from engine.io.chapter import Chapter, ImageSource, PageImage
-from engine.core.errors import ColorFlowError
+from engine.io.chapter import Chapter, ImageSource
 from engine.core.events import (
     CancelToken,
     Cancelled,
@@ -26,13 +25,13 @@ from engine.io.fileio import atomic_save_image, atomic_write_json, make_temp_fol
 from engine.io.naming import page_folder_name
 from engine.io.storage import is_storage_error
 from engine.project.state import ChapterProject
-from engine.project.variations import next_id
 from engine.rap.retrieval import PageRetrieval, Retriever
-from engine.core.options import InputStyle
+from engine.core.options import InputStyle, Procedure
+from engine.pipelines.chapter_pages import PagePass, failure_reason as _reason, load_page as _load
 from engine.pipelines.page import ColorFlowPipeline, prepare_page
-from engine.pipelines.run_guard import color_with_memory_retry, storage_stop
+from engine.pipelines.run_guard import storage_stop
 from engine.pipelines.settings import InputSettings, PipelineSettings
-from engine.pipelines.variations import VariationRequest, page_settings, variation_file
+from engine.pipelines.variations import VariationRequest, page_settings
 
 
 def write_retrieval(result: PageRetrieval, folder: Path) -> dict[str, str]:
@@ -63,6 +62,9 @@ class ChapterReport:
     skipped: list[str] = field(default_factory=list)  # already done with the same settings
     warnings: list[str] = field(default_factory=list)  # about the whole run: references not usable
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # (page, stage, start, end) in time.perf_counter seconds, for pass 2's stages of each page:
+    # "prepare" (decode, G, retrieval, canvas), "ICP", "GSRP", "write" (file and project save)
+    intervals: list[tuple[str, str, float, float]] = field(default_factory=list)
 
 
 def _page_failed(project: ChapterProject, report: ChapterReport, emit: EventSink, *, name: str,
@@ -82,22 +84,10 @@ def _tell_unusable_references(retriever: Retriever, report: ChapterReport, emit:
             emit(Notice(reason))
 
 
-def _reason(exc: Exception) -> str:
-    """User-facing reason: our own errors speak for themselves, others name their type."""
-    return str(exc) if isinstance(exc, ColorFlowError) else f"{type(exc).__name__}: {exc}"
-
-
 def _prepare(project: ChapterProject, chapter: Chapter, references: Sequence[ImageSource]) -> None:
     project.sync_pages([(s.name, s.ref) for s in chapter.sources])
     project.add_references([r.ref for r in references])
     project.save()
-
-
-def _load(chapter: Chapter, index: int) -> PageImage:
-    source = chapter.sources[index]
-    if source.ref in chapter.errors:
-        raise ColorFlowError(chapter.errors[source.ref])
-    return chapter.load_page(index)
 
 
 def retrieve_chapter(
@@ -166,14 +156,15 @@ def colorize_chapter(
     resume: bool = False,
     only: set[str] | None = None,
     again: VariationRequest | None = None,
+    overlap: bool = True,
 ) -> ChapterReport:
-    """Color a chapter: RAP for every page, then RAP (cached) + ICP + GSRP page by page. Each page is written
+    """Color a chapter: RAP for every page, then RAP (cached) + ICP + GSRP page by page (`settings.batch_pages`
+    pages a call), the next page's CPU work done meanwhile (`overlap`; False: strictly one page after
+    another, the same bytes, for tests and measurements). Each page is written
     as its picked variation's file (`NNN_name.png` for the first) at its own size and the project saved,
     so a killed run loses at most the page in flight. With `resume`, pages done with the same
     settings key are skipped. With `again` ("Colorize again") each page gets a new variation in a
     file of its own, beside the others; the page's status and picked result stay as they were."""
-    from engine.icp.colorize import Interrupted
-
     cancel = cancel or CancelToken()
     settings.check()
     runs: dict[str, tuple] = {}  # page -> (its settings, what its variation records): a new seed is drawn once
@@ -219,66 +210,11 @@ def colorize_chapter(
             _tell_unusable_references(pipeline.retriever, report, emit)
     pipeline.release_retrieval()
 
-    # Pass 2, page by page: retrieval again (all embeddings cached: no encoder pass), ICP, GSRP.
-    for index in usable:
-        name = chapter.sources[index].name
-        try:
-            page = _load(chapter, index)
-            run, made_with = run_for(name)
-            prepared = pipeline.prepare(page, run.inputs)
-            retrieval = pipeline.retrieve(page, references, project.choices_for(name), prepared)
-        except Exception as exc:
-            failed(name, _reason(exc))
-            continue
-        key = run.key(page, retrieval, pipeline.models_id)
-        with project.lock:
-            state = project.page(name)
-            target = None if again else state.picked  # a plain run makes the picked variation again
-            number = target or next_id(state.variations)
-            same = next((v for v in state.variations if v.settings_key == key), None)
-        output = project.folder / variation_file(index, name, number)
-        recorded = state.outputs.get("colored") == output.name  # the file this run would write, nothing else
-        if again is None and resume and state.status == "done" and state.settings_key == key and recorded \
-                and output.exists():
-            report.skipped.append(name)
-            emit(PageDone(name, {"colored": str(output)}, {"skipped": True}))
-            continue
-        if again is not None and same is not None and (project.folder / same.file).exists():
-            report.skipped.append(name)
-            emit(Notice(f"variation {same.id} has these settings already, nothing new was colored: choose a new "
-                        "seed or another guidance", name))
-            continue
-        if cancel.cancelled:
-            report.cancelled = True
-            emit(Cancelled(name))
-            break
-        if again is None:
-            project.set_status(name, "running")
-        notes = list(retrieval.warnings)
-        try:
-            final = color_with_memory_retry(pipeline, page, retrieval, prepared, run, emit=emit, cancel=cancel,
-                                            notes=notes)
-        except Interrupted:
-            if again is None:
-                project.set_status(name, "pending")
-                project.save()
-            report.cancelled = True
-            emit(Cancelled(name))
-            break
-        except Exception as exc:  # a bug or out-of-memory on one page must not end the chapter
-            failed(name, _reason(exc))
-            continue
-        try:
-            atomic_save_image(final, output)
-            dropped = project.record_variation(name, output.name, key, made_with, replace=target)
-            project.save()
-        except OSError as exc:
-            if not is_storage_error(exc):
-                raise
-            raise storage_stop(project, report, emit, name=name, exc=exc, in_flight=again is None) from exc
-        project.remove_files(dropped)  # only once the saved project no longer names them
-        report.done.append(name)
-        emit(PageDone(name, {"colored": str(output)}, {"warnings": notes, "variation": number}))
+    # Pass 2 (chapter_pages.py): retrieval again (all embeddings cached: no encoder pass), ICP, GSRP,
+    # each page's decode, G and retrieval done on a helper thread while the page before is in ICP.
+    official = settings.procedure == Procedure.OFFICIAL  # global-RNG draws in ICP/GSRP: one page at a time
+    PagePass(chapter, references, pipeline, project, report, emit, cancel, run_for, failed, resume, again,
+             overlap=overlap and not official, batch_pages=1 if official else settings.batch_pages).run(usable)
     report.timings = dict(pipeline.timings)
     emit(Finished(len(report.done), len(report.failed)))
     return report

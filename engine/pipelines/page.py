@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image
 
+from engine.core.errors import InputError
 from engine.core.events import CancelToken, EventSink, Preview, Progress, ignore
 from engine.core.options import OutputSize, Procedure
 from engine.io.chapter import ImageSource, PageImage
 from engine.models.sources import ModelPaths
 from engine.pipelines.settings import InputSettings, PipelineSettings
-from engine.core.geometry import choose_work_size, restore_page
+from engine.core.geometry import WorkSize, choose_work_size, restore_page
 from engine.rap.curation import Choices
 from engine.rap.retrieval import PageRetrieval, Retriever
 
 if TYPE_CHECKING:
+    import torch
+
     from engine.gsrp.upscale import Upscaler
     from engine.icp.colorize import Colorizer
-    from engine.preprocess.page import PagePreparer
+    from engine.preprocess.page import PagePreparer, PreparedPage
 
 
 def model_paths(models: ModelPaths | str) -> ModelPaths:
@@ -47,6 +51,16 @@ def stop_if_cancelled(cancel: CancelToken, stage: str) -> None:
         raise Interrupted(f"cancelled after {stage}")
 
 
+@dataclass(frozen=True)
+class ColorJob:
+    """One page's inputs to ICP and GSRP (what `color` takes), for color_batch."""
+
+    page: PageImage
+    retrieval: PageRetrieval
+    prepared: PreparedPage
+    settings: PipelineSettings
+
+
 class ColorFlowPipeline:
     """The stages for one page (preprocess, RAP, ICP, GSRP) on loaded models; the chapter loop
     is in chapter.py."""
@@ -58,6 +72,7 @@ class ColorFlowPipeline:
         self.retriever, self.colorizer, self.upscaler = retriever, colorizer, upscaler
         self.preparer = preparer or PagePreparer()  # without ScreenStyle networks: "gray" only
         self.models_id = models_id
+        self.memory_note: str | None = None  # what --max-vram chose (load_pipeline)
         self.timings = {"ScreenStyle": 0.0, "RAP": 0.0, "ICP": 0.0, "GSRP": 0.0}
 
     def prepare(self, page: PageImage, inputs: InputSettings):
@@ -84,44 +99,73 @@ class ColorFlowPipeline:
         emit: EventSink = ignore,
         cancel: CancelToken | None = None,
     ) -> Image.Image:
-        """ICP then GSRP, then the output size (see PipelineSettings). Raises
-        colorize.Interrupted when cancelled (within one denoising step, or at the next stage)."""
+        """ICP then GSRP, then the output size (see PipelineSettings): color_batch of this one page.
+        Raises colorize.Interrupted when cancelled (within one denoising step, or at the next stage)."""
+        return self.color_batch([ColorJob(page, retrieval, prepared, settings)], emit=emit, cancel=cancel)[0]
+
+    def color_batch(self, jobs: Sequence[ColorJob], *, emit: EventSink = ignore,
+                    cancel: CancelToken | None = None) -> list[Image.Image]:
+        """ICP of the jobs' pages in one denoising call (Colorizer.colorize_batch: one working size,
+        procedure "ours", sampler settings equal but the seed; one page: the one-page loop, either
+        procedure), then GSRP and the output size page by page as for one page (GSRP's fusion
+        BatchNorm uses per-call statistics, so it is never batched). Progress for every page.
+        InputError before any model work for pages that cannot share a batch; colorize.Interrupted
+        when cancelled (within one denoising step, or at the next stage): no page is returned."""
         import contextlib
 
         from engine.core.rng import official_seeding
 
+        if not jobs:
+            return []
         cancel = cancel or CancelToken()
-        name = page.source.name
+        names = [job.page.source.name for job in jobs]
+        sizes = {job.retrieval.work_size for job in jobs}
+        if len(sizes) > 1:
+            listed = ", ".join(f"{name} {job.retrieval.work_size}" for name, job in zip(names, jobs))
+            raise InputError(f"the pages of a batch share one working size: {listed}")
 
         def on_step(info) -> bool:
-            emit(Progress("ICP", info.step, info.total, name))
-            if info.preview is not None:
-                emit(Preview(name, info.preview))
+            for index, name in enumerate(names):
+                emit(Progress("ICP", info.step, info.total, name))
+                preview = info.previews[index] if info.previews else info.preview
+                if preview is not None:
+                    emit(Preview(name, preview))
             return not cancel.cancelled
 
-        # Official: one global RNG stream seeded like fix_random_seeds, drawn by ICP's
-        # conditioning samples and then by the GSRP sample.
-        official = settings.procedure == Procedure.OFFICIAL
-        rng = official_seeding(settings.colorize.seed, self.upscaler.device) if official else contextlib.nullcontext()
+        # Official (one page only): one global RNG stream seeded like fix_random_seeds, drawn by
+        # ICP's conditioning samples and then by the GSRP sample.
+        first = jobs[0].settings
+        official = first.procedure == Procedure.OFFICIAL and len(jobs) == 1
+        rng = official_seeding(first.colorize.seed, self.upscaler.device) if official else contextlib.nullcontext()
+        finals = []
         try:
             with rng:
                 start = time.perf_counter()
-                colored = self.colorizer(retrieval.canvas, retrieval.mask, retrieval.work_size, settings.colorize, on_step)
+                if len(jobs) == 1:
+                    retrieval = jobs[0].retrieval
+                    colored = [self.colorizer(retrieval.canvas, retrieval.mask, retrieval.work_size,
+                                              first.colorize, on_step)]
+                else:
+                    colored = self.colorizer.colorize_batch(
+                        [job.retrieval.canvas for job in jobs], [job.retrieval.mask for job in jobs],
+                        jobs[0].retrieval.work_size, [job.settings.colorize for job in jobs], on_step)
                 self.timings["ICP"] += time.perf_counter() - start
-                start = time.perf_counter()
-                emit(Progress("GSRP", 0, 1, name))
-                stop_if_cancelled(cancel, "ICP")  # a cancel during the last step or the decode
-                frame = self.upscaler(colored, prepared.frame, settings.upscale)
-            final = finish_page(frame, page.image, prepared.frame_fit, output_size=settings.output_size,
-                                keep_ink=settings.keep_ink)
+                for index, (job, name, image) in enumerate(zip(jobs, names, colored)):
+                    start = time.perf_counter()
+                    emit(Progress("GSRP", 0, 1, name))
+                    # A cancel during the last step or the decode, or during the previous page's GSRP.
+                    stop_if_cancelled(cancel, "GSRP" if index else "ICP")
+                    frame = self.upscaler(image, job.prepared.frame, job.settings.upscale)
+                    finals.append(finish_page(frame, job.page.image, job.prepared.frame_fit,
+                                              output_size=job.settings.output_size, keep_ink=job.settings.keep_ink))
+                    stop_if_cancelled(cancel, "GSRP")  # GSRP is one pass: a cancel during it drops its output
+                    emit(Progress("GSRP", 1, 1, name))
+                    self.timings["GSRP"] += time.perf_counter() - start
         finally:
             offload = self.colorizer.components.offload
             if offload is not None:
-                offload.offload()  # the page is done: every model back to the CPU
-        stop_if_cancelled(cancel, "GSRP")  # GSRP is one pass: a cancel during it drops its output
-        emit(Progress("GSRP", 1, 1, name))
-        self.timings["GSRP"] += time.perf_counter() - start
-        return final
+                offload.offload()  # the pages are done: every model back to the CPU
+        return finals
 
     def use_lowest_memory(self) -> list[str]:
         """After an out-of-memory error: tiled VAE, and model offload on an accelerator."""
@@ -184,21 +228,40 @@ def load_pipeline(
     preparer: PagePreparer | None = None,
     vae_tiling: bool = False,
     input_style: str = "screen",
+    dtype: torch.dtype | None = None,
+    compile: bool = False,
+    max_vram: float | None = None,
+    work_size: WorkSize | None = None,
+    decode: str = "canvas",
 ) -> ColorFlowPipeline:
     """Load every stage of a model source on `device` (reusing `retriever` and `preparer` when
-    the caller already has them for the same models). A name or folder is resolved once, here."""
+    the caller already has them for the same models). A name or folder is resolved once, here.
+    `dtype`: the diffusion models' torch dtype (default: loading.default_dtype of the device);
+    `compile`: torch.compile the guided UNet step and the guide (RunSettings.compile).
+    `max_vram` (GiB, RunSettings.max_vram): offload and tiling chosen from the memory estimate at
+    `work_size` (None: every official size) and `decode` before anything loads (pipelines/memory.py);
+    the choice is the pipeline's `memory_note`."""
     from engine.icp.colorize import Colorizer
     from engine.models.loading import load_diffusion
     from engine.models import fingerprint_models
     from engine.gsrp.upscale import Upscaler
 
     paths = model_paths(models)
+    memory_note = None
+    if max_vram is not None:
+        from engine.pipelines.memory import choose_for_limit
+
+        low_vram, vae_tiling, memory_note = choose_for_limit(max_vram, device, paths, dtype=dtype, low_vram=low_vram,
+                                                             vae_tiling=vae_tiling, size=work_size, decode=decode,
+                                                             input_style=input_style)
     retriever = retriever or load_retriever(paths, device, cache_dir)
     preparer = preparer or load_preparer(paths, device, cache_dir, input_style)
-    components = load_diffusion(paths, device, low_vram=low_vram, vae_tiling=vae_tiling)
+    components = load_diffusion(paths, device, dtype=dtype, low_vram=low_vram, vae_tiling=vae_tiling, compile=compile)
     colorizer = Colorizer(components)
     upscaler = Upscaler(components.vae_runner, components.fusion, components.device, components.dtype)
     # The files themselves (paths, sizes, mtimes; a models DIR's recorded sha256s too), so weights
     # replaced in place count as new models, even with their mtime put back.
     models_id = f"{fingerprint_models(paths)}|{retriever.embedder.encoder_id}"
-    return ColorFlowPipeline(retriever, colorizer, upscaler, models_id=models_id, preparer=preparer)
+    pipeline = ColorFlowPipeline(retriever, colorizer, upscaler, models_id=models_id, preparer=preparer)
+    pipeline.memory_note = memory_note
+    return pipeline

@@ -73,14 +73,19 @@ class EngineSession:
         return self._retrievers[key]
 
     def pipeline(self, settings: RunSettings):
-        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, settings.input_style)
+        # --max-vram decides from the working size and decode region, so they reload only with a limit
+        limit = (settings.max_vram, settings.size, settings.decode) if settings.max_vram is not None else None
+        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, settings.input_style,
+               settings.vae_tiling, limit)
         if key not in self._pipelines:
             from engine.core.devices import pick_device
             from engine.pipelines.page import load_pipeline
 
+            run = self.inputs(settings)  # the working size, checked
             self._pipelines[key] = load_pipeline(
                 self.model_paths(settings), pick_device(settings.device), low_vram=settings.low_vram,
-                retriever=self.retriever(settings), preparer=self.preparer(settings),
+                retriever=self.retriever(settings), preparer=self.preparer(settings), vae_tiling=settings.vae_tiling,
+                max_vram=settings.max_vram, work_size=run.size, decode=settings.decode,
             )
             _freeze_loaded_objects()
         return self._pipelines[key]
@@ -122,6 +127,11 @@ class EngineSession:
         page_label = next(iter(pages)) if pages and len(pages) == 1 else None
         if not self._pipelines:
             emit(Progress("loading models", 0, 1, page_label))
+        loaded = len(self._pipelines)
         pipeline = self.pipeline(settings)
+        if len(self._pipelines) > loaded and pipeline.memory_note:  # what --max-vram chose, once per load
+            from engine.core.events import Notice
+
+            emit(Notice(pipeline.memory_note, page_label))
         return colorize_chapter(chapter, references, pipeline, project, settings=run, emit=emit, cancel=cancel,
                                 resume=True, only=pages, again=again)

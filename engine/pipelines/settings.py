@@ -70,11 +70,18 @@ class PipelineSettings:
     size: WorkSize | None = None
     input_style: InputStyle = InputStyle.SCREEN  # see InputSettings
     output_size: OutputSize = OutputSize.PAGE  # page: the page's own size; gsrp: 1.5x the working size
+    # Pages per denoising call. Not in the resume key (key() lists its parts): a page batched with
+    # others differs from the page alone only within fp32 tolerance, the same seed and settings
+    # made it, so a resumed run with another N keeps it, as it keeps pages made with vae_tiling or
+    # low_vram (load options that are not in the key either; the out-of-memory retry switches to
+    # tiling within a run).
+    batch_pages: int = 1
 
     def check(self) -> None:
         """Consistent settings, before any model is loaded."""
         self.colorize.check()
         check_option("output_size", self.output_size)
+        check_option("batch_pages", self.batch_pages)
         if self.upscale.procedure != self.colorize.procedure:
             raise InputError("ICP and GSRP must follow the same procedure")
         self.inputs  # validates the input style
@@ -134,7 +141,7 @@ def pipeline_settings(options: RunSettings) -> PipelineSettings:
     if against:
         drop = ", ".join(OPTIONS[name].flag + ("" if value is True else f" {value}") for name, value in against)
         raise InputError(f"--procedure {options.procedure} outputs 1.5x the working size from the whole canvas "
-                         f"without keep-ink: drop {drop}")
+                         f"without keep-ink, one page at a time: drop {drop}")
 
     def chosen(name: str, unset: object) -> object:
         value = getattr(options, name)
@@ -152,6 +159,7 @@ def pipeline_settings(options: RunSettings) -> PipelineSettings:
         size=size,
         input_style=options.input_style,
         output_size=chosen("output_size", OutputSize.PAGE),
+        batch_pages=chosen("batch_pages", options.batch_pages),
     )
     settings.check()
     return settings

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Bump when page/reference fitting or patch cropping changes, so old cached vectors are unused.
 GEOMETRY_VERSION = 1
+EMBED_BATCH = 16  # images per CLIP forward (the memory estimate runs one such batch)
 
 
 class Embedder(Protocol):
@@ -71,7 +72,7 @@ class ClipEmbedder:
         model_dir: str | Path,
         device: str = "cpu",
         dtype: "torch.dtype | None" = None,
-        batch_size: int = 16,
+        batch_size: int = EMBED_BATCH,
     ) -> None:
         import torch
         from transformers import CLIPVisionModelWithProjection

@@ -24,6 +24,7 @@ ROWS = {
     "Procedure": (["ours", "official"], "ours"),
     "Keep ink": (None, True),
     "Low VRAM": (None, False),
+    "Max VRAM (GiB)": ((0.0, 1024.0), 0.0),  # issue 23: 0 shows "none", no limit (the declared default)
     "Export format": (["cbz", "png", "ora", "psd"], "cbz"),
     "Projects and outputs": (None, None),
 }
