@@ -171,7 +171,9 @@ class RunSettings:
         1, label="Pages per denoising call", range=(1, 8),
         help="N pages of one working size in one denoising call (each keeps its own seed and canvas), for "
         "GPUs with room: faster, N times the diffusion memory; pixels within fp32 tolerance of one page at "
-        "a time (not identical: a larger batch changes the order of float sums). Out of memory, the pages "
+        "a time before keep-ink (not identical: a larger batch changes the order of float sums); keep-ink can "
+        "turn those 1-level shifts into larger ones on pixels at the edge of the color gamut (official-size random "
+        "weights, 256x256: up to 81 levels on ~1.5% of pixels). Out of memory, the pages "
         "are colored one at a time. Fixed to 1 by --procedure official, which also runs each page's "
         "decoding, ScreenStyle pass and retrieval after the page before (global-RNG draws); with ours they "
         "run while the GPU colors the page before, the same pixels")
