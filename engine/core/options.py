@@ -23,6 +23,11 @@ class InputStyle(enum.StrEnum):
 
     SCREEN = "screen"
     GRAY = "gray"
+    SKETCH = "sketch"  # line art: the official line extractor's lines, colored by the PixArt family
+    SKETCH_SHADING = "sketch-shading"  # line art with shading kept (the official Sketch_Shading style)
+
+
+LINE_ART_STYLES = (InputStyle.SKETCH, InputStyle.SKETCH_SHADING)  # the styles the PixArt model family colors
 
 
 class Procedure(enum.StrEnum):
@@ -120,10 +125,14 @@ class RunSettings:
         help="working size WxH: 640x640, 512x800, 800x512 or multiples of 64 from 256 to 2048")
     input_style: InputStyle = _declare(
         InputStyle.SCREEN, label="Input style", in_project=True,
-        choice_labels=(("screen", "ScreenStyle pass (official)"), ("gray", "plain grayscale")),
+        choice_labels=(("screen", "ScreenStyle pass (official)"), ("gray", "plain grayscale"),
+                       ("sketch", "line art (official Sketch)"), ("sketch-shading", "line art with shading (official Sketch_Shading)")),
         help="screen (as the official app): each page goes through the official ScreenStyle pass first, "
         "and G, a 50/50 blend of the page's grayscale and its ScreenVAE re-screening, is what retrieval, "
-        "the canvas and GSRP see (the weights were trained on such inputs); gray: the plain grayscale page")
+        "the canvas and GSRP see (the weights were trained on such inputs); gray: the plain grayscale page; "
+        "sketch and sketch-shading (the official app's line-art styles): the official line extractor's lines "
+        "(sketch-shading keeps the page's dark and mid-gray areas as flat shading), colored by the PixArt-alpha "
+        "model family (the ColorFlow sketch/ or shading/ weights)")
     procedure: Procedure = _declare(
         Procedure.OURS, label="Procedure", in_project=True, help=PROCEDURE_HELP,
         choice_labels=(("ours", "ours (faster, own noise streams)"),

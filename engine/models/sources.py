@@ -18,6 +18,10 @@ from engine.core.paths import cache_dir
 
 IMAGE_ENCODER_SUBDIR = "image_encoder"
 GRAYSD_SUBDIR = "GraySD"
+PIXART_SUBDIR = "pixart"  # DIR/pixart/: PixArt-alpha/PixArt-XL-2-1024-MS in its diffusers layout (line art only)
+# The ColorFlow hub folder of each line-art style's guide, transformer LoRA and GSRP network.
+LINE_ART_SUBDIRS = {"sketch": "sketch", "sketch-shading": "shading"}
+LINE_EXTRACTOR_FILE = "LE/erika.pth"  # the official line extractor, in the ColorFlow hub repo
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class ModelPaths:
     # A models DIR: its files' recorded sha256s (folder_record.FolderCheck.content_id); "" for
     # the presets (official files are pinned, tiny ones generated here).
     content_id: str = ""
+    # The PixArt-alpha base (line-art styles only): DIR/pixart/, or the hub snapshot for `official`;
+    # None where the source has none.
+    pixart: Path | None = None
 
     @property
     def image_encoder(self) -> Path:
@@ -37,6 +44,14 @@ class ModelPaths:
     @property
     def graysd(self) -> Path:
         return self.colorflow / GRAYSD_SUBDIR
+
+    def line_art(self, style: str) -> Path:
+        """The ColorFlow folder of a line-art style (colorflow/sketch/ or colorflow/shading/)."""
+        return self.colorflow / LINE_ART_SUBDIRS[str(style)]
+
+    @property
+    def line_extractor(self) -> Path:
+        return self.colorflow / LINE_EXTRACTOR_FILE
 
 
 def fingerprint_models(paths: ModelPaths) -> str:
