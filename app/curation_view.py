@@ -38,6 +38,7 @@ class CurationMixin:
         self.reference_panel.set_page_picks(view.picks, patches, states, view.rejected, rejected_thumbs)
         if view.warnings:
             self.statusBar().showMessage("; ".join(view.warnings), 8000)
+        self._refresh_page_style()  # auto's suggestion, made with the canvas
         self.retrieval_shown.emit(view.page_index)
 
     # --- hover: a patch button and its tile in the canvas, both ways ---------------------

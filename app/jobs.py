@@ -98,19 +98,34 @@ class RetrievalView:
     rejected: list[RejectedPatch]
 
 
+def page_style(document: ChapterDocument, index: int, settings: RunSettings) -> str | None:
+    """The input style the page's canvas is prepared with (its own, the chapter's, or auto's); auto's
+    suggestion for a readable page is made once and kept in the project (shown, applied only under auto)."""
+    source = document.chapter.sources[index]
+    if document.project.page(source.name).suggested is None and source.ref not in document.chapter.errors:
+        from engine.preprocess.style_suggest import suggest_style
+
+        suggestion = suggest_style(document.chapter.load_page(index).image)
+        document.project.record_suggestion(source.name, suggestion.style, suggestion.reason)
+        document.project.save()
+    return document.project.page_style(source.name, settings.input_style)
+
+
 def retrieve_view(session: EngineSession, document: ChapterDocument, index: int, settings: RunSettings,
                   emit: EventSink = ignore) -> RetrievalView:
-    """RAP for one page, as the window shows it; `emit` hears each stage (models loading, matching)."""
+    """RAP for one page, as the window shows it (prepared with the page's input style); `emit` hears
+    each stage (models loading, matching)."""
     name = document.chapter.sources[index].name
     if not document.references:
         raise ValueError("add colored reference pages first (References panel, + Add references)")
+    style = page_style(document, index, settings)
     if document.chapter.sources[index].ref not in document.chapter.errors:  # an unreadable page fails at once
         emit(Progress("loading models", 0, 1, name))  # instant once loaded: the stage shows while it is slow
-        session.preparer(settings)
+        session.preparer(settings, style)
         session.retriever(settings)
     emit(Progress("RAP", 0, 1, name))
     result = session.retrieve_page(document.chapter, index, document.references,
-                                  choices=document.project.choices_for(name), settings=settings)
+                                  choices=document.project.choices_for(name), settings=settings, style=style)
     retriever = session.retriever(settings)
     patches = [[_thumb(retriever.reference_patch(p.candidate, result.work_size), PATCH_THUMB) for p in row] for row in result.picks]
     canvas = result.canvas

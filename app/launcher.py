@@ -67,7 +67,8 @@ def run(argv: list[str], prog: str = "python main.py") -> int:
         from engine.io.demo import DEMO_STEPS, DEMO_WORK_SIZE, make_demo_chapter
         from engine.core.paths import cache_dir
 
-        chapter, refs = make_demo_chapter(cache_dir() / "demo", pages=4, refs=3)
+        # screentoned pages and two line-art inserts: the Pages dock suggests each page's input style
+        chapter, refs = make_demo_chapter(cache_dir() / "demo", pages=4, refs=3, tone=True, line_art=2)
         path = str(chapter)
         # the demo's small working size and few steps: a page in seconds on a CPU
         settings.run = replace(settings.run, models="tiny", size=DEMO_WORK_SIZE, steps=DEMO_STEPS)

@@ -28,6 +28,7 @@ from .images import image_pixmap, pil_to_pixmap
 from .job_model import JobKind, JobModel
 from .menus import add_action, build_menus
 from .page_strip import PageStrip, status_legend
+from .page_styles import PageStyleMixin
 from .queue_panel import ElidedLabel, QueuePanel
 from .curation_view import CurationMixin
 from .run_queue import RunQueueMixin
@@ -35,13 +36,15 @@ from .window_jobs import WindowJobsMixin
 from .page_states import NO_CHAPTER, NOT_COLORED, PageStatesMixin
 from .variations import VariationsMixin
 from .reference_panel import ReferencePanel
+from .model_dialog import offer_line_art_files
 from .settings import AppSettings, SettingsDialog
 from .settings_store import save_settings
 from .window_layout import ElidingStatusBar, ScrollingPanel, place_window, saved_layout, status_label
 from .worker import EngineWorker
 
 
-class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin, PageStatesMixin, QMainWindow):
+class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin, PageStatesMixin, PageStyleMixin,
+                 QMainWindow):
     """All widget work happens here, on the main thread; engine work goes through `worker`."""
 
     quit_wait_ms: int | None = None  # closing waits this long for the worker's step (None: until it ends)
@@ -113,6 +116,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin,
         pages_layout = QVBoxLayout(pages)
         pages_layout.setContentsMargins(0, 0, 0, 0)
         pages_layout.addWidget(self.page_strip, 1)
+        pages_layout.addWidget(self._build_page_style())  # the selected page's own input style
         pages_layout.addWidget(status_legend())
         self.queue = QueuePanel()
         self._connect_queue()
@@ -352,7 +356,8 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin,
     def settings_dialog(self) -> None:
         dialog = SettingsDialog(self.settings, self)
         if dialog.exec():
-            self.settings.run = dialog.result_settings()
+            before, self.settings.run = self.settings.run, dialog.result_settings()
+            offer_line_art_files(self, self.worker, self.settings.run, before)  # a line-art style picked
             self.settings.projects_dir = dialog.chosen_projects_dir()
             self._save_settings()
             self._resolve_device()

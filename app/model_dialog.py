@@ -1,4 +1,4 @@
-"""Models dialog: per-file sizes, destination and free space, licences, GPU, memory estimate, download and speed probe."""
+"""Models dialog: per-file sizes, destination and free space, licences, GPU, memory estimate, download and speed probe; the optional line-art files, offered when a line-art style is picked."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from html import escape
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (
     QDialog,
+    QMessageBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -37,8 +38,12 @@ class ModelDialog(QDialog):
     probe_steps = 10
     probe_size = None
 
-    def __init__(self, worker: EngineWorker, parent=None, size: str | None = None) -> None:
+    def __init__(self, worker: EngineWorker, parent=None, size: str | None = None,
+                 line_art_style: str | None = None) -> None:
         super().__init__(parent)
+        # The line-art style the user picked (its files are offered), else both styles' files.
+        self.line_art_style = line_art_style
+        self.line_art_status = None  # engine.models.overview.LineArtStatus, computed in the worker
         # The working size of Settings; None (the official size nearest each page): 512x800.
         self.memory_size = size or DEFAULT_MEMORY_SIZE
         self.size_words = ("the working size in Settings" if size else
@@ -63,6 +68,10 @@ class ModelDialog(QDialog):
         self.memory.setWordWrap(True)
         self.memory.setTextFormat(Qt.TextFormat.RichText)
         self.summary = WrappingLabel()
+        self.line_art = WrappingLabel("Line art (optional): checking…")
+        self.line_art_button = QPushButton("Download line-art files")
+        self.line_art_button.setEnabled(False)
+        self.line_art_button.clicked.connect(self.start_line_art_download)
         self.progress = QProgressBar()
         self.progress.hide()
         self.download_button = QPushButton("Download missing files")
@@ -74,6 +83,7 @@ class ModelDialog(QDialog):
         self.cancel_button.clicked.connect(self._cancel)
         buttons = QHBoxLayout()
         buttons.addWidget(self.download_button)
+        buttons.addWidget(self.line_art_button)
         buttons.addWidget(self.probe_button)
         buttons.addWidget(self.cancel_button)
         buttons.addStretch(1)
@@ -92,8 +102,8 @@ class ModelDialog(QDialog):
         info = QWidget()  # scrolls rather than squeeze the list when a message is long
         info_layout = QVBoxLayout(info)
         info_layout.setContentsMargins(0, 0, 0, 0)
-        for label in (self.total, self.destination, self.space_warning, self.licences, self.gpu, self.speed,
-                      self.memory, self.summary):
+        for label in (self.total, self.destination, self.space_warning, self.line_art, self.licences, self.gpu,
+                      self.speed, self.memory, self.summary):
             info_layout.addWidget(label)
         layout.addWidget(ScrollingPanel(info))
         layout.addWidget(self.progress)
@@ -103,6 +113,7 @@ class ModelDialog(QDialog):
         self.refresh()
         self._check_gpu()
         self._estimate_memory()
+        self._check_line_art()
 
     def refresh(self) -> None:
         overview = models_overview("official")
@@ -135,8 +146,49 @@ class ModelDialog(QDialog):
                              else f"{overview.missing} official file(s) missing.")
         idle = self.task() is None
         self.download_button.setEnabled(bool(overview.missing) and idle)
+        self.line_art_button.setEnabled(bool(self._line_art_missing()[0]) and idle)
         self.probe_button.setEnabled(not overview.missing and idle)
         self.probe_button.setToolTip("" if not overview.missing else "Download the official files first")
+
+    def _check_line_art(self) -> None:
+        """Which line-art files are missing: in the worker (whether the T5 prompt embeddings are cached
+        may import torch)."""
+        from engine.models.overview import line_art_status
+
+        self.jobs.add(self.worker.submit(lambda emit, cancel: line_art_status()), JobKind.MODEL_FILES)
+
+    def _line_art_missing(self) -> tuple[list, int]:
+        """(files, bytes) the line-art download would fetch: the picked style's, else both styles'."""
+        status = self.line_art_status
+        if status is None:
+            return [], 0
+        return status.missing[self.line_art_style] if self.line_art_style else status.to_download()
+
+    def _show_line_art(self, status) -> None:
+        self.line_art_status = status
+        files, total = self._line_art_missing()
+        styles = self.line_art_style or "sketch and sketch-shading"
+        lines = [f"Line art (optional, only for the {styles} style{'' if self.line_art_style else 's'}): "
+                 f"{status.present}/{len(status.rows)} files present."]
+        if files:
+            lines.append(f"{len(files)} file(s), {human_bytes(total)}, to download once for {styles} (the PixArt-alpha "
+                         "base, the ColorFlow line-art networks and the line extractor; sizes partly estimated).")
+            if not status.t5_cached:
+                lines.append("The T5 text encoder (19 GB of it) is used once, to compute the prompt embeddings.")
+        self.line_art.setText(" ".join(lines))
+        self.line_art_button.setText(f"Download line-art files ({human_bytes(total)})" if files
+                                     else "Line-art files installed")
+        self.refresh()
+
+    def start_line_art_download(self) -> None:
+        """The missing line-art files of the picked style (else both), through the same download job."""
+        from engine.models.hub import download
+        from engine.models.line_art import ALL_STYLES, line_art_missing
+
+        style = self.line_art_style or ALL_STYLES
+        self.progress.setFormat("%p%  %v / %m bytes")
+        self._start(JobKind.DOWNLOAD, lambda emit, cancel: download(
+            "official", emit=emit, cancel=cancel, files=line_art_missing("official", style)[0]))
 
     def _check_gpu(self) -> None:
         """Whether a usable GPU is present; torch (when it must be asked) loads in the worker."""
@@ -178,6 +230,7 @@ class ModelDialog(QDialog):
         self.progress.setValue(0)
         self.progress.show()
         self.download_button.setEnabled(False)
+        self.line_art_button.setEnabled(False)
         self.probe_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.jobs.add(self.worker.submit(work), kind)
@@ -238,6 +291,11 @@ class ModelDialog(QDialog):
         done = job.state is JobState.DONE
         if job.kind is JobKind.DEVICE:
             self.gpu.setText(f"GPU: {result}" if done else f"GPU: could not check ({job.reason or 'cancelled'})")
+        elif job.kind is JobKind.MODEL_FILES:
+            if done:
+                self._show_line_art(result)
+            else:
+                self.line_art.setText(f"Line art: could not check ({job.reason or 'cancelled'})")
         elif job.kind is JobKind.MEMORY:
             if done:
                 self._show_memory(result)
@@ -245,6 +303,7 @@ class ModelDialog(QDialog):
                 self.memory.setText(f"Memory: could not estimate ({escape(job.reason or 'cancelled')})")
         elif done and job.kind is JobKind.DOWNLOAD:
             self._end("Download complete; every file's sha256 was checked.")
+            self._check_line_art()
         elif done:
             self._end(f"Measured {result['page_s']:.1f} s per page on {result['device_name']} "
                       f"(model loading {result['load_s']:.1f} s more).")
@@ -266,3 +325,55 @@ class ModelDialog(QDialog):
             except (RuntimeError, TypeError):
                 pass
         super().done(result)
+
+
+def offer_line_art_download(window, worker: EngineWorker, style: str, models: str) -> None:
+    """After a line-art style was picked with the official models: whether its optional files are
+    missing is checked in the worker; if they are, a question shows their size, and yes opens the
+    Model manager downloading them (the same download job, in the worker)."""
+    from engine.models.line_art import LINE_ART_STYLE_NAMES, line_art_missing
+
+    style = str(style)
+    if models != "official" or style not in LINE_ART_STYLE_NAMES:
+        return
+    job_id = worker.submit(lambda emit, cancel: line_art_missing("official", style))
+
+    def finished(done_id: int, result) -> None:
+        if done_id != job_id:
+            return
+        stop()
+        files, total = result
+        if not files:
+            return
+        answer = QMessageBox.question(
+            window, "Line-art models",
+            f"The {style} style needs {len(files)} more model file(s), {human_bytes(total)} (partly estimated), "
+            "downloaded once into the Hugging Face cache: the PixArt-alpha base (with the T5 text encoder, used "
+            "once to compute the prompt embeddings), the ColorFlow line-art networks and the line extractor.\n\n"
+            "Download them now?")
+        if answer == QMessageBox.StandardButton.Yes:
+            dialog = ModelDialog(worker, window, line_art_style=style)
+            dialog.start_line_art_download()
+            dialog.exec()
+
+    def ended(done_id: int, *_reason) -> None:
+        if done_id == job_id:
+            stop()
+
+    def stop() -> None:
+        for signal, slot in ((worker.job_finished, finished), (worker.job_failed, ended), (worker.job_cancelled, ended)):
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass
+
+    worker.job_finished.connect(finished)
+    worker.job_failed.connect(ended)
+    worker.job_cancelled.connect(ended)
+
+
+def offer_line_art_files(window, worker: EngineWorker, run, before) -> None:
+    """After Settings: a line-art style newly picked with the official models gets its optional files
+    offered, with their size, when they are missing (checked in the worker)."""
+    if run.input_style != before.input_style:
+        offer_line_art_download(window, worker, run.input_style, run.models)

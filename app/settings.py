@@ -49,6 +49,10 @@ SPIN_BOX_MAX = 2**31 - 1  # a QSpinBox holds 32 bits; wider ranges (the seed) ge
 FLOAT_BOX_MAX = 30.0  # a number without an upper bound (guidance) needs one in a spin box; past ~20 colors burn out
 OPTIONAL_FLOAT_MAX = 1024.0  # the upper bound of an optional number's box (max VRAM in GiB)
 NO_VALUE = "none"  # an optional number's box at its minimum (0): no value, the declared default (no limit)
+# An optional number whose range starts at 0 (guidance): one step below 0 shows this, no value: the
+# declared default (each page's family's official guidance)
+AUTO_VALUE = "auto"
+FLOAT_STEP = 0.5
 
 
 class _RangeValidator(QValidator):
@@ -91,13 +95,16 @@ def _option_widget(option: Option, value) -> QWidget:
     elif option.kind is float:
         widget = QDoubleSpinBox()
         low, high = option.about.range
-        if option.optional:  # 0 shows as "none" (None); the declared range starts above it
+        if option.optional and low > 0:  # 0 shows as "none" (None); the declared range starts above it
             low, high = 0.0, OPTIONAL_FLOAT_MAX if high is None else high
             widget.setSpecialValueText(NO_VALUE)
+        elif option.optional:  # one step below the range shows as "auto" (None)
+            low = low - FLOAT_STEP
+            widget.setSpecialValueText(AUTO_VALUE)
         widget.setRange(low, FLOAT_BOX_MAX if high is None else high)
         widget.setDecimals(2)
-        widget.setSingleStep(0.5)
-        widget.setValue(0.0 if value is None else value)
+        widget.setSingleStep(FLOAT_STEP)
+        widget.setValue(widget.minimum() if value is None else value)
     elif option.kind is int:
         widget = QLineEdit(str(value))
         widget.setValidator(_RangeValidator(*option.about.range, widget))

@@ -14,7 +14,10 @@ from engine.core.paths import config_dir
 from .settings import MAX_RECENT, AppSettings
 
 SETTINGS_FILE = "settings.json"
-SETTINGS_VERSION = 1  # 1: the "version" field; keep_ink may be null (on, off with the official procedure)
+# 1: the "version" field; keep_ink may be null (on, off with the official procedure). 2: guidance may be
+# null (each page's family's official default: 7.5 SD, 4.5 PixArt); 7.5, the old default the dialog saved, becomes null
+SETTINGS_VERSION = 2
+OLD_DEFAULT_GUIDANCE = 7.5
 # "window" (the layout, optional) is not a new version: a reader without it ignores it, and it is only a convenience
 
 
@@ -100,12 +103,17 @@ def migrate(data: dict) -> tuple[dict, list[str]]:
         run = data.get("run", {})
         if isinstance(run, dict) and run.get("keep_ink") is True:
             run = {**run, "keep_ink": None}  # on, and off with the official procedure, as it behaved
-        return {**data, "run": run, "version": SETTINGS_VERSION}, []
+        data = {**data, "run": run, "version": 1}
     version = data["version"]
     if type(version) is not int or version < 1:
         return data, [f"version {version!r} is not a version number"]
     if version > SETTINGS_VERSION:
         return data, [f"version {version} is newer than this ColorFlow reads ({SETTINGS_VERSION})"]
+    if version == 1:  # the dialog saved the box's 7.5 untouched: the family default, as it behaved for every page
+        run = data.get("run", {})
+        if isinstance(run, dict) and run.get("guidance") == OLD_DEFAULT_GUIDANCE:
+            run = {**run, "guidance": None}
+        data = {**data, "run": run, "version": SETTINGS_VERSION}
     return data, []
 
 

@@ -30,7 +30,7 @@ from engine.project.format import MAX_VARIATIONS
 from engine.project.variations import Variation
 
 from .images import pil_to_pixmap
-from .settings import _option_widget
+from .settings import _option_value, _option_widget
 
 THUMB = QSize(52, 72)
 AGAIN_SHORTCUT = "Ctrl+Shift+R"
@@ -168,7 +168,7 @@ class VariationsMixin:
         guidance = picked.guidance if picked is not None and picked.guidance is not None else self.settings.run.guidance
         if self._guidance_for != (name, picked and picked.id, guidance):
             self._guidance_for = (name, picked and picked.id, guidance)
-            panel.guidance.setValue(guidance)
+            panel.guidance.setValue(panel.guidance.minimum() if guidance is None else guidance)  # None: "auto"
         panel.show_variations(entries, picked and picked.id, colored=colored,
                               busy=self.jobs.page_job(name) is not None)
         ids = [v.id for v in variations]
@@ -234,8 +234,8 @@ class VariationsMixin:
                                          "in the Queue", 8000)
             return
         panel = self.variations_panel
-        self.colorize_pages([name], again=VariationRequest(new_seed=panel.new_seed.isChecked(),
-                                                           guidance=panel.guidance.value()))
+        guidance = _option_value(OPTIONS["guidance"], panel.guidance, None)  # "auto": the page's own
+        self.colorize_pages([name], again=VariationRequest(new_seed=panel.new_seed.isChecked(), guidance=guidance))
         if self.tabs.currentWidget() not in (self.result_view, self.compare_view):
             self.tabs.setCurrentWidget(self.result_view)  # its live preview, then the strip
         self._refresh_variations()

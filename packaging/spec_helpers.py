@@ -48,7 +48,8 @@ PYTHON_EXCLUDES = [
 # Auto classes, and the few model modules peft/transformers import at start-up (recorded by
 # importing the engine and running a tiny colorize with sys.modules dumped). Every other model
 # family (100+ MB of source) is excluded.
-TRANSFORMERS_MODELS_KEPT = {"auto", "clip", "bloom", "dinov2_with_registers", "encoder_decoder", "siglip", "vit_mae"}
+TRANSFORMERS_MODELS_KEPT = {"auto", "clip", "bloom", "dinov2_with_registers", "encoder_decoder", "siglip", "vit_mae",
+                            "t5"}  # t5: the PixArt text encoder and tokenizer (line-art styles)
 
 # Files dropped from the collected binaries/data by destination path: torch's C++ test
 # programs and test libraries, its code generator and headers (none are loaded by `import torch`).
@@ -70,7 +71,7 @@ METADATA_DISTS = [
     "tokenizers", "numpy", "pillow", "tqdm", "regex", "filelock", "packaging", "pyyaml", "requests",
     "psutil", "scikit-image", "scipy", "psd-tools", "natsort", "platformdirs", "pydantic",
     "pydantic_core", "PySide6-Essentials", "shiboken6", "fsspec", "jinja2", "typing_extensions",
-    "importlib_metadata", "httpx", "hf-xet",
+    "importlib_metadata", "httpx", "hf-xet", "sentencepiece", "protobuf",
 ]
 
 # resources/ installs as this package (setup.py); engine/core/resources.py reads it by this name.

@@ -2,10 +2,11 @@
 
     python scripts/memory_table.py [--check]
 
-For the official architecture at each official working size (640x640, 512x800, 800x512), fp16 and
-fp32, with and without VAE tiling, decoding the canvas or the page: the weight bytes per model and
-the peak activation bytes per stage and ICP phase, from meta-device forwards
-(engine/pipelines/meta_forward.py). `colorflow models list` and the Model manager read them without
+For the official architecture of both model families (SD1.5 + GraySD: "official"; the line-art
+styles' PixArt-alpha family: "pixart-official") at each official working size (640x640, 512x800,
+800x512), fp16 and fp32, with and without VAE tiling, decoding the canvas or the page: the weight bytes
+per model and the peak activation bytes per stage and ICP phase, from meta-device forwards
+(engine/pipelines/meta_forward.py, meta_forward_pixart.py). `colorflow models list` and the Model manager read them without
 importing torch; other sizes are computed on demand and cached. Run it again after changing what is
 measured (and bump memory.ESTIMATE_VERSION); --check recomputes and exits 1 when the file differs.
 """
@@ -27,17 +28,17 @@ def entries() -> dict:
     from diffusers.utils import logging as diffusers_logging
 
     from engine.core.geometry import OFFICIAL_SIZES, WorkSize
-    from engine.pipelines.memory import table_key
-    from engine.pipelines.meta_forward import measure
+    from engine.pipelines.memory import PIXART_PREFIX, measure_any, table_key
 
     diffusers_logging.set_verbosity_error()
     found = {}
-    for (w, h), dtype, tiling, decode in itertools.product(OFFICIAL_SIZES, ("float16", "float32"), (False, True),
-                                                          ("canvas", "page")):
+    for architecture, (w, h), dtype, tiling, decode in itertools.product(
+            ("official", f"{PIXART_PREFIX}official"), OFFICIAL_SIZES, ("float16", "float32"), (False, True),
+            ("canvas", "page")):
         size = WorkSize(w, h)
-        found[table_key("official", size, dtype, tiling, decode)] = measure("official", size, dtype, vae_tiling=tiling,
-                                                                       decode=decode)
-        print(f"{size} {dtype} tiling={tiling} decode={decode}", file=sys.stderr)
+        found[table_key(architecture, size, dtype, tiling, decode)] = measure_any(architecture, size, dtype,
+                                                                                  vae_tiling=tiling, decode=decode)
+        print(f"{architecture} {size} {dtype} tiling={tiling} decode={decode}", file=sys.stderr)
     return found
 
 

@@ -26,7 +26,8 @@ def main(out: Path) -> None:
     import shutil
 
     shutil.rmtree(cache_dir() / "screenshot-demo", ignore_errors=True)  # no project (variations) left from a last run
-    chapter, refs = make_demo_chapter(cache_dir() / "screenshot-demo", pages=4, refs=3)
+    # four screentoned pages, then two line-art inserts (lines only; lines with flat shading)
+    chapter, refs = make_demo_chapter(cache_dir() / "screenshot-demo", pages=4, refs=3, tone=True, line_art=2)
     settings = AppSettings()
     settings.run = replace(settings.run, models="tiny", size=DEMO_WORK_SIZE, steps=DEMO_STEPS)
     window = MainWindow(settings, persist_settings=False)  # sized to the screen, as at a first start
@@ -60,6 +61,7 @@ def main(out: Path) -> None:
     settle()
     window.grab().save(str(out / "canvas.png"))
     QApplication.sendEvent(panel.patch_buttons[("TR", 0)], QEvent(QEvent.Type.Leave))
+    shoot_line_art_pages(window, out, wait_for, settle)
     window.tabs.setCurrentIndex(1)
     window.colorize_all()
     wait_for(window.worker.preview)
@@ -71,6 +73,11 @@ def main(out: Path) -> None:
     window.tabs.setCurrentIndex(1)
     settle()
     window.grab().save(str(out / "result.png"))
+    window.page_strip.setCurrentRow(LINE_ART_ROW + 1)  # the shaded line-art page, colored by the PixArt family
+    settle(1500)
+    window.grab().save(str(out / "line-art-result.png"))
+    window.page_strip.setCurrentRow(0)
+    settle(1500)
     window.colorize_again()  # a second variation of page 1, beside the first
     wait_for(window.run_finished)
     settle(1500)
@@ -84,6 +91,10 @@ def main(out: Path) -> None:
     dialog.show()
     settle()
     dialog.grab().save(str(out / "settings.png"))
+    dialog.input_style.showPopup()  # the input styles, line art among them
+    settle()
+    grab_with_popup(dialog, out / "settings-input-style.png", dialog.input_style.view().window())
+    dialog.input_style.hidePopup()
     dialog.close()
     models = ModelDialog(window.worker, window)
     models.show()
@@ -93,6 +104,15 @@ def main(out: Path) -> None:
     settle()
     models.grab().save(str(out / "models-error.png"))
     models.close()
+    models = ModelDialog(window.worker, window, line_art_style="sketch")  # as after picking sketch in Settings
+    models.show()
+    for _ in range(100):  # the line-art row is checked in the worker
+        if models.line_art_status is not None:
+            break
+        settle(200)
+    settle()
+    models.grab().save(str(out / "models-line-art.png"))
+    models.close()
     window.close()
 
 
@@ -100,6 +120,61 @@ FAILED_DOWNLOAD = ("download failed: https://huggingface.co/TencentARC/ColorFlow
                    "GraySD/checkpoint-200000/unet_lora.safetensors: connection reset by peer after 3 retries "
                    "(HTTPSConnectionPool(host='cdn-lfs.huggingface.co', port=443): Read timed out. "
                    "(read timeout=10)); check the network or a proxy, then press Download again")
+
+
+LINE_ART_ROW = 4  # the demo chapter's first line-art insert (the sketch page); the next is shaded
+
+
+def grab_with_popup(widget, path: Path, popup=None) -> None:
+    """`widget` as on the screen, with open menus or lists over it (a popup is a window of its own, which
+    widget.grab() leaves out); `popup` widens the area to hold it."""
+    from PySide6.QtWidgets import QApplication
+
+    area = widget.frameGeometry() if popup is None else widget.frameGeometry().united(popup.geometry())
+    QApplication.primaryScreen().grabWindow(0, area.x(), area.y(), area.width(), area.height()).save(str(path))
+
+
+def shoot_page_menu(window, row: int, path: Path) -> None:
+    """A right-click on a page: its Input style menu open (each style with its meaning), the Pages dock's
+    panel below it with auto's suggestion and the reason."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    strip = window.page_strip
+    position = strip.visualItemRect(strip.item(row)).center()
+
+    def open_styles() -> None:
+        menu = QApplication.activePopupWidget()
+        (action,) = [a for a in menu.actions() if a.menu() is not None]
+        menu.setActiveAction(action)
+        action.menu().popup(menu.mapToGlobal(menu.actionGeometry(action).topRight()))
+        QTimer.singleShot(600, lambda: grab_and_close(menu, action.menu()))
+
+    def grab_and_close(menu, styles) -> None:
+        grab_with_popup(window, path)
+        styles.close()
+        menu.close()
+
+    QTimer.singleShot(600, open_styles)
+    window._page_style_menu(position)  # modal until closed above
+
+
+def shoot_line_art_pages(window, out: Path, wait_for, settle) -> None:
+    """The line-art inserts get their own styles in the Pages dock (the sketch page's menu is shot first, beside
+    auto's suggestion and its reason); the Canvas shows the shading composite of the sketch-shading page."""
+    for row, style in ((LINE_ART_ROW, "sketch"), (LINE_ART_ROW + 1, "sketch-shading")):
+        window.page_strip.setCurrentRow(row)
+        wait_for(window.retrieval_shown)
+        settle()
+        if style == "sketch":  # before it is chosen: the suggestion is offered, not applied
+            shoot_page_menu(window, row, out / "page-style.png")
+        window.set_page_style(style)
+        wait_for(window.retrieval_shown)
+        settle()
+    window.grab().save(str(out / "line-art.png"))
+    window.page_strip.setCurrentRow(0)
+    wait_for(window.retrieval_shown)
+    settle()
 
 
 def shoot_failed_page(window, out: Path, wait_for, settle) -> None:

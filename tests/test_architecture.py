@@ -17,6 +17,10 @@ TORCH_MODULES = {
     "io.checkpoints", "preprocess.screenstyle", "models.loading", "core.offload", "training.icp_model",
     "icp.conditioning", "preprocess.tensors",
     "core.live_bytes", "pipelines.meta_forward",  # the memory estimate's meta-device runs (issue 23)
+    "pipelines.meta_forward_pixart",  # ... of the line-art family (issue 24)
+    "preprocess.lines",  # the line extractor (issue 24)
+    "icp.pixart_forward", "icp.pixart_components", "icp.pixart_colorize", "models.pixart_loading",  # PixArt ICP (24)
+    "icp.pixart_guide", "icp.pixart_lora",  # the PixArt guide and transformer LoRA (24)
 }
 QT_ROOTS = ("PySide6", "shiboken6", "app")
 HEAVY_ROOTS = ("torch", "diffusers", "transformers")

@@ -44,6 +44,27 @@ LAYOUT = [
     "sd15/vae/config.json",
     "sd15/vae/diffusion_pytorch_model.safetensors",
 ]
+# The line-art styles' files (issue 24): the PixArt-alpha base, the sketch/ and shading/ folders and
+# the line extractor. Not walked by the damage cases below, which load the SD1.5 family.
+LINE_ART_LAYOUT = [
+    *(f"colorflow/{style}/{name}" for style in ("shading", "sketch")
+      for name in ("MultiResNetModel.bin", "config.json", "diffusion_pytorch_model.bin", "transformer_lora.bin")),
+    "colorflow/LE/erika.pth",
+    "pixart/model_index.json",
+    "pixart/scheduler/scheduler_config.json",
+    "pixart/text_encoder/config.json",
+    "pixart/text_encoder/model-00001-of-00002.safetensors",
+    "pixart/text_encoder/model-00002-of-00002.safetensors",
+    "pixart/text_encoder/model.safetensors.index.json",
+    "pixart/tokenizer/added_tokens.json",
+    "pixart/tokenizer/special_tokens_map.json",
+    "pixart/tokenizer/spiece.model",
+    "pixart/tokenizer/tokenizer_config.json",
+    "pixart/transformer/config.json",
+    "pixart/transformer/diffusion_pytorch_model.safetensors",
+    "pixart/vae/config.json",
+    "pixart/vae/diffusion_pytorch_model.safetensors",
+]
 
 # Damage that is harmless because the loader never needs that content; everything else
 # must fail. Values: why loading is right to succeed.
@@ -230,7 +251,7 @@ def test_layout_lists_every_file_make_tiny_writes(tiny_models_dir):
         p.relative_to(tiny_models_dir).as_posix() for p in tiny_models_dir.rglob("*")
         if p.is_file() and p.parent != tiny_models_dir and p.name != RANDOM_WEIGHTS_NOTE  # the markers: not read by loaders
     )
-    assert written == LAYOUT
+    assert written == sorted(LAYOUT + LINE_ART_LAYOUT)
     assert sorted(p for p in WRONG_TYPE_KEY) == [p for p in LAYOUT if p.endswith(".json")]
 
 

@@ -37,9 +37,9 @@ def hashed(monkeypatch) -> list[str]:
 
 
 def _layout_files(root: Path) -> dict[str, Path]:
-    """Every file under DIR/sd15 and DIR/colorflow, as the test sees the folder."""
+    """Every file under DIR/sd15, DIR/colorflow and DIR/pixart (line-art styles), as the test sees the folder."""
     return {p.relative_to(root).as_posix(): p
-            for sub in ("sd15", "colorflow") for p in (root / sub).rglob("*") if p.is_file()}
+            for sub in ("sd15", "colorflow", "pixart") for p in (root / sub).rglob("*") if p.is_file()}
 
 
 def _flip_byte_keeping_mtime(path: Path) -> None:
@@ -287,7 +287,8 @@ def test_folders_linked_from_another_models_folder_are_recorded_too(models_copy,
     (linked / "colorflow" / "loop").symlink_to(linked / "colorflow", target_is_directory=True)  # walked once
     resolve_models(str(linked))
     record = json.loads(next((tmp_path / "user-config").rglob("*.json")).read_text())
-    assert sorted(record["files"]) == sorted(_layout_files(models_copy))
+    linked_roots = ("sd15/", "colorflow/")  # no pixart/ linked: the line-art base is not part of this folder
+    assert sorted(record["files"]) == sorted(r for r in _layout_files(models_copy) if r.startswith(linked_roots))
     _flip_byte_keeping_mtime(models_copy / "colorflow/image_encoder/model.safetensors")
     with pytest.raises(ModelError, match="image_encoder/model.safetensors: content changed"):
         resolve_models(str(linked))

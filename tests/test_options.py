@@ -19,10 +19,10 @@ CONTRACT = {
     "--models": (None, "official"),
     "--device": (DEVICES, "auto"),
     "--steps": (None, 10),
-    "--guidance": (None, 7.5),
+    "--guidance": (None, None),  # issue 24: the page's family's official default, 7.5 (SD) or 4.5 (PixArt)
     "--seed": (None, 0),
     "--size": (None, None),
-    "--input-style": (["screen", "gray"], "screen"),
+    "--input-style": (["screen", "gray", "sketch", "sketch-shading", "auto"], "screen"),  # issue 24
     "--procedure": (["ours", "official"], "ours"),
     "--output-size": (["page", "gsrp"], None),
     "--keep-ink": (None, None),  # on, off with the official procedure
@@ -56,7 +56,7 @@ COMMAND_OPTIONS = {
     "train icp": {"--models", "--device", "--seed", "--steps"},
     "train gsrp": {"--models", "--device", "--seed", "--steps", "--input-style"},
     "bench retrieval": set(),
-    "bench flops": {"--size", "--steps"},
+    "bench flops": {"--size", "--steps", "--input-style"},
     "bench pages": {"--models", "--device", "--steps", "--size", "--input-style", "--seed"},
     "bench speedups": {"--models", "--device", "--size"},
     "eval folders": {"--models", "--device", "--input-style"},
@@ -72,7 +72,11 @@ DIFFERENT = {
     ("eval folders", "--models"): (None, None),  # CLIP-IS only when given
     ("models layout", "--models"): (None, None),  # files read only when given; else the networks built
     ("models list", "--size"): (None, "512x800"),  # the memory estimate's size
-    ("eval folders", "--input-style"): (["screen", "gray"], None),  # the table's Input column
+    ("eval folders", "--input-style"): (["screen", "gray", "sketch", "sketch-shading"], None),  # the Input column
+    ("retrieve", "--input-style"): (["screen", "gray", "sketch", "sketch-shading"], "screen"),  # auto: colorize only
+    ("bench pages", "--input-style"): (["screen", "gray", "sketch", "sketch-shading"], "screen"),
+    ("bench flops", "--input-style"): (["screen", "gray", "sketch", "sketch-shading"], "screen"),  # the path counted
+    ("train gsrp", "--input-style"): (["screen", "gray"], "screen"),  # the SD family's GSRP
     ("eval bench", "--input-style"): (["screen", "gray", "same"], "screen"),  # same: each set's own style
 }
 
@@ -119,7 +123,9 @@ def test_refs_means_reference_paths_in_every_command(command):
 
 def test_help_says_the_defaults_and_ranges():
     colorize = " ".join(ALL["colorize"].format_help().split())
-    assert "1 to 100" in colorize and "default: 10" in colorize and "default: 7.5" in colorize
+    assert "1 to 100" in colorize and "default: 10" in colorize
+    # issue 24: unset guidance is each family's official default (SKETCH.md: PixArt 4.5, SD 7.5)
+    assert "default: auto: the official default of the page's model family, 7.5 (screen, gray) or 4.5" in colorize
     assert "--out" in colorize and ".cbz" in colorize
     seed = option_actions(ALL["retrieve"])["--seed"].help
     assert f"0 to {2**63 - 1}" in seed
@@ -157,11 +163,11 @@ def test_values_outside_the_declared_ones_are_refused_in_one_line(changes, messa
 
 
 def test_options_loaded_as_text_become_the_engines_enums():
-    from engine.core.options import Device, InputStyle, Procedure, RunSettings
+    from engine.core.options import Device, InputStyle, Procedure, RunSettings, StyleChoice
 
     options = RunSettings(device="cpu", procedure="official", input_style="gray")
     assert options.device is Device.CPU and options.procedure is Procedure.OFFICIAL
-    assert options.input_style is InputStyle.GRAY
+    assert options.input_style is StyleChoice.GRAY and options.input_style == InputStyle.GRAY  # the choices: styles + auto
 
 
 def _key_inputs():

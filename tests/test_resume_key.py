@@ -165,6 +165,9 @@ NO_CHANGE: dict[str, Callable[[Inputs], Inputs]] = {
     # Pages per denoising call: within fp32 tolerance of one at a time, like vae_tiling/low_vram
     # (how the run is carried out, not what the page is made from).
     "batch_pages": lambda b: b.with_settings(batch_pages=4),
+    # Whether the guidance was chosen or is the family's default: the key holds the guidance itself
+    # (issue 24: an unset guidance under screen colors as an explicit 7.5)
+    "family_guidance": lambda b: b.with_settings(family_guidance=True),
 }
 
 

@@ -167,10 +167,11 @@ class StageRecorder:
             self.end()
 
 
-def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCache | None = None):
+def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCache | None = None,
+               preprocess_stage: str = "ScreenStyle"):
     """Wrap the pipeline's stage methods (the chapter loop itself runs unchanged): preprocess is
-    ScreenStyle, retrieval RAP, and `color_batch` (which `color` calls: one page or several in one
-    denoising call) is split into ICP and each page's GSRP at their GSRP-start events. Stages must
+    `preprocess_stage` (ScreenStyle; "Lines" for the line-art styles), retrieval RAP, and `color_batch`
+    (which `color` calls: one page or several in one denoising call) is split into ICP and each page's GSRP at their GSRP-start events. Stages must
     run one at a time (the chapter loop with overlap=False). Returns a function that puts the
     unwrapped methods back."""
     from engine.core.events import Progress, ignore
@@ -179,7 +180,7 @@ def instrument(pipeline, recorder: StageRecorder, official_cache: ReembeddingCac
     seen: set[str] = set()
 
     def timed_prepare(page, inputs):
-        with recorder.stage(page.source.name, "ScreenStyle"):
+        with recorder.stage(page.source.name, preprocess_stage):
             return prepare(page, inputs)
 
     def timed_retrieve(page, references, choices, prepared):

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 from engine.cli.options import Default, add_options, options_from_args
 from engine.cli.speedups import add_bench_speedups_command, cmd_bench_speedups
-from engine.core.options import InputStyle
+from engine.core.options import LINE_ART_STYLES, InputStyle
 
 OK, FAILED = 0, 1  # engine.cli.main's EXIT_OK and EXIT_PAGES_FAILED
 EVAL_ACTIONS = ("folders", "make-bench", "bench")
@@ -73,7 +73,7 @@ def add_eval_commands(commands) -> None:
     folders.add_argument("gt", type=Path, metavar="GT", help="folder of ground-truth colored pages")
     folders.add_argument("--metrics", default=None,
                          help=f"{METRIC_HELP} (default: {NO_WEIGHTS_METRICS}, plus clip-is when --models is given)")
-    add_options(folders, ("models", "input_style", "device"),
+    add_options(folders, ("models", "input_style", "device"), only={"input_style": tuple(InputStyle)},
                 defaults={"models": Default(None, "official when clip-is is asked for"),
                           "input_style": Default(None, "none")},
                 helps={"models": "model source whose CLIP image encoder gives CLIP-IS: official, tiny or a DIR "
@@ -116,7 +116,7 @@ def add_eval_commands(commands) -> None:
     bench.add_argument("--sets", default=None, help="sets to run, e.g. screen,gray (default: every set of BENCH)")
     add_options(bench, ("models", "input_style", "procedure", "steps", "size", "seed", "keep_ink", "low_vram",
                         "cache_dir", "device"),
-                extra_choices={"input_style": (SAME_STYLE,)},
+                extra_choices={"input_style": (SAME_STYLE,)}, only={"input_style": ("screen", "gray")},
                 helps={"models": "official (default), tiny or a models DIR; also the CLIP-IS encoder",
                        "input_style": "how the pipeline reads the bw pages: screen (default, as the official app: the "
                        "ScreenStyle pass on every page, also the gray set's), gray (plain grayscale), same (the "
@@ -149,9 +149,11 @@ def add_bench_commands(commands) -> None:
         "batch 2, conditioning encoded per CFG copy, every reference re-embedded for every page. "
         "Ours: guide at batch 1, conditioning encoded once, reference embeddings cached per "
         "chapter (amortised over --pages). Both run the ScreenStyle pass once per page and "
-        "decode the whole canvas, as the official procedure does.",
+        "decode the whole canvas, as the official procedure does. --input-style sketch|sketch-shading: the line-art "
+        "(PixArt-alpha) path, with the line extractor and T5-XXL, run on every official call, once ever for ours.",
     )
-    add_options(bench_flops, ("size", "steps"), defaults={"size": Default(None, "512x800")})
+    add_options(bench_flops, ("size", "steps", "input_style"), only={"input_style": tuple(InputStyle)},
+                defaults={"size": Default(None, "512x800")})
     bench_flops.add_argument("--ref-count", type=int, default=40, help="references in the chapter (default 40)")
     bench_flops.add_argument("--pages", type=int, default=20, help="pages in the chapter (default 20)")
     bench_flops.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -167,14 +169,15 @@ def _add_bench_pages_command(bench_commands) -> None:
         description="Colors a generated chapter three times in this process with the same chapter loop: "
         "our default settings, --low-vram, and the official procedure (--procedure official, and every "
         "reference re-embedded for every page as the official app does). Each mode loads its own models "
-        "(load time reported apart) and starts with empty caches. Per page and stage (ScreenStyle, RAP, "
-        "ICP, GSRP): wall time and peak memory (CUDA: torch.cuda.max_memory_allocated; CPU: the process's "
+        "(load time reported apart) and starts with empty caches (line art: but the T5 prompt embeddings, computed "
+        "once first and timed apart; the official app runs T5 on every call, not repeated here). Per page and stage "
+        "(ScreenStyle, or Lines for line art; RAP, ICP, GSRP): wall time and peak memory (CUDA: torch.cuda.max_memory_allocated; CPU: the process's "
         "peak RSS, reset per stage on Linux, else getrusage's monotonic ru_maxrss) and its increase over the "
         "stage (stages run one at a time: the next page's CPU work does not overlap ICP here, so each stage's "
         "figures are its own); then pages per hour, CLIP encoder "
         "images and batches, and the ratios ours/official. One uncounted warm-up page runs first. "
         "Use --pages 50 for a chapter-length run. Text output shows stage totals; --json has every page.")
-    add_options(pages, ("models", "device", "steps", "size", "input_style"),
+    add_options(pages, ("models", "device", "steps", "size", "input_style"), only={"input_style": tuple(InputStyle)},
                 defaults={"steps": Default(None, f"10; {TINY_STEPS} with --models tiny"),
                           "size": Default(None, "the official size for the page, 512x800; 256x384 with --models "
                                           "tiny, so the tiny run takes about a minute of CPU")})
@@ -303,7 +306,9 @@ def _pages_text(result: dict) -> str:
              f"{result['process_baseline_mib']:.0f} MiB", "",
              "| Stage | " + " | ".join(f"{m} s/page | {m} peak MiB | {m} added MiB" for m in modes) + " |",
              "|---|" + "---:|" * (3 * len(modes))]
-    for stage in ("ScreenStyle", "RAP", "ICP", "GSRP"):
+    from engine.benchmarks.stages import STAGES
+
+    for stage in (s for s in STAGES if any(s in mode["stages"] for mode in modes.values())):
         cells = []
         for mode in modes.values():
             cell = mode["stages"].get(stage, {})
@@ -313,9 +318,13 @@ def _pages_text(result: dict) -> str:
     for name, mode in modes.items():
         lines.append(f"{name}: {mode['page_s']:.3f} s/page, {mode['pages_per_hour']:.0f} pages/hour, peak "
                      f"{mode['peak_mib']:.0f} MiB, CLIP encoder {mode['clip_images_embedded']} images in "
-                     f"{mode['clip_forward_passes']} batches, {mode['screenstyle_passes']} ScreenStyle passes, "
+                     f"{mode['clip_forward_passes']} batches, {mode['preprocess_passes']} preprocess passes, "
                      f"models loaded in {mode['load_s']:.1f} s (not counted; memory {mode['memory_before_load_mib']:.0f} "
                      f"-> {mode['memory_after_load_mib']:.0f} MiB, load peak {mode['load_peak_mib']:.0f} MiB)")
+    if "text_embeddings" in result:
+        once = result["text_embeddings"]
+        lines.append(f"T5 prompt embeddings, computed once before the modes (not in any mode's figures): "
+                     f"{once['s']:.1f} s, peak {once['peak_mib']:.0f} MiB, {once['t5_loads']} T5 load(s)")
     for pair, ratios in result["ratios"].items():
         lines.append(f"{pair}: time " + ", ".join(f"{k} {v}" for k, v in ratios["time"].items())
                      + "; peak memory " + ", ".join(f"{k} {v}" for k, v in ratios["peak_memory"].items())
@@ -345,6 +354,8 @@ def cmd_bench(args) -> int:
 
         options = options_from_args(args)  # the declared range of --steps
         size = WorkSize.parse(options.size or "512x800")
+        if options.input_style in LINE_ART_STYLES:
+            from engine.benchmarks.flops_pixart import compare_pixart as compare
         result = compare(size.width, size.height, options.steps, args.ref_count, args.pages)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -13,6 +13,7 @@ from engine.cli.evaluate import add_bench_commands, add_eval_commands, cmd_bench
 from engine.cli.models import add_models_commands, cmd_models, print_check_progress
 from engine.cli.prechecks import check_device_and_model_names, check_out_not_a_file
 from engine.cli.options import Default, add_options, options_from_args
+from engine.core.options import InputStyle
 from engine.cli.train import add_train_commands, cmd_train
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file OUT/colorflow-project.json are applied.",
     )
     _add_chapter_args(retrieve, "output / project folder")
-    add_options(retrieve, CHAPTER_OPTIONS + RUN_OPTIONS)
+    add_options(retrieve, CHAPTER_OPTIONS + RUN_OPTIONS, only={"input_style": tuple(InputStyle)})  # one style a run
 
     colorize = commands.add_parser(
         "colorize",
@@ -179,16 +180,24 @@ def _progress_sink(enabled: bool):
 def _precheck(args) -> ModelPaths:
     """That the models are present (the device was checked with the inputs), without torch.
     Returns the model source resolved, once for the whole run (`tiny` is built here on first use)."""
+    from engine.core.paths import run_text_embeddings_dir
+    from engine.models.line_art import require_line_art
     from engine.models.sources import check_models, resolve_models
 
-    return check_models(args.models, print_check_progress) or resolve_models(args.models)
+    models = check_models(args.models, print_check_progress) or resolve_models(args.models)
+    # a line-art style's optional files: missing, one line naming their size and the download command (the
+    # T5 weights only while the prompt embeddings are not in the run's cache folder)
+    require_line_art("official" if args.models == "official" else models, str(getattr(args, "input_style", "")),
+                     run_text_embeddings_dir(getattr(args, "cache_dir", None)))
+    return models
 
 
 def cmd_retrieve(args) -> int:
     from engine.core.devices import pick_device
     from engine.core.errors import RunStopped
     from engine.pipelines.chapter import retrieve_chapter
-    from engine.pipelines.page import load_preparer, load_retriever
+    from engine.pipelines.families import style_preparers
+    from engine.pipelines.page import load_retriever
     from engine.pipelines.settings import pipeline_settings
 
     options = options_from_args(args)
@@ -202,11 +211,12 @@ def cmd_retrieve(args) -> int:
             models = _precheck(args)
             device = pick_device(options.device)
             retriever = load_retriever(models, device, options.cache_dir)
-            preparer = load_preparer(models, device, options.cache_dir, options.input_style)
+            preparers = style_preparers(models, device, options.cache_dir)  # each page's own style (the project's)
+            preparers(options.input_style)  # the chapter's style loads now: its models' errors before any page
             emit, close = _progress_sink(not args.json)
             try:
                 report = retrieve_chapter(chapter, references, retriever, project, emit=emit,
-                                          preparer=preparer, inputs=inputs)
+                                          preparers=preparers, inputs=inputs)
             except RunStopped as exc:  # disk full or read-only mid-run: pages written so far are kept
                 report, stopped = exc.report, exc
             finally:
@@ -239,8 +249,9 @@ def _output_places(args) -> tuple[Path, Path | None, str]:
 def cmd_colorize(args) -> int:
     from engine.core.devices import pick_device
     from engine.io.export import IncompleteExport, export_project
+    from engine.core.options import AUTO_STYLE
     from engine.pipelines.chapter import colorize_chapter
-    from engine.pipelines.page import load_pipeline
+    from engine.pipelines.families import load_families
     from engine.pipelines.settings import pipeline_settings
 
     folder, cbz, args.export_format = _output_places(args)
@@ -255,12 +266,13 @@ def cmd_colorize(args) -> int:
 
             check_output_folder(project.folder, estimate_output_bytes(chapter.sources))
             models = _precheck(args)
-            pipeline = load_pipeline(models, pick_device(options.device), low_vram=options.low_vram,
-                                     cache_dir=options.cache_dir, vae_tiling=options.vae_tiling,
-                                     input_style=options.input_style, compile=options.compile,
-                                     max_vram=options.max_vram, work_size=settings.size, decode=settings.colorize.decode)
-            if pipeline.memory_note:
-                print(printable(pipeline.memory_note), file=sys.stderr)
+            # One pipeline per model set the pages need, each loaded once; the chapter's style's set now
+            # (its model errors before any page), another when its first page comes (a page's own style, auto)
+            first = None if options.input_style == AUTO_STYLE else options.input_style
+            pipeline = load_families(models, pick_device(options.device), low_vram=options.low_vram,
+                                     cache_dir=options.cache_dir, vae_tiling=options.vae_tiling, compile=options.compile,
+                                     max_vram=options.max_vram, work_size=settings.size, decode=settings.colorize.decode,
+                                     emit=lambda note: print(printable(note.message), file=sys.stderr), first=first)
             emit, close = _progress_sink(not args.json)
             try:
                 report = colorize_chapter(chapter, references, pipeline, project, settings=settings, emit=emit,
@@ -311,7 +323,9 @@ def _print_report(args, project, report, verb: str, exports: list[str] | None = 
                   export_notes: list[str] | None = None) -> None:
     if args.json:
         pages = [
-            {"page": p.name, "status": p.status, "error": p.error, "outputs": p.outputs}
+            {"page": p.name, "status": p.status, "error": p.error, "outputs": p.outputs,
+             # the style it was prepared with this run (its own, the chapter's or auto's) and auto's why
+             "input_style": getattr(report, "styles", {}).get(p.name), "suggested": p.suggested}
             for p in project.pages
         ]
         print(json.dumps({"out": str(project.folder), "done": report.done, "failed": report.failed,

@@ -20,8 +20,9 @@ def add_models_commands(commands) -> None:
     make_tiny = model_commands.add_parser(
         "make-tiny",
         help="write small random-weight models in the official layout (offline tests, demos)",
-        description="Writes DIR/sd15/ and DIR/colorflow/ with tiny random-weight models built "
-        "with the real classes. Use with --models DIR. Colors they produce are meaningless.",
+        description="Writes DIR/sd15/, DIR/colorflow/ (with the line-art folders sketch/, shading/ and "
+        "LE/erika.pth) and DIR/pixart/ (the PixArt-alpha base with a tiny T5) with tiny random-weight models "
+        "built with the real classes. Use with --models DIR. Colors they produce are meaningless.",
     )
     make_tiny.add_argument("dir", type=Path, metavar="DIR")
     make_tiny.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
@@ -33,14 +34,18 @@ def add_models_commands(commands) -> None:
         "its official size, keys and shapes as the official checkpoints, fp16 on disk (about 5.4 GB), filled "
         "with random values in seconds to a minute. Use with --models DIR to measure speed and memory: a "
         "marker makes every report say \"random weights: timing only\"; the colors are meaningless. The "
-        "tokenizer has the official vocabulary size with a generated vocabulary. A folder holding other "
-        "model files is refused.",
+        "tokenizer has the official vocabulary size with a generated vocabulary. The line-art styles' PixArt "
+        "family (DIR/pixart/, sketch/, shading/, LE/; about 11 GB more at official size: PixArt-alpha transformer, "
+        "T5-XXL in two shards, two guides and LoRAs) is written with --line-art; --scale tiny always writes it. "
+        "A folder holding other model files is refused.",
     )
     make_random.add_argument("dir", type=Path, metavar="DIR")
     make_random.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
     make_random.add_argument("--scale", choices=("official", "tiny"), default="official",
                              help="official: every network at its official size (default); tiny: the make-tiny "
                              "models, from the same builder")
+    make_random.add_argument("--line-art", action="store_true",
+                             help="also write the line-art styles' PixArt family at official size (about 11 GB more)")
     download = model_commands.add_parser(
         "download",
         help="fetch the official model files once into the Hugging Face cache (about 10.7 GB)",
@@ -51,8 +56,18 @@ def add_models_commands(commands) -> None:
         "Trust on first use: no sha256 is published for these files and no hub revision is pinned, "
         "so downloads follow each repository's main branch; `colorflow models list` shows how each "
         "file is verified. Interrupted downloads resume. Proxies: the usual HTTPS_PROXY variables. "
-        "`colorflow models list` shows the sizes, the folder, its free space and the licences first.",
+        "`colorflow models list` shows the sizes, the folder, its free space and the licences first. "
+        "The line-art styles' files are optional: --line-art fetches them.",
     )
+    download.add_argument(
+        "--line-art", nargs="?", const="all", choices=("all", "sketch", "sketch-shading"), metavar="STYLE",
+        help="also fetch the optional files of the line-art styles (sketch, sketch-shading or all, the default): "
+        "ColorFlow sketch/ and shading/ (PixArt guide, transformer LoRA, GSRP network), LE/erika.pth and the "
+        "PixArt-alpha base (transformer, VAE, scheduler, T5 tokenizer and text encoder): about 25.6 GB for both "
+        "styles, 23.8 GB for one, 19 GB of it T5, whose weights are skipped once the prompt embeddings are cached "
+        "(sizes partly estimated: `colorflow models list`); only the "
+        "diffusers-layout files are fetched, never the repository's .pth checkpoints; the size is printed first. "
+        "Unlike the official app, which downloads these on every start, they are fetched only on request")
     download.add_argument("--repair", action="store_true",
                           help="verify every file first and fetch again the missing and damaged ones")
     download.add_argument("--force", action="store_true", help="download every file again")
@@ -89,19 +104,23 @@ def add_models_commands(commands) -> None:
         "go to and its free space (with a warning when the download does not fit), the licence of each part with its "
         "URL, whether a usable GPU is present, the last speed probe, and the tiny models. Then the estimated "
         "peak memory of each stage at the working size (--size) for the official models: on a GPU in fp16, "
-        "with --low-vram, and on the CPU in fp32 (RAM); see --max-vram of colorize.",
+        "with --low-vram, and on the CPU in fp32 (RAM); see --max-vram of colorize. The optional line-art files "
+        "(sketch, sketch-shading) follow in their own section, with what each style still lacks.",
     )
     add_options(listing, ("size",), defaults={"size": Default("512x800", "512x800")},
                 helps={"size": "working size WxH of the memory estimate (default 512x800; the canvas is 2W x 2H)"})
     listing.add_argument("--json", action="store_true", help="print everything above as JSON")
     layout = model_commands.add_parser(
         "layout",
-        help="print every key and shape of the GraySD guide, UNet LoRA, GSRP network and ScreenStyle networks",
+        help="print every key and shape of the GraySD guide, UNet LoRA, GSRP network, ScreenStyle networks and the "
+        "line-art networks (PixArt guide, PixArt LoRA, line extractor)",
         description="Builds the networks at official size (no weights loaded, no download) and "
         "prints each state-dict key with its shape, to diff against the official checkpoint files.",
     )
     layout.add_argument("--json", action="store_true",
-                        help="print JSON {guider, unet_lora, multires, <ScreenStyle .pth hub paths>}")
+                        help="print JSON {guider, unet_lora, multires, <ScreenStyle .pth hub paths>, line_extractor, "
+                        "pixart_guider, pixart_lora}; read from files, the line-art ones per style folder present "
+                        "(sketch/guider, sketch/transformer_lora, sketch/multires, ...)")
     add_options(layout, ("models",), defaults={"models": Default(None, "none: the networks built at official size")},
                 helps={"models": "read the keys and shapes from the files of this model source (official, tiny "
                        "or a models DIR) instead of building the networks (default: none, built at official size)"})
@@ -137,76 +156,6 @@ def _byte_progress_sink():
             bar.close()
 
     return emit, close
-
-
-def print_models_list(size: str = "512x800", *, as_json: bool = False) -> None:
-    """Sizes, destination, free space, licences, GPU, speed and the memory estimate at `size`; no torch
-    import when no GPU can be usable (devices.gpu_ruled_out) and `size` is in the shipped table."""
-    if as_json:
-        print(json.dumps(models_list_data(size), indent=1))
-        return
-    from engine.core.devices import NO_GPU, describe_device, dtype_name, resolve_auto
-    from engine.io.storage import human_bytes
-    from engine.models.overview import models_overview
-    from engine.models.speed import last_probe, probe_line, read_probes
-    from engine.core.paths import cache_dir
-    from engine.models.sources import TINY_MARKER
-
-    overview = models_overview("official")
-    present = len(overview.rows) - overview.missing
-    print(f"official  {present}/{len(overview.rows)} files present, {human_bytes(overview.installed_bytes)} on disk, "
-          f"{human_bytes(overview.to_download_bytes)} still to download; {human_bytes(overview.total_bytes)} in all")
-    for row in overview.rows:
-        print(f"   {'ok' if row.installed else '--'}  {row.size_text():>10}  {row.file.verify:<8}  "
-              f"{row.file.repo}/{row.file.path}")
-    print(f"   total {human_bytes(overview.total_bytes)} (sizes on disk where present, else the download size)")
-    for index, line in enumerate(overview.verification_lines()):
-        print(f"{'verified' if index == 0 else '':<10}{line}")
-    print(f"folder    {overview.destination} (Hugging Face cache: HF_HUB_CACHE, else HF_HOME/hub)")
-    print(f"free      {overview.space_text()}")
-    warning = overview.warning()
-    if warning:
-        print(f"WARNING   {warning}")
-    print("licences  (read them before use)")
-    for licence in overview.licences:
-        name, details = licence.lines()
-        print(f"   {name}\n      {details}")
-    print(f"speed     {probe_line('official')}")
-    tiny = cache_dir() / "tiny-models"
-    print(f"tiny      {'generated in ' + str(tiny) if (tiny / TINY_MARKER).exists() else 'generated on first use'}; "
-          f"random weights, meaningless colors; speed: {probe_line('tiny')}")
-    for key in read_probes():
-        if key not in ("official", "tiny") and last_probe(key):
-            print(f"{key}: {probe_line(key)}")
-    device = resolve_auto()
-    print(f"GPU       {NO_GPU if device == 'cpu' else describe_device(device)}")
-    print(f"device    auto -> {device}, {dtype_name(device)}")
-    from engine.core.geometry import WorkSize
-    from engine.pipelines.memory import NOT_COUNTED, summary_lines
-
-    canvas = WorkSize.parse(size).canvas
-    print(f"memory    estimated peak of the official models at {size} (canvas {canvas[0]}x{canvas[1]}), per stage in GiB")
-    for line in summary_lines(size):
-        print(f"   {line}")
-    print(f"   {NOT_COUNTED}")
-
-
-def models_list_data(size: str) -> dict:
-    """`models list --json`: the same facts as the text."""
-    from engine.core.devices import resolve_auto
-    from engine.models.overview import models_overview
-    from engine.models.speed import probe_line
-    from engine.pipelines.memory import NOT_COUNTED, summary
-
-    overview = models_overview("official")
-    files = [{"path": f"{row.file.repo}/{row.file.path}", "bytes": row.size, "installed": row.installed,
-              "verified_by": row.file.verify} for row in overview.rows]
-    licences = [{"name": lic.name, "component": lic.component, "repo": lic.repo, "url": lic.url}
-                for lic in overview.licences]
-    memory = {"size": size, "not_counted": NOT_COUNTED, "estimates": {k: v.as_dict() for k, v in summary(size)}}
-    return {"files": files, "total_bytes": overview.total_bytes, "to_download_bytes": overview.to_download_bytes,
-            "folder": str(overview.destination), "free_bytes": overview.free_bytes, "warning": overview.warning(),
-            "licences": licences, "speed": probe_line("official"), "device": resolve_auto(), "memory": memory}
 
 
 def cmd_probe(args) -> int:
@@ -307,7 +256,7 @@ def write_random_models(args) -> int:
         raise InputError(printable(f"{root} holds model files that are not random weights; they would be "
                                    f"overwritten: choose a new or empty folder"))
     start = time.perf_counter()
-    paths = make_random(root, scale, seed=args.seed)
+    paths = make_random(root, scale, seed=args.seed, line_art=getattr(args, "line_art", False))
     seconds = time.perf_counter() - start
     accept_if_recorded(root)  # written anew on purpose: a record of the old ones is replaced
     if args.models_command == "make-tiny":
@@ -327,12 +276,17 @@ def cmd_models(args) -> int:
         from engine.models.hub import download
         from engine.models.hub_cache import missing_files
         from engine.models.pins import verify
+        from engine.models.presets import preset_files
 
         files = None
         if args.repair:
-            files = [s.file for s in verify("official") if s.status in ("missing", "corrupt")]
+            files = [s.file for s in verify("official", components=None) if s.status in ("missing", "corrupt")]
         elif not args.force:
             files = missing_files("official")
+        if args.line_art:
+            from engine.cli.models_list import line_art_to_fetch
+
+            files = (files if files is not None else preset_files("official")) + line_art_to_fetch(args)
         if files == []:
             print("all official model files are present (verify: colorflow models verify)")
             return OK
@@ -352,11 +306,12 @@ def cmd_models(args) -> int:
             raise InputError("--accept is for a models DIR: official files are pinned to the hub's checksums; "
                              "fetch damaged ones again with `colorflow models download --repair`")
 
-        states = verify("official")
+        states = verify("official", components=None)  # the line-art files too: "optional" until downloaded
         for state in states:
             print(f"{state.status:>8}  {state.file.repo}/{state.file.path}  {state.detail}")
         bad = [s for s in states if s.status in ("missing", "corrupt")]
-        if bad and all(s.status == "missing" for s in states):  # a fresh install: nothing to repair
+        base = [s for s in states if s.file.component == "base"]
+        if bad and all(s.status == "missing" for s in base) and bad == [s for s in base]:  # a fresh install
             print("the official models are not downloaded yet; fetch them once with: colorflow models download")
             return FAILED
         if bad:
@@ -374,6 +329,8 @@ def cmd_models(args) -> int:
             accept_if_recorded(paths.sd15.parent)  # the copies are ours: the record takes them
         print(f"{len(written)} file(s) converted" if written else "nothing to convert")
     elif args.models_command == "list":
+        from engine.cli.models_list import print_models_list
+
         print_models_list(args.size, as_json=args.json)
     elif args.models_command == "probe":
         return cmd_probe(args)

@@ -41,12 +41,13 @@ def _help(option: Option, says: str) -> str:
 
 def add_options(parser: argparse.ArgumentParser, names: Sequence[str], *,
                 defaults: Mapping[str, Default] | None = None, extra_choices: Mapping[str, Sequence[str]] | None = None,
-                helps: Mapping[str, str] | None = None) -> None:
+                helps: Mapping[str, str] | None = None, only: Mapping[str, Sequence[str]] | None = None) -> None:
     """Add the declared options `names` to a command: the same flag, choices, default and help in
     every command. `defaults` gives a command's own default where the option means something
     else there (said in its help), `extra_choices` values beside the declared ones (handled by the
-    command before its options become RunSettings), `helps` a command's own wording."""
-    defaults, extra_choices, helps = defaults or {}, extra_choices or {}, helps or {}
+    command before its options become RunSettings), `helps` a command's own wording, `only` the declared
+    values a command takes (e.g. the input styles a benchmark runs), in declared order."""
+    defaults, extra_choices, helps, only = defaults or {}, extra_choices or {}, helps or {}, only or {}
     for name in names:
         option = OPTIONS[name]
         default = defaults[name].value if name in defaults else option.default
@@ -56,7 +57,8 @@ def add_options(parser: argparse.ArgumentParser, names: Sequence[str], *,
         if option.kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if option.optional else "store_true"
         elif option.choices:
-            kwargs["choices"] = [*option.choices, *extra_choices.get(name, ())]
+            taken = [c for c in option.choices if c in only[name]] if name in only else list(option.choices)
+            kwargs["choices"] = [*taken, *extra_choices.get(name, ())]
         elif name == "size":
             kwargs.update(type=size_text, metavar="WxH")
         else:

@@ -132,7 +132,7 @@ def _add_gsrp_command(actions) -> None:
     _add_trainer_arguments(gsrp, default_steps=30000, state_dir="state-gsrp", steps_source=", paper 4.1")
     gsrp.add_argument("--crop", type=_crop_type, default=(512, 512), metavar="WxH|full",
                       help="high-resolution crop of the GSRP frame (multiples of 8; default 512x512; full: whole frame)")
-    add_options(gsrp, ("input_style",), helps={
+    add_options(gsrp, ("input_style",), only={"input_style": ("screen", "gray")}, helps={
         "input_style": "the black-and-white input: screen, a random mix of the grayscale page and its ScreenStyle "
         "output, as ICP training (default); gray: the grayscale page"})
     gsrp.add_argument("--from-scratch", action="store_true",

@@ -53,6 +53,29 @@ class ModelOffload:
             torch.cuda.empty_cache()
 
 
+def place_models(components: Any, device: torch.device | str) -> bool:
+    """Move the models of a loaded model set (the nn.Module fields of its components: a family
+    left idle waits on the CPU, and comes back before it runs). With model offload installed
+    (low VRAM) the hooks place them: moving to the CPU is the offload, moving back waits for
+    their next forward. A set on the CPU stays (a no-op). Returns whether anything moved."""
+    if components.device.type == "cpu":
+        return False
+    target = torch.device(device)
+    offload = getattr(components, "offload", None)
+    if offload is not None:
+        if target.type == "cpu":
+            offload.offload()
+        return target.type == "cpu"
+    seen: set[int] = set()
+    for value in vars(components).values():
+        if isinstance(value, nn.Module) and id(value) not in seen:
+            seen.add(id(value))
+            value.to(target)
+    if target.type == "cpu" and components.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return True
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA, MPS or host memory ran out (torch raises several types for this)."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":

@@ -28,6 +28,25 @@ class InputStyle(enum.StrEnum):
 
 
 LINE_ART_STYLES = (InputStyle.SKETCH, InputStyle.SKETCH_SHADING)  # the styles the PixArt model family colors
+# The --input-style choices: the four styles, and "auto": each page's style suggested from its pixels
+# (engine/preprocess/style_suggest.py) and applied, the run saying which and why per page.
+AUTO_STYLE = "auto"
+StyleChoice = enum.StrEnum("StyleChoice", {**{s.name: s.value for s in InputStyle}, "AUTO": AUTO_STYLE})
+StyleChoice.__doc__ = "An input style, or auto (chosen per page): the input_style option's values."
+# Guidance when none is chosen: each model family's official pipeline default (SKETCH.md: the
+# PixArt pipeline 4.5, the SD/gray one 7.5).
+FAMILY_GUIDANCE = MappingProxyType({InputStyle.SCREEN: 7.5, InputStyle.GRAY: 7.5,
+                                    InputStyle.SKETCH: 4.5, InputStyle.SKETCH_SHADING: 4.5})
+
+
+def default_guidance(style: str) -> float:
+    """The guidance a page of `style` is colored with when none is chosen (its model family's official default)."""
+    return FAMILY_GUIDANCE[InputStyle(style)]
+
+
+def effective_guidance(chosen: float | None, style: str) -> float:
+    """The guidance a page of `style` is colored with: the chosen one, else its family's official default."""
+    return default_guidance(style) if chosen is None else chosen
 
 
 class Procedure(enum.StrEnum):
@@ -116,23 +135,31 @@ class RunSettings:
     device: Device = _declare(Device.AUTO, label="Device",
                               help="where models run: auto = CUDA, then Apple MPS, then CPU")
     steps: int = _declare(10, label="Denoising steps", range=(1, 100), help="denoising steps, 10 as official")
-    guidance: float = _declare(7.5, label="Guidance", range=(0, None), help="classifier-free guidance scale")
+    guidance: float | None = _declare(
+        None, label="Guidance", range=(0, None),
+        default_words="auto: the official default of the page's model family, 7.5 (screen, gray) or 4.5 (sketch, "
+        "sketch-shading)", help="classifier-free guidance scale")
     seed: int = _declare(
         0, label="Seed", range=(0, MAX_SEED), range_words="a non-negative integer",
         help="random seed: same seed, same result; it also seeds the ScreenStyle pass")
     size: str | None = _declare(
         None, label="Working size", default_words="the official size nearest in aspect to each page",
         help="working size WxH: 640x640, 512x800, 800x512 or multiples of 64 from 256 to 2048")
-    input_style: InputStyle = _declare(
-        InputStyle.SCREEN, label="Input style", in_project=True,
+    input_style: StyleChoice = _declare(
+        StyleChoice.SCREEN, label="Input style", in_project=True,
         choice_labels=(("screen", "ScreenStyle pass (official)"), ("gray", "plain grayscale"),
-                       ("sketch", "line art (official Sketch)"), ("sketch-shading", "line art with shading (official Sketch_Shading)")),
+                       ("sketch", "line art (official Sketch)"), ("sketch-shading", "line art with shading (official Sketch_Shading)"),
+                       ("auto", "auto: suggested per page")),
         help="screen (as the official app): each page goes through the official ScreenStyle pass first, "
         "and G, a 50/50 blend of the page's grayscale and its ScreenVAE re-screening, is what retrieval, "
         "the canvas and GSRP see (the weights were trained on such inputs); gray: the plain grayscale page; "
         "sketch and sketch-shading (the official app's line-art styles): the official line extractor's lines "
         "(sketch-shading keeps the page's dark and mid-gray areas as flat shading), colored by the PixArt-alpha "
-        "model family (the ColorFlow sketch/ or shading/ weights)")
+        "model family (the ColorFlow sketch/ or shading/ weights; a frame that is not a multiple of 16, never one "
+        "of our working sizes, is padded for the line extractor with white paper, by --procedure official with "
+        "the official 1.0, nearly black); auto (ours, not in the official app): each page's "
+        "style suggested from its pixels (share of mid-gray and screentone pixels vs pure line pixels) and applied, "
+        "the run saying per page which and why. A page's own style in the project overrides the chapter's")
     procedure: Procedure = _declare(
         Procedure.OURS, label="Procedure", in_project=True, help=PROCEDURE_HELP,
         choice_labels=(("ours", "ours (faster, own noise streams)"),
@@ -145,7 +172,9 @@ class RunSettings:
         None, label="Keep ink", default_words="on; off with the official procedure",
         hint="take lightness from the original page (line art stays exact)",
         help="take lightness from the original page so line art, text and screentone stay "
-        "pixel-faithful; color only from the model")
+        "pixel-faithful; color only from the model. On line-art pages (sketch, sketch-shading) the page's "
+        "ink is multiplied over the colors instead, as a line layer in multiply mode: black lines stay black, "
+        "white paper takes the model's color (lightness from the page would leave the paper white)")
     low_vram: bool = _declare(
         False, label="Low VRAM", hint="keep every model on the CPU except while it runs (8 GB cards; slower)",
         help="every model stays on the CPU and moves to the GPU only while it runs (accelerate offload "
@@ -173,7 +202,8 @@ class RunSettings:
         "when --size is not given) fits, keeping --low-vram and --vae-tiling when set, and says which; when none "
         "fits, an error before any model loads (it says whether --decode page, which changes the pixels, "
         "would fit). The estimate (colorflow models list --size) counts weights and activations from "
-        "meta-device forwards, one page per denoising call (--batch-pages N needs more), not the CUDA context "
+        "meta-device forwards (the line-art styles: their PixArt-alpha family and line extractor, T5 never "
+        "resident as its prompt embeddings are cached), one page per denoising call (--batch-pages N needs more), not the CUDA context "
         "(~0.5 GiB) or allocator caching: leave some room. GPUs only: on the CPU it changes nothing (says so); "
         "RAM use there is shown by models list")
     batch_pages: int = _declare(

@@ -56,9 +56,10 @@ class BenchRunSettings:
         from engine.core.devices import precheck_device
         from engine.models.sources import check_models
 
-        styles = [*InputStyle, SAME_STYLE]
+        styles = [InputStyle.SCREEN, InputStyle.GRAY, SAME_STYLE]  # the benchmark sets are toned/gray pages
         if self.input_style not in styles:
-            raise InputError(f"--input-style must be one of {', '.join(styles)}, got {self.input_style!r}")
+            raise InputError(f"--input-style must be one of {', '.join(styles)}, got {self.input_style!r} (the "
+                             "benchmark sets are screentoned and gray pages; line-art styles and auto are not benchmarked)")
         if not self.sets:
             raise InputError("no benchmark set chosen")
         missing = [s for s in self.sets if s not in bench.sets]

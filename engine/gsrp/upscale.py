@@ -168,6 +168,18 @@ def keep_ink(colored: Image.Image, gray_page: Image.Image) -> Image.Image:
     return Image.fromarray((rgb * 255.0 + 0.5).astype(np.uint8), "RGB")
 
 
+def multiply_ink(colored: Image.Image, gray_page: Image.Image) -> Image.Image:
+    """Keep-ink for line-art pages: the page's ink multiplied over the colors, as a colorist's line
+    layer in multiply mode (out = color x page / 255, rounded): black lines stay black, white paper
+    takes the model's color, gray shading darkens it. Taking lightness from the page (keep_ink)
+    would leave a line-art page's paper white, so without color."""
+    if colored.size != gray_page.size:
+        raise ValueError("multiply_ink needs the colored page at the page's own size")
+    ink = np.asarray(gray_page.convert("L"), dtype=np.uint32)[..., None]
+    color = np.asarray(colored.convert("RGB"), dtype=np.uint32)
+    return Image.fromarray(((color * ink + 127) // 255).astype(np.uint8), "RGB")
+
+
 def _linear_rgb(lab: np.ndarray) -> np.ndarray:
     """CIELAB (D65) -> linear sRGB without clipping (skimage's lab2rgb clips)."""
     import warnings

@@ -220,16 +220,22 @@ class Colorizer:
                 features = self.c.guide(model_input, timestep, conditioning, settings.conditioning_scale)
                 noise = self.c.unet_runner(self.unet_forward, model_input, timestep, text, features)
             latents = scheduler.step(noise, timestep, latents, return_dict=False)[0]
-            if callback is not None:
-                step = index + 1
-                wants_preview = settings.preview_every and (step % settings.preview_every == 0 or step == total)
-                previews = tuple(latent_preview(self._page_latent(latents[i : i + 1], size)) if wants_preview
-                                 else None for i in range(pages))
-                if callback(StepInfo(step, total, int(timestep), previews[0], previews)) is False:
-                    raise Interrupted(f"interrupted after step {step} of {total}")
+            self.report_step(callback, latents, size, settings, index + 1, total, int(timestep))
         if self.c.offload is not None:
             self.c.offload.offload("guide")
         return [self.decode(latents[i : i + 1], size, settings) for i in range(pages)]
+
+    def report_step(self, callback: StepCallback | None, latents: torch.Tensor, size: WorkSize,
+                    settings: ColorizeSettings, step: int, total: int, timestep: int) -> None:
+        """After denoising step `step` (1-based): the callback gets each page's preview (on the
+        settings' preview steps and the last); Interrupted when it returns False."""
+        if callback is None:
+            return
+        wants_preview = settings.preview_every and (step % settings.preview_every == 0 or step == total)
+        previews = tuple(latent_preview(self._page_latent(latents[i : i + 1], size)) if wants_preview
+                         else None for i in range(latents.shape[0]))
+        if callback(StepInfo(step, total, timestep, previews[0], previews)) is False:
+            raise Interrupted(f"interrupted after step {step} of {total}")
 
     def decode(self, latents: torch.Tensor, size: WorkSize, settings: ColorizeSettings) -> Image.Image:
         """One page's final latent to its W x H page, by the settings' decode region."""

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -93,7 +93,7 @@ def lora_config(rank: int = LORA_RANK, alpha: int = LORA_ALPHA):
     )
 
 
-_PREFIXES = ("base_model.model.", "unet.", "module.")
+_PREFIXES = ("base_model.model.", "unet.", "transformer.", "module.")  # "transformer.": diffusers' PixArt LoRA files
 
 
 def normalise_lora_key(key: str, adapter: str = "default") -> str:
@@ -116,9 +116,12 @@ def attach_lora(unet, rank: int = LORA_RANK, alpha: int = LORA_ALPHA, adapter: s
     unet.add_adapter(lora_config(rank, alpha), adapter_name=adapter)
 
 
-def load_lora(unet, path: Path, adapter: str = "default") -> int:
+def load_lora(unet, path: Path, adapter: str = "default", *, attach: Callable[..., None] | None = None,
+              what: str = "the UNet") -> int:
     """Attach the LoRA adapter (rank read from the file, alpha = rank as in the official
-    config) and load it; every adapter tensor must be matched or this fails naming the keys."""
+    config) and load it; every adapter tensor must be matched or this fails naming the keys.
+    `attach(model, rank=, adapter=)` adds another model's official adapter (default: the UNet's,
+    attach_lora); `what` names that model in the messages."""
     raw = read_state_dict(path)
     state = {normalise_lora_key(key, adapter): tensor for key, tensor in raw.items()}
     ranks = {t.shape[0] for k, t in state.items() if ".lora_A." in k}
@@ -127,11 +130,14 @@ def load_lora(unet, path: Path, adapter: str = "default") -> int:
             f"LoRA file {path}: expected one rank in its lora_A tensors, found {sorted(ranks) or 'none'}; {REPAIR_HINT}"
         )
     rank = ranks.pop()
-    attach_lora(unet, rank=rank, alpha=rank, adapter=adapter)
+    if attach is None:
+        attach_lora(unet, rank=rank, alpha=rank, adapter=adapter)
+    else:
+        attach(unet, rank=rank, adapter=adapter)
     expected = {k: v for k, v in unet.state_dict().items() if ".lora_" in k and f".{adapter}." in k}
     report = compare_keys(expected, state)
     if not report.ok:
-        raise ModelError(f"LoRA file {path} does not fit the UNet: {report.describe()}; {REPAIR_HINT}")
+        raise ModelError(f"LoRA file {path} does not fit {what}: {report.describe()}; {REPAIR_HINT}")
     result = unet.load_state_dict(state, strict=False)
     if result.unexpected_keys:  # cannot happen after compare_keys; kept as a hard guard
         raise ModelError(f"LoRA keys not applied: {result.unexpected_keys[:5]}")

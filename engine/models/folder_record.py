@@ -19,6 +19,7 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from engine.core.errors import ModelError
 from engine.core.events import EventSink, Progress, ignore
@@ -28,7 +29,7 @@ from engine.core.paths import config_dir
 RECORDS_DIR = "model-folders"
 RECORD_FORMAT = "colorflow-model-folder-record"
 RECORD_VERSION = 1
-LAYOUT_ROOTS = ("sd15", "colorflow")  # what the loaders read (models.sources.ModelPaths)
+LAYOUT_ROOTS = ("sd15", "colorflow", "pixart")  # what the loaders read (models.sources.ModelPaths; pixart/ optional)
 RECORD_STAGE = "recording model files"  # Progress stage: first use, or --accept
 RECHECK_STAGE = "checking model files against their record"  # Progress stage: files whose stamp changed
 STAMP_KEYS = ("size", "mtime_ns", "ctime_ns", "ino")
@@ -47,7 +48,7 @@ def record_path(root: Path) -> Path:
 
 
 def model_files(root: Path) -> dict[str, Path]:
-    """Every non-hidden file under DIR/sd15 and DIR/colorflow by its path relative to DIR,
+    """Every non-hidden file under DIR/sd15, DIR/colorflow and DIR/pixart by its path relative to DIR,
     symlinked folders followed (a trainer's output links the base's folders), each real folder once."""
     files: dict[str, Path] = {}
     seen: set[tuple[int, int]] = set()
@@ -102,9 +103,14 @@ class FolderCheck:
     @property
     def content_id(self) -> str:
         """The files' contents: relative paths and sha256s (not sizes or times)."""
+        return self.content_id_of(lambda relative: True)
+
+    def content_id_of(self, keep: Callable[[str], bool]) -> str:
+        """The content id of the files whose relative path `keep` accepts (one model set's files)."""
         digest = hashlib.sha256()
         for relative, entry in sorted(self.entries.items()):
-            digest.update(f"{relative}\t{entry['sha256']}\n".encode())
+            if keep(relative):
+                digest.update(f"{relative}\t{entry['sha256']}\n".encode())
         return digest.hexdigest()[:20]
 
     @property
@@ -240,13 +246,13 @@ def _changes(recorded: dict[str, dict], current: dict[str, dict]) -> list[FileCh
     return changes
 
 
-def require_unchanged(root: Path, emit: EventSink = ignore) -> str:
-    """The content id of the folder `root` (resolved), recording it on first use; a ModelError
+def require_unchanged(root: Path, emit: EventSink = ignore) -> FolderCheck:
+    """The check of the folder `root` (resolved; its content ids), recording it on first use; a ModelError
     naming the first file that changed since it was recorded and how to accept the change."""
     check = check_folder(root, emit)
     if check.changes:
         raise ModelError(check.refusal())
-    return check.content_id
+    return check
 
 
 def accept_if_recorded(root: Path, emit: EventSink = ignore) -> FolderCheck | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.core.errors import listed
 from engine.io.storage import human_bytes
-from engine.models.presets import PresetFile, preset_files
+from engine.models.presets import BASE, PresetFile, preset_files
 
 
 def hf_cache_dir() -> Path:
@@ -46,8 +46,9 @@ def local_path(file: PresetFile, cache: Path | None = None) -> Path | None:
     return converted if converted.is_file() else None
 
 
-def missing_files(preset: str = "official") -> list[PresetFile]:
-    return [f for f in preset_files(preset) if local_path(f) is None]
+def missing_files(preset: str = "official", components: tuple[str, ...] | None = (BASE,)) -> list[PresetFile]:
+    """The files of those components of the preset (default: the base) not in the cache."""
+    return [f for f in preset_files(preset, components) if local_path(f) is None]
 
 
 def missing_message(missing: list[PresetFile]) -> str:

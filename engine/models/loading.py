@@ -129,17 +129,19 @@ def load_tokenizer(folder: Path, text_config, text_config_path: Path):
     return tokenizer
 
 
-def load_scheduler_config(path: Path) -> dict:
+def load_scheduler_config(path: Path, scheduler_class: type | None = None) -> dict:
     """The scheduler config, checked by building the sampler from it once (a value of the
-    wrong type would otherwise fail on the first page)."""
+    wrong type would otherwise fail on the first page). `scheduler_class`: the sampler the loop
+    builds from it (default: UniPC, the SD path's)."""
     from diffusers import UniPCMultistepScheduler
 
     from engine.io.checkpoints import check_config_types
 
+    scheduler_class = scheduler_class or UniPCMultistepScheduler
     config = read_config(path, "the scheduler config")
-    check_config_types(config, UniPCMultistepScheduler, path, "the scheduler")
+    check_config_types(config, scheduler_class, path, "the scheduler")
     with reading_model(path, "the scheduler config"):
-        UniPCMultistepScheduler.from_config(config).set_timesteps(4, device="cpu")
+        scheduler_class.from_config(config).set_timesteps(4, device="cpu")
     return config
 
 
@@ -160,17 +162,21 @@ def install_offload(components: DiffusionComponents) -> ModelOffload:
     return offload
 
 
-def use_lowest_memory(components: DiffusionComponents) -> list[str]:
+def use_lowest_memory(components) -> list[str]:
     """Switch loaded models to the lowest-memory mode this device allows: the VAE works in
-    tiles and, on an accelerator, every model waits on the CPU until it runs (as --low-vram).
-    Returns what changed (empty when already there)."""
+    tiles and, on an accelerator, every model waits on the CPU until it runs (as --low-vram), for
+    either family's components. Returns what changed (empty when already there)."""
+    from engine.icp.pixart_components import PixArtComponents, install_pixart_offload
+
     changed = []
     if not getattr(components.vae, "use_tiling", False):
         components.vae.enable_tiling()
         changed.append("tiled VAE")
     if components.device.type != "cpu" and components.offload is None:
-        for module in (components.unet, components.guide, components.vae, components.text_encoder, components.fusion):
-            module.to("cpu")
-        install_offload(components)
+        install = install_pixart_offload if isinstance(components, PixArtComponents) else install_offload
+        for module in vars(components).values():
+            if isinstance(module, torch.nn.Module):
+                module.to("cpu")
+        install(components)
         changed.append("models offloaded to the CPU between uses")
     return changed

@@ -1,4 +1,4 @@
-"""Official models for a new user, without torch: file sizes, verification, destination, free space, licences."""
+"""Official models for a new user, without torch: file sizes, verification, destination, free space, licences; the optional line-art files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from engine.io.storage import human_bytes
 from engine.models.hub import DOWNLOAD_MARGIN
 from engine.models.hub_cache import hf_cache_dir, local_path
-from engine.models.presets import VERIFY_LABELS, VERIFY_MEANING, PresetFile, preset_files, verification_notes
+from engine.models.presets import (BASE, LINE_ART_COMPONENTS, VERIFY_LABELS, VERIFY_MEANING, PresetFile, preset_files,
+                                   verification_notes)
 from engine.core.resources import model_config
 from engine.io.storage import nearest_existing
 
@@ -113,13 +114,82 @@ def preset_licences(preset: str = "official") -> list[Licence]:
     return licences
 
 
-def models_overview(preset: str = "official") -> ModelsOverview:
-    """Every file of the preset with its size, the hub cache folder, its free space, the licences."""
+def file_rows(files: list[PresetFile]) -> list[FileRow]:
+    """Each file with its size on disk where it is in the hub cache, else its download size."""
     rows = []
-    for file in preset_files(preset):
+    for file in files:
         path = local_path(file)
         rows.append(FileRow(file, path, path.stat().st_size if path else file.approx_bytes))
+    return rows
+
+
+def models_overview(preset: str = "official", components: tuple[str, ...] | None = (BASE,)) -> ModelsOverview:
+    """Every file of those components of the preset (default: the base) with its size,
+    the hub cache folder, its free space, the licences; the pin notes of the repos listed."""
+    rows = file_rows(preset_files(preset, components))
     destination = hf_cache_dir()
     checked = nearest_existing(destination)
-    return ModelsOverview(rows, destination, checked, shutil.disk_usage(checked).free, preset_licences(preset),
-                          verification_notes(preset))
+    repos = {row.file.repo for row in rows}
+    notes = [note for note in verification_notes(preset) if note.split(": ", 1)[0] in repos]
+    return ModelsOverview(rows, destination, checked, shutil.disk_usage(checked).free, preset_licences(preset), notes)
+
+
+@dataclass(frozen=True)
+class LineArtStatus:
+    """The line-art files of the official preset in the hub cache: every file (present or its download
+    size), whether the T5 weights are still needed, and what each style still lacks."""
+
+    rows: list[FileRow]
+    t5_cached: bool
+    missing: dict[str, tuple[list[PresetFile], int]]  # style -> (files, bytes) as line_art_missing
+    pin_notes: list[str]  # why the line-art repos are not pinned further (presets.json `pin_note`)
+
+    @property
+    def present(self) -> int:
+        return sum(row.installed for row in self.rows)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(row.size for row in self.rows)
+
+    def to_download(self) -> tuple[list[PresetFile], int]:
+        """What `colorflow models download --line-art` fetches (both styles)."""
+        return line_art_missing_union(self.missing.values())
+
+    def style_line(self, style: str) -> str:
+        files, total = self.missing[style]
+        return f"{style}: ready" if not files else f"{style}: {len(files)} file(s) missing, {human_bytes(total)} to download"
+
+    def as_dict(self) -> dict:
+        from engine.models.line_art import DOWNLOAD_COMMAND, LINE_ART_STYLE_NAMES
+
+        files = [{"path": f"{row.file.repo}/{row.file.path}", "bytes": row.size, "installed": row.installed,
+                  "component": row.file.component, "styles": list(row.file.styles) or list(LINE_ART_STYLE_NAMES),
+                  "size_estimated": row.file.size_estimated, "verified_by": row.file.verify}
+                 for row in self.rows]
+        missing, total = self.to_download()
+        return {"files": files, "total_bytes": self.total_bytes, "to_download_bytes": total,
+                "t5_needed": not self.t5_cached, "command": DOWNLOAD_COMMAND,
+                "styles": {style: {"missing": [f"{f.repo}/{f.path}" for f in files], "to_download_bytes": size}
+                           for style, (files, size) in self.missing.items()}}
+
+
+def line_art_missing_union(parts) -> tuple[list[PresetFile], int]:
+    """The files of several line_art_missing answers, each once, and their size."""
+    seen: dict[str, PresetFile] = {}
+    for files, _total in parts:
+        seen.update({f.key: f for f in files})
+    return list(seen.values()), sum(f.approx_bytes for f in seen.values())
+
+
+def line_art_status(preset: str = "official", cache_dir: Path | None = None) -> LineArtStatus:
+    """The line-art files of the preset as `models list` and the Model manager show them (torch is
+    imported only to ask whether the prompt embeddings are cached, when a T5 folder is there)."""
+    from engine.models.line_art import (LINE_ART_STYLE_NAMES, embeddings_cached, line_art_missing,
+                                        official_pixart_root)
+
+    rows = file_rows(preset_files(preset, LINE_ART_COMPONENTS))
+    repos = {row.file.repo for row in rows}
+    return LineArtStatus(rows, embeddings_cached(official_pixart_root(preset), cache_dir),
+                         {style: line_art_missing(preset, style, cache_dir) for style in LINE_ART_STYLE_NAMES},
+                         [note for note in verification_notes(preset) if note.split(": ", 1)[0] in repos])

@@ -13,7 +13,7 @@ from engine.core.paths import config_dir
 from engine.io.fileio import atomic_write_json
 from engine.io.storage import human_bytes
 from engine.models.hub_cache import local_path, missing_files, missing_message, snapshot_folder
-from engine.models.presets import PresetFile, preset_files
+from engine.models.presets import BASE, LINE_ART_TEXT_ENCODER, PresetFile, preset_files
 
 LOCK_FILE = "models.lock.json"
 CHECKED_FILE = "models.checked.json"  # files whose sha256 matched their pin, by path: size, mtime_ns
@@ -25,7 +25,7 @@ REPAIR_COMMAND = "colorflow models download --repair"
 class FileState:
     file: PresetFile
     local: Path | None  # where it is in the cache, if present
-    status: str  # ok | missing | corrupt | unpinned
+    status: str  # ok | missing | corrupt | unpinned | optional (a line-art file not downloaded: no failure)
     detail: str = ""
 
 
@@ -141,6 +141,7 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
     expected_hash) against it, before it is used: a flipped byte inside a tensor loads
     silently, so only the hash can tell.
 
+    Every component counts (a line-art file is checked once it is downloaded).
     Hashing GBs takes seconds, so each file is hashed once and remembered (CHECKED_FILE:
     path -> pinned sha256, size, mtime_ns); it is hashed again only when its size or mtime
     changes (or its pin does). Files without a pin are not checked: a user's own models
@@ -155,7 +156,7 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
     lock = read_lock()
     checked = _read_checked()
     to_hash = []  # (path, pinned, stamp) of files not checked yet in their current state
-    for file in preset_files(preset):
+    for file in preset_files(preset, None):
         pinned = expected_hash(file, lock)
         path = local_path(file)
         if not isinstance(pinned, dict) or "sha256" not in pinned or path is None:
@@ -194,14 +195,25 @@ def check_pinned(preset: str = "official", emit: EventSink = ignore) -> int:
     return hashed
 
 
-def verify(preset: str = "official", emit: EventSink = ignore) -> list[FileState]:
-    """Presence and sha256 of every file of a preset against the published or pinned checksums."""
+def verify(preset: str = "official", emit: EventSink = ignore,
+           components: tuple[str, ...] | None = (BASE,)) -> list[FileState]:
+    """Presence and sha256 of every file of those components of a preset (default: the base; None:
+    all) against the published or pinned checksums. A line-art file not downloaded is "optional",
+    as are the T5 weights once the prompt embeddings are cached (line_art.embeddings_cached)."""
+    from engine.models.line_art import OPTIONAL_DETAIL, T5_CACHED_DETAIL, embeddings_cached, official_pixart_root
+
     lock = read_lock()
-    files = preset_files(preset)
+    files = preset_files(preset, components)
+    t5_cached = any(f.component == LINE_ART_TEXT_ENCODER for f in files) and embeddings_cached(
+        official_pixart_root(preset))
     states = []
     for index, file in enumerate(files):
         emit(Progress("verify", index, len(files), file.path))
         path = local_path(file)
+        if path is None and file.component != BASE:
+            cached = t5_cached and file.component == LINE_ART_TEXT_ENCODER
+            states.append(FileState(file, None, "optional", T5_CACHED_DETAIL if cached else OPTIONAL_DETAIL))
+            continue
         if path is None:
             states.append(FileState(file, None, "missing", "not downloaded"))
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from engine.core.errors import ModelError
 from engine.core.resources import model_config
@@ -20,14 +20,22 @@ VERIFY_MEANING = {
               "sha256 of each large file at that commit is checked, then recorded and checked before every use",
     SHA256: "a download or a file in the cache with other bytes is refused",
 }
+# The components of a preset: what every run needs, and the line-art files fetched only when a
+# user first picks a line-art style (the T5 text encoder's weights only until the prompt
+# embeddings are cached: engine/models/line_art.py).
+BASE, LINE_ART, LINE_ART_TEXT_ENCODER = "base", "line-art", "line-art-text-encoder"
+COMPONENTS = (BASE, LINE_ART, LINE_ART_TEXT_ENCODER)
+LINE_ART_COMPONENTS = (LINE_ART, LINE_ART_TEXT_ENCODER)
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
 class PresetFile:
-    """One file of a preset: its root ("sd15" or "colorflow"), hub repo and path in it, and how
-    its content is verified (`verify`: TOFU, REVISION or SHA256, with where the pin comes from)."""
+    """One file of a preset: its root ("sd15", "colorflow" or "pixart"), hub repo and path in it, and how
+    its content is verified (`verify`: TOFU, REVISION or SHA256, with where the pin comes from); its
+    component (BASE or a line-art one), the input styles it serves (empty: every style of its component),
+    and whether its size is an estimate (not read from the hub: the presets' size_note says how)."""
 
     root: str
     repo: str
@@ -37,6 +45,9 @@ class PresetFile:
     revision: str | None = None  # the full hub commit downloads are pinned to (the whole repo's)
     sha256: str | None = None  # the published sha256 of the file
     provenance: str = ""  # the source of the revision or sha256
+    component: str = BASE
+    styles: tuple[str, ...] = ()
+    size_estimated: bool = False
 
     @property
     def key(self) -> str:
@@ -76,12 +87,15 @@ def _preset_file(root: str, source: dict[str, Any], item: dict[str, Any], revisi
         have = "no revision" if verify == REVISION and not revision else f"says {verify}"
         raise _refuse(where, f"{have}, but its pins make it {strongest}")
     provenance = item.get("sha256_source", "") if sha256 else revision_source
+    component = item.get("component", source.get("component", BASE))
+    if component not in COMPONENTS:
+        raise _refuse(where, f"component is {component!r}, not one of {', '.join(COMPONENTS)}")
     return PresetFile(root, source["repo"], item["path"], int(item["approx_bytes"]), verify, revision, sha256,
-                      provenance)
+                      provenance, component, tuple(item.get("styles", ())), bool(item.get("size_estimated", False)))
 
 
 def parse_preset_files(presets: dict[str, Any], preset: str) -> list[PresetFile]:
-    """The files of `preset` in the presets data, each with how it is verified."""
+    """The files of `preset` in the presets data (every component), each with how it is verified."""
     if preset not in presets:
         raise ModelError(f"unknown model preset {preset!r}; known: {', '.join(presets)}")
     files = []
@@ -91,8 +105,10 @@ def parse_preset_files(presets: dict[str, Any], preset: str) -> list[PresetFile]
     return files
 
 
-def preset_files(preset: str = "official") -> list[PresetFile]:
-    return parse_preset_files(model_config("presets"), preset)
+def preset_files(preset: str = "official", components: Iterable[str] | None = (BASE,)) -> list[PresetFile]:
+    """The files of `preset` in those `components` (default: the base, what every run needs; None: all)."""
+    files = parse_preset_files(model_config("presets"), preset)
+    return files if components is None else [f for f in files if f.component in tuple(components)]
 
 
 def verification_notes(preset: str = "official") -> list[str]:

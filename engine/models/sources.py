@@ -30,12 +30,23 @@ class ModelPaths:
 
     sd15: Path
     colorflow: Path
-    # A models DIR: its files' recorded sha256s (folder_record.FolderCheck.content_id); "" for
-    # the presets (official files are pinned, tiny ones generated here).
-    content_id: str = ""
+    # A models DIR: per input style, the recorded sha256s of the files that style's models read
+    # ((style, folder_record.FolderCheck.content_id_of(...)) pairs); () for the presets (official
+    # files are pinned, tiny ones generated here).
+    content_ids: tuple[tuple[str, str], ...] = ()
     # The PixArt-alpha base (line-art styles only): DIR/pixart/, or the hub snapshot for `official`;
     # None where the source has none.
     pixart: Path | None = None
+
+    @property
+    def content_id(self) -> str:
+        """"" for a preset; for a models DIR every style's content id, in one string."""
+        return ";".join(f"{style}={content}" for style, content in self.content_ids)
+
+    def roots(self) -> dict[str, Path]:
+        """The layout's roots by their folder name in a models DIR (pixart only where there is one)."""
+        return {"sd15": Path(self.sd15), "colorflow": Path(self.colorflow),
+                **({PIXART_SUBDIR: Path(self.pixart)} if self.pixart is not None else {})}
 
     @property
     def image_encoder(self) -> Path:
@@ -54,18 +65,39 @@ class ModelPaths:
         return self.colorflow / LINE_EXTRACTOR_FILE
 
 
-def fingerprint_models(paths: ModelPaths) -> str:
-    """A cheap id of the model files: both roots, then each file's relative path, size and
-    mtime (ns), and for a models DIR the content id of its record. Changes when a weight or config file is replaced, retrained in place or touched,
-    or when a root points elsewhere; reads no file, so GBs of weights cost only a stat each.
+# The files that only one model set reads, by their path in the layout (DIR/...): SD1.5 with GraySD
+# (and the ScreenStyle pass) for screen and gray pages, the PixArt-alpha base with a line-art folder and
+# the line extractor for sketch and sketch-shading pages. Every other file of colorflow/ (the retrieval
+# encoder, notes) counts for every style.
+_SD_FILES = ("sd15/", "colorflow/GraySD/", "colorflow/ScreenStyle/")
+STYLE_FILES = {"screen": _SD_FILES, "gray": _SD_FILES,
+               **{style: (f"{PIXART_SUBDIR}/", f"colorflow/{sub}/", f"colorflow/{Path(LINE_EXTRACTOR_FILE).parent}/")
+                  for style, sub in LINE_ART_SUBDIRS.items()}}
+_SET_ONLY = tuple(sorted({prefix for prefixes in STYLE_FILES.values() for prefix in prefixes}))
 
-    Every non-hidden file counts (weights, configs, tokenizer files): a spurious change only
+
+def style_reads(style: str, relative: str) -> bool:
+    """Whether the models of input style `style` read the file at `relative` (its path in a models DIR)."""
+    own = STYLE_FILES[str(style)]
+    return relative.startswith(own) or (relative.startswith("colorflow/") and not relative.startswith(_SET_ONLY))
+
+
+def fingerprint_models(paths: ModelPaths, style: str = "screen") -> str:
+    """A cheap id of the model files that pages of `style` are colored with (style_reads): the roots
+    they read, then each file's relative path, size and mtime (ns), and for a models DIR the content
+    id of those files in its record. Changes when one of them is replaced, retrained in place or
+    touched, or when a root points elsewhere; reads no file, so GBs of weights cost only a stat each.
+    Files of another model set never count: downloading or changing the PixArt base (line art)
+    leaves the id of screen and gray pages as it was, and the SD1.5 files that of line-art pages.
+
+    Every other non-hidden file counts (weights, configs, tokenizer files): a spurious change only
     costs a recompute, a missed one a stale page. Hidden entries (e.g. the ".cache" download
     metadata of a local hub folder) are skipped. stat follows the hub cache's symlinks to its blobs.
     """
     digest = hashlib.sha256()
-    for root in (paths.sd15, paths.colorflow):
-        root = Path(root)
+    for name, root in paths.roots().items():
+        if not any(prefix.startswith(f"{name}/") for prefix in (*STYLE_FILES[str(style)], "colorflow/")):
+            continue  # a root this style never reads
         digest.update(f"root\t{root}\n".encode())
         if not root.is_dir():
             continue
@@ -74,11 +106,13 @@ def fingerprint_models(paths: ModelPaths) -> str:
             relative = path.relative_to(root)
             if any(part.startswith(".") for part in relative.parts) or not path.is_file():
                 continue
-            files.append((relative.as_posix(), path.stat()))
-        for name, stat in sorted(files, key=lambda item: item[0]):
-            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    if paths.content_id:  # a byte changed with the mtime put back still changes the id
-        digest.update(f"content\t{paths.content_id}\n".encode())
+            if style_reads(style, f"{name}/{relative.as_posix()}"):
+                files.append((relative.as_posix(), path.stat()))
+        for file, stat in sorted(files, key=lambda item: item[0]):
+            digest.update(f"{file}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    content = dict(paths.content_ids).get(str(style))
+    if content:  # a byte changed with the mtime put back still changes the id
+        digest.update(f"content\t{content}\n".encode())
     return digest.hexdigest()[:20]
 
 
@@ -86,15 +120,17 @@ def official_models(emit: EventSink = ignore) -> ModelPaths:
     """The official preset: snapshot folders in the Hugging Face cache (HF_HOME respected).
 
     Never touches the network: a missing file is a ModelError naming each file, its size
-    and the command that fetches it (`colorflow models download`).
+    and the command that fetches it (`colorflow models download`). The PixArt-alpha base (line-art
+    styles only) is its snapshot folder when any of it is downloaded, else None.
     """
+    from engine.models.line_art import official_pixart_root
     from engine.models.pins import official_roots
 
-    return ModelPaths(*official_roots(emit))
+    return ModelPaths(*official_roots(emit), pixart=official_pixart_root())
 
 
 TINY_MARKER = ".complete"
-TINY_VERSION = 4
+TINY_VERSION = 5  # 5: the PixArt family (DIR/pixart/, colorflow/sketch|shading/, LE/erika.pth)
 # The random-weights markers, written by make_random at the top of every models folder it writes and
 # inside both roots (sd15/, colorflow/: a folder made from either still says so, and removing one is
 # a change its folder record refuses), so every front end can say what the weights are.
@@ -109,16 +145,18 @@ RANDOM_NOTICES = {
 _MARKER_TEXT = {
     "official-size": "random weights: timing only\n\nEvery file of the official layout at its official size "
                      "(SD1.5 UNet, VAE, text encoder and tokenizer; CLIP image encoder; GraySD guide, UNet LoRA "
-                     "and GSRP network; ScreenStyle), keys and shapes as the official checkpoints, fp16 on disk, "
+                     "and GSRP network; ScreenStyle; not the line-art PixArt family), keys and shapes as the official "
+                     "checkpoints, fp16 on disk, "
                      "filled with random values by `colorflow models make-random` (seed {seed}). For measuring "
                      "speed and memory only: the colors are meaningless. The tokenizer has the official file "
                      "names and vocabulary size (49408) but a generated vocabulary, not CLIP's.\n",
-    "tiny": "Tiny models with random weights, built by `colorflow models make-tiny`: every code path runs, "
-            "the colors are meaningless. Use --models official for real colors.\n",
+    "tiny": "Tiny models with random weights, built by `colorflow models make-tiny`: every code path runs "
+            "(the line-art styles' PixArt family included), the colors are meaningless. Use --models official "
+            "for real colors.\n",
 }
 
 
-def make_random(root: Path, size: str = "official", seed: int = 0) -> ModelPaths:
+def make_random(root: Path, size: str = "official", seed: int = 0, line_art: bool = False) -> ModelPaths:
     """Write random-weight models in the official file layout under `root`, at a size: "tiny"
     (small, seconds: tests and demos) or "official" (every network at its official size, fp16 on
     disk: speed and memory only), with the marker of that kind (random_weights_kind).
@@ -126,6 +164,8 @@ def make_random(root: Path, size: str = "official", seed: int = 0) -> ModelPaths
     Built with the real classes and saved like the official files (diffusers/transformers
     folders for SD1.5 and the image encoder, pickled tensor dicts for GraySD), so loading them
     exercises the same code as the official checkpoints. Their colors are meaningless.
+    At official size the line-art (PixArt) family is written only with `line_art` (about 11 GB more:
+    engine/models/official_pixart.py); the tiny size always writes it.
     """
     import torch
     from diffusers.utils import logging as diffusers_logging
@@ -138,8 +178,11 @@ def make_random(root: Path, size: str = "official", seed: int = 0) -> ModelPaths
     diffusers_logging.set_verbosity_error()  # ModelMixin.to(dtype) warns about fp32-pinned modules even when none exist
     spec = random_size(size)
     root = Path(root)
-    paths = ModelPaths(root / "sd15", root / "colorflow")
-    for place in (root, paths.sd15, paths.colorflow):  # first: a build cut short is never taken for real weights
+    tiny = spec.kind == "tiny"  # the PixArt family (line-art styles): always at the tiny size, else on request
+    with_pixart = tiny or line_art
+    paths = ModelPaths(root / "sd15", root / "colorflow", pixart=root / PIXART_SUBDIR if with_pixart else None)
+    # First: a build cut short is never taken for real weights.
+    for place in (root, paths.sd15, paths.colorflow, *([paths.pixart] if with_pixart else [])):
         place.mkdir(parents=True, exist_ok=True)
         for marker in RANDOM_MARKERS.values():  # a folder rebuilt at the other size says so
             (place / marker).unlink(missing_ok=True)
@@ -151,7 +194,25 @@ def make_random(root: Path, size: str = "official", seed: int = 0) -> ModelPaths
     del unet
     write_image_encoder(paths.image_encoder, spec, pool)
     write_screenstyle(paths.colorflow, spec)
+    if tiny:
+        _write_tiny_line_art(paths)
+    elif line_art:
+        from engine.models.official_pixart import write_official_line_art
+
+        write_official_line_art(paths, pool)
     return paths
+
+
+def _write_tiny_line_art(paths: ModelPaths) -> None:
+    """DIR/pixart/, colorflow/sketch/, colorflow/shading/ and colorflow/LE/erika.pth, tiny."""
+    from engine.models.tiny_lines import write_line_extractor
+    from engine.models.tiny_pixart import write_line_art_folder, write_pixart_base
+
+    write_pixart_base(paths.pixart)
+    for style in LINE_ART_SUBDIRS:
+        write_line_art_folder(paths.line_art(style), paths.pixart)
+    paths.line_extractor.parent.mkdir(parents=True, exist_ok=True)
+    write_line_extractor(paths.line_extractor)
 
 
 def make_tiny(root: Path, seed: int = 0) -> ModelPaths:
@@ -177,7 +238,7 @@ def tiny_models(root: Path | None = None) -> ModelPaths:
                 raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return ModelPaths(root / "sd15", root / "colorflow")
+    return ModelPaths(root / "sd15", root / "colorflow", pixart=root / PIXART_SUBDIR)
 
 
 def resolve_models(spec: str, tiny_root: Path | None = None, emit: EventSink = ignore) -> ModelPaths:
@@ -188,11 +249,14 @@ def resolve_models(spec: str, tiny_root: Path | None = None, emit: EventSink = i
         return tiny_models(tiny_root)
     if spec == "official":
         return official_models(emit)
+    from functools import partial
+
     from engine.models.folder_record import require_unchanged
 
     paths = models_folder(spec)
-    root = paths.sd15.parent
-    return replace(paths, content_id=require_unchanged(root, emit))
+    check = require_unchanged(paths.sd15.parent, emit)
+    return replace(paths, content_ids=tuple((style, check.content_id_of(partial(style_reads, style)))
+                                            for style in STYLE_FILES))
 
 
 MODEL_SOURCE_NAMES = ("official", "tiny")  # the presets; any other model source is a folder
@@ -208,7 +272,8 @@ def models_folder(spec: str) -> ModelPaths:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ModelError(f"{root}: model directory does not exist; the models are 'official', 'tiny' or "
                          f"an existing models folder{hint}")
-    paths = ModelPaths(root / "sd15", root / "colorflow")
+    pixart = root / PIXART_SUBDIR
+    paths = ModelPaths(root / "sd15", root / "colorflow", pixart=pixart if pixart.is_dir() else None)
     if not (paths.image_encoder / "config.json").is_file():
         raise ModelError(
             f"{root}: not a ColorFlow models directory (expected colorflow/image_encoder/config.json)"

@@ -277,7 +277,6 @@ def write_graysd(unet, vae_config, graysd: Path, size: RandomSize = TINY, pool: 
     import torch
 
     from engine.io.checkpoints import attach_lora
-    from engine.gsrp.fusion import FusionNet, vae_feature_channels
     from engine.icp.guide import ColorGuiderSDModel
 
     graysd.mkdir(parents=True, exist_ok=True)
@@ -292,15 +291,29 @@ def write_graysd(unet, vae_config, graysd: Path, size: RandomSize = TINY, pool: 
     del guide
 
     attach_lora(unet, rank=size.lora_rank, alpha=size.lora_rank)
+    torch.save(random_lora(unet, size), graysd / "unet_lora.bin")
+    write_fusion(vae_config, graysd / "MultiResNetModel.bin", size, pool)
+
+
+def random_lora(model, size: RandomSize = TINY) -> dict:
+    """The adapter tensors of a model with a LoRA attached, given random values (lora_B too, so
+    the adapter visibly acts), in the size's disk dtype: the state dict of an official LoRA file."""
+    import torch
+
     with torch.no_grad():
-        lora = {k: v.normal_(0, 0.02).clone() for k, v in unet.state_dict().items() if ".lora_" in k}
-    if size.dtype:
-        lora = {k: v.to(getattr(torch, size.dtype)) for k, v in lora.items()}
-    torch.save(lora, graysd / "unet_lora.bin")
+        lora = {k: v.normal_(0, 0.02).clone() for k, v in model.state_dict().items() if ".lora_" in k}
+    return {k: v.to(getattr(torch, size.dtype)) for k, v in lora.items()} if size.dtype else lora
+
+
+def write_fusion(vae_config, path: Path, size: RandomSize = TINY, pool: RandomPool | None = None) -> None:
+    """The GSRP network (MultiResNetModel.bin, a pickled tensor dict) for a VAE of this config."""
+    import torch
+
+    from engine.gsrp.fusion import FusionNet, vae_feature_channels
 
     with _building(size):
         fusion = FusionNet(vae_feature_channels(vae_config))
-    torch.save(_finish(fusion, size, pool).state_dict(), graysd / "MultiResNetModel.bin")
+    torch.save(_finish(fusion, size, pool).state_dict(), path)
 
 
 def write_image_encoder(folder: Path, size: RandomSize = TINY, pool: RandomPool | None = None) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
+from engine.core.errors import ColorFlowError
 from engine.core.geometry import WorkSize
 from engine.io.chapter import Chapter, ImageSource
 from engine.core.events import (
@@ -26,8 +27,9 @@ from engine.io.naming import page_folder_name
 from engine.io.storage import is_storage_error
 from engine.project.state import ChapterProject
 from engine.rap.retrieval import PageRetrieval, Retriever
-from engine.core.options import InputStyle, Procedure
+from engine.core.options import AUTO_STYLE, InputStyle, Procedure
 from engine.pipelines.chapter_pages import PagePass, failure_reason as _reason, load_page as _load
+from engine.pipelines.families import FamilyPipelines, OnePipeline
 from engine.pipelines.page import ColorFlowPipeline, prepare_page
 from engine.pipelines.run_guard import storage_stop
 from engine.pipelines.settings import InputSettings, PipelineSettings
@@ -62,6 +64,7 @@ class ChapterReport:
     skipped: list[str] = field(default_factory=list)  # already done with the same settings
     warnings: list[str] = field(default_factory=list)  # about the whole run: references not usable
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    styles: dict[str, str] = field(default_factory=dict)  # page -> the input style it was prepared with
     # (page, stage, start, end) in time.perf_counter seconds, for pass 2's stages of each page:
     # "prepare" (decode, G, retrieval, canvas), "ICP", "GSRP", "write" (file and project save)
     intervals: list[tuple[str, str, float, float]] = field(default_factory=list)
@@ -101,9 +104,12 @@ def retrieve_chapter(
     cancel: CancelToken | None = None,
     preparer=None,
     inputs: InputSettings | None = None,
+    preparers: Callable[[InputStyle], Any] | None = None,
 ) -> ChapterReport:
     """RAP for every page: per-page outputs in the project folder, status saved as we go.
-    With a preparer (preprocess.PagePreparer) each page's query is its G (see InputSettings).
+    With a preparer (preprocess.PagePreparer) each page's query is its G (see InputSettings);
+    with `preparers` (style -> PagePreparer: families.style_preparers) each page is prepared with its
+    own input style (ChapterProject.page_style, as colorize_chapter), `inputs.style` the chapter's.
     The working size is `inputs.size` when inputs are given, else `size`."""
     if inputs is not None and size is not None and size != inputs.size:
         raise ValueError(f"two working sizes: size={size} and inputs.size={inputs.size}; give it once")
@@ -121,7 +127,11 @@ def retrieve_chapter(
         emit(Progress("RAP", index, total, source.name))
         try:
             page = _load(chapter, index)
-            prepared = prepare_page(preparer, page, inputs) if preparer is not None else None
+            page_inputs, page_preparer = inputs, preparer
+            if preparers is not None:
+                style = project.page_style(source.name, inputs.style)
+                page_inputs, page_preparer = replace(inputs, style=style), preparers(style)
+            prepared = prepare_page(page_preparer, page, page_inputs) if page_preparer is not None else None
             result = retriever.retrieve(page, references, project.choices_for(source.name), inputs.size, prepared)
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, name=source.name, reason=_reason(exc))
@@ -144,10 +154,19 @@ def retrieve_chapter(
     return report
 
 
+def _suggest(project: ChapterProject, name: str, page, emit: EventSink) -> None:
+    """Auto: the page's style suggested from its pixels, recorded in the project and said (applied by the run)."""
+    from engine.preprocess.style_suggest import suggest_style
+
+    suggestion = suggest_style(page.image)
+    project.record_suggestion(name, suggestion.style, suggestion.reason)
+    emit(Notice(f"input style {suggestion.style} (auto: {suggestion.reason})", name))
+
+
 def colorize_chapter(
     chapter: Chapter,
     references: Sequence[ImageSource],
-    pipeline: ColorFlowPipeline,
+    pipeline: ColorFlowPipeline | FamilyPipelines,
     project: ChapterProject,
     *,
     settings: PipelineSettings,
@@ -164,15 +183,24 @@ def colorize_chapter(
     as its picked variation's file (`NNN_name.png` for the first) at its own size and the project saved,
     so a killed run loses at most the page in flight. With `resume`, pages done with the same
     settings key are skipped. With `again` ("Colorize again") each page gets a new variation in a
-    file of its own, beside the others; the page's status and picked result stay as they were."""
+    file of its own, beside the others; the page's status and picked result stay as they were.
+    Each page is prepared and colored with its own input style (ChapterProject.page_style: the page's
+    own, else `settings.input_style`; under "auto" the style suggest_style picks, recorded in the
+    project and said in a Notice). A FamilyPipelines colors each style with its model set; a single
+    ColorFlowPipeline colors every page."""
     cancel = cancel or CancelToken()
     settings.check()
+    pipeline = pipeline if isinstance(pipeline, FamilyPipelines) else OnePipeline(pipeline)
     runs: dict[str, tuple] = {}  # page -> (its settings, what its variation records): a new seed is drawn once
 
     def run_for(name: str) -> tuple:
         if name not in runs:
+            style = project.page_style(name, settings.input_style)
+            if style is None:
+                raise ColorFlowError(f"page {name}: no input style suggested yet (auto)")
             with project.lock:
-                runs[name] = page_settings(settings, project.page(name), again)
+                runs[name] = page_settings(settings.for_style(style), project.page(name), again)
+            report.styles[name] = str(style)
         return runs[name]
 
     def failed(name: str, reason: str) -> None:  # a new variation that failed leaves the page's result alone
@@ -198,9 +226,12 @@ def colorize_chapter(
             break
         try:
             page = _load(chapter, index)
-            if settings.input_style == InputStyle.SCREEN:
+            if settings.input_style == AUTO_STYLE and project.page(name).input_style is None:
+                _suggest(project, name, page, emit)
+            inputs = run_for(name)[0].inputs
+            if inputs.style == InputStyle.SCREEN:
                 emit(Progress("ScreenStyle", position, len(indices), name))
-            prepared = pipeline.prepare(page, run_for(name)[0].inputs)
+            prepared = pipeline.prepare(page, inputs)
             emit(Progress("RAP", position, len(indices), name))
             pipeline.retrieve(page, references, project.choices_for(name), prepared)
             usable.append(index)

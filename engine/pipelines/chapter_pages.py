@@ -28,7 +28,6 @@ from engine.core.events import CancelToken, Cancelled, EventSink, Notice, PageDo
 from engine.io.chapter import Chapter, ImageSource, PageImage
 from engine.io.fileio import atomic_save_image
 from engine.io.storage import is_storage_error
-from engine.pipelines.page import ColorFlowPipeline
 from engine.pipelines.run_guard import color_with_memory_retry, storage_stop
 from engine.pipelines.settings import PipelineSettings
 from engine.pipelines.variations import VariationRequest, variation_file
@@ -157,7 +156,7 @@ class PagePass:
 
     chapter: Chapter
     references: Sequence[ImageSource]
-    pipeline: ColorFlowPipeline
+    pipeline: Any  # families.FamilyPipelines: prepare/retrieve shared, for_style(style) colors
     project: ChapterProject
     report: Any  # chapter.ChapterReport
     emit: EventSink
@@ -211,7 +210,7 @@ class PagePass:
         """The page's resume key and variation file; None (and its events) when it is skipped."""
         index, page, retrieval = ready.index, ready.page, ready.retrieval
         run, made_with = self.run_for(name)
-        key = run.key(page, retrieval, self.pipeline.models_id)
+        key = run.key(page, retrieval, self.pipeline.models_id_for(run.input_style))
         project, again = self.project, self.again
         with project.lock:
             state = project.page(name)
@@ -253,7 +252,8 @@ class PagePass:
         for position, job in enumerate(group):  # one at a time
             clock = _StageClock(self.emit)
             try:
-                final = color_with_memory_retry(self.pipeline, job.ready.page, job.ready.retrieval, job.ready.prepared,
+                family = self.pipeline.for_style(job.run.input_style)  # loaded once; the other set leaves the GPU
+                final = color_with_memory_retry(family, job.ready.page, job.ready.retrieval, job.ready.prepared,
                                                 job.run, emit=clock, cancel=self.cancel, notes=job.notes)
             except Interrupted:
                 self._cancelled(group[position:])
@@ -276,7 +276,7 @@ class PagePass:
         clock = _StageClock(self.emit)
         jobs = [ColorJob(j.ready.page, j.ready.retrieval, j.ready.prepared, j.run) for j in group]
         try:
-            finals = self.pipeline.color_batch(jobs, emit=clock, cancel=self.cancel)
+            finals = self.pipeline.for_style(group[0].run.input_style).color_batch(jobs, emit=clock, cancel=self.cancel)
         except Interrupted:
             raise
         except Exception as exc:

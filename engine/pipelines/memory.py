@@ -10,6 +10,10 @@ Which weights are on the device at a stage's peak follows the placement (see `re
 - "gpu": every model from loading on; the CLIP image encoder leaves before ICP (release_retrieval);
 - "gpu" with low_vram: ScreenStyle (and CLIP for retrieval) stay; each diffusion model comes when it
   runs and leaves as engine/models/loading.py install_offload says, phase by phase of ICP.
+The line-art styles (sketch, sketch-shading) are estimated for their own family (architecture
+"pixart-official" in the table, meta_forward_pixart.py): the line extractor instead of ScreenStyle, the
+PixArt transformer, its guide, the VAE and the fusion net; never T5 (its prompt embeddings are cached).
+Low VRAM follows icp/pixart_components.install_pixart_offload (PIXART_OFFLOADED).
 Not counted: the CUDA context and kernel workspaces (some 0.3-1 GiB), allocator caching and
 fragmentation, images and tensors on the host.
 """
@@ -23,6 +27,7 @@ from typing import Iterable
 
 from engine.core.errors import InputError
 from engine.core.geometry import OFFICIAL_SIZES, WorkSize
+from engine.core.options import LINE_ART_STYLES
 
 ESTIMATE_VERSION = 1  # bump when what is measured changes: shipped tables and caches are then unused
 GIB = 2**30
@@ -36,6 +41,31 @@ DIFFUSION = ("text_encoder", "unet", "guide", "vae", "fusion")
 OFFLOADED = {"encode": ("vae",), "text": ("vae", "text_encoder"), "guide": ("vae", "text_encoder", "guide"),
              "unet": ("vae", "guide", "unet"), "decode": ("vae",), "GSRP": ("vae", "fusion")}
 PLACEMENTS = ("gpu", "cpu")
+# The line-art family (install_pixart_offload): the transformer leaves when the VAE decodes, the guide
+# after the last step; from the second step on both are there while the other runs.
+PIXART_PHASES = ("encode", "guide", "transformer", "decode")  # as meta_forward_pixart.PIXART_PHASES
+PIXART_DIFFUSION = ("transformer", "guide", "vae", "fusion")
+PIXART_OFFLOADED = {"encode": ("vae",), "guide": ("vae", "guide", "transformer"),
+                    "transformer": ("vae", "guide", "transformer"), "decode": ("vae",), "GSRP": ("vae", "fusion")}
+PIXART_PREFIX = "pixart-"  # the table's architecture of the line-art family: "pixart-official", "pixart-tiny"
+
+
+def family_architecture(architecture: str, input_style: str) -> str:
+    """The table's architecture name of the models that color `input_style` pages."""
+    return f"{PIXART_PREFIX}{architecture}" if str(input_style) in LINE_ART_STYLES else architecture
+
+
+def measure_any(architecture: str, size: WorkSize, dtype: str, *, vae_tiling: bool = False,
+                decode: str = "canvas") -> dict[str, dict[str, int]]:
+    """The meta-device figures of either family (meta_forward.measure, meta_forward_pixart.measure_pixart)."""
+    if architecture.startswith(PIXART_PREFIX):
+        from engine.pipelines.meta_forward_pixart import measure_pixart
+
+        return measure_pixart(architecture.removeprefix(PIXART_PREFIX), size, dtype, vae_tiling=vae_tiling,
+                              decode=decode)
+    from engine.pipelines.meta_forward import measure
+
+    return measure(architecture, size, dtype, vae_tiling=vae_tiling, decode=decode)
 
 
 @dataclass(frozen=True)
@@ -130,10 +160,9 @@ def measured(architecture: str, size: WorkSize, dtype: str, *, vae_tiling: bool 
         from diffusers.utils import logging as diffusers_logging
 
         from engine.io.fileio import atomic_write_json
-        from engine.pipelines.meta_forward import measure
 
         diffusers_logging.set_verbosity_error()  # ModelMixin.to(dtype) warns about fp32-pinned modules even with none
-        found = measure(architecture, size, dtype, vae_tiling=vae_tiling, decode=decode)
+        found = measure_any(architecture, size, dtype, vae_tiling=vae_tiling, decode=decode)
         try:
             atomic_write_json(_cache_path(), {**_read_cache(), cache_key: found})
         except OSError:
@@ -142,16 +171,19 @@ def measured(architecture: str, size: WorkSize, dtype: str, *, vae_tiling: bool 
     return found
 
 
-def resident(stage: str, phase: str | None, placement: str, low_vram: bool, screenstyle: bool = True) -> tuple[str, ...]:
+def resident(stage: str, phase: str | None, placement: str, low_vram: bool, screenstyle: bool = True,
+             line_art: bool = False) -> tuple[str, ...]:
     """The models whose weights are on the device during a stage (and ICP phase); module doc.
-    `screenstyle`: whether the ScreenStyle networks are loaded (input style "screen")."""
-    preprocess = SCREENSTYLE if screenstyle else ()
+    `screenstyle`: whether the ScreenStyle networks are loaded (input style "screen"); `line_art`: the
+    line-art family (its line extractor, no ScreenStyle)."""
+    preprocess = ("line_extractor",) if line_art else SCREENSTYLE if screenstyle else ()
+    diffusion, offloaded = (PIXART_DIFFUSION, PIXART_OFFLOADED) if line_art else (DIFFUSION, OFFLOADED)
     if placement == "cpu":
-        return (*preprocess, "image_encoder", *DIFFUSION)
-    retrieval = ("image_encoder",) if stage in ("ScreenStyle", "RAP") else ()
+        return (*preprocess, "image_encoder", *diffusion)
+    retrieval = ("image_encoder",) if stage in ("ScreenStyle", "Lines", "RAP") else ()
     if not low_vram:
-        return (*preprocess, *retrieval, *DIFFUSION)
-    return (*preprocess, *retrieval, *OFFLOADED.get(phase or stage, ()))
+        return (*preprocess, *retrieval, *diffusion)
+    return (*preprocess, *retrieval, *offloaded.get(phase or stage, ()))
 
 
 def estimate(size: WorkSize | str, dtype: str = "float16", *, placement: str = "gpu", low_vram: bool = False,
@@ -159,21 +191,25 @@ def estimate(size: WorkSize | str, dtype: str = "float16", *, placement: str = "
              input_style: str = "screen") -> MemoryEstimate:
     """Each stage's peak at `size` (module doc). `architecture`: "official" or "tiny" (the models'
     sizes; models_architecture tells a model source's). Input style "gray" loads and runs no
-    ScreenStyle networks: no ScreenStyle stage."""
+    ScreenStyle networks: no ScreenStyle stage. The line-art styles: their own family (module doc), a
+    "Lines" stage (the line extractor) first."""
     size = WorkSize.parse(size) if isinstance(size, str) else size
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
-    figures = measured(architecture, size, dtype, vae_tiling=vae_tiling, decode=str(decode))
+    line_art = str(input_style) in LINE_ART_STYLES
+    figures = measured(family_architecture(architecture, input_style), size, dtype, vae_tiling=vae_tiling,
+                       decode=str(decode))
     weights, activations = figures["weights"], figures["activations"]
 
     screenstyle = str(input_style) == "screen"
 
     def peak(stage: str, phase: str | None = None) -> StagePeak:
-        held = sum(weights[name] for name in resident(stage, phase, placement, low_vram, screenstyle))
+        held = sum(weights[name] for name in resident(stage, phase, placement, low_vram, screenstyle, line_art))
         return StagePeak(stage, held, activations[phase or stage], phase)
 
-    stages = [peak("ScreenStyle")] if screenstyle else []
-    stages += [peak("RAP"), max((peak("ICP", p) for p in ICP_PHASES), key=lambda s: s.total), peak("GSRP")]
+    stages = [peak("Lines")] if line_art else [peak("ScreenStyle")] if screenstyle else []
+    phases = PIXART_PHASES if line_art else ICP_PHASES
+    stages += [peak("RAP"), max((peak("ICP", p) for p in phases), key=lambda s: s.total), peak("GSRP")]
     return MemoryEstimate(str(size), dtype, placement, low_vram and placement != "cpu", vae_tiling, str(decode),
                           tuple(stages))
 
@@ -185,14 +221,16 @@ NOT_COUNTED = ("weights + activations from meta-device forwards; not counted: th
                "allocator caching, and on the CPU the process itself (~0.5 GiB of libraries)")
 
 
-def summary(size: WorkSize | str, architecture: str = "official") -> list[tuple[str, MemoryEstimate]]:
+def summary(size: WorkSize | str, architecture: str = "official",
+            input_style: str = "screen") -> list[tuple[str, MemoryEstimate]]:
     """What `models list` and the Model manager show: a GPU in fp16, with low VRAM, and the CPU in fp32."""
-    return [(label, estimate(size, architecture=architecture, **choice)) for label, choice in SUMMARY]
+    return [(label, estimate(size, architecture=architecture, input_style=input_style, **choice))
+            for label, choice in SUMMARY]
 
 
-def summary_lines(size: WorkSize | str, architecture: str = "official") -> list[str]:
+def summary_lines(size: WorkSize | str, architecture: str = "official", input_style: str = "screen") -> list[str]:
     """One line per SUMMARY row: the overall peak and each stage's, in GiB."""
-    rows = summary(size, architecture)
+    rows = summary(size, architecture, input_style)
     width = max(len(label) for label, _ in rows)
     return [f"{label:<{width}}  peak {found.peak / GIB:5.2f} GiB  ({found.stage_text()})" for label, found in rows]
 

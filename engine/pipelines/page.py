@@ -11,7 +11,7 @@ from PIL import Image
 
 from engine.core.errors import InputError
 from engine.core.events import CancelToken, EventSink, Preview, Progress, ignore
-from engine.core.options import OutputSize, Procedure
+from engine.core.options import LINE_ART_STYLES, OutputSize, Procedure
 from engine.io.chapter import ImageSource, PageImage
 from engine.models.sources import ModelPaths
 from engine.pipelines.settings import InputSettings, PipelineSettings
@@ -40,7 +40,12 @@ def model_paths(models: ModelPaths | str) -> ModelPaths:
 def prepare_page(preparer: PagePreparer, page: PageImage, inputs: InputSettings):
     """The page framed, G computed (or cached) and the query made (preprocess stage)."""
     size = choose_work_size(page.image.size, inputs.size)
-    return preparer.prepare(page.image, page.sha256, size, inputs.style, inputs.fit, inputs.screen_seed)
+    pad = None
+    if inputs.style in LINE_ART_STYLES:
+        from engine.preprocess.lines import line_pad_value
+
+        pad = line_pad_value(inputs.procedure)
+    return preparer.prepare(page.image, page.sha256, size, inputs.style, inputs.fit, inputs.screen_seed, pad_value=pad)
 
 
 def stop_if_cancelled(cancel: CancelToken, stage: str) -> None:
@@ -157,7 +162,8 @@ class ColorFlowPipeline:
                     stop_if_cancelled(cancel, "GSRP" if index else "ICP")
                     frame = self.upscaler(image, job.prepared.frame, job.settings.upscale)
                     finals.append(finish_page(frame, job.page.image, job.prepared.frame_fit,
-                                              output_size=job.settings.output_size, keep_ink=job.settings.keep_ink))
+                                              output_size=job.settings.output_size, keep_ink=job.settings.keep_ink,
+                                              line_art=job.prepared.style in LINE_ART_STYLES))
                     stop_if_cancelled(cancel, "GSRP")  # GSRP is one pass: a cancel during it drops its output
                     emit(Progress("GSRP", 1, 1, name))
                     self.timings["GSRP"] += time.perf_counter() - start
@@ -179,11 +185,12 @@ class ColorFlowPipeline:
 
 
 def finish_page(frame: Image.Image, page: Image.Image, frame_fit, *, output_size: OutputSize,
-                keep_ink: bool) -> Image.Image:
+                keep_ink: bool, line_art: bool = False) -> Image.Image:
     """The GSRP frame to the output: "page" cuts the page out and restores its own size;
     "gsrp" cuts the page out at 1.5x the working size. With keep-ink, lightness comes from
-    the original page (resized to the output when it differs)."""
-    from engine.gsrp.upscale import keep_ink as apply_keep_ink
+    the original page (resized to the output when it differs); on a line-art page its ink is
+    multiplied over the colors instead (gsrp.upscale.multiply_ink)."""
+    from engine.gsrp.upscale import keep_ink as apply_keep_ink, multiply_ink
 
     if output_size == OutputSize.PAGE:
         final = restore_page(frame, frame_fit)
@@ -191,8 +198,18 @@ def finish_page(frame: Image.Image, page: Image.Image, frame_fit, *, output_size
         final = frame.crop(frame_fit.content_box)
     if keep_ink:
         ink = page if page.size == final.size else page.resize(final.size, Image.BICUBIC)
-        final = apply_keep_ink(final, ink)
+        final = multiply_ink(final, ink) if line_art else apply_keep_ink(final, ink)
     return final
+
+
+def models_id_of(paths: ModelPaths, retriever: Retriever, style: str = "screen") -> str:
+    """The models part of the resume key of a page of input style `style`: the files its model set
+    reads (paths, sizes, mtimes; a models DIR's recorded sha256s too: models.sources.fingerprint_models),
+    so weights replaced in place count as new models, even with their mtime put back, while another
+    set's files (the PixArt base for a gray page) never count; and the retrieval encoder."""
+    from engine.models import fingerprint_models
+
+    return f"{fingerprint_models(paths, style)}|{retriever.embedder.encoder_id}"
 
 
 def load_retriever(models: ModelPaths | str, device: str = "cpu", cache_dir: Path | None = None) -> Retriever:
@@ -207,15 +224,20 @@ def load_retriever(models: ModelPaths | str, device: str = "cpu", cache_dir: Pat
 
 def load_preparer(models: ModelPaths | str, device: str = "cpu", cache_dir: Path | None = None,
                   style: str = "screen") -> PagePreparer:
-    """The preprocess stage: the ScreenStyle networks of a model source (for style "screen")
-    and G's cache (the per-user cache folder unless `cache_dir`)."""
+    """The preprocess stage: the ScreenStyle networks of a model source (for style "screen"), or its
+    line extractor (the line-art styles), and G's cache (the per-user cache folder unless `cache_dir`)."""
     from engine.core.paths import cache_dir as user_cache_dir
     from engine.preprocess.page import PagePreparer
     from engine.preprocess.screenstyle import load_screenstyle
 
     networks = load_screenstyle(model_paths(models).colorflow, device) if style == "screen" else None
+    line_extractor = None
+    if style in LINE_ART_STYLES:
+        from engine.preprocess.lines import load_line_extractor
+
+        line_extractor = load_line_extractor(model_paths(models).line_extractor, device)
     folder = (Path(cache_dir) if cache_dir else user_cache_dir()) / "screenstyle"
-    return PagePreparer(networks, folder)
+    return PagePreparer(networks, folder, line_extractor=line_extractor)
 
 
 def load_pipeline(
@@ -233,17 +255,19 @@ def load_pipeline(
     max_vram: float | None = None,
     work_size: WorkSize | None = None,
     decode: str = "canvas",
+    emit: EventSink = ignore,
 ) -> ColorFlowPipeline:
     """Load every stage of a model source on `device` (reusing `retriever` and `preparer` when
     the caller already has them for the same models). A name or folder is resolved once, here.
+    The line-art styles (LINE_ART_STYLES) get the PixArt family (models/pixart_loading.py: its
+    files checked before anything loads; `emit` hears about the T5 prompt embeddings), the others SD1.5.
     `dtype`: the diffusion models' torch dtype (default: loading.default_dtype of the device);
-    `compile`: torch.compile the guided UNet step and the guide (RunSettings.compile).
+    `compile`: torch.compile the guided UNet step and the guide (RunSettings.compile; the SD path only).
     `max_vram` (GiB, RunSettings.max_vram): offload and tiling chosen from the memory estimate at
     `work_size` (None: every official size) and `decode` before anything loads (pipelines/memory.py);
     the choice is the pipeline's `memory_note`."""
     from engine.icp.colorize import Colorizer
     from engine.models.loading import load_diffusion
-    from engine.models import fingerprint_models
     from engine.gsrp.upscale import Upscaler
 
     paths = model_paths(models)
@@ -254,14 +278,28 @@ def load_pipeline(
         low_vram, vae_tiling, memory_note = choose_for_limit(max_vram, device, paths, dtype=dtype, low_vram=low_vram,
                                                              vae_tiling=vae_tiling, size=work_size, decode=decode,
                                                              input_style=input_style)
+    line_art = input_style in LINE_ART_STYLES
+    if line_art:
+        from engine.core.paths import run_text_embeddings_dir
+        from engine.models.pixart_loading import check_line_art_models
+
+        text_cache = run_text_embeddings_dir(cache_dir)  # None: the user's cache
+        check_line_art_models(paths, input_style, text_cache)  # before any model loads
     retriever = retriever or load_retriever(paths, device, cache_dir)
     preparer = preparer or load_preparer(paths, device, cache_dir, input_style)
-    components = load_diffusion(paths, device, dtype=dtype, low_vram=low_vram, vae_tiling=vae_tiling, compile=compile)
-    colorizer = Colorizer(components)
+    if line_art:
+        from engine.icp.pixart_colorize import PixArtColorizer
+        from engine.models.pixart_loading import load_pixart_diffusion
+
+        components = load_pixart_diffusion(paths, input_style, device, dtype=dtype, low_vram=low_vram,
+                                           vae_tiling=vae_tiling, cache_dir=text_cache, emit=emit)
+        colorizer = PixArtColorizer(components)
+    else:
+        components = load_diffusion(paths, device, dtype=dtype, low_vram=low_vram, vae_tiling=vae_tiling,
+                                    compile=compile)
+        colorizer = Colorizer(components)
     upscaler = Upscaler(components.vae_runner, components.fusion, components.device, components.dtype)
-    # The files themselves (paths, sizes, mtimes; a models DIR's recorded sha256s too), so weights
-    # replaced in place count as new models, even with their mtime put back.
-    models_id = f"{fingerprint_models(paths)}|{retriever.embedder.encoder_id}"
-    pipeline = ColorFlowPipeline(retriever, colorizer, upscaler, models_id=models_id, preparer=preparer)
+    pipeline = ColorFlowPipeline(retriever, colorizer, upscaler, models_id=models_id_of(paths, retriever, input_style),
+                                 preparer=preparer)
     pipeline.memory_note = memory_note
     return pipeline

@@ -6,10 +6,10 @@ never read from global config, so the same session serves any job the GUI queues
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from engine.core.options import RunSettings
+from engine.core.options import AUTO_STYLE, RunSettings
 from engine.io.chapter import Chapter, ImageSource
 from engine.rap.curation import Choices
 from engine.core.events import CancelToken, EventSink, ignore
@@ -27,14 +27,26 @@ def _freeze_loaded_objects() -> None:
     gc.freeze()
 
 
+def _styled(settings: RunSettings, style: str | None) -> RunSettings:
+    """`settings` for pages of one input style (`style`, else the settings' own, which must not be auto)."""
+    if style is None:
+        if settings.input_style == AUTO_STYLE:
+            raise ValueError("input style auto is chosen per page: give the page's style")
+        return settings
+    return replace(settings, input_style=style)
+
+
 @dataclass
 class EngineSession:
-    """Loads the retriever and the three-stage pipeline on first use, reuses them after."""
+    """Loads the retriever and the three-stage pipeline on first use, reuses them after: one
+    pipeline per model set (SD for screen and gray, PixArt with the sketch/ or shading/ weights),
+    one preparer per input style."""
 
     _pipelines: dict[tuple, Any] = field(default_factory=dict)
     _retrievers: dict[tuple, Any] = field(default_factory=dict)
     _preparers: dict[tuple, Any] = field(default_factory=dict)
     _model_paths: dict[str, Any] = field(default_factory=dict)
+    _families: dict[tuple, Any] = field(default_factory=dict)  # FamilyPipelines, kept across runs
 
     def model_paths(self, settings: RunSettings):
         """The model source resolved (checked against its record) once per session, then shared
@@ -45,7 +57,8 @@ class EngineSession:
             self._model_paths[settings.models] = resolve_models(settings.models)
         return self._model_paths[settings.models]
 
-    def preparer(self, settings: RunSettings):
+    def preparer(self, settings: RunSettings, style: str | None = None):
+        settings = _styled(settings, style)
         key = (settings.models, settings.device, settings.cache_dir, settings.input_style)
         if key not in self._preparers:
             from engine.core.devices import pick_device
@@ -56,10 +69,10 @@ class EngineSession:
             )
         return self._preparers[key]
 
-    def inputs(self, settings: RunSettings):
+    def inputs(self, settings: RunSettings, style: str | None = None):
         from engine.pipelines.settings import pipeline_settings
 
-        return pipeline_settings(settings).inputs
+        return pipeline_settings(_styled(settings, style)).inputs
 
     def retriever(self, settings: RunSettings):
         key = (settings.models, settings.device, settings.cache_dir)
@@ -72,10 +85,14 @@ class EngineSession:
             _freeze_loaded_objects()
         return self._retrievers[key]
 
-    def pipeline(self, settings: RunSettings):
+    def pipeline(self, settings: RunSettings, style: str | None = None):
+        """The pipeline of the model set that colors `style` (the settings' own when None)."""
+        from engine.pipelines.families import model_set
+
+        settings = _styled(settings, style)
         # --max-vram decides from the working size and decode region, so they reload only with a limit
         limit = (settings.max_vram, settings.size, settings.decode) if settings.max_vram is not None else None
-        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, settings.input_style,
+        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, model_set(settings.input_style),
                settings.vae_tiling, limit)
         if key not in self._pipelines:
             from engine.core.devices import pick_device
@@ -85,15 +102,17 @@ class EngineSession:
             self._pipelines[key] = load_pipeline(
                 self.model_paths(settings), pick_device(settings.device), low_vram=settings.low_vram,
                 retriever=self.retriever(settings), preparer=self.preparer(settings), vae_tiling=settings.vae_tiling,
-                max_vram=settings.max_vram, work_size=run.size, decode=settings.decode,
+                max_vram=settings.max_vram, work_size=run.size, decode=settings.decode, input_style=settings.input_style,
             )
             _freeze_loaded_objects()
         return self._pipelines[key]
 
     def retrieve_page(
-        self, chapter: Chapter, index: int, references: Sequence[ImageSource], *, choices: Choices, settings: RunSettings
+        self, chapter: Chapter, index: int, references: Sequence[ImageSource], *, choices: Choices, settings: RunSettings,
+        style: str | None = None,
     ) -> PageRetrieval:
-        """RAP for one page (cached embeddings make repeats instant)."""
+        """RAP for one page prepared with `style` (the page's own; the settings' when None; cached
+        embeddings make repeats instant)."""
         from engine.core.errors import ColorFlowError
 
         source = chapter.sources[index]
@@ -102,7 +121,7 @@ class EngineSession:
         from engine.pipelines.page import prepare_page
 
         page = chapter.load_page(index)
-        prepared = prepare_page(self.preparer(settings), page, self.inputs(settings))
+        prepared = prepare_page(self.preparer(settings, style), page, self.inputs(settings, style))
         return self.retriever(settings).retrieve(page, references, choices, prepared.work_size, prepared)
 
     def colorize(
@@ -123,15 +142,32 @@ class EngineSession:
         from engine.pipelines.chapter import colorize_chapter
         from engine.pipelines.settings import pipeline_settings
 
+        from engine.pipelines.families import FamilyPipelines
+        from engine.pipelines.page import models_id_of
+
         run = pipeline_settings(settings)  # before any model loads: a bad choice costs nothing
         page_label = next(iter(pages)) if pages and len(pages) == 1 else None
-        if not self._pipelines:
-            emit(Progress("loading models", 0, 1, page_label))
-        loaded = len(self._pipelines)
-        pipeline = self.pipeline(settings)
-        if len(self._pipelines) > loaded and pipeline.memory_note:  # what --max-vram chose, once per load
-            from engine.core.events import Notice
 
-            emit(Notice(pipeline.memory_note, page_label))
-        return colorize_chapter(chapter, references, pipeline, project, settings=run, emit=emit, cancel=cancel,
+        def load(style):  # a model set on first use, kept for the next runs
+            loaded = len(self._pipelines)
+            if not self._pipelines:
+                emit(Progress("loading models", 0, 1, page_label))
+            pipeline = self.pipeline(settings, style)
+            if len(self._pipelines) > loaded and pipeline.memory_note:  # what --max-vram chose, once per load
+                from engine.core.events import Notice
+
+                emit(Notice(pipeline.memory_note, page_label))
+            return pipeline
+
+        # One FamilyPipelines across runs: it knows which model set is on the GPU
+        limit = (settings.max_vram, settings.size, settings.decode) if settings.max_vram is not None else None
+        key = (settings.models, settings.device, settings.low_vram, settings.cache_dir, settings.vae_tiling, limit)
+        if key not in self._families:
+            retriever = self.retriever(settings)
+            paths = self.model_paths(settings)
+            self._families[key] = FamilyPipelines(load, lambda style: self.preparer(settings, style), retriever,
+                                                  lambda style: models_id_of(paths, retriever, style))
+        families = self._families[key]
+        families.restart(load)  # this run's events; a set that failed to load is tried again
+        return colorize_chapter(chapter, references, families, project, settings=run, emit=emit, cancel=cancel,
                                 resume=True, only=pages, again=again)

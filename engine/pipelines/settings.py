@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from engine.core.options import (
+    AUTO_STYLE,
     OPTIONS,
     PROJECT_OPTIONS,
     InputStyle,
+    StyleChoice,
     OutputSize,
     Procedure,
     RunSettings,
     check_option,
+    effective_guidance,
     fixed_by,
 )
 from engine.core.errors import InputError
@@ -44,7 +47,10 @@ class InputSettings:
     size: WorkSize | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "style", check_option("input_style", self.style))
+        style = check_option("input_style", self.style)
+        if style == AUTO_STYLE:
+            raise InputError("input style auto is chosen per page: a page is prepared with its own style")
+        object.__setattr__(self, "style", InputStyle(style))
         object.__setattr__(self, "procedure", check_option("procedure", self.procedure))
         check_seed(self.seed)
 
@@ -68,7 +74,9 @@ class PipelineSettings:
     upscale: UpscaleSettings
     keep_ink: bool = True
     size: WorkSize | None = None
-    input_style: InputStyle = InputStyle.SCREEN  # see InputSettings
+    # See InputSettings. A chapter's settings may say "auto" (each page's suggested style); a page is
+    # colored with for_style(its own style).
+    input_style: StyleChoice = InputStyle.SCREEN
     output_size: OutputSize = OutputSize.PAGE  # page: the page's own size; gsrp: 1.5x the working size
     # Pages per denoising call. Not in the resume key (key() lists its parts): a page batched with
     # others differs from the page alone only within fp32 tolerance, the same seed and settings
@@ -76,6 +84,16 @@ class PipelineSettings:
     # low_vram (load options that are not in the key either; the out-of-memory retry switches to
     # tiling within a run).
     batch_pages: int = 1
+    # No guidance was chosen: each page takes its model family's official default (for_style). Not
+    # in the key: the key holds the guidance a page is colored with (colorize.guidance_scale).
+    family_guidance: bool = False
+
+    def for_style(self, style: str) -> "PipelineSettings":
+        """These settings for a page of `style` (the page's own, the chapter's or auto's pick), with
+        its family's guidance when none was chosen."""
+        style = InputStyle(style)
+        guidance = effective_guidance(None if self.family_guidance else self.colorize.guidance_scale, style)
+        return replace(self, input_style=style, colorize=replace(self.colorize, guidance_scale=guidance))
 
     def check(self) -> None:
         """Consistent settings, before any model is loaded."""
@@ -84,7 +102,8 @@ class PipelineSettings:
         check_option("batch_pages", self.batch_pages)
         if self.upscale.procedure != self.colorize.procedure:
             raise InputError("ICP and GSRP must follow the same procedure")
-        self.inputs  # validates the input style
+        if check_option("input_style", self.input_style) != AUTO_STYLE:
+            self.inputs  # validates the input style
 
     @property
     def procedure(self) -> Procedure:
@@ -132,6 +151,10 @@ def _image_sha256(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
+def _style_or(choice: str, unset: InputStyle = InputStyle.SCREEN) -> InputStyle:
+    return unset if choice == AUTO_STYLE else InputStyle(choice)
+
+
 def pipeline_settings(options: RunSettings) -> PipelineSettings:
     """The settings of the stages for a run's options, checked before any model loads. A
     procedure decides some options (core.options.fixed_by): left unset they take its value, set
@@ -152,7 +175,9 @@ def pipeline_settings(options: RunSettings) -> PipelineSettings:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     settings = PipelineSettings(
-        colorize=ColorizeSettings(steps=options.steps, guidance_scale=options.guidance, seed=options.seed,
+        colorize=ColorizeSettings(steps=options.steps, seed=options.seed,
+                                  # auto: each page's own by for_style; the screen family's until then
+                                  guidance_scale=effective_guidance(options.guidance, _style_or(options.input_style)),
                                   procedure=options.procedure, decode=chosen("decode", options.decode)),
         upscale=UpscaleSettings(batch_norm=options.gsrp_batchnorm, seed=options.seed, procedure=options.procedure),
         keep_ink=chosen("keep_ink", True),
@@ -160,6 +185,7 @@ def pipeline_settings(options: RunSettings) -> PipelineSettings:
         input_style=options.input_style,
         output_size=chosen("output_size", OutputSize.PAGE),
         batch_pages=chosen("batch_pages", options.batch_pages),
+        family_guidance=options.guidance is None,
     )
     settings.check()
     return settings

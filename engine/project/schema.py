@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from engine.core.options import MAX_SEED, OPTIONS, PROJECT_OPTIONS
+from engine.core.options import MAX_SEED, OPTIONS, PROJECT_OPTIONS, InputStyle
 
 from engine.project.format import (FORMAT, MAX_PROJECT_PAGES, MAX_VARIATIONS, PAGE_STATES, VERSION,
                                    check_output_path)
@@ -33,6 +33,14 @@ class VariationModel(_Model):
     override: bool = False
 
 
+StyleName = Literal[tuple(InputStyle)]
+
+
+class SuggestionModel(_Model):
+    style: StyleName
+    reason: str = ""
+
+
 class PageModel(_Model):
     name: str = Field(min_length=1)
     source: str
@@ -42,6 +50,8 @@ class PageModel(_Model):
     settings_key: str | None = None
     variations: list[VariationModel] = Field(default_factory=list, max_length=MAX_VARIATIONS)
     picked: int | None = None  # the id of the variation that is the page's result
+    input_style: StyleName | None = None  # the page's own input style, over the chapter's
+    suggested: SuggestionModel | None = None  # auto's pick for the page, with its reason
 
     @model_validator(mode="after")
     def _picked_is_the_result(self) -> "PageModel":
@@ -143,7 +153,13 @@ def _v2_to_v3(data: dict[str, Any], folder: str) -> dict[str, Any]:
     return data
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}  # version n -> function making it version n + 1
+def _v3_to_v4(data: dict[str, Any], folder: str) -> dict[str, Any]:
+    """v4 adds a page's own input style and auto's suggestion, both optional: a v3 page has neither."""
+    data["version"] = 4
+    return data
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}  # version n -> function making it version n + 1
 
 
 def migrate(data: dict[str, Any], folder: str) -> dict[str, Any]:

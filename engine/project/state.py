@@ -36,6 +36,8 @@ class PageState:
     # Its colored results, oldest first; outputs["colored"] and settings_key are the picked one's.
     variations: list[Variation] = field(default_factory=list)
     picked: int | None = None
+    input_style: str | None = None  # the page's own input style (None: the chapter's)
+    suggested: dict[str, str] | None = None  # auto's pick for the page: {"style", "reason"}
 
     def to_json(self) -> dict[str, Any]:
         known = {
@@ -48,6 +50,10 @@ class PageState:
         }
         if self.variations or self.picked is not None:
             known.update(variations=[v.to_json() for v in self.variations], picked=self.picked)
+        if self.input_style is not None:
+            known["input_style"] = self.input_style
+        if self.suggested is not None:
+            known["suggested"] = dict(self.suggested)
         return _with_unknown(known, self.unknown)
 
     def picked_variation(self) -> Variation | None:
@@ -191,7 +197,8 @@ class ChapterProject(PageVariations):
             references=list(model.references),
             pages=[PageState(p.name, p.source, p.status, p.error, dict(p.outputs), p.settings_key, _unknown_keys(p),
                              [Variation(v.id, v.file, v.settings_key, v.seed, v.guidance, v.steps, v.override,
-                                        _unknown_keys(v)) for v in p.variations], p.picked)
+                                        _unknown_keys(v)) for v in p.variations], p.picked,
+                             p.input_style, p.suggested and p.suggested.model_dump())
                    for p in model.pages],
             curation=curation,
             settings=model.settings.model_dump(exclude_unset=True),
@@ -295,6 +302,29 @@ class ChapterProject(PageVariations):
         with self.lock:
             page = self.page(name)
             page.status, page.error = status, error
+
+    def set_page_style(self, name: str, style: str | None) -> None:
+        """Give a page its own input style (None: back to the chapter's). Its next run colors it
+        with that style (the resume key holds the style a page was colored with)."""
+        from engine.project.page_styles import check_page_style
+
+        with self.lock:
+            self.page(name).input_style = check_page_style(style)
+
+    def record_suggestion(self, name: str, style: str, reason: str) -> None:
+        """Keep auto's pick for a page and why (shown to the user; applied by runs in auto)."""
+        from engine.project.page_styles import check_page_style
+
+        with self.lock:
+            self.page(name).suggested = {"style": check_page_style(style), "reason": reason}
+
+    def page_style(self, name: str, chapter: str):
+        """The page's input style under the chapter's choice `chapter` (engine.project.page_styles)."""
+        from engine.project.page_styles import page_style
+
+        with self.lock:
+            state = self.page(name)
+            return page_style(state.input_style, chapter, state.suggested)
 
     def record_outputs(self, name: str, outputs: dict[str, str | os.PathLike], status: str,
                        settings_key: str | None = None) -> None:

@@ -34,7 +34,9 @@ from engine.training.loop import TrainConfig, Trainer
 if TYPE_CHECKING:  # torch is imported where it runs: `colorflow --help` stays light
     import torch
 
-GRAY_INPUTS = tuple(InputStyle)  # the gray page as the pipeline's input styles make it
+# The gray page as the SD family's input styles make it: the line-art styles' GSRP belongs to the
+# PixArt family's weights (sketch/, shading/), and auto picks per page, so neither trains this network.
+GRAY_INPUTS = (InputStyle.SCREEN, InputStyle.GRAY)
 FUSION_FILE = "MultiResNetModel.bin"  # the official file name and format (a pickled state dict)
 FRAMES_CACHE = "cache/gsrp-frames"  # G of each page at the frame size, computed once
 
@@ -50,7 +52,9 @@ class GSRPTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         if self.gray_input not in GRAY_INPUTS:
-            raise InputError(f"gray input must be one of {', '.join(GRAY_INPUTS)}, got {self.gray_input!r}")
+            raise InputError(f"gray input must be one of {', '.join(GRAY_INPUTS)}, got {self.gray_input!r} (GSRP "
+                             "training is for the screen and gray styles' network; sketch and sketch-shading have "
+                             "their own in the line-art weights, auto picks per page)")
         if self.crop is not None:
             self.crop = (int(self.crop[0]), int(self.crop[1]))
 

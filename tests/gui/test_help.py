@@ -19,7 +19,8 @@ GUIDE = REPO_ROOT / "resources" / "docs" / "user-guide.md"
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 # The lead regenerates the screenshots and adds these two; the guide names them already.
 TO_BE_GENERATED = {"failed.png", "variations.png"}
-EXISTING = {"canvas.png", "result.png", "compare.png", "running.png", "settings.png", "models.png"}
+EXISTING = {"canvas.png", "result.png", "compare.png", "running.png", "settings.png", "models.png",
+            "page-style.png", "line-art.png", "models-line-art.png"}  # the last three: section 12, line art
 IMAGE_LINK = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
 

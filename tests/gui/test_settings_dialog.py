@@ -17,10 +17,12 @@ ROWS = {
     "Models": (None, "official"),
     "Device": (["auto", "cuda", "mps", "cpu"], "auto"),
     "Denoising steps": ((1, 100), 10),
-    "Guidance": ((0.0, 30.0), 7.5),  # the CLI's --guidance (no upper bound; the box stops at 30)
+    # the CLI's --guidance (no upper bound; the box stops at 30); unset (-0.5 shows "auto"): each page's
+    # family's official default (issue 24: 7.5 SD, 4.5 PixArt)
+    "Guidance": ((-0.5, 30.0), -0.5),
     "Seed": ((0, 2**63 - 1), 0),
     "Working size": (["auto", "640x640", "512x800", "800x512"], "auto"),
-    "Input style": (["screen", "gray"], "screen"),
+    "Input style": (["screen", "gray", "sketch", "sketch-shading", "auto"], "screen"),
     "Procedure": (["ours", "official"], "ours"),
     "Keep ink": (None, True),
     "Low VRAM": (None, False),

@@ -33,7 +33,7 @@ def kept_aside(path) -> list:
     return sorted(path.parent.glob("settings.json.damaged-*"))
 
 
-def test_an_unversioned_file_migrates_with_every_value_and_is_saved_as_version_1():
+def test_an_unversioned_file_migrates_with_every_value_and_is_saved_as_the_current_version():
     path, _ = write(UNVERSIONED)
     loaded = load_settings()
     assert loaded.problem is None and not kept_aside(path)
@@ -45,7 +45,7 @@ def test_an_unversioned_file_migrates_with_every_value_and_is_saved_as_version_1
     assert loaded.settings.projects_dir == "/projects"
     save_settings(loaded.settings)
     saved = json.loads(path.read_text())
-    assert saved["version"] == 1 and saved["recent"] == UNVERSIONED["recent"] and saved["run"]["seed"] == 1234
+    assert saved["version"] == 2 and saved["recent"] == UNVERSIONED["recent"] and saved["run"]["seed"] == 1234
 
 
 def test_unversioned_keep_ink_true_was_the_default_and_migrates_to_it():
@@ -54,6 +54,15 @@ def test_unversioned_keep_ink_true_was_the_default_and_migrates_to_it():
     loaded = load_settings()
     assert loaded.problem is None and loaded.settings.run.keep_ink is None
     assert loaded.settings.run.procedure == "official" and loaded.settings.recent == ["/chapters/one"]
+
+
+@pytest.mark.parametrize("saved, loaded", [(7.5, None), (5.0, 5.0), (None, None)])
+def test_a_version_1_guidance_of_7_5_was_the_default_and_becomes_each_familys(saved, loaded):
+    # issue 24: unset guidance is each page's family's official default (7.5 SD, 4.5 PixArt); version 1's
+    # dialog saved the untouched box as 7.5
+    write({"version": 1, "run": {"guidance": saved, "seed": 5}, "recent": []})
+    result = load_settings()
+    assert result.problem is None and result.settings.run.guidance == loaded and result.settings.run.seed == 5
 
 
 def test_one_bad_field_keeps_recent_files_and_the_rest_and_is_reported_once():

@@ -69,7 +69,8 @@ def test_colorize_again_keeps_the_second_variation_and_picking_it_changes_result
     page = project.page("1.png")
     second = project.folder / page.variations[1].file
     assert [v.seed for v in page.variations] == [0, 1]  # the next seed after the settings' 0
-    assert (window.settings.run.seed, window.settings.run.guidance) == (0, 7.5)  # global settings untouched
+    assert (window.settings.run.seed, window.settings.run.guidance) == (0, None)  # global settings untouched
+    assert [v.guidance for v in page.variations] == [7.5, 7.5]  # unset: the SD family's official 7.5
     assert first.read_bytes() == first_bytes and second.is_file() and second != first
     assert np.array_equal(shown_pixels(window), file_pixels(first))  # the first stays until the user picks
 
@@ -114,7 +115,7 @@ def test_guidance_of_settings_and_of_the_variations_panel_reach_the_run(qtbot, s
             labels = {form.itemAt(row, QFormLayout.ItemRole.LabelRole).widget().text(): row
                       for row in range(form.rowCount()) if form.itemAt(row, QFormLayout.ItemRole.LabelRole)}
             guidance = form.itemAt(labels["Guidance"], QFormLayout.ItemRole.FieldRole).widget()
-            assert isinstance(guidance, QDoubleSpinBox) and guidance.value() == 7.5
+            assert isinstance(guidance, QDoubleSpinBox) and guidance.text() == "auto"  # unset: the family's
             guidance.setValue(3.5)
             dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
         except Exception as exc:  # said after the dialog closes: a dialog left open would hang the test
