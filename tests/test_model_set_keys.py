@@ -78,7 +78,7 @@ def test_a_changed_sd15_file_changes_the_screen_and_gray_ids_only(models_copy):
     assert [after[s] == before[s] for s in LINE_ART_STYLES] == [True, True]
 
 
-@pytest.mark.slow  # ~11 s: three tiny runs of both model sets
+@pytest.mark.slow  # 6-11 s: three tiny runs of both model sets
 def test_resume_after_the_pixart_base_changed_recolors_the_sketch_page_and_skips_the_gray_one(models_copy, tmp_path,
                                                                                                 capsys):
     """The command line's --resume on a chapter mixing a gray and a sketch page (the page's own style)."""

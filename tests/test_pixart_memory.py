@@ -116,3 +116,15 @@ def test_the_pixart_low_vram_residency_table_is_what_the_offload_hooks_do(tiny_m
         PixArtColorizer(c)(Image.new("RGB", size.canvas), build_mask(size), size,
                            ColorizeSettings(steps=2, guidance_scale=4.5, preview_every=0))
     assert largest == {phase: set(PIXART_OFFLOADED[phase]) for phase in ("encode", "guide", "transformer", "decode")}
+
+
+def test_the_shipped_line_art_rows_are_what_the_meta_forwards_give_now():
+    """resources/models/memory-estimates.json's line-art rows against a fresh run of the default size;
+    out of date: python scripts/memory_table.py."""
+    from engine.core.resources import model_config
+    from engine.pipelines.memory import table_key
+    from engine.pipelines.meta_forward_pixart import measure_pixart
+
+    shipped = model_config("memory-estimates")["entries"]
+    assert shipped[table_key("pixart-official", SIZE, "float16", False, "canvas")] == measure_pixart(
+        "official", SIZE, "float16")

@@ -89,7 +89,8 @@ def measure_pixart_parts(width: int, height: int) -> dict[str, float]:
         return torch.full((batch,), 999, device=meta)
 
     def guide(batch: int):
-        return m.guide(torch.empty(batch, 13, lat_h, lat_w, device=meta), t(batch),
+        channels = m.guide.config.in_channels + m.guide.config.cond_channels  # x_t | A | mask | B: 13
+        return m.guide(torch.empty(batch, channels, lat_h, lat_w, device=meta), t(batch),
                        micro_conditions(size, batch, meta, torch.float32))
 
     controls = guide(1)

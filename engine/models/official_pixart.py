@@ -146,11 +146,11 @@ def write_official_line_art_folder(folder: Path, pixart_root: Path, pool) -> Non
 
 def write_official_line_art(paths, pool) -> None:
     """The whole line-art family at official size under a ModelPaths with `pixart` set."""
-    from engine.models.sources import LINE_ART_SUBDIRS
+    from engine.core.options import LINE_ART_STYLES
     from engine.models.tiny_lines import write_line_extractor
 
     write_official_pixart_base(paths.pixart, pool)
-    for style in LINE_ART_SUBDIRS:
+    for style in LINE_ART_STYLES:
         write_official_line_art_folder(paths.line_art(style), paths.pixart, pool)
     paths.line_extractor.parent.mkdir(parents=True, exist_ok=True)
     write_line_extractor(paths.line_extractor, "official")
