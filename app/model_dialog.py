@@ -178,7 +178,9 @@ class ModelDialog(QDialog):
         self.line_art.setText(" ".join(lines))
         self.line_art_button.setText(f"Download line-art files ({human_bytes(total)})" if files
                                      else "Line-art files installed")
-        self.refresh()
+        # Only the button: a full refresh() would overwrite the summary ("Download complete ...") that
+        # the check after a download comes back to.
+        self.line_art_button.setEnabled(bool(files) and self.task() is None)
 
     def start_line_art_download(self) -> None:
         """The missing line-art files of the picked style (else both), through the same download job."""

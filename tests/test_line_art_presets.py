@@ -64,6 +64,9 @@ def hub(monkeypatch) -> RecordingHub:
     import huggingface_hub
 
     stub = RecordingHub()
+    # The stub writes bytes, not the 24 GB the presets estimate: the machine's free space must not decide.
+    real_disk_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real_disk_usage(path)._replace(free=10**15))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", stub.hf_hub_download)
     monkeypatch.setattr(huggingface_hub, "HfApi", stub.api)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
@@ -297,6 +300,8 @@ def test_model_manager_shows_the_line_art_size_and_downloads_the_picked_style(qt
     assert set(hub.requested) == LINE_ART - {(COLORFLOW, f"shading/{name}") for name in STYLE_FOLDER_FILES}
     qtbot.waitUntil(lambda: dialog.line_art_button.text() == "Line-art files installed", timeout=180_000)
     assert not dialog.line_art_button.isEnabled()
+    # the check after the download does not wipe what the download said
+    assert "Download complete" in dialog.summary.text(), dialog.summary.text()
 
 
 @pytest.mark.parametrize("style, asked", [("sketch-shading", True), ("screen", False)])

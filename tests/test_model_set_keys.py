@@ -111,3 +111,18 @@ def test_resume_after_the_pixart_base_changed_recolors_the_sketch_page_and_skips
     assert main([*run, "--resume"]) == 0
     again = report()
     assert again["done"] == ["2.png"] and again["skipped"] == ["1.png"]
+
+
+def test_deleting_the_t5_shards_once_the_embeddings_exist_keeps_every_id(models_copy):
+    """T5's weights are read once, for the prompt embeddings (cached, keyed by T5's config, index and
+    tokenizer): deleting them afterwards (the user guide allows it) must not recolor line-art pages."""
+    before = ids(models_copy)
+    for shard in (models_copy / "pixart" / "text_encoder").glob("*.safetensors"):
+        shard.unlink()
+    assert main(["models", "verify", "--models", str(models_copy), "--accept"]) == 0
+    assert ids(models_copy) == before
+    config = models_copy / "pixart" / "text_encoder" / "config.json"  # another T5 would change this
+    config.write_text(config.read_text().replace("}", ', "note": 1}', 1) if config.read_text().count("}") == 1
+                      else config.read_text() + "\n")
+    assert main(["models", "verify", "--models", str(models_copy), "--accept"]) == 0
+    assert {s for s, value in ids(models_copy).items() if value != before[s]} == set(LINE_ART_STYLES)

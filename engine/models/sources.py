@@ -76,8 +76,16 @@ STYLE_FILES = {"screen": _SD_FILES, "gray": _SD_FILES,
 _SET_ONLY = tuple(sorted({prefix for prefixes in STYLE_FILES.values() for prefix in prefixes}))
 
 
+T5_WEIGHTS = (f"{PIXART_SUBDIR}/text_encoder/", ".safetensors")  # folder and suffix of T5's weight shards
+
+
 def style_reads(style: str, relative: str) -> bool:
-    """Whether the models of input style `style` read the file at `relative` (its path in a models DIR)."""
+    """Whether the models of input style `style` read the file at `relative` (its path in a models DIR)
+    for coloring. T5's weight shards never count: they are read once, for the prompt embeddings, which
+    are cached by T5's config, shard index and tokenizer (icp/text_embeddings.py, counted here), so
+    deleting the shards afterwards leaves every page's resume key as it was."""
+    if relative.startswith(T5_WEIGHTS[0]) and relative.endswith(T5_WEIGHTS[1]):
+        return False
     own = STYLE_FILES[str(style)]
     return relative.startswith(own) or (relative.startswith("colorflow/") and not relative.startswith(_SET_ONLY))
 
