@@ -179,13 +179,23 @@ def forbidden_sources() -> list[Path]:
     return [root.resolve() for root in roots]
 
 
+# Library data with a weight-like suffix that is no model: sentencepiece's normalisation tables (*.bin).
+LIBRARY_TABLES = ("sentencepiece/package_data",)
+
+
+def is_library_table(path: Path) -> bool:
+    """Whether `path` lies directly in one of LIBRARY_TABLES' folders (not below it)."""
+    parent = Path(path).parent.as_posix()
+    return any(parent == folder or parent.endswith(f"/{folder}") for folder in LIBRARY_TABLES)
+
+
 def check_not_collected(sources: list[str]) -> list[str]:
     """Collected source files that are weights or lie under a forbidden folder (must be empty)."""
     forbidden = forbidden_sources()
     bad = []
     for source in sources:
         path = Path(source).resolve()
-        if path.suffix.lower() in WEIGHT_SUFFIXES and "torch" not in path.parts:
+        if path.suffix.lower() in WEIGHT_SUFFIXES and "torch" not in path.parts and not is_library_table(path):
             bad.append(source)
         elif any(path.is_relative_to(root) for root in forbidden):
             bad.append(source)

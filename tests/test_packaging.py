@@ -119,6 +119,14 @@ def test_weights_and_cache_files_are_refused(tmp_path):
     weights.write_bytes(b"0")
     config = REPO_ROOT / "resources" / "models" / "sd15-unet.json"
     assert helpers.check_not_collected([str(tiny), str(weights), str(config)]) == [str(tiny), str(weights)]
+    # sentencepiece's normalisation tables are library data (the T5 tokenizer needs them); a .bin
+    # anywhere else, or below that folder, is refused
+    table = tmp_path / "site-packages" / "sentencepiece" / "package_data" / "nmt_nfkc.bin"
+    hidden = table.parent / "sub" / "model.bin"
+    hidden.parent.mkdir(parents=True)
+    table.write_bytes(b"0")
+    hidden.write_bytes(b"0")
+    assert helpers.check_not_collected([str(table), str(hidden)]) == [str(hidden)]
 
 
 def test_resources_hold_no_weights():
@@ -293,7 +301,8 @@ def test_frozen_bundle_runs_the_cli_and_the_gui(frozen_bundle, tmp_path):
 
     # no weights, caches or build-machine paths inside the bundle
     files = [p for p in frozen_bundle.rglob("*") if p.is_file() and not p.is_symlink()]
-    assert not [p for p in files if p.suffix.lower() in helpers.WEIGHT_SUFFIXES and "torch" not in p.parts]
+    assert not [p for p in files if p.suffix.lower() in helpers.WEIGHT_SUFFIXES and "torch" not in p.parts
+                and not helpers.is_library_table(p)]
     assert not [p for p in files if "tiny-models" in p.parts or "huggingface" in p.parts]
     baked = [str(REPO_ROOT).encode()]
     if sys.prefix != sys.base_prefix:  # a virtual environment: its folder must not appear either

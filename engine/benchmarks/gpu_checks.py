@@ -101,12 +101,13 @@ def bench_mode(models, device: str, mode: str, *, pages: int, refs: int, steps: 
     """One mode of bench_pages: s/page and peak memory first (None where the bench timed not every
     stage: no figure made up), the whole chapter call's seconds per page (page writes included: the
     figure to compare variants by), then the bench's own figures for the mode."""
-    from engine.benchmarks.stages import STAGES, bench_pages
+    from engine.benchmarks.stages import bench_pages, preprocess_stage
 
     report = bench_pages(models, device, pages=pages, refs=refs, steps=steps, size=size, input_style=input_style,
                          seed=seed, modes=(mode,), warmup=warmup, options=options)
     result = report["modes"][mode]
-    missing = [stage for stage in STAGES if stage not in result["stages"]]
+    page_stages = (preprocess_stage(input_style), "RAP", "ICP", "GSRP")  # a page's stages in this style
+    missing = [stage for stage in page_stages if stage not in result["stages"]]
     figures = {"s_per_page": result["page_s"], "peak_mib": result["peak_mib"]} if not missing else {
         "s_per_page": None, "peak_mib": None,
         "incomplete": f"bench_pages timed no {', '.join(missing)} under these options (its stage wrappers miss "
