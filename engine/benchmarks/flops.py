@@ -134,20 +134,20 @@ def compare(width: int = 512, height: int = 800, steps: int = 10, refs: int = 40
         "vae_decode": p["vae_decode_canvas"],  # the whole canvas, as the official
         "screenstyle": p["screenstyle"],
     }
+    return per_page_table(official, ours, size=f"{width}x{height}", steps=steps, references=refs,
+                          pages_per_chapter=pages, parts_tflop={k: round(v / TERA, 3) for k, v in p.items()})
+
+
+def per_page_table(official: dict[str, float], ours: dict[str, float], **facts) -> dict:
+    """`facts`, then both procedures' FLOPs per part (TFLOP), their totals and the ratio ours/official,
+    also without the retrieval savings (which depend on chapter length: diffusion alone)."""
     total_official, total_ours = sum(official.values()), sum(ours.values())
     return {
-        "size": f"{width}x{height}",
-        "steps": steps,
-        "references": refs,
-        "pages_per_chapter": pages,
-        "parts_tflop": {k: round(v / TERA, 3) for k, v in p.items()},
+        **facts,
         "official_tflop": {k: round(v / TERA, 2) for k, v in official.items()},
         "ours_tflop": {k: round(v / TERA, 2) for k, v in ours.items()},
         "official_total_tflop": round(total_official / TERA, 1),
         "ours_total_tflop": round(total_ours / TERA, 1),
         "ratio": round(total_ours / total_official, 3),
-        # Without the retrieval savings (which depend on chapter length): diffusion alone.
-        "ratio_without_retrieval": round(
-            (total_ours - ours["clip"]) / (total_official - official["clip"]), 3
-        ),
+        "ratio_without_retrieval": round((total_ours - ours["clip"]) / (total_official - official["clip"]), 3),
     }

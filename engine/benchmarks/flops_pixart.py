@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from engine.benchmarks.flops import TERA, count_flops
+from engine.benchmarks.flops import TERA, count_flops, per_page_table
 
 TEXT_TOKENS = 120  # the official max_sequence_length
 
@@ -137,22 +137,12 @@ def compare_pixart(width: int = 512, height: int = 800, steps: int = 10, refs: i
         "vae_decode": p["vae_decode_canvas"],  # the whole canvas, as the official
         "lines": p["lines"],
     }
-    total_official, total_ours = sum(official.values()), sum(ours.values())
-    return {
-        "input_style": "sketch | sketch-shading (the same networks; the shading composite is pixel rules)",
-        "family": "PixArt-alpha (line art)",
-        "size": f"{width}x{height}",
-        "steps": steps,
-        "references": refs,
-        "pages_per_chapter": pages,
-        "parts_tflop": {k: round(v / TERA, 3) for k, v in p.items()},
-        "official_tflop": {k: round(v / TERA, 2) for k, v in official.items()},
-        "ours_tflop": {k: round(v / TERA, 2) for k, v in ours.items()},
-        "official_total_tflop": round(total_official / TERA, 1),
-        "ours_total_tflop": round(total_ours / TERA, 1),
-        "ratio": round(total_ours / total_official, 3),
-        "ratio_without_retrieval": round((total_ours - ours["clip"]) / (total_official - official["clip"]), 3),
-        "ratio_without_text": round((total_ours - ours["text"]) / (total_official - official["text"]), 3),
-        "text_note": "ours: the T5 prompt embeddings are computed once ever and cached (0 per page); "
-                     "the official pipeline runs T5-XXL on [negative, prompt] at 120 tokens on every call",
-    }
+    table = per_page_table(
+        official, ours, input_style="sketch | sketch-shading (the same networks; the shading composite is pixel rules)",
+        family="PixArt-alpha (line art)", size=f"{width}x{height}", steps=steps, references=refs,
+        pages_per_chapter=pages, parts_tflop={k: round(v / TERA, 3) for k, v in p.items()})
+    without_text = (sum(ours.values()) - ours["text"]) / (sum(official.values()) - official["text"])
+    table["ratio_without_text"] = round(without_text, 3)
+    table["text_note"] = ("ours: the T5 prompt embeddings are computed once ever and cached (0 per page); "
+                          "the official pipeline runs T5-XXL on [negative, prompt] at 120 tokens on every call")
+    return table

@@ -82,20 +82,18 @@ def _rap_peak(image_encoder) -> int:
 
 
 @contextlib.contextmanager
-def _phases(live: LiveBytes, components):
-    """Forward pre-hooks naming ICP's phases; the VAE's first use is the encode, any later one after
-    the UNet ran is the decode."""
+def icp_phases(live: LiveBytes, modules: dict, denoiser: str):
+    """Forward pre-hooks naming ICP's phases after `modules` (name -> module); the VAE's first use is
+    the encode, any later one after the `denoiser` (the UNet, or the PixArt transformer) ran is the decode."""
     seen: set[str] = set()
 
     def enter(name: str):
         def hook(module, args):
-            phase = ("decode" if "unet" in seen else "encode") if name == "vae" else name
+            phase = ("decode" if denoiser in seen else "encode") if name == "vae" else name
             seen.add(phase)
             live.enter_phase(phase)
         return hook
 
-    modules = {"text": components.text_encoder, "guide": components.guide, "unet": components.unet_runner,
-               "vae": components.vae_runner}
     handles = [module.register_forward_pre_hook(enter(name)) for name, module in modules.items()]
     try:
         yield
@@ -119,7 +117,9 @@ def _icp_and_gsrp_peaks(networks, size: WorkSize, dtype: torch.dtype, *, vae_til
         networks.vae.enable_tiling()
     canvas = Image.new("RGB", size.canvas, (128, 128, 128))
     settings = ColorizeSettings(steps=1, decode=decode, procedure=procedure, preview_every=0)
-    with LiveBytes() as live, _phases(live, components):
+    modules = {"text": components.text_encoder, "guide": components.guide, "unet": components.unet_runner,
+               "vae": components.vae_runner}
+    with LiveBytes() as live, icp_phases(live, modules, "unet"):
         _until_copied_out(lambda: Colorizer(components)(canvas, build_mask(size), size, settings), "to_image")
     peaks = {phase: live.phase_peaks.get(phase, 0) for phase in ICP_PHASES}
     upscaler = Upscaler(components.vae_runner, networks.fusion, torch.device("meta"), dtype)

@@ -10,7 +10,6 @@ T5 is not resident: the prompt embeddings (2 x 120 x 4096, a few MB) are compute
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import warnings
 from types import SimpleNamespace
@@ -20,7 +19,7 @@ from PIL import Image
 
 from engine.core.geometry import WorkSize
 from engine.core.live_bytes import LiveBytes
-from engine.pipelines.meta_forward import _rap_peak, _until_copied_out, module_bytes
+from engine.pipelines.meta_forward import _rap_peak, _until_copied_out, icp_phases, module_bytes
 
 PIXART_MODELS = ("transformer", "guide", "vae", "fusion")  # in the run's dtype; the line extractor stays fp32
 PIXART_PHASES = ("encode", "guide", "transformer", "decode")
@@ -74,28 +73,6 @@ def _lines_peak(line_extractor, size: WorkSize) -> int:
     return live.peak
 
 
-@contextlib.contextmanager
-def _phases(live: LiveBytes, components):
-    """Forward pre-hooks naming ICP's phases: the VAE's first use is the encode, any use after the
-    transformer ran the decode."""
-    seen: set[str] = set()
-
-    def enter(name: str):
-        def hook(module, args):
-            phase = ("decode" if "transformer" in seen else "encode") if name == "vae" else name
-            seen.add(phase)
-            live.enter_phase(phase)
-        return hook
-
-    modules = {"guide": components.guide, "transformer": components.transformer_runner, "vae": components.vae_runner}
-    handles = [module.register_forward_pre_hook(enter(name)) for name, module in modules.items()]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _icp_and_gsrp_peaks(networks, size: WorkSize, dtype: torch.dtype, *, vae_tiling: bool,
                         decode: str) -> dict[str, int]:
     from engine.gsrp.upscale import UpscaleSettings, Upscaler
@@ -116,7 +93,8 @@ def _icp_and_gsrp_peaks(networks, size: WorkSize, dtype: torch.dtype, *, vae_til
     canvas = Image.new("RGB", size.canvas, (128, 128, 128))
     settings = ColorizeSettings(steps=1, guidance_scale=4.5, decode=decode, prompt=components.prompts[0],
                                 negative_prompt=components.prompts[1], preview_every=0)
-    with LiveBytes() as live, _phases(live, components):
+    modules = {"guide": components.guide, "transformer": components.transformer_runner, "vae": components.vae_runner}
+    with LiveBytes() as live, icp_phases(live, modules, "transformer"):
         _until_copied_out(lambda: PixArtColorizer(components)(canvas, build_mask(size), size, settings), "to_image")
     peaks = {phase: live.phase_peaks.get(phase, 0) for phase in PIXART_PHASES}
     upscaler = Upscaler(components.vae_runner, networks.fusion, torch.device("meta"), dtype)
