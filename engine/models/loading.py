@@ -66,12 +66,7 @@ def load_diffusion(
     with reading_model(paths.graysd / FUSION_WEIGHTS, "the GSRP network"):
         fusion = load_fusion(paths.graysd, vae.config)
     target = torch.device(device)
-    for module in (unet, guide, vae, text_encoder, fusion):
-        module.requires_grad_(False)
-        module.eval()
-        module.to(dtype=dtype)
-    if vae_tiling:
-        vae.enable_tiling()
+    ready_for_inference((unet, guide, vae, text_encoder, fusion), dtype, vae, vae_tiling)
     kernels.use_sdpa(unet, guide, vae)
     kernels.set_channels_last((unet, guide, vae), kernels.channels_last_default(target) if channels_last is None
                               else channels_last)
@@ -84,6 +79,16 @@ def load_diffusion(
         for module in (unet, guide, vae, text_encoder, fusion):
             module.to(target)
     return components
+
+
+def ready_for_inference(modules, dtype: torch.dtype, vae, vae_tiling: bool) -> None:
+    """Loaded networks made ready to run: no gradients, eval mode, `dtype`; the VAE tiled if asked."""
+    for module in modules:
+        module.requires_grad_(False)
+        module.eval()
+        module.to(dtype=dtype)
+    if vae_tiling:
+        vae.enable_tiling()
 
 
 TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "vocab.json",

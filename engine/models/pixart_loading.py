@@ -18,7 +18,7 @@ from engine.icp.pixart_components import PixArtComponents, install_pixart_offloa
 from engine.io.checkpoints import load_pretrained, reading_model
 from engine.io.weight_files import REPAIR_HINT, require_model_file
 from engine.models import kernels
-from engine.models.loading import default_dtype, load_scheduler_config
+from engine.models.loading import default_dtype, load_scheduler_config, ready_for_inference
 from engine.models.sources import ModelPaths
 
 BASE_WEIGHTS = "diffusion_pytorch_model.safetensors"  # transformer/ and vae/ of the PixArt-alpha repo
@@ -88,12 +88,7 @@ def load_pixart_diffusion(
     text = prompt_embeddings(base, PROMPT, NEGATIVE_PROMPT, cache_dir=cache_dir, device=device, emit=emit,
                              dtype=dtype)
     target = torch.device(device)
-    for module in (transformer, guide, vae, fusion):
-        module.requires_grad_(False)
-        module.eval()
-        module.to(dtype=dtype)
-    if vae_tiling:
-        vae.enable_tiling()
+    ready_for_inference((transformer, guide, vae, fusion), dtype, vae, vae_tiling)
     kernels.use_sdpa(transformer, guide, vae)
     kernels.set_channels_last((vae,), kernels.channels_last_default(target))
     components = PixArtComponents(transformer, guide, vae, text, scheduler_config, fusion, target, dtype,
