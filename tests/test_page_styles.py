@@ -95,7 +95,7 @@ def test_a_pages_own_style_is_saved_survives_reopen_and_older_files_migrate(tmp_
             project.set_page_style("1.png", bad)
     project.save()
     saved = json.loads((project.folder / PROJECT_FILE).read_text())
-    assert saved["version"] == 4
+    assert saved["version"] == 5  # issue 25 made it 5
     assert saved["pages"][1]["input_style"] == "sketch-shading" and "input_style" not in saved["pages"][0]
     again = ChapterProject.load(project.folder)
     assert again.page("2.png").input_style == "sketch-shading" and again.page("1.png").input_style is None

@@ -260,7 +260,7 @@ def test_version_1_files_are_migrated_to_relative_posix_outputs(tmp_path):
     assert (tmp_path / PROJECT_FILE).read_bytes() == raw  # loading never writes
     project.save()
     saved = json.loads((tmp_path / PROJECT_FILE).read_text())
-    assert saved["version"] == 4 and saved["pages"][0]["outputs"]["colored"] == "001_1.png"  # v1 -> ... -> v4
+    assert saved["version"] == 5 and saved["pages"][0]["outputs"]["colored"] == "001_1.png"  # v1 -> ... -> v5
     assert (tmp_path / BACKUP_FILE).read_bytes() == raw  # the v1 file, for an older ColorFlow
     assert ChapterProject.load(tmp_path).to_json() == project.to_json()
 

@@ -51,7 +51,7 @@ def test_pin_takes_first_slot_at_its_best_query_even_with_low_score():
     assert all(p.candidate.ref != "r2" for q in (0, 1, 3) for p in picks[q])
 
 
-def test_pins_spill_over_when_a_query_is_full_and_reject_beats_pin():
+def test_pins_spill_over_when_a_query_is_full_and_the_narrower_level_wins():
     cands = candidates(5)
     scores = np.zeros((4, len(cands)))
     scores[0] = 1.0  # every pin matches TL best
@@ -60,11 +60,14 @@ def test_pins_spill_over_when_a_query_is_full_and_reject_beats_pin():
     placed = {p.candidate.ref for row in picks for p in row if p.pinned}
     assert placed == {f"r{r}" for r in range(5)}
     assert sum(p.pinned for p in picks[0]) == 3
+    # Levels series -> chapter -> page, the narrower level wins (issue 25): the page's pin beats the
+    # chapter's reject of the same target, on that page only.
     curation = Curation()
     curation.set(Target("r0"), "reject")
     curation.set(Target("r0"), "pin", page="p1")
     effective = curation.effective("p1")
-    assert Target("r0") in effective.rejects and Target("r0") not in effective.pins
+    assert Target("r0") in effective.pins and Target("r0") not in effective.rejects
+    assert Target("r0") in curation.effective("p2").rejects
 
 
 def test_pins_come_first_in_the_order_the_user_pinned_them():

@@ -140,7 +140,7 @@ def test_a_version_2_project_loads_with_its_result_as_variation_1(tmp_path):
     assert (tmp_path / PROJECT_FILE).read_bytes() == raw  # loading never writes
     project.save()
     saved = json.loads((tmp_path / PROJECT_FILE).read_text())
-    assert saved["version"] == 4 and saved["pages"][0]["picked"] == 1  # v2 -> v3 -> v4 (issue 24)
+    assert saved["version"] == 5 and saved["pages"][0]["picked"] == 1  # v2 -> v3 -> v4 (issue 24) -> v5 (issue 25)
     assert saved["pages"][0]["variations"] == [{"id": 1, "file": "001_1.png", "settings_key": "k1", "seed": None,
                                                  "guidance": None, "steps": None, "override": False}]
     assert (tmp_path / BACKUP_FILE).read_bytes() == raw  # the v2 file, for an older ColorFlow

@@ -10,8 +10,10 @@ FORMAT = "colorflow-project"
 # colored results kept as variations, one picked (outputs.colored is the picked one's file). 4: a
 # page's own input style (over the chapter's) and auto's suggestion for it; the line-art styles (an
 # older ColorFlow would color such pages with the chapter's style, so it must refuse the file).
+# 5: accepted pages (rolling references), region pins, each result's retrieval record, the series link
+# (an older ColorFlow would drop region pins and acceptances on its next save).
 # The schema and the migrations from older versions are in engine.project.schema (pydantic, loaded on use).
-VERSION = 4
+VERSION = 5
 PAGE_STATES = ("pending", "retrieved", "running", "done", "failed")
 # A 2,000-page volume with every output recorded and some pins is a 1.7 MB file (860 bytes a
 # page) and loads in half a second: the caps are about 19 and 10 times that. The size is checked

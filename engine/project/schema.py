@@ -12,7 +12,7 @@ from engine.core.options import MAX_SEED, OPTIONS, PROJECT_OPTIONS, InputStyle
 
 from engine.project.format import (FORMAT, MAX_PROJECT_PAGES, MAX_VARIATIONS, PAGE_STATES, VERSION,
                                    check_output_path)
-from engine.core.geometry import REFERENCE_PATCHES
+from engine.core.geometry import QUERY_PATCHES, REFERENCE_PATCHES
 
 OutputPath = Annotated[str, AfterValidator(check_output_path)]
 
@@ -23,6 +23,22 @@ class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
 
+class RecordedPickModel(_Model):
+    ref: str
+    patch: Literal[(*REFERENCE_PATCHES, "region")]
+    box: list[int] | None = Field(default=None, min_length=4, max_length=4)
+
+
+class RetrievalRecordModel(_Model):
+    """What a colored result was retrieved from (the drift check and the accepted pages it used)."""
+
+    work_size: list[int] = Field(min_length=2, max_length=2)
+    page_size: list[int] = Field(min_length=2, max_length=2)
+    content_box: list[int] = Field(min_length=4, max_length=4)
+    picks: list[list[RecordedPickModel]] = Field(min_length=4, max_length=4)
+    accepted_used: list[str] = Field(default_factory=list)
+
+
 class VariationModel(_Model):
     id: int = Field(ge=1)
     file: OutputPath
@@ -31,6 +47,7 @@ class VariationModel(_Model):
     guidance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     steps: int | None = Field(default=None, ge=1)
     override: bool = False
+    retrieval: RetrievalRecordModel | None = None
 
 
 StyleName = Literal[tuple(InputStyle)]
@@ -52,6 +69,7 @@ class PageModel(_Model):
     picked: int | None = None  # the id of the variation that is the page's result
     input_style: StyleName | None = None  # the page's own input style, over the chapter's
     suggested: SuggestionModel | None = None  # auto's pick for the page, with its reason
+    accepted: int | None = None  # the id of the variation the colorist accepted (a rolling reference)
 
     @model_validator(mode="after")
     def _picked_is_the_result(self) -> "PageModel":
@@ -65,6 +83,8 @@ class PageModel(_Model):
             if self.outputs.get("colored") != chosen.file:
                 raise ValueError(f"picked: variation {self.picked}'s file {chosen.file!r} is not outputs.colored "
                                  f"({self.outputs.get('colored')!r})")
+        if self.accepted is not None and self.accepted not in ids:
+            raise ValueError(f"accepted: there is no variation {self.accepted}")
         return self
 
 
@@ -73,9 +93,36 @@ class TargetModel(_Model):
     patch: Literal[REFERENCE_PATCHES] | None = None
 
 
+class RegionPinModel(_Model):
+    ref: str = Field(min_length=1)
+    box: list[float] = Field(min_length=4, max_length=4)
+    query: Literal[QUERY_PATCHES]
+    rank: Literal[1, 2, 3] = 1
+
+    @model_validator(mode="after")
+    def _box_inside_the_image(self) -> "RegionPinModel":
+        x0, y0, x1, y1 = self.box
+        if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+            raise ValueError(f"box: must be fractions 0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1 (got {self.box})")
+        return self
+
+
 class ChoicesModel(_Model):
     pins: list[TargetModel] = Field(default_factory=list)
     rejects: list[TargetModel] = Field(default_factory=list)
+    regions: list[RegionPinModel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_pin_a_slot(self) -> "ChoicesModel":
+        slots = [(r.query, r.rank) for r in self.regions]
+        if len(set(slots)) != len(slots):
+            raise ValueError("regions: two region pins in the same query region and rank")
+        return self
+
+
+class SeriesLinkModel(_Model):
+    folder: str = Field(min_length=1)  # the series library's folder
+    chapter: str = Field(min_length=1)  # this chapter's name in the series
 
 
 class CurationModel(_Model):
@@ -110,6 +157,7 @@ class ProjectModel(_Model):
     settings: SettingsModel = Field(default_factory=SettingsModel)
     pages: list[PageModel] = Field(default_factory=list)
     curation: CurationModel = Field(default_factory=CurationModel)
+    series: SeriesLinkModel | None = None
 
 
 def _v1_to_v2(data: dict[str, Any], folder: str) -> dict[str, Any]:
@@ -159,7 +207,14 @@ def _v3_to_v4(data: dict[str, Any], folder: str) -> dict[str, Any]:
     return data
 
 
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}  # version n -> function making it version n + 1
+def _v4_to_v5(data: dict[str, Any], folder: str) -> dict[str, Any]:
+    """v5 adds accepted pages, region pins, each result's retrieval record and the series link, all
+    optional: a v4 project has none."""
+    data["version"] = 5
+    return data
+
+
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}  # version n -> function making it version n + 1
 
 
 def migrate(data: dict[str, Any], folder: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
 from engine import __version__
-from engine.rap.curation import Choices, Curation, Target
+from engine.rap.curation import Choices, Curation, RegionPin, Target
 from engine.core.errors import InputError, ProjectFileError
 from engine.io.fileio import atomic_write_bytes
 from engine.project.format import (FORMAT, MAX_PROJECT_BYTES, MAX_PROJECT_PAGES, PAGE_STATES, VERSION,
@@ -19,6 +19,7 @@ from engine.project.format import (FORMAT, MAX_PROJECT_BYTES, MAX_PROJECT_PAGES,
 from engine.project.store import (BACKUP_FILE, PROJECT_FILE, LinkInProject, NewerProject, backup_advice,
                                   encode_project, keep_damaged_aside, parse_project, read_project_file,
                                   same_content)
+from engine.project.accepted import PageAcceptance
 from engine.project.variations import PageVariations, Variation, find
 
 
@@ -38,6 +39,7 @@ class PageState:
     picked: int | None = None
     input_style: str | None = None  # the page's own input style (None: the chapter's)
     suggested: dict[str, str] | None = None  # auto's pick for the page: {"style", "reason"}
+    accepted: int | None = None  # the variation the colorist accepted: a rolling reference
 
     def to_json(self) -> dict[str, Any]:
         known = {
@@ -54,6 +56,8 @@ class PageState:
             known["input_style"] = self.input_style
         if self.suggested is not None:
             known["suggested"] = dict(self.suggested)
+        if self.accepted is not None:
+            known["accepted"] = self.accepted
         return _with_unknown(known, self.unknown)
 
     def picked_variation(self) -> Variation | None:
@@ -97,7 +101,7 @@ def _curation_json(curation: Curation, unknown: dict[tuple, dict[str, Any]]) -> 
 
 
 @dataclass
-class ChapterProject(PageVariations):
+class ChapterProject(PageVariations, PageAcceptance):
     """State of one chapter project, stored as `<folder>/colorflow-project.json`."""
 
     folder: Path
@@ -106,6 +110,7 @@ class ChapterProject(PageVariations):
     pages: list[PageState] = field(default_factory=list)
     curation: Curation = field(default_factory=Curation)
     settings: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, str] | None = None  # {"folder": the series library, "chapter": this chapter's name in it}
     unknown: dict[str, Any] = field(default_factory=dict)  # top-level keys this version does not know: saved back
     # Unknown keys inside the curation, by place (see _curation_unknown): saved back where they were.
     curation_unknown: dict[tuple, dict[str, Any]] = field(default_factory=dict)
@@ -133,6 +138,7 @@ class ChapterProject(PageVariations):
             "settings": self.settings,
             "pages": [p.to_json() for p in self.pages],
             "curation": _curation_json(self.curation, self.curation_unknown),
+            **({"series": dict(self.series)} if self.series else {}),
         }, self.unknown)
 
     def save(self) -> None:
@@ -185,23 +191,25 @@ class ChapterProject(PageVariations):
 
     @classmethod
     def _from_model(cls, folder: Path, model) -> "ChapterProject":
-        curation = Curation(
-            Choices([Target(t.ref, t.patch) for t in model.curation.chapter.pins],
-                    [Target(t.ref, t.patch) for t in model.curation.chapter.rejects]),
-            {name: Choices([Target(t.ref, t.patch) for t in c.pins], [Target(t.ref, t.patch) for t in c.rejects])
-             for name, c in model.curation.pages.items()},
-        )
+        def choices(c) -> Choices:
+            return Choices([Target(t.ref, t.patch) for t in c.pins], [Target(t.ref, t.patch) for t in c.rejects],
+                           [RegionPin(r.ref, tuple(r.box), r.query, r.rank) for r in c.regions])
+
+        curation = Curation(choices(model.curation.chapter),
+                            {name: choices(c) for name, c in model.curation.pages.items()})
         return cls(
             folder=folder,
             inputs=list(model.inputs),
             references=list(model.references),
             pages=[PageState(p.name, p.source, p.status, p.error, dict(p.outputs), p.settings_key, _unknown_keys(p),
                              [Variation(v.id, v.file, v.settings_key, v.seed, v.guidance, v.steps, v.override,
-                                        _unknown_keys(v)) for v in p.variations], p.picked,
-                             p.input_style, p.suggested and p.suggested.model_dump())
+                                        _unknown_keys(v), v.retrieval and v.retrieval.model_dump())
+                              for v in p.variations], p.picked,
+                             p.input_style, p.suggested and p.suggested.model_dump(), p.accepted)
                    for p in model.pages],
             curation=curation,
             settings=model.settings.model_dump(exclude_unset=True),
+            series=model.series and model.series.model_dump(),
             unknown=_unknown_keys(model),
             curation_unknown=_curation_unknown(model.curation),
         )
@@ -356,10 +364,20 @@ class ChapterProject(PageVariations):
             scope = self.curation.chapter if page is None else self.curation.pages.get(page)
             return scope.state(target) if scope else None
 
-    def choices_for(self, page: str):
-        """The effective pins/rejects of one page (a copy, safe to use in another thread)."""
+    def choices_for(self, page: str, series: Choices | None = None):
+        """The effective pins/rejects/region pins of one page under the series' choices (a copy, safe
+        to use in another thread): the narrowest level decides (Curation.effective)."""
         with self.lock:
-            return self.curation.effective(page)
+            return self.curation.effective(page, series)
+
+    def set_region_pin(self, pin: RegionPin, page: str | None = None) -> None:
+        """Place a region pin for a page (or the chapter), replacing the one in its slot."""
+        with self.lock:
+            self.curation.set_region(pin, page)
+
+    def clear_region_pin(self, query: str, rank: int, page: str | None = None) -> None:
+        with self.lock:
+            self.curation.clear_region(query, rank, page)
 
     def pin(self, ref: str, patch: str | None = None, page: str | None = None) -> None:
         self.set_choice(Target(ref, patch), "pin", page)

@@ -27,16 +27,22 @@ class Variation:
     # the run's (a plain run's variation follows the run's settings).
     override: bool = False
     unknown: dict[str, Any] = field(default_factory=dict)  # keys this version does not know: saved back
+    # What it was retrieved from (picks per query region, the sizes that place them, the accepted
+    # pages it used): schema.RetrievalRecordModel; None for results from before the record.
+    retrieval: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         known = {"id": self.id, "file": self.file, "settings_key": self.settings_key, "seed": self.seed,
                  "guidance": self.guidance, "steps": self.steps, "override": self.override}
+        if self.retrieval is not None:
+            known["retrieval"] = self.retrieval
         return {**known, **{key: value for key, value in self.unknown.items() if key not in known}}
 
     def made_with(self, made: dict[str, Any]) -> None:
-        """Take what a run made it with: seed, guidance, steps, override (those missing are not known)."""
+        """Take what a run made it with: seed, guidance, steps, override, retrieval (those missing are not known)."""
         self.seed, self.guidance, self.steps = made.get("seed"), made.get("guidance"), made.get("steps")
         self.override = bool(made.get("override", False))
+        self.retrieval = made.get("retrieval")
 
 
 def next_id(variations: Iterable[Variation]) -> int:
@@ -85,6 +91,8 @@ class PageVariations:
             if variation is None:
                 variation = Variation(next_id(page.variations), file)
                 page.variations.append(variation)
+            if variation.id == page.accepted:  # the accepted result is colored over: no longer the one accepted
+                page.accepted = None
             variation.file, variation.settings_key = file, settings_key
             variation.made_with(made_with)
             if replace is not None or page.picked_variation() is None:
@@ -92,6 +100,8 @@ class PageVariations:
                 page.status, page.error = "done", None
             self._show_picked(page)
             dropped = drop_beyond_cap(page.variations, page.picked)
+            if any(v.id == page.accepted for v in dropped):
+                page.accepted = None
             return [v.file for v in dropped if not self._still_recorded(v.file)]
 
     def pick_variation(self, name: str, variation_id: int) -> None:
@@ -129,6 +139,8 @@ class PageVariations:
             variation = Variation(next_id(page.variations), page.outputs["colored"])
             page.variations.append(variation)
             page.picked = variation.id
+        if variation.id == page.accepted:
+            page.accepted = None
         variation.file, variation.settings_key = page.outputs["colored"], page.settings_key
         variation.made_with({})
 
