@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.core.geometry import QUERY_PATCHES, REFERENCE_PATCHES
+from engine.rap.retrieval import REGION
 
 REGION_NAMES = dict(zip(QUERY_PATCHES, ("top-left region", "top-right region", "bottom-left region", "bottom-right region")))
 PATCH_HELP = "A reference's patches: 1 is the whole image, 2 to 5 its four overlapping crops in reading order."
@@ -21,9 +22,12 @@ def region_name(region: str) -> str:
 
 
 def patch_name(ref: str, patch: str | None) -> str:
-    """A crop of a reference, "patch 3 of ref_01.png"; patch None means all of its patches."""
+    """A crop of a reference, "patch 3 of ref_01.png"; patch None means all of its patches, a
+    region pin's pick is "your region of ref_01.png"."""
     if patch is None:
         return f"all patches of {short_name(ref)}"
+    if patch == REGION:
+        return f"your region of {short_name(ref)}"
     return f"patch {REFERENCE_PATCHES.index(patch) + 1} of {short_name(ref)}"
 
 

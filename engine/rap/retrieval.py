@@ -1,23 +1,27 @@
-"""RAP: embed query and reference patches (cached), score by cosine, pick top-3 with pins/rejects."""
+"""RAP: embed query and reference patches (cached), score by cosine, pick top-3 with pins/rejects,
+then place the region pins ahead of retrieval."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
 
-from engine.core.geometry import REFERENCE_PATCHES, Box, PageFit, WorkSize, choose_work_size, crop_patch, fit_page, fit_reference, query_boxes, reference_boxes
+from engine.core.geometry import QUERY_PATCHES, REFERENCE_PATCHES, Box, PageFit, WorkSize, choose_work_size, crop_patch, fit_page, fit_reference, query_boxes, reference_boxes
 from engine.rap.canvas import TOP_K, build_canvas, build_mask
 from engine.io.chapter import ImageSource, PageImage, load_image
 from engine.io.imaging import open_image
-from engine.rap.curation import Choices
+from engine.rap.curation import Choices, RegionPin
 from engine.io.archive import archives_kept_open
 from engine.rap.embedding import Embedder, EmbeddingCache
-from engine.core.errors import InputError, PageDecodeError
+from engine.core.errors import ColorFlowError, InputError, PageDecodeError
+
+REGION = "region"  # Candidate.patch of a region pin: its box is in the reference's ORIGINAL pixels
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,8 @@ class Candidate:
     """One reference patch that can be placed in a canvas."""
 
     ref: str
-    patch: str  # one of REFERENCE_PATCHES
-    box: Box | None  # in working-size pixels of the reference; None = whole image
+    patch: str  # one of REFERENCE_PATCHES, or REGION
+    box: Box | None  # in working-size pixels of the reference (REGION: its original pixels); None = whole image
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,32 @@ def select_picks(
     return picks
 
 
+def place_regions(
+    picks: Sequence[Sequence[Pick]], regions: Sequence[tuple[RegionPin, Candidate]], k: int = TOP_K
+) -> list[list[Pick]]:
+    """Each region pin's pick at its rank of its query region, ahead of retrieval (pinned, score 0):
+    the picks from that rank on move down one and the row keeps k. Lower ranks are placed first, so
+    two region pins of one query region each land on their own rank (a row left shorter by rejects
+    gives a pin the first free rank). Rejects do not apply: a region pin is an explicit choice."""
+    rows = [list(row) for row in picks]
+    for pin, candidate in sorted(regions, key=lambda placed: placed[0].rank):
+        row = rows[QUERY_PATCHES.index(pin.query)]
+        row.insert(pin.rank - 1, Pick(candidate, 0.0, pinned=True))
+        del row[k:]
+    return rows
+
+
+def _cached(cache: OrderedDict, key, make: Callable[[], _T], limit: int) -> _T:
+    """`cache[key]`, made on a miss; the least recently used entries beyond `limit` are dropped."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    while len(cache) > limit:
+        cache.popitem(last=False)
+    return value
+
+
 @dataclass
 class PageRetrieval:
     """Everything RAP decided for one page; `to_json` is the retrieval.json contract."""
@@ -149,6 +179,7 @@ class Retriever:
         self.cache = cache or EmbeddingCache()
         self._references: dict[str, _Reference] = {}
         self._fitted: OrderedDict[tuple[str, WorkSize], Image.Image] = OrderedDict()
+        self._originals: OrderedDict[str, Image.Image] = OrderedDict()  # references cut by region pins
         self.reference_images_embedded = 0
         self.query_images_embedded = 0
 
@@ -166,18 +197,18 @@ class Retriever:
             entry = self._references[source.ref] = _Reference(source)
         return entry
 
-    def _fitted_reference(self, entry: _Reference, size: WorkSize) -> Image.Image:
-        key = (entry.source.ref, size)
-        if key in self._fitted:
-            self._fitted.move_to_end(key)
-            return self._fitted[key]
+    def _load(self, entry: _Reference) -> Image.Image:
         loaded = load_image(entry.source, "RGB")
         entry.sha256 = loaded.sha256
-        fitted = fit_reference(loaded.image, size)
-        self._fitted[key] = fitted
-        while len(self._fitted) > 48:  # ~ 48 x 1.2 MB: enough for every pick of a page
-            self._fitted.popitem(last=False)
-        return fitted
+        return loaded.image
+
+    def _fitted_reference(self, entry: _Reference, size: WorkSize) -> Image.Image:
+        # ~ 48 x 1.2 MB: enough for every pick of a page
+        return _cached(self._fitted, (entry.source.ref, size), lambda: fit_reference(self._load(entry), size), 48)
+
+    def _original_reference(self, entry: _Reference) -> Image.Image:
+        """The reference as decoded (region pins cut it in its own pixels); a page's few kept."""
+        return _cached(self._originals, entry.source.ref, lambda: self._load(entry), 4)
 
     def _reference_sha(self, entry: _Reference) -> str:
         if entry.sha256 is None:
@@ -238,9 +269,30 @@ class Retriever:
         return [entry.error for entry in self._references.values() if entry.error]
 
     def reference_patch(self, candidate: Candidate, size: WorkSize) -> Image.Image:
-        """The pixels of a candidate at working size (for the canvas and the GUI)."""
+        """The pixels of a candidate at working size (for the canvas and the GUI); a region pin's
+        are its box of the original reference (the canvas resizes every patch into its cell)."""
         entry = self._reference(ImageSource.parse(candidate.ref))
+        if candidate.patch == REGION:
+            return self._original_reference(entry).crop(candidate.box)
         return crop_patch(self._fitted_reference(entry, size), candidate.box)
+
+    def region_candidates(
+        self, regions: Sequence[RegionPin], references: Sequence[ImageSource] = ()
+    ) -> tuple[list[tuple[RegionPin, Candidate]], list[str]]:
+        """Each region pin with its candidate (its box in the reference's own pixels); a pin whose
+        reference cannot be read is left out with a warning: its cell keeps the retrieved patch."""
+        known = {source.ref: source for source in references}
+        placed, warnings = [], []
+        for pin in regions:
+            entry = self._reference(known.get(pin.ref) or ImageSource.parse(pin.ref))
+            try:
+                width, height = self._original_reference(entry).size
+            except (ColorFlowError, OSError) as exc:
+                warnings.append(f"region pin ({pin.query} region, rank {pin.rank}) not used: {exc}; that canvas "
+                                "cell keeps the retrieved patch (restore the file, or remove the pin)")
+                continue
+            placed.append((pin, Candidate(pin.ref, REGION, pin.pixel_box(width, height))))
+        return placed, warnings
 
     # --- pages ------------------------------------------------------------------------
     def query_embeddings(
@@ -281,7 +333,9 @@ class Retriever:
         candidates, matrix, warnings = self.reference_candidates(references, work_size)
         query_image, fit, query_vectors = self.query_embeddings(page, work_size, prepared)
         scores = query_vectors @ matrix.T
-        picks = select_picks(scores, candidates, choices)
+        regions, region_warnings = self.region_candidates(choices.regions, references)
+        picks = place_regions(select_picks(scores, candidates, choices), regions)
+        warnings += region_warnings
         known = {c.ref for c in candidates}
         for target in choices.pins:
             if target.ref not in known:
