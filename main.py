@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-CLI_COMMANDS = {"colorize", "retrieve", "models", "bench", "demo", "eval", "train", "--version"}
+CLI_COMMANDS = {"colorize", "retrieve", "models", "bench", "demo", "eval", "train", "series", "check-consistency", "--version"}
 
 
 def main(argv: list[str]) -> int:

@@ -1,11 +1,12 @@
-"""Zoomable, pannable image view (QGraphicsView) with an optional outline (the mask area) and
-hover highlights (a reference tile and the page region it was matched to)."""
+"""Zoomable, pannable image view (QGraphicsView) with an optional outline (the mask area), hover
+highlights (a reference tile and the page region it was matched to) and labelled marks (region pins)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QPixmap, QWheelEvent
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QLabel
+from PySide6.QtWidgets import (QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsSimpleTextItem,
+                               QGraphicsView, QLabel)
 
 
 class ZoomView(QGraphicsView):
@@ -42,6 +43,7 @@ class ZoomView(QGraphicsView):
             item.setZValue(2)
             self.scene().addItem(item)
             self._highlights.append(item)
+        self._marks: list[tuple[QGraphicsRectItem, QGraphicsSimpleTextItem]] = []
         self.setMouseTracking(True)
         self._placeholder = QLabel(placeholder, self)
         self._placeholder.setStyleSheet("color: #aaa; font-size: 14px;")
@@ -71,6 +73,7 @@ class ZoomView(QGraphicsView):
         self._placeholder.setVisible(not has_image)
         self._outline.setVisible(outline is not None)
         self.set_highlights(None, None)
+        self.set_marks([])  # they belonged to the picture shown before
         if outline is not None:
             self._outline.setRect(outline)
         if has_image:
@@ -86,6 +89,32 @@ class ZoomView(QGraphicsView):
             item.setVisible(rect is not None)
             if rect is not None:
                 item.setRect(rect)
+
+    def set_marks(self, marks: list[tuple[QRectF, str]], color: QColor = QColor("#2e9e4f")) -> None:
+        """Outline each rectangle (image pixels) with its label in a tag at its top-left corner."""
+        for frame, _label in self._marks:
+            self.scene().removeItem(frame)  # its label and tag with it
+        self._marks = []
+        for rect, text in marks:
+            frame = QGraphicsRectItem(rect)
+            pen = QPen(color)
+            pen.setWidth(3)
+            pen.setCosmetic(True)
+            frame.setPen(pen)
+            label = QGraphicsSimpleTextItem(text, frame)
+            label.setBrush(QColor("white"))
+            label.setFlag(QGraphicsSimpleTextItem.GraphicsItemFlag.ItemIgnoresTransformations)  # readable at any zoom
+            label.setPos(rect.topLeft())
+            tag = QGraphicsRectItem(label.boundingRect().adjusted(-3, -1, 3, 1), label)
+            tag.setBrush(color)
+            tag.setPen(QPen(Qt.PenStyle.NoPen))
+            tag.setFlag(QGraphicsRectItem.GraphicsItemFlag.ItemStacksBehindParent)
+            frame.setZValue(1)
+            self.scene().addItem(frame)
+            self._marks.append((frame, label))
+
+    def marks(self) -> list[tuple[QRectF, str]]:
+        return [(frame.rect(), label.text()) for frame, label in self._marks]
 
     def highlighted(self) -> list[QRectF]:
         return [item.rect() for item in self._highlights if item.isVisible()]

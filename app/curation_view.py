@@ -10,17 +10,17 @@ from engine.rap.curation import Target
 
 from . import jobs
 from .document import ChoiceCommand
+from .drift_panel import DriftMixin
 from .images import pil_to_pixmap
 from .vocabulary import patch_name, region_name, scope_name
 
 
-class CurationMixin:
-    """Mixed into MainWindow (main thread only); uses its document, panels and views."""
+class CurationMixin(DriftMixin):
+    """Mixed into MainWindow (main thread only); uses its document, panels and views. Region pins and
+    the drift list's fix are curation too (DriftMixin, with RegionPinMixin)."""
 
     def _refresh_references(self) -> None:
-        doc = self.document
-        states = {ref: doc.project.choice(Target(ref)) for ref in doc.project.references}
-        self.reference_panel.set_references([r.ref for r in doc.references], self._ref_thumbs, states)
+        self.show_reference_levels()  # the chapter's, the series' and accepted pages, each with its level (app/series_window.py)
 
     def _show_retrieval(self, view: jobs.RetrievalView) -> None:
         if view.page_index != self.current_page:
@@ -36,6 +36,7 @@ class CurationMixin:
         rejected_thumbs = [pil_to_pixmap(r.thumb) if r.thumb is not None else None for r in view.rejected]
         self._view = view
         self.reference_panel.set_page_picks(view.picks, patches, states, view.rejected, rejected_thumbs)
+        self._mark_region_cells()
         if view.warnings:
             self.statusBar().showMessage("; ".join(view.warnings), 8000)
         self._refresh_page_style()  # auto's suggestion, made with the canvas

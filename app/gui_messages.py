@@ -18,6 +18,7 @@ PHRASES = (
     (re.compile(r"run again with --resume"), "Run ▸ Colorize all pages again (colored pages are kept)"),
     (re.compile(r"run the same command again"), "colorize again"),
     (re.compile(r"\(--include-uncolored\)"), "(File ▸ Export… asks for them)"),
+    (re.compile(r"run without --ray"), f"clear Ray cluster in {SETTINGS} to color on this computer"),
 )
 COMMAND = re.compile(r"(`colorflow [^`]*`)")  # a command the GUI has no place for: for a terminal
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z-]*)(?:( +)([\w.]+))?")

@@ -16,6 +16,7 @@ class JobKind(Enum):
     DOWNLOAD = "download"
     PROBE = "speed probe"
     MEMORY = "memory estimate"
+    CONSISTENCY = "consistency check"  # the drift check of the Consistency dock (app/drift_panel.py)
     MODEL_FILES = "line-art files check"  # which optional line-art files are missing (app/model_dialog.py)
 
 

@@ -33,17 +33,34 @@ def _thumb(image: Image.Image, size: int) -> Image.Image:
     return copy
 
 
-def reference_thumbnails(document: ChapterDocument) -> dict[str, Image.Image]:
+def source_thumbnail(source) -> Image.Image | None:
+    """A reference's (or an accepted page's) thumbnail; None when it cannot be decoded."""
     from engine.io.chapter import load_image
     from engine.core.errors import PageDecodeError
 
-    thumbs = {}
-    for source in document.references:
-        try:
-            thumbs[source.ref] = _thumb(load_image(source, "RGB").image, THUMB)
-        except PageDecodeError:
-            continue
-    return thumbs
+    try:
+        return _thumb(load_image(source, "RGB").image, THUMB)
+    except PageDecodeError:
+        return None
+
+
+def reference_thumbnails(document: ChapterDocument) -> dict[str, Image.Image]:
+    thumbs = {source.ref: source_thumbnail(source) for source in document.references}
+    return {ref: thumb for ref, thumb in thumbs.items() if thumb is not None}
+
+
+def reference_pool(document: ChapterDocument, settings: RunSettings):
+    """What the window's pages are retrieved from: with a linked series library (project.series) or rolling
+    references, the pool (reference_pool.build_pool) of the chapter's references, the library's and the
+    accepted pages; else None (the chapter's references). Runs in the worker."""
+    from engine.project.reference_pool import build_pool
+
+    from .series_sync import linked_library
+
+    series = linked_library(document.project)
+    if series is None and not settings.rolling_refs:
+        return None
+    return build_pool(document.project, document.references, series, settings.rolling_refs)
 
 
 def open_document(path: str, projects_dir: str | None = None, emit: EventSink = ignore) -> OpenResult:
@@ -115,8 +132,12 @@ def retrieve_view(session: EngineSession, document: ChapterDocument, index: int,
                   emit: EventSink = ignore) -> RetrievalView:
     """RAP for one page, as the window shows it (prepared with the page's input style); `emit` hears
     each stage (models loading, matching)."""
+    from engine.pipelines.chapter_pages import retrieval_inputs
+
     name = document.chapter.sources[index].name
-    if not document.references:
+    references, choices = retrieval_inputs(document.project, document.references,
+                                           reference_pool(document, settings), name)
+    if not references:
         raise ValueError("add colored reference pages first (References panel, + Add references)")
     style = page_style(document, index, settings)
     if document.chapter.sources[index].ref not in document.chapter.errors:  # an unreadable page fails at once
@@ -124,8 +145,7 @@ def retrieve_view(session: EngineSession, document: ChapterDocument, index: int,
         session.preparer(settings, style)
         session.retriever(settings)
     emit(Progress("RAP", 0, 1, name))
-    result = session.retrieve_page(document.chapter, index, document.references,
-                                  choices=document.project.choices_for(name), settings=settings, style=style)
+    result = session.retrieve_page(document.chapter, index, references, choices=choices, settings=settings, style=style)
     retriever = session.retriever(settings)
     patches = [[_thumb(retriever.reference_patch(p.candidate, result.work_size), PATCH_THUMB) for p in row] for row in result.picks]
     canvas = result.canvas

@@ -34,6 +34,7 @@ from .curation_view import CurationMixin
 from .run_queue import RunQueueMixin
 from .window_jobs import WindowJobsMixin
 from .page_states import NO_CHAPTER, NOT_COLORED, PageStatesMixin
+from .series_window import SeriesWindowMixin
 from .variations import VariationsMixin
 from .reference_panel import ReferencePanel
 from .model_dialog import offer_line_art_files
@@ -43,7 +44,7 @@ from .window_layout import ElidingStatusBar, ScrollingPanel, place_window, saved
 from .worker import EngineWorker
 
 
-class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin, PageStatesMixin, PageStyleMixin,
+class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin, PageStatesMixin, PageStyleMixin, SeriesWindowMixin,
                  QMainWindow):
     """All widget work happens here, on the main thread; engine work goes through `worker`."""
 
@@ -277,7 +278,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin,
             return
         for superseded in self.jobs.active(JobKind.RETRIEVE):
             self._cancel_job(superseded.id)  # only the latest page matters
-        if not self.document.references:  # a normal first step, not a failure
+        if not self._pool_refs:  # no reference at any level yet: a normal first step, not a failure
             self.show_empty_canvas()
             return
         document, index, run, session = self.document, self.current_page, self.settings.run, self.session
@@ -362,7 +363,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin,
             self._save_settings()
             self._resolve_device()
             self._update_actions()
-            self.request_retrieval()
+            self._series_changed()  # the References panel (rolling references on or off), the Series dock, the canvas
 
     def models_dialog(self) -> None:
         from .model_dialog import ModelDialog
@@ -393,7 +394,7 @@ class MainWindow(CurationMixin, RunQueueMixin, WindowJobsMixin, VariationsMixin,
         self.settings.window = saved_layout(self)
         self._save_settings()
         self.hide()  # at once, even while the worker ends its step
-        if self.worker.shutdown(self.quit_wait_ms) and self.document is not None:
-            self.document.close()  # not while a step still runs: the launcher ends the process then
+        if self.worker.shutdown(self.quit_wait_ms):  # not while a step still runs: the launcher ends the process then
+            self._worker_stopped()  # the chapter closes, the Ray workers stop
         super().closeEvent(event)
 

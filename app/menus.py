@@ -60,7 +60,10 @@ def build_menus(window) -> WindowActions:
     panel = window.reference_panel
     pin = add_action(window, edit, "Pin selected patch", lambda: panel._apply_to_selection("pin"), "P")
     reject = add_action(window, edit, "Reject selected patch", lambda: panel._apply_to_selection("reject"), "R")
+    region = add_action(window, edit, "Pin a region…", lambda: window.pin_region_dialog())
+    panel.region_pin_requested.connect(window.pin_region_dialog)  # the References panel's "Pin a region…"
     add_action(window, edit, "Settings…", window.settings_dialog)
+    window._build_series_ui(file, bar.addMenu("&Pages"))  # Accept page, the Series dock (app/series_window.py)
 
     run = bar.addMenu("&Run")
     colorize = add_action(window, run, "Colorize page", window.colorize_current, "Ctrl+Return")
@@ -73,6 +76,8 @@ def build_menus(window) -> WindowActions:
     cancel_ask = add_action(window, run, "Cancel all…", window.ask_cancel_all, "Esc")
     cancel_now = add_action(window, run, "Cancel all now", window.cancel_all, CANCEL_ALL_KEY)
     cancel_page = add_action(window, run, "Cancel page", window.cancel_page, CANCEL_PAGE_KEY)
+    run.addSeparator()
+    consistency = add_action(window, run, "Check consistency", window.check_consistency)
 
     view = bar.addMenu("&View")
     toggle = add_action(window, view, "Toggle original / result", window.toggle_original, "Space")
@@ -94,7 +99,7 @@ def build_menus(window) -> WindowActions:
         window, "ColorFlow", "Reference-based manga colorization (ColorFlow: retrieval, in-context "
         "diffusion colorization, guided super-resolution)."))
     return WindowActions(
-        need_chapter=[add_refs, info, export_default, *export_as, colorize, again, colorize_all, toggle],
+        need_chapter=[add_refs, info, export_default, *export_as, colorize, again, colorize_all, toggle, region, consistency],
         need_selection=[pin, reject],
         need_queue=[cancel_ask, cancel_now, cancel_page],
         retry_failed=retry,

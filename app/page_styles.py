@@ -144,7 +144,7 @@ class PageStyleMixin:
         self.request_retrieval()  # the canvas shows the page prepared with its style
 
     def _page_style_menu(self, position) -> None:
-        """Right-click on a page: its Input style menu (that page is selected first)."""
+        """Right-click on a page: its Input style menu, Accept / Un-accept page (that page is selected first)."""
         item = self.page_strip.itemAt(position)
         if item is None or self.document is None:
             return
@@ -158,4 +158,5 @@ class PageStyleMixin:
             action.setCheckable(True)
             action.setChecked(value == own)
             action.triggered.connect(lambda _checked=False, v=value, n=name: self.set_page_style(v, n))
+        menu.addActions([self.accept_action, self.unaccept_action])  # app/accept.py: for the page selected above
         menu.exec(self.page_strip.viewport().mapToGlobal(position))

@@ -30,7 +30,8 @@ from engine.rap.curation import Target
 
 from .choice_menus import choice_menu
 from .patch_views import MIN_THUMB, PatchPreview, cell_width, icon_size, marked_icon
-from .vocabulary import PATCH_HELP, patch_name, region_name, short_name
+from .reference_levels import ReferenceLevels, blank
+from .vocabulary import PATCH_HELP, REGION, patch_name, region_name, short_name
 
 REGIONS = ("TL", "TR", "BL", "BR")
 SELECTED_STYLE = (
@@ -50,6 +51,7 @@ class ReferencePanel(QWidget):
     add_requested = Signal()
     patch_hovered = Signal(int, int)
     selection_changed = Signal()
+    region_pin_requested = Signal(str)  # a reference (or accepted page) to draw a region pin on
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -62,7 +64,7 @@ class ReferencePanel(QWidget):
         self.references.customContextMenuRequested.connect(self._show_reference_menu)
         self.add_button = QPushButton("+ Add references…")
         self.add_button.clicked.connect(self.add_requested)
-        chapter_box = QGroupBox("References (chapter)")
+        chapter_box = QGroupBox("References (series, chapter, accepted pages)")
         chapter_layout = QVBoxLayout(chapter_box)
         chapter_layout.addWidget(self.references, 1)
         chapter_layout.addWidget(self.add_button)
@@ -144,6 +146,7 @@ class ReferencePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
         self.preview = PatchPreview(self)
+        self.levels = ReferenceLevels()  # each reference's level and the series' choices (app/reference_levels.py)
         self._picks: list[list[dict]] = []
         self._patch_pixmaps: list[list[QPixmap]] = []
         self._page_states: dict = {}
@@ -177,15 +180,20 @@ class ReferencePanel(QWidget):
     def set_references(self, refs: list[str], thumbs: dict[str, QPixmap], states: dict[str, str | None]) -> None:
         self.references.clear()
         for ref in refs:
-            item = QListWidgetItem(marked_icon(thumbs.get(ref, QPixmap(72, 72)), states.get(ref), 72), short_name(ref))
+            item = QListWidgetItem(marked_icon(thumbs[ref] if ref in thumbs else blank(72), states.get(ref), 72), short_name(ref))
             item.setData(Qt.ItemDataRole.UserRole, ref)
             state = states.get(ref)
             item.setToolTip(ref + (f"\n{state}ned for the chapter" if state else ""))
+            self.levels.decorate(item, ref)
             self.references.addItem(item)
 
     def reference_menu(self, ref: str) -> QMenu:
         """Pin, reject or clear a whole reference, for this page (when one is shown) or the chapter."""
-        return choice_menu(self, ref, [None], self.choice_requested.emit, page_shown=bool(self._picks))
+        menu = choice_menu(self, ref, [None], self.choice_requested.emit, bool(self._picks), self.levels.series_emit(ref))
+        self.levels.add_moves(menu, ref)
+        menu.addSeparator()
+        menu.addAction("Pin a region…", lambda: self.region_pin_requested.emit(ref))
+        return menu
 
     def _show_reference_menu(self, position) -> None:
         item = self.references.itemAt(position)
@@ -322,7 +330,8 @@ class ReferencePanel(QWidget):
             return
         pick = self.selected_pick()
         if pick is not None:
-            target = Target(pick["ref"], None if self.extent.currentIndex() == 1 else pick["patch"])
+            whole = self.extent.currentIndex() == 1 or pick["patch"] == REGION  # a region pin: its reference
+            target = Target(pick["ref"], None if whole else pick["patch"])
             self.choice_requested.emit(target, state, self.scope.currentIndex() == 1)
 
     def restore(self, item: QListWidgetItem | None) -> None:
@@ -374,7 +383,8 @@ class ReferencePanel(QWidget):
         """Every choice the selectors offer for one picked patch: pin, reject or clear the patch
         or all patches of its reference, for this page or the whole chapter."""
         pick = self._picks[row][rank]
-        return choice_menu(self, pick["ref"], [pick["patch"], None], self.choice_requested.emit)
+        patches = [None] if pick["patch"] == REGION else [pick["patch"], None]  # a region pin: its reference
+        return choice_menu(self, pick["ref"], patches, self.choice_requested.emit, True, self.levels.series_emit(pick["ref"]))
 
     def _show_patch_menu(self, row: int, rank: int) -> None:
         if row >= len(self._picks) or rank >= len(self._picks[row]):

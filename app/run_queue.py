@@ -8,6 +8,7 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QListWidgetItem, QMessageBox
 
+from . import jobs
 from .images import pil_to_pixmap
 from .job_model import Job, JobKind, JobState
 from .run_clock import RunClock, clock_text, describe_left
@@ -46,7 +47,7 @@ class RunQueueMixin:
             self.queue.overall.setMaximum(self.queue.overall.maximum() + 1)
             job = self._submit(JobKind.COLORIZE_PAGE, lambda emit, cancel, n=name: session.colorize(
                 document.chapter, document.references, document.project, settings=run, pages={n}, emit=emit,
-                cancel=cancel, again=again), name)
+                cancel=cancel, again=again, pool=jobs.reference_pool(document, run)), name)
             item = QListWidgetItem(f"{name} — queued")
             item.setData(Qt.ItemDataRole.UserRole, job)
             self.queue.list.addItem(item)
@@ -219,7 +220,7 @@ class RunQueueMixin:
             item.setText(f"{job.page} — {text}")
         running = self._running_job()
         if running is None or running.id not in self._stage:
-            self.queue.status.setText(f"{len(waiting)} page(s) queued")
+            self.queue.status.setText(f"{len(waiting)} page(s) queued{self._ray_text()}")
             return
         if running.cancel_requested:
             page = f"{running.page}: cancelling…"
@@ -228,7 +229,20 @@ class RunQueueMixin:
                     f" · {describe_left(clock.page_left(running.page, now))}")
         left = clock.run_left(None if running.cancel_requested else running.page, queued=len(waiting), now=now)
         self.queue.status.setText(f"{page}   |   run {clock_text(clock.run_elapsed(now) or 0)} · {describe_left(left)}"
-                                  f" · {len(waiting)} queued")
+                                  f" · {len(waiting)} queued{self._ray_text()}")
+
+    def _ray_text(self) -> str:
+        """Where the pages are colored, while Settings ▸ Ray cluster sends them to Ray workers."""
+        if self.settings.run.ray is None:
+            return ""
+        count = self.session.ray.workers  # an int the worker thread sets once the workers started
+        return " · on Ray: " + ("starting workers" if count is None else f"{count} worker{'s' * (count != 1)}")
+
+    def _worker_stopped(self) -> None:
+        """The window closes and its worker thread has stopped: the session's Ray workers stop, the chapter closes."""
+        self.session.close()
+        if self.document is not None:
+            self.document.close()
 
     def _on_preview(self, job_id: int, page: str, image) -> None:
         """The running page's denoising, large in the Result tab while that page is shown."""

@@ -43,7 +43,8 @@ class AppSettings:
 # The run options a colorist sets here, in this order; each row is built from its declaration
 # (engine/core/options.py): label, tooltip, allowed values, range and default.
 DIALOG_OPTIONS = ("models", "device", "steps", "guidance", "seed", "size", "input_style", "procedure", "keep_ink", "low_vram",
-                  "max_vram", "export_format")
+                  "max_vram", "rolling_refs", "export_format", "ray", "workers")
+RAY_OPTIONS = ("ray", "workers")  # need the studio extra: disabled, saying how to get it, where Ray is not installed
 AUTO_SIZE = "auto"  # the size row's text for None: the official size nearest each page's aspect
 SPIN_BOX_MAX = 2**31 - 1  # a QSpinBox holds 32 bits; wider ranges (the seed) get a checked text field
 FLOAT_BOX_MAX = 30.0  # a number without an upper bound (guidance) needs one in a spin box; past ~20 colors burn out
@@ -88,10 +89,14 @@ def _option_widget(option: Option, value) -> QWidget:
         for choice in option.choices:
             widget.addItem(option.choice_label(choice), choice)
         widget.setCurrentIndex(max(0, widget.findData(str(value))))
-    elif option.kind is int and option.about.range[1] <= SPIN_BOX_MAX:
+    elif option.kind is int and (option.about.range[1] or SPIN_BOX_MAX) <= SPIN_BOX_MAX:
         widget = QSpinBox()
-        widget.setRange(*option.about.range)
-        widget.setValue(value)
+        low, high = option.about.range
+        if option.optional:  # one step below the range shows as "auto" (None: the declared default)
+            low -= 1
+            widget.setSpecialValueText(AUTO_VALUE)
+        widget.setRange(low, SPIN_BOX_MAX if high is None else high)
+        widget.setValue(low if value is None else value)
     elif option.kind is float:
         widget = QDoubleSpinBox()
         low, high = option.about.range
@@ -112,7 +117,9 @@ def _option_widget(option: Option, value) -> QWidget:
         widget = QComboBox()
         widget.setEditable(option.name != "size")
         widget.addItems(_sizes(value) if option.name == "size" else list(option.about.suggestions))
-        widget.setCurrentText(value or AUTO_SIZE)
+        widget.setCurrentText(value or (AUTO_SIZE if option.name == "size" else ""))
+        if widget.isEditable() and option.optional:  # empty: the default (the Ray cluster: off)
+            widget.lineEdit().setPlaceholderText(option.about.default_words)
     widget.setToolTip(textwrap.fill(option.about.help, 90))
     return widget
 
@@ -123,7 +130,7 @@ def _option_value(option: Option, widget: QWidget, previous):
         return widget.isChecked()
     if option.choices:
         return widget.currentData()
-    if isinstance(widget, QDoubleSpinBox) and option.optional and widget.value() < option.about.range[0]:
+    if isinstance(widget, (QSpinBox, QDoubleSpinBox)) and option.optional and widget.value() < option.about.range[0]:
         return None  # "none", or below the declared range: no value
     if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
         return widget.value()
@@ -199,9 +206,13 @@ class SettingsDialog(QDialog):
     def _procedure_changed(self) -> None:
         # options the chosen procedure decides (the official one: no keep-ink) are greyed out, not ignored
         fixed = fixed_by(self.procedure.currentData())
+        from engine.pipelines.ray_cluster import STUDIO_HINT, ray_installed
+
+        missing = () if ray_installed() else RAY_OPTIONS  # Ray: an optional extra, said how to get
         for name, widget in self.fields.items():
-            widget.setEnabled(name not in fixed)
+            widget.setEnabled(name not in fixed and name not in missing)
             widget.setToolTip(f"decided by the {self.procedure.currentData()} procedure" if name in fixed
+                              else f"Ray is not installed here. {STUDIO_HINT}" if name in missing
                               else textwrap.fill(OPTIONS[name].about.help, 90))
 
     def _browse(self) -> None:

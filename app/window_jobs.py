@@ -81,6 +81,8 @@ class WindowJobsMixin:
         elif job.kind is JobKind.DEVICE:
             self._device_text = result
             self._update_device_label()
+        elif job.kind is JobKind.CONSISTENCY:
+            self._show_drift(result)
 
     def _job_failed(self, job: Job, reason: str) -> None:
         if job.kind is JobKind.RETRIEVE:
@@ -97,6 +99,8 @@ class WindowJobsMixin:
             self._update_device_label()
         elif job.kind is JobKind.EXPORT:
             QMessageBox.warning(self, "ColorFlow", f"Export failed:\n{reason}")
+        elif job.kind is JobKind.CONSISTENCY:
+            self.drift_panel.show_problem(reason)
         else:
             if job.kind is JobKind.ADD_REFERENCES:
                 self.request_retrieval()  # "Adding references…" ends: the page as it stands

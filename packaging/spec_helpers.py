@@ -42,6 +42,8 @@ PYTHON_EXCLUDES = [
     # reaches (checked by dumping sys.modules after a tiny colorize and a GUI demo run):
     # pretty-printing, build tools, torch.compile's graph library, imageio
     "pygments", "rich", "markdown_it", "setuptools", "pkg_resources", "distutils", "networkx", "imageio",
+    # Ray (the studio extra: colorize --ray) is a studio's pip install, never bundled: the frozen app runs locally
+    "ray",
 ]
 
 # transformers.models subpackages kept: CLIP (retrieval encoder, text encoder, tokenizer), the

@@ -114,6 +114,12 @@ def main(out: Path) -> None:
     models.grab().save(str(out / "models-line-art.png"))
     models.close()
     window.close()
+    from screenshots_region_drift import main as shoot_region_pin_and_drift  # a generated project, no models
+
+    shoot_region_pin_and_drift(out)
+    from screenshots_series import shoot as shoot_series  # series-panel.png, series-references.png: a generated series
+
+    shoot_series(out)
 
 
 FAILED_DOWNLOAD = ("download failed: https://huggingface.co/TencentARC/ColorFlow/resolve/main/"

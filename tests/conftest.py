@@ -134,6 +134,49 @@ def dataset(colored_chapter, tiny_embedder, tiny_screenstyle, tmp_path_factory) 
     return out
 
 
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """One local Ray for the whole test session (2 CPUs, no GPU even where there is one, no dashboard, a 200 MB
+    object store), shut down at its end; its workers get their own per-user cache and config folders.
+    Skipped without the studio extra."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    user = tmp_path_factory.mktemp("ray-user")
+    folders = {"COLORFLOW_CACHE_DIR": str(user / "cache"), "COLORFLOW_CONFIG_DIR": str(user / "config")}
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20,
+             runtime_env={"env_vars": folders})
+    yield ray
+    ray.shutdown()
+
+
+RAY_TINY_RUN = {"steps": 1, "size": "256x256", "input_style": "gray", "ray": "local", "workers": 2}
+
+
+@pytest.fixture(scope="session")
+def ray_workers(ray_local, tiny_models_dir):
+    """() -> the session's 2 Ray CPU workers holding the tiny models, started as `colorize --ray --workers 2 --models
+    TINY --steps 1 --size 256x256 --input-style gray` starts them (ray_options.ray_executor). Starting workers (each
+    imports torch and loads the models) is most of a Ray test's cost: one start serves every test that needs no
+    other workers; after a test killed some, the next call starts new ones. Stopped at the session's end."""
+    from engine.core.options import RunSettings
+    from engine.pipelines.ray_options import ray_executor
+    from engine.pipelines.settings import pipeline_settings
+
+    options = RunSettings(models=str(tiny_models_dir), **RAY_TINY_RUN)
+    held = []
+
+    def live():
+        if held and held[0].workers < RAY_TINY_RUN["workers"]:
+            held.pop().__exit__(None, None, None)
+        if not held:
+            held.append(ray_executor(options, pipeline_settings(options)).__enter__())
+        return held[0]
+
+    yield live
+    if held:
+        held[0].__exit__(None, None, None)
+
+
 @pytest.fixture
 def models_copy(tiny_models_dir, tmp_path) -> Path:
     """A private copy of the tiny models directory that a test may damage."""

@@ -182,7 +182,7 @@ def test_readme_commands_block_matches_the_parser():
     spec.loader.exec_module(module)
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert module.rewrite(readme) == readme, "run: python scripts/readme_commands.py"
-    assert "colorflow colorize [-h] --refs" in readme and "--include-uncolored" in readme
+    assert "colorflow colorize [-h] [--refs REFS [REFS ...]]" in readme and "--include-uncolored" in readme
 
 
 def test_demo_prints_the_fast_tiny_command_the_readme_gives(tmp_path, monkeypatch, capsys):

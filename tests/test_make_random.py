@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -124,7 +125,12 @@ def _floating_dtypes(path: Path) -> set[str]:
     return {str(t.dtype).replace("torch.", "") for t in state.values() if t.is_floating_point()}
 
 
+# Official size is 5 GB written, loaded and run on the CPU: ~100 s idle, ~160 s on busy cores, a sixth of
+# the suite. CI runs tiny sizes (the key manifests are checked at official size on the meta device
+# elsewhere); run this before a release or after touching the builders: COLORFLOW_OFFICIAL_SIZE_TESTS=1.
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("COLORFLOW_OFFICIAL_SIZE_TESTS"),
+                    reason="opt-in: COLORFLOW_OFFICIAL_SIZE_TESTS=1 (5 GB of official-size random weights, minutes)")
 def test_official_size_matches_the_manifests_loads_strictly_and_runs_one_step(tmp_path, capsys, request):
     from PIL import Image
 

@@ -35,14 +35,19 @@ CONTRACT = {
     "--max-vram": (None, None),  # issue 23: GiB, no limit
     "--format": (["cbz", "png", "ora", "psd"], None),  # png, or cbz when OUT ends in .cbz
     "--cache-dir": (None, None),
+    "--series": (None, None),  # issue 25: a series library's folder
+    "--rolling-refs": (None, False),  # issue 25: accepted pages join the references
+    "--ray": (None, None),  # issue 26: off; --ray alone is a local Ray, --ray ADDRESS a cluster
+    "--workers": (None, None),  # issue 26: one per GPU Ray sees
 }
 RUN = {"--models", "--device", "--cache-dir"}
-CHAPTER = RUN | {"--size", "--input-style", "--seed", "--procedure"}
+CHAPTER = RUN | {"--size", "--input-style", "--seed", "--procedure", "--series", "--rolling-refs"}
 # The run options each command takes: the ones its help and the README describe.
 COMMAND_OPTIONS = {
     "retrieve": CHAPTER,
     "colorize": CHAPTER | {"--steps", "--guidance", "--output-size", "--keep-ink", "--low-vram", "--compile", "--decode",
-                           "--vae-tiling", "--gsrp-batchnorm", "--format", "--batch-pages", "--max-vram"},
+                           "--vae-tiling", "--gsrp-batchnorm", "--format", "--batch-pages", "--max-vram",
+                           "--ray", "--workers"},  # issue 26
     "demo": set(),
     "models make-tiny": {"--seed"},
     "models make-random": {"--seed"},
@@ -56,8 +61,12 @@ COMMAND_OPTIONS = {
     "train icp": {"--models", "--device", "--seed", "--steps"},
     "train gsrp": {"--models", "--device", "--seed", "--steps", "--input-style"},
     "bench retrieval": set(),
+    "series new": set(),  # issue 25: the series library's own commands take no run options
+    "series add": set(),
+    "series list": set(),
+    "check-consistency": set(),
     "bench flops": {"--size", "--steps", "--input-style"},
-    "bench pages": {"--models", "--device", "--steps", "--size", "--input-style", "--seed"},
+    "bench pages": {"--models", "--device", "--steps", "--size", "--input-style", "--seed", "--ray", "--workers"},
     "bench speedups": {"--models", "--device", "--size"},
     "eval folders": {"--models", "--device", "--input-style"},
     "eval make-bench": {"--models", "--device", "--seed"},
@@ -118,7 +127,8 @@ def test_refs_means_reference_paths_in_every_command(command):
     actions = option_actions(ALL[command])
     assert "--gray-input" not in actions  # one spelling: --input-style
     if "--refs" in actions:
-        assert actions["--refs"].nargs == "+" and actions["--refs"].type is None and actions["--refs"].required
+        assert actions["--refs"].nargs == "+" and actions["--refs"].type is None
+        assert actions["--refs"].required == ("--series" not in actions)  # issue 25: the library's references serve
 
 
 def test_help_says_the_defaults_and_ranges():

@@ -57,6 +57,22 @@ def test_pyinstaller_is_pinned_and_in_the_test_extra():
     assert any(req.lower().startswith("pyinstaller") for req in extra)
 
 
+def test_ci_runs_the_readmes_test_command_with_the_studio_extra_and_ray_is_pinned_never_bundled():
+    """Issue 26: the suite's Ray tests need the studio extra, so the README's test command and .ci/run
+    (the same command, verbatim) install `.[test,studio]`; Ray is pinned for CI and left out of the frozen app."""
+    import re
+    import tomllib
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    command = next(line for line in ci.splitlines() if "pip install" in line)
+    assert command in readme.splitlines() and '-e ".[test,studio]"' in command
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [re.split(r"[<>=]", req)[0] for req in extras["studio"]] == ["ray"]
+    assert "ray==2.60.0" in (REPO_ROOT / "constraints" / "cpu.txt").read_text().splitlines()
+    assert "ray" in helpers.PYTHON_EXCLUDES
+
+
 def test_spec_is_python_with_platform_branches_and_no_build_machine_paths():
     text = (PACKAGING / "colorflow.spec").read_text(encoding="utf-8")
     tree = ast.parse(text)

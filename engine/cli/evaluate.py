@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from engine.cli.options import Default, add_options, options_from_args
 from engine.cli.speedups import add_bench_speedups_command, cmd_bench_speedups
+from engine.cli.volume import RAY_BENCH_HELP, cmd_bench_ray
 from engine.core.options import LINE_ART_STYLES, InputStyle
 
 OK, FAILED = 0, 1  # engine.cli.main's EXIT_OK and EXIT_PAGES_FAILED
@@ -188,7 +189,7 @@ def _add_bench_pages_command(bench_commands) -> None:
     pages.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip the uncounted warm-up page")
     pages.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice); 1 steadies CPU timings on a busy machine")
-    add_options(pages, ("seed",))
+    add_options(pages, ("seed", "ray", "workers"), helps={"ray": RAY_BENCH_HELP})  # --ray: engine/benchmarks/ray_scaling.py
     pages.add_argument("--profile", action="store_true",
                        help="then color the chapter once more per mode under torch.profiler (a separate pass, not "
                        "counted in the timed figures) and show each stage's top operators by self time")
@@ -386,6 +387,8 @@ def _bench_pages(args) -> int:
         raise InputError("--profile-top must be at least 1")
     precheck_device(options.device)
     check_models(options.models)
+    if options.ray is not None or options.workers is not None:  # this process vs Ray workers (--workers: needs --ray)
+        return cmd_bench_ray(args, options)
     from engine.benchmarks.stages import bench_pages
     from engine.core.geometry import WorkSize
 

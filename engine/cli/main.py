@@ -12,9 +12,14 @@ from engine.core.errors import ColorFlowError, InputError, printable
 from engine.cli.evaluate import add_bench_commands, add_eval_commands, cmd_bench, cmd_eval, eval_argv
 from engine.cli.models import add_models_commands, cmd_models, print_check_progress
 from engine.cli.prechecks import check_device_and_model_names, check_out_not_a_file
+from engine.cli.series_run import open_references, reference_pool
 from engine.cli.options import Default, add_options, options_from_args
 from engine.core.options import InputStyle
 from engine.cli.train import add_train_commands, cmd_train
+from engine.cli.series import add_series_commands, cmd_series
+from engine.cli.consistency import add_consistency_command, cmd_consistency
+from engine.cli.volume import add_studio_args
+from engine.cli.progress import progress_sink as _progress_sink  # tests hook it here
 
 if TYPE_CHECKING:
     from engine.models.sources import ModelPaths
@@ -31,7 +36,7 @@ Run `colorflow COMMAND --help` for the options of each command.
 """
 
 
-CHAPTER_OPTIONS = ("size", "input_style", "seed", "procedure")
+CHAPTER_OPTIONS = ("size", "input_style", "seed", "procedure", "series", "rolling_refs")
 RUN_OPTIONS = ("models", "device", "cache_dir")
 COLOR_OPTIONS = ("steps", "guidance", "low_vram", "compile", "decode", "vae_tiling", "output_size", "keep_ink",
                  "gsrp_batchnorm", "batch_pages", "max_vram")
@@ -40,7 +45,8 @@ COLOR_OPTIONS = ("steps", "guidance", "low_vram", "compile", "decode", "vae_tili
 def _add_chapter_args(parser: argparse.ArgumentParser, out_help: str) -> None:
     """INPUT, --refs, --out and --json, shared by retrieve and colorize."""
     parser.add_argument("input", nargs="+", metavar="INPUT", help="chapter folder, .cbz/.zip or page images")
-    parser.add_argument("--refs", nargs="+", required=True, metavar="REFS", help="colored reference images, folders or archives")
+    parser.add_argument("--refs", nargs="+", metavar="REFS", help="colored reference images, folders or archives "
+                        "(may be left out with --series: the library's references serve)")
     parser.add_argument("--out", required=True, type=Path, metavar="OUT", help=out_help)
     parser.add_argument("--json", action="store_true", help="print a machine-readable per-page report on stdout")
 
@@ -49,7 +55,7 @@ def _open_inputs(args, folder: Path):
     """Chapter, references, project (in `folder`) and the project's lock (held: use it in a
     `with` block) of a retrieve/colorize run, checked before any model loads. Another process on
     the project is refused."""
-    from engine.io.chapter import list_images, open_chapter
+    from engine.io.chapter import open_chapter
     from engine.io.projectlock import ProjectLock
     from engine.project.state import ChapterProject
 
@@ -57,10 +63,7 @@ def _open_inputs(args, folder: Path):
         chapter = open_chapter(args.input)
     except InputError as exc:
         raise InputError(f"INPUT {exc}") from exc
-    try:
-        references = list_images(args.refs)
-    except InputError as exc:
-        raise InputError(f"--refs {exc}") from exc
+    references = open_references(args)
     from engine.io.cachedir import check_cache_folder
     from engine.io.storage import check_output_folder, check_outside_inputs
 
@@ -125,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "pages in their place (by default such an export is refused, never written short)")
     colorize.add_argument("--resume", action="store_true",
                           help="skip pages already done with the same settings, picks and models")
+    add_studio_args(colorize)  # --volume, --ray [ADDRESS], --workers N (engine/cli/volume.py)
 
     demo = commands.add_parser(
         "demo",
@@ -139,42 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_models_commands(commands)
     add_train_commands(commands)
+    add_series_commands(commands)
 
     add_bench_commands(commands)
     add_eval_commands(commands)
+    add_consistency_command(commands)
     return parser
-
-
-def _progress_sink(enabled: bool):
-    """Turn engine events into a tqdm bar on stderr and collect the per-page report."""
-    from tqdm import tqdm
-
-    from engine.core.events import Cancelled, Notice, PageDone, PageFailed, Progress, Started
-
-    state: dict = {"bar": None}
-
-    def emit(event) -> None:
-        bar = state["bar"]
-        if isinstance(event, Started) and enabled:
-            state["bar"] = tqdm(total=event.total, unit="page", desc=event.job, file=sys.stderr)
-        elif isinstance(event, Progress) and bar is not None and event.page:
-            steps = f" {event.step}/{event.total}" if event.stage == "ICP" else ""
-            bar.set_postfix_str(printable(f"{event.stage}{steps} {event.page}"))
-        elif isinstance(event, (PageDone, PageFailed)) and bar is not None:
-            if isinstance(event, PageFailed):
-                bar.write(printable(f"failed: {event.page}: {event.reason}"), file=sys.stderr)
-            bar.update(1)
-        elif isinstance(event, Cancelled) and bar is not None:
-            bar.write("cancelled", file=sys.stderr)
-        elif isinstance(event, Notice):
-            text = printable(f"note: {event.page + ': ' if event.page else ''}{event.message}")
-            bar.write(text, file=sys.stderr) if bar is not None else print(text, file=sys.stderr)
-
-    def close() -> None:
-        if state["bar"] is not None:
-            state["bar"].close()
-
-    return emit, close
 
 
 def _precheck(args) -> ModelPaths:
@@ -208,6 +182,7 @@ def cmd_retrieve(args) -> int:
     stopped = None
     try:
         with lock:  # held until the run ends, so a second process on OUT is refused
+            pool = reference_pool(args, project, references)  # --series, --rolling-refs: before any model
             models = _precheck(args)
             device = pick_device(options.device)
             retriever = load_retriever(models, device, options.cache_dir)
@@ -216,7 +191,7 @@ def cmd_retrieve(args) -> int:
             emit, close = _progress_sink(not args.json)
             try:
                 report = retrieve_chapter(chapter, references, retriever, project, emit=emit,
-                                          preparers=preparers, inputs=inputs)
+                                          preparers=preparers, inputs=inputs, pool=pool)
             except RunStopped as exc:  # disk full or read-only mid-run: pages written so far are kept
                 report, stopped = exc.report, exc
             finally:
@@ -240,23 +215,40 @@ def _output_places(args) -> tuple[Path, Path | None, str]:
     if out.is_dir():
         raise InputError(f"--out {out} is a folder (made by an older ColorFlow?): give the CBZ another name, or "
                          "move the folder away")
-    taken = {Path(p).expanduser().resolve() for p in [*args.input, *args.refs]}
+    taken = {Path(p).expanduser().resolve() for p in [*args.input, *(args.refs or [])]}
     if out.resolve() in taken:
         raise InputError(f"--out {out} is one of the inputs; it would be overwritten: give the CBZ another name")
     return out.with_suffix(".colorflow"), out, ExportFormat.CBZ
 
 
 def cmd_colorize(args) -> int:
-    from engine.core.devices import pick_device
-    from engine.io.export import IncompleteExport, export_project
-    from engine.core.options import AUTO_STYLE
-    from engine.pipelines.chapter import colorize_chapter
-    from engine.pipelines.families import load_families
+    from engine.cli.volume import RunModels, VolumeChapter, report_volume, volume_chapters
     from engine.pipelines.settings import pipeline_settings
 
-    folder, cbz, args.export_format = _output_places(args)
+    if args.volume:
+        chapters, args.export_format = volume_chapters(args), args.export_format or "png"
+    else:
+        folder, cbz, args.export_format = _output_places(args)
+        chapters = [VolumeChapter(args.input, folder, cbz, folder.name)]
     options = options_from_args(args)
-    settings = pipeline_settings(options)
+    runs = []
+    with RunModels(options, pipeline_settings(options)) as models:  # --ray checked before anything loads
+        for chapter in chapters:  # every chapter with the same models, loaded by the first
+            args.input = chapter.inputs
+            runs.append(_colorize_chapter(args, chapter.folder, chapter.cbz, models))
+            if isinstance(runs[-1], int):  # Ctrl+C: what is kept and how to go on was said
+                return runs[-1]
+    workers = models.executor.workers if models.executor is not None else None
+    return report_volume(args, chapters, runs, _finish, workers) if args.volume else _finish(args, *runs[0])
+
+
+def _colorize_chapter(args, folder: Path, cbz: Path | None, models):
+    """One chapter (args.input) colored into `folder` (and `cbz`) with the run's models (engine.cli.volume.RunModels):
+    _finish's arguments, or the exit code of a run stopped by Ctrl+C."""
+    from engine.io.export import IncompleteExport, export_project
+    from engine.pipelines.chapter import colorize_chapter
+
+    options, settings = models.options, models.settings
     chapter, references, project, lock = _open_inputs(args, folder)
     stopped, exports, export_notes = None, [], []
     try:
@@ -264,19 +256,13 @@ def cmd_colorize(args) -> int:
             from engine.core.errors import RunStopped
             from engine.io.storage import check_output_folder, estimate_output_bytes
 
+            pool = reference_pool(args, project, references, cbz)  # --series, --rolling-refs: before any model
             check_output_folder(project.folder, estimate_output_bytes(chapter.sources))
-            models = _precheck(args)
-            # One pipeline per model set the pages need, each loaded once; the chapter's style's set now
-            # (its model errors before any page), another when its first page comes (a page's own style, auto)
-            first = None if options.input_style == AUTO_STYLE else options.input_style
-            pipeline = load_families(models, pick_device(options.device), low_vram=options.low_vram,
-                                     cache_dir=options.cache_dir, vae_tiling=options.vae_tiling, compile=options.compile,
-                                     max_vram=options.max_vram, work_size=settings.size, decode=settings.colorize.decode,
-                                     emit=lambda note: print(printable(note.message), file=sys.stderr), first=first)
+            pipeline = models.load(lambda: _precheck(args))  # the first chapter loads them, once for the run
             emit, close = _progress_sink(not args.json)
             try:
                 report = colorize_chapter(chapter, references, pipeline, project, settings=settings, emit=emit,
-                                          resume=args.resume)
+                                          resume=args.resume, pool=pool, executor=models.executor)
             except RunStopped as exc:  # disk full or read-only mid-run: pages written so far are kept
                 report, stopped = exc.report, exc
             finally:
@@ -291,14 +277,14 @@ def cmd_colorize(args) -> int:
                     print(printable(f"colorflow: {options.export_format} export not written: {exc}"), file=sys.stderr)
     except KeyboardInterrupt:
         return _interrupted(project, chapter, "done", "run the same command with --resume to continue")
-    return _finish(args, project, report, "colored", lock, stopped, exports, export_notes)
+    return project, report, "colored", lock, stopped, exports, export_notes
 
 
 def _finish(args, project, report, verb: str, lock, stopped=None, exports: list[str] | None = None,
-            export_notes: list[str] | None = None) -> int:
-    """The per-page report, then what stopped the run early and a lock file that had to stay:
-    exit 1 when a page failed or was left by the stop."""
-    _print_report(args, project, report, verb, exports, export_notes)
+            export_notes: list[str] | None = None, collect: list[dict] | None = None) -> int:
+    """The per-page report (--json: into `collect` when given), then what stopped the run early and a lock
+    file that had to stay: exit 1 when a page failed or was left by the stop."""
+    _print_report(args, project, report, verb, exports, export_notes, collect)
     if stopped is not None:
         print(f"colorflow: error: {printable(str(stopped))}", file=sys.stderr)
     if lock.left_behind:
@@ -320,7 +306,7 @@ def _interrupted(project, chapter, status: str, how_to_go_on: str) -> int:
 
 
 def _print_report(args, project, report, verb: str, exports: list[str] | None = None,
-                  export_notes: list[str] | None = None) -> None:
+                  export_notes: list[str] | None = None, collect: list[dict] | None = None) -> None:
     if args.json:
         pages = [
             {"page": p.name, "status": p.status, "error": p.error, "outputs": p.outputs,
@@ -328,10 +314,11 @@ def _print_report(args, project, report, verb: str, exports: list[str] | None = 
              "input_style": getattr(report, "styles", {}).get(p.name), "suggested": p.suggested}
             for p in project.pages
         ]
-        print(json.dumps({"out": str(project.folder), "done": report.done, "failed": report.failed,
-                          "skipped": report.skipped, "cancelled": report.cancelled, "warnings": report.warnings,
-                          "timings_s": {k: round(v, 3) for k, v in report.timings.items()},
-                          "exports": exports or [], "export_notes": export_notes or [], "pages": pages}, indent=2))
+        document = {"out": str(project.folder), "done": report.done, "failed": report.failed,
+                    "skipped": report.skipped, "cancelled": report.cancelled, "warnings": report.warnings,
+                    "timings_s": {k: round(v, 3) for k, v in report.timings.items()},
+                    "exports": exports or [], "export_notes": export_notes or [], "pages": pages}
+        collect.append(document) if collect is not None else print(json.dumps(document, indent=2))
         return
     skipped = f", {len(report.skipped)} already done" if report.skipped else ""
     print(printable(f"{len(report.done)} page(s) {verb} into {project.folder}{skipped}; {len(report.failed)} failed"))
@@ -362,8 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retrieve": cmd_retrieve,
         "models": cmd_models,
         "train": cmd_train,
+        "series": cmd_series,
         "bench": cmd_bench,
         "eval": lambda a: cmd_eval(a, _progress_sink),
+        "check-consistency": cmd_consistency,
     }
     try:
         return handlers[args.command](args)

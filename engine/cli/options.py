@@ -63,6 +63,10 @@ def add_options(parser: argparse.ArgumentParser, names: Sequence[str], *,
             kwargs.update(type=size_text, metavar="WxH")
         else:
             kwargs["type"] = option.kind
+        if option.about.metavar:
+            kwargs["metavar"] = option.about.metavar
+        if option.about.const:  # the value may be left out: --ray alone means --ray local
+            kwargs.update(nargs="?", const=option.about.const)
         parser.add_argument(option.flag, **kwargs)
     parser.set_defaults(**{TAKEN: [*(parser.get_default(TAKEN) or []), *names]})
 

@@ -134,3 +134,14 @@ def restore_page(image: Image.Image, fit: PageFit) -> Image.Image:
 def crop_patch(image: Image.Image, box: Box | None) -> Image.Image:
     """A patch of a working-size image; None means the whole image."""
     return image if box is None else image.crop(box)
+
+
+def box_on_page(box: Box, content_box: Box, size: tuple[int, int]) -> Box | None:
+    """A box of the working frame on the page restored from it at `size` pixels (as `restore_page`
+    maps it: the part inside the content box, scaled); None when it misses the page's content."""
+    cx0, cy0, cx1, cy1 = content_box
+    x0, y0, x1, y1 = max(box[0], cx0), max(box[1], cy0), min(box[2], cx1), min(box[3], cy1)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    sx, sy = size[0] / (cx1 - cx0), size[1] / (cy1 - cy0)
+    return (round((x0 - cx0) * sx), round((y0 - cy0) * sy), round((x1 - cx0) * sx), round((y1 - cy0) * sy))

@@ -116,6 +116,8 @@ class Described:
     hint: str = ""  # the dialog's text beside a check box
     suggestions: tuple[str, ...] = ()  # usual values of an open text option (the dialog offers them)
     flag: str = ""  # the command-line flag, where it is not --name-with-dashes
+    metavar: str = ""  # what the command line's help calls the value, where not the name (e.g. DIR)
+    const: str = ""  # a flag whose value may be left out (--ray [ADDRESS]): the value it then takes
     in_project: bool = False  # recorded in the project file's settings (how the chapter was made)
 
 
@@ -227,6 +229,28 @@ class RunSettings:
         "Krita/GIMP/Photoshop/Clip Studio")
     cache_dir: str | None = _declare(None, label="Cache folder", default_words="the per-user cache folder",
                                      help="embedding and ScreenStyle cache folder")
+    series: str | None = _declare(
+        None, label="Series library", metavar="DIR", default_words="none: this chapter's references only",
+        help="the folder of a series library (colorflow series new): its references, pins and rejects join the "
+        "chapter's (for the same reference the chapter's and a page's own choice win), and the chapter is "
+        "registered in it; with it --refs may be left out")
+    rolling_refs: bool = _declare(
+        False, label="Rolling references", hint="accepted pages serve as references for the other pages",
+        help="accepted pages (colored pages the colorist accepted) of this chapter, and with --series those of "
+        "the series' earlier chapters, join the references; a page never retrieves its own result")
+    ray: str | None = _declare(
+        None, label="Ray cluster", metavar="ADDRESS", const="local",
+        default_words="off: this process colors the pages",
+        help="color the pages on Ray workers, each holding its own copy of the models (needs the studio extra: "
+        "pip install \"colorflow-desktop[studio]\"). --ray alone (or local) starts Ray on this machine; an ADDRESS "
+        "(HOST:6379 of `ray start --head`, or ray://HOST:10001) joins that cluster. Retrieval and each page's "
+        "preparation run here; workers get the prepared pages and send the colored ones back; the project is "
+        "written only here. Not with --procedure official or --batch-pages above 1. Give --ray after INPUT, "
+        "or as --ray=ADDRESS")
+    workers: int | None = _declare(
+        None, label="Ray workers", range=(1, None), default_words="one per GPU Ray sees; 1 when it sees none",
+        help="Ray workers (with --ray): each loads the models once and colors one page at a time on one GPU "
+        "(on a Ray without GPUs, one CPU each)")
 
     def __post_init__(self) -> None:
         for option in OPTIONS.values():

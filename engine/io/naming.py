@@ -8,11 +8,21 @@ from pathlib import Path
 
 def page_folder_name(index: int, name: str) -> str:
     """A safe, ordered name for page `index` (0-based), e.g. `003_page-10`."""
-    stem = Path(name).stem
-    safe = re.sub(r"[^\w.-]+", "_", stem).strip("._") or "page"
-    # 60 characters, and at most 180 bytes: with a temp file's prefix and suffix around it the
-    # name stays under the 255 bytes file systems allow, also for 4-byte characters (emoji).
-    return f"{index + 1:03d}_{cut_to_bytes(safe[:60], 180)}"
+    return f"{index + 1:03d}_{safe_stem(name, 'page')}"
+
+
+def safe_stem(name: str, fallback: str) -> str:
+    """`safe_name` of a file name's stem (its last part, without suffix)."""
+    return safe_name(Path(name).stem, fallback)
+
+
+def safe_name(text: str, fallback: str) -> str:
+    """A file-name-safe form of `text`: letters, digits, '_', '-' and inner dots only, never empty
+    (`fallback`), never '.' or '..', so it cannot name another folder. 60 characters, and at most 180
+    bytes: with a temp file's prefix and suffix around it the name stays under the 255 bytes file
+    systems allow, also for 4-byte characters (emoji)."""
+    safe = re.sub(r"[^\w.-]+", "_", text).strip("._") or fallback
+    return cut_to_bytes(safe[:60], 180)
 
 
 def cut_to_bytes(text: str, max_bytes: int) -> str:

@@ -25,10 +25,11 @@ from engine.core.events import (
 from engine.io.fileio import atomic_save_image, atomic_write_json, make_temp_folder, refuse_symlink
 from engine.io.naming import page_folder_name
 from engine.io.storage import is_storage_error
+from engine.project.reference_pool import ReferencePool
 from engine.project.state import ChapterProject
 from engine.rap.retrieval import PageRetrieval, Retriever
 from engine.core.options import AUTO_STYLE, InputStyle, Procedure
-from engine.pipelines.chapter_pages import PagePass, failure_reason as _reason, load_page as _load
+from engine.pipelines.chapter_pages import PagePass, failure_reason as _reason, load_page as _load, retrieval_inputs
 from engine.pipelines.families import FamilyPipelines, OnePipeline
 from engine.pipelines.page import ColorFlowPipeline, prepare_page
 from engine.pipelines.run_guard import storage_stop
@@ -78,10 +79,11 @@ def _page_failed(project: ChapterProject, report: ChapterReport, emit: EventSink
     emit(PageFailed(name, reason))
 
 
-def _tell_unusable_references(retriever: Retriever, report: ChapterReport, emit: EventSink) -> None:
-    """A Notice per reference that cannot be used (an image bomb, a damaged file), once per run:
-    each page's retrieval.json lists it too, the command line and the app say it once."""
-    for reason in retriever.unusable_references():
+def _tell_unusable_references(retriever: Retriever, report: ChapterReport, emit: EventSink,
+                              pool: ReferencePool | None = None) -> None:
+    """A Notice per reference or accepted page that cannot be used (an image bomb, a damaged or deleted
+    file), once per run: each page's retrieval.json lists it too, the command line and the app say it once."""
+    for reason in [*retriever.unusable_references(), *(pool.warnings if pool is not None else [])]:
         if reason not in report.warnings:
             report.warnings.append(reason)
             emit(Notice(reason))
@@ -105,8 +107,11 @@ def retrieve_chapter(
     preparer=None,
     inputs: InputSettings | None = None,
     preparers: Callable[[InputStyle], Any] | None = None,
+    pool: ReferencePool | None = None,
 ) -> ChapterReport:
     """RAP for every page: per-page outputs in the project folder, status saved as we go.
+    With a `pool` (reference_pool.build_pool) each page is retrieved from it (never from its own
+    accepted result) under the series' pins and rejects; without one, from `references`.
     With a preparer (preprocess.PagePreparer) each page's query is its G (see InputSettings);
     with `preparers` (style -> PagePreparer: families.style_preparers) each page is prepared with its
     own input style (ChapterProject.page_style, as colorize_chapter), `inputs.style` the chapter's.
@@ -132,15 +137,17 @@ def retrieve_chapter(
                 style = project.page_style(source.name, inputs.style)
                 page_inputs, page_preparer = replace(inputs, style=style), preparers(style)
             prepared = prepare_page(page_preparer, page, page_inputs) if page_preparer is not None else None
-            result = retriever.retrieve(page, references, project.choices_for(source.name), inputs.size, prepared)
+            sources, choices = retrieval_inputs(project, references, pool, source.name)
+            result = retriever.retrieve(page, sources, choices, inputs.size, prepared)
         except Exception as exc:  # one bad page never ends the chapter
             _page_failed(project, report, emit, name=source.name, reason=_reason(exc))
             continue
         finally:
-            _tell_unusable_references(retriever, report, emit)
+            _tell_unusable_references(retriever, report, emit, pool)
         try:
             outputs = write_retrieval(result, project.folder / page_folder_name(index, source.name))
-            project.record_outputs(source.name, outputs, "retrieved")
+            kept = project.page(source.name).accepted is not None  # an accepted page stays done
+            project.record_outputs(source.name, outputs, "done" if kept else "retrieved")
             project.save()
         except Exception as exc:  # a full or read-only output folder ends the run: every page would fail
             if is_storage_error(exc):
@@ -152,6 +159,14 @@ def retrieve_chapter(
         emit(PageDone(source.name, outputs, {"warnings": result.warnings}))
     emit(Finished(len(report.done), len(report.failed)))
     return report
+
+
+def _keep_accepted(project: ChapterProject, report: ChapterReport, emit: EventSink, name: str) -> None:
+    """An accepted page is not colored again by a run: it stays done, as the colorist accepted it."""
+    report.skipped.append(name)
+    emit(Notice("accepted: kept; un-accept it to color it again", name))
+    emit(PageDone(name, {"colored": str(project.folder / project.page(name).outputs.get("colored", ""))},
+                  {"skipped": True, "accepted": True}))
 
 
 def _suggest(project: ChapterProject, name: str, page, emit: EventSink) -> None:
@@ -176,6 +191,8 @@ def colorize_chapter(
     only: set[str] | None = None,
     again: VariationRequest | None = None,
     overlap: bool = True,
+    pool: ReferencePool | None = None,
+    executor: Any = None,
 ) -> ChapterReport:
     """Color a chapter: RAP for every page, then RAP (cached) + ICP + GSRP page by page (`settings.batch_pages`
     pages a call), the next page's CPU work done meanwhile (`overlap`; False: strictly one page after
@@ -187,9 +204,18 @@ def colorize_chapter(
     Each page is prepared and colored with its own input style (ChapterProject.page_style: the page's
     own, else `settings.input_style`; under "auto" the style suggest_style picks, recorded in the
     project and said in a Notice). A FamilyPipelines colors each style with its model set; a single
-    ColorFlowPipeline colors every page."""
+    ColorFlowPipeline colors every page. With a `pool` (reference_pool.build_pool) each page is retrieved
+    from it (never from its own accepted result) under the series' pins and rejects; without one, from
+    `references`. Accepted pages are kept as they are (skipped, with a Notice) unless `again`. Every
+    variation records what it was retrieved from (made_with["retrieval"]: reference_pool.retrieval_record).
+    With an `executor` (ray_pass.RayExecutor, entered) pass 2's pages are colored on its Ray workers
+    (ray_pass.RayPagePass); runs Ray cannot reproduce are refused first (InputError)."""
     cancel = cancel or CancelToken()
     settings.check()
+    if executor is not None:
+        from engine.pipelines.ray_pass import check_ray_settings
+
+        check_ray_settings(settings)
     pipeline = pipeline if isinstance(pipeline, FamilyPipelines) else OnePipeline(pipeline)
     runs: dict[str, tuple] = {}  # page -> (its settings, what its variation records): a new seed is drawn once
 
@@ -224,6 +250,9 @@ def colorize_chapter(
         name = chapter.sources[index].name
         if cancel.cancelled:
             break
+        if again is None and project.page(name).accepted is not None:
+            _keep_accepted(project, report, emit, name)
+            continue
         try:
             page = _load(chapter, index)
             if settings.input_style == AUTO_STYLE and project.page(name).input_style is None:
@@ -233,19 +262,25 @@ def colorize_chapter(
                 emit(Progress("ScreenStyle", position, len(indices), name))
             prepared = pipeline.prepare(page, inputs)
             emit(Progress("RAP", position, len(indices), name))
-            pipeline.retrieve(page, references, project.choices_for(name), prepared)
+            pipeline.retrieve(page, *retrieval_inputs(project, references, pool, name), prepared)
             usable.append(index)
         except Exception as exc:  # one bad page never ends the chapter
             failed(name, _reason(exc))
         finally:
-            _tell_unusable_references(pipeline.retriever, report, emit)
+            _tell_unusable_references(pipeline.retriever, report, emit, pool)
     pipeline.release_retrieval()
 
     # Pass 2 (chapter_pages.py): retrieval again (all embeddings cached: no encoder pass), ICP, GSRP,
     # each page's decode, G and retrieval done on a helper thread while the page before is in ICP.
     official = settings.procedure == Procedure.OFFICIAL  # global-RNG draws in ICP/GSRP: one page at a time
-    PagePass(chapter, references, pipeline, project, report, emit, cancel, run_for, failed, resume, again,
-             overlap=overlap and not official, batch_pages=1 if official else settings.batch_pages).run(usable)
+    pass_args = (chapter, references, pipeline, project, report, emit, cancel, run_for, failed, resume, again)
+    if executor is not None:
+        from engine.pipelines.ray_pass import RayPagePass
+
+        RayPagePass(*pass_args, overlap=overlap, pool=pool, executor=executor).run(usable)
+    else:
+        PagePass(*pass_args, overlap=overlap and not official, batch_pages=1 if official else settings.batch_pages,
+                 pool=pool).run(usable)
     report.timings = dict(pipeline.timings)
     emit(Finished(len(report.done), len(report.failed)))
     return report

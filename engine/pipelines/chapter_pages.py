@@ -31,8 +31,10 @@ from engine.io.storage import is_storage_error
 from engine.pipelines.run_guard import color_with_memory_retry, storage_stop
 from engine.pipelines.settings import PipelineSettings
 from engine.pipelines.variations import VariationRequest, variation_file
+from engine.project.reference_pool import ReferencePool, retrieval_record
 from engine.project.state import ChapterProject
 from engine.project.variations import next_id
+from engine.rap.curation import Choices
 from engine.rap.retrieval import PageRetrieval
 
 PREFETCH_THREAD = "colorflow-prefetch"  # the helper thread's name (joined before the run returns)
@@ -46,6 +48,15 @@ def load_page(chapter: Chapter, index: int) -> PageImage:
     return chapter.load_page(index)
 
 
+def retrieval_inputs(project: ChapterProject, references: Sequence[ImageSource], pool: ReferencePool | None,
+                     name: str) -> tuple[Sequence[ImageSource], Choices]:
+    """What page `name` is retrieved from, and its pins and rejects: the pool's references without the
+    page's own accepted result, under the series' choices; without a pool `references` and the project's."""
+    if pool is None:
+        return references, project.choices_for(name)
+    return pool.for_page(name), project.choices_for(name, pool.series_choices)
+
+
 def failure_reason(exc: Exception) -> str:
     """User-facing reason: our own errors speak for themselves, others name their type."""
     return str(exc) if isinstance(exc, ColorFlowError) else f"{type(exc).__name__}: {exc}"
@@ -54,7 +65,7 @@ def failure_reason(exc: Exception) -> str:
 @dataclass
 class Ready:
     """A page ready for ICP: decoded, G made, retrieved (canvas built); `inputs` is what it was
-    prepared from (its settings and choices), `interval` when (perf_counter)."""
+    prepared from (its settings, choices and the references it is retrieved from), `interval` when (perf_counter)."""
 
     index: int
     inputs: tuple
@@ -90,7 +101,7 @@ class Lookahead:
                 self._futures[ahead] = self._submit(ahead)
         ready = self._futures.pop(index).result()
         inputs = self._inputs_for(index)
-        if ready.inputs != inputs:  # a pin or reject since it was queued (the app): retrieved again with it
+        if ready.inputs != inputs:  # a pin, reject or accepted page since it was queued (the app): retrieved again
             ready = self._executor.submit(self._prepare, index, inputs, self._stopped).result()
         return ready
 
@@ -167,6 +178,7 @@ class PagePass:
     again: VariationRequest | None
     overlap: bool = True
     batch_pages: int = 1
+    pool: ReferencePool | None = None  # the references and series choices (None: `references`, the project's)
 
     def run(self, order: list[int]) -> None:
         ahead = Lookahead(self._inputs_for, self._prepare, depth=self.batch_pages, overlap=self.overlap)
@@ -204,12 +216,14 @@ class PagePass:
     # --- calling thread ---------------------------------------------------------------
     def _inputs_for(self, index: int) -> tuple:
         name = self.chapter.sources[index].name
-        return self.run_for(name)[0], self.project.choices_for(name)
+        sources, choices = retrieval_inputs(self.project, self.references, self.pool, name)
+        return self.run_for(name)[0], choices, tuple(sources)
 
     def _job(self, ready: Ready, name: str) -> _Job | None:
         """The page's resume key and variation file; None (and its events) when it is skipped."""
         index, page, retrieval = ready.index, ready.page, ready.retrieval
         run, made_with = self.run_for(name)
+        made_with = {**made_with, "retrieval": retrieval_record(retrieval, self.pool)}  # the drift check reads it
         key = run.key(page, retrieval, self.pipeline.models_id_for(run.input_style))
         project, again = self.project, self.again
         with project.lock:
@@ -325,7 +339,7 @@ class PagePass:
 
     # --- helper thread: no events, no project state -----------------------------------
     def _prepare(self, index: int, inputs: tuple, stopped: threading.Event) -> Ready:
-        run, choices = inputs
+        run, choices, sources = inputs
         start = time.perf_counter()
 
         def go_on() -> None:  # between stages: a run that ended takes nothing more
@@ -337,5 +351,5 @@ class PagePass:
         go_on()
         prepared = self.pipeline.prepare(page, run.inputs)
         go_on()
-        retrieval = self.pipeline.retrieve(page, self.references, choices, prepared)
+        retrieval = self.pipeline.retrieve(page, sources, choices, prepared)
         return Ready(index, inputs, page, prepared, retrieval, (start, time.perf_counter()))

@@ -14,6 +14,7 @@ from engine.io.chapter import Chapter, ImageSource
 from engine.rap.curation import Choices
 from engine.core.events import CancelToken, EventSink, ignore
 from engine.project.state import ChapterProject
+from engine.pipelines.ray_session import SessionWorkers
 from engine.pipelines.variations import VariationRequest
 from engine.rap.retrieval import PageRetrieval
 
@@ -47,6 +48,11 @@ class EngineSession:
     _preparers: dict[tuple, Any] = field(default_factory=dict)
     _model_paths: dict[str, Any] = field(default_factory=dict)
     _families: dict[tuple, Any] = field(default_factory=dict)  # FamilyPipelines, kept across runs
+    ray: SessionWorkers = field(default_factory=SessionWorkers)  # the Ray workers of runs with `ray` set
+
+    def close(self) -> None:
+        """Stop what holds resources outside this process (the Ray workers)."""
+        self.ray.close()
 
     def model_paths(self, settings: RunSettings):
         """The model source resolved (checked against its record) once per session, then shared
@@ -135,9 +141,14 @@ class EngineSession:
         emit: EventSink = ignore,
         cancel: CancelToken | None = None,
         again: VariationRequest | None = None,
+        pool=None,
+        executor=None,
     ):
         """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport. With
-        `again`, each page gets a new variation beside its others (global settings untouched)."""
+        `again`, each page gets a new variation beside its others (global settings untouched); with a
+        `pool` (reference_pool.build_pool), pages are retrieved from it under the series' choices. With an
+        `executor` (ray_pass.RayExecutor, entered), or `settings.ray` set (the session's own workers, kept
+        across runs: ray_session), the pages are colored on Ray workers; this process prepares and writes them."""
         from engine.core.events import Progress
         from engine.pipelines.chapter import colorize_chapter
         from engine.pipelines.settings import pipeline_settings
@@ -147,6 +158,13 @@ class EngineSession:
 
         run = pipeline_settings(settings)  # before any model loads: a bad choice costs nothing
         page_label = next(iter(pages)) if pages and len(pages) == 1 else None
+        if executor is None and settings.ray is not None:
+            from engine.pipelines.ray_pass import check_ray_settings
+
+            check_ray_settings(run)  # before any worker starts
+            executor = self.ray.executor(settings, run, emit, page_label)
+        elif settings.ray is None:
+            self.ray.close()  # Ray turned off in the settings: its workers stop
 
         def load(style):  # a model set on first use, kept for the next runs
             loaded = len(self._pipelines)
@@ -170,4 +188,4 @@ class EngineSession:
         families = self._families[key]
         families.restart(load)  # this run's events; a set that failed to load is tried again
         return colorize_chapter(chapter, references, families, project, settings=run, emit=emit, cancel=cancel,
-                                resume=True, only=pages, again=again)
+                                resume=True, only=pages, again=again, pool=pool, executor=executor)

@@ -23,16 +23,23 @@ MAX_PROJECT_PAGES = 20_000
 # Colored results a page keeps ("Colorize again"); beyond it the oldest one not picked goes, with its file.
 MAX_VARIATIONS = 8
 
+# The series library file (engine.project.series): 1: first release. A library of 100 chapters with
+# 30 accepted pages each and 500 references is about 1 MB.
+SERIES_FORMAT = "colorflow-series"
+SERIES_VERSION = 1
+MAX_SERIES_BYTES = 16 * 1024**2
+REFERENCES, ACCEPTED = "references", "accepted"  # the library's folders of copied-in images
 
-def check_output_path(value: str) -> str:
-    """A recorded output: a relative POSIX path that cannot leave the project folder."""
+
+def check_output_path(value: str, folder: str = "project folder") -> str:
+    """A recorded output: a relative POSIX path that cannot leave the project (or series) folder."""
     if not value or value.strip() in (".", "") or "\x00" in value:
-        raise ValueError("must name a file in the project folder")
+        raise ValueError(f"must name a file in the {folder}")
     if "\\" in value:
         raise ValueError("must be a relative path with '/' separators")
     windows = PureWindowsPath(value)
     if PurePosixPath(value).is_absolute() or windows.is_absolute() or windows.drive:
-        raise ValueError("must be relative to the project folder, not an absolute path")
+        raise ValueError(f"must be relative to the {folder}, not an absolute path")
     if ".." in PurePosixPath(value).parts:
-        raise ValueError("must stay inside the project folder (no '..')")
+        raise ValueError(f"must stay inside the {folder} (no '..')")
     return value

@@ -13,12 +13,10 @@ from typing import Any, Sequence
 from engine import __version__
 from engine.rap.curation import Choices, Curation, RegionPin, Target
 from engine.core.errors import InputError, ProjectFileError
-from engine.io.fileio import atomic_write_bytes
-from engine.project.format import (FORMAT, MAX_PROJECT_BYTES, MAX_PROJECT_PAGES, PAGE_STATES, VERSION,
+from engine.project.format import (FORMAT, MAX_PROJECT_PAGES, PAGE_STATES, VERSION,
                                    check_output_path)
-from engine.project.store import (BACKUP_FILE, PROJECT_FILE, LinkInProject, NewerProject, backup_advice,
-                                  encode_project, keep_damaged_aside, parse_project, read_project_file,
-                                  same_content)
+from engine.project.store import (BACKUP_FILE, PROJECT, PROJECT_FILE, LinkInProject, encode_project, load_file,
+                                  restore_file, save_file)
 from engine.project.accepted import PageAcceptance
 from engine.project.variations import PageVariations, Variation, find
 
@@ -146,27 +144,8 @@ class ChapterProject(PageVariations, PageAcceptance):
         becomes colorflow-project.json.bak; a damaged file on disk is never saved over."""
         with self.lock:
             data = encode_project(self.to_json())
-        if len(data) > MAX_PROJECT_BYTES:  # never write a file the next load would refuse
-            raise ProjectFileError(f"{self.path}: not saved: the project would be {len(data):,} bytes, "
-                                   f"more than a project file may hold ({MAX_PROJECT_BYTES // 1024**2} MiB)")
         with self._save_lock:
-            try:
-                current = read_project_file(self.path)
-            except FileNotFoundError:
-                current = None
-            except ProjectFileError as exc:
-                raise ProjectFileError(f"{exc}; not saved over it (left untouched)") from None
-            if current == data:
-                return  # nothing changed: the backup keeps the previous version
-            if current is not None:
-                if current != self._on_disk:  # changed behind our back: keep it only if it is good
-                    try:
-                        parse_project(self.path, current, self.folder)
-                    except ProjectFileError as exc:
-                        raise ProjectFileError(f"{exc}; not saved over it (left untouched)") from None
-                if not same_content(self.backup_path, current):
-                    atomic_write_bytes(self.backup_path, current)
-            atomic_write_bytes(self.path, data)
+            save_file(self.folder, PROJECT, data, self._on_disk)
             self._on_disk = data
 
     @classmethod
@@ -175,19 +154,13 @@ class ChapterProject(PageVariations, PageAcceptance):
         FileNotFoundError when there is none; ProjectFileError, naming the file and the field,
         when it is damaged, unsafe or newer; the file is never changed by loading."""
         folder = Path(folder)
-        path = folder / PROJECT_FILE
-        try:
-            raw = read_project_file(path)
-            project = cls._from_model(folder, parse_project(path, raw, folder))
-            project.check_outputs()
-        except (FileNotFoundError, NewerProject, LinkInProject):
-            raise
-        except ProjectFileError as exc:
-            raise ProjectFileError(f"{exc}. The file was left untouched; {backup_advice(folder)}") from None
-        except OSError as exc:
-            raise ProjectFileError(f"{path}: project file cannot be read ({exc}); left untouched") from exc
+        raw, project = load_file(folder, PROJECT, lambda model: cls._from_model(folder, model)._checked())
         project._on_disk = raw
         return project
+
+    def _checked(self) -> "ChapterProject":
+        self.check_outputs()
+        return self
 
     @classmethod
     def _from_model(cls, folder: Path, model) -> "ChapterProject":
@@ -219,15 +192,7 @@ class ChapterProject(PageVariations, PageAcceptance):
         """Go back to the previous save: the damaged project file is kept beside it as
         `colorflow-project.json.damaged-<time>` and the .bak becomes the project file."""
         folder = Path(folder)
-        backup = folder / BACKUP_FILE
-        try:
-            raw = read_project_file(backup)
-        except FileNotFoundError:
-            raise ProjectFileError(f"{backup}: there is no backup to restore") from None
-        restored = cls._from_model(folder, parse_project(backup, raw, folder))
-        restored.check_outputs()
-        keep_damaged_aside(folder)
-        atomic_write_bytes(folder / PROJECT_FILE, raw)
+        raw, restored = restore_file(folder, PROJECT, lambda model: cls._from_model(folder, model)._checked())
         restored._on_disk = raw
         return restored
 

@@ -4,8 +4,10 @@ then place the region pins ahead of retrieval."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
@@ -169,6 +171,15 @@ class _Reference:
     source: ImageSource
     sha256: str | None = None
     error: str | None = None
+    stamp: tuple[int, int, int] | None = None  # its file's (mtime, size, inode) when first read: _file_stamp
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_mtime_ns, found.st_size, found.st_ino
 
 
 class Retriever:
@@ -192,9 +203,15 @@ class Retriever:
 
     # --- references -------------------------------------------------------------------
     def _reference(self, source: ImageSource) -> _Reference:
+        """Its state, started afresh when its file changed since (an accepted page colored again in place,
+        a reference repainted): digest, decoded copies and error are those of the file as it is now."""
+        stamp = _file_stamp(source.path)
         entry = self._references.get(source.ref)
-        if entry is None:
-            entry = self._references[source.ref] = _Reference(source)
+        if entry is None or entry.stamp != stamp:
+            entry = self._references[source.ref] = _Reference(source, stamp=stamp)
+            for key in [key for key in self._fitted if key[0] == source.ref]:
+                del self._fitted[key]
+            self._originals.pop(source.ref, None)
         return entry
 
     def _load(self, entry: _Reference) -> Image.Image:

@@ -21,6 +21,8 @@ SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 TO_BE_GENERATED = {"failed.png", "variations.png"}
 EXISTING = {"canvas.png", "result.png", "compare.png", "running.png", "settings.png", "models.png",
             "page-style.png", "line-art.png", "models-line-art.png"}  # the last three: section 12, line art
+EXISTING |= {"region-pin.png", "drift-list.png"}  # sections 4 and 8: region pins, the drift list
+EXISTING |= {"series-panel.png", "series-references.png"}  # section 13: the Series dock, reference levels
 IMAGE_LINK = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
 

@@ -27,7 +27,10 @@ ROWS = {
     "Keep ink": (None, True),
     "Low VRAM": (None, False),
     "Max VRAM (GiB)": ((0.0, 1024.0), 0.0),  # issue 23: 0 shows "none", no limit (the declared default)
+    "Rolling references": (None, False),  # issue 25: opt-in, as the CLI's --rolling-refs
     "Export format": (["cbz", "png", "ora", "psd"], "cbz"),
+    "Ray cluster": (None, ""),  # issue 26: empty = off; "local" or HOST:PORT
+    "Ray workers": ((0, 2**31 - 1), 0),  # issue 26: 0 shows "auto", one per GPU Ray sees
     "Projects and outputs": (None, None),
 }
 

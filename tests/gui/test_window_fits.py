@@ -51,6 +51,8 @@ def assert_window_fits(window, screen: QRect) -> None:
     assert_inside(window.statusBar(), window)
     assert_inside(window.device_label, window)
     for dock in window.findChildren(QDockWidget):
+        dock.raise_()  # a dock tabbed behind another (Series behind References) is checked as its tab shows it
+        QApplication.processEvents()
         assert_inside(dock, window)
 
 

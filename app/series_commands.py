@@ -1,0 +1,127 @@
+"""Undoable series edits of the window: a whole-series pin/reject (saved in the series library) and a
+reference moved between the chapter and the series library (undo puts the file and the entries back)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtGui import QUndoCommand
+
+from engine.io.chapter import ImageSource
+from engine.rap.curation import Curation, Target
+
+from .document import ChapterDocument
+from .series_sync import linked_library
+from .vocabulary import choice_verb, patch_name, short_name
+
+MOVED_FOLDER = "references"  # in the project folder: series references moved to the chapter are copied here
+
+
+class SeriesChoiceCommand(QUndoCommand):
+    """Pin/reject/clear a library file for the whole series; undo gives back the state it had."""
+
+    def __init__(self, document: ChapterDocument, target: Target, state: str | None,
+                 on_change: Callable[[], None]) -> None:
+        self.document, self.target, self.state, self.on_change = document, target, state, on_change
+        self.previous = linked_library(document.project).choices().state(target)
+        super().__init__(f"{choice_verb(state, self.previous)} {patch_name(target.ref, target.patch)} for the whole series")
+
+    def _apply(self, state: str | None) -> None:
+        library = linked_library(self.document.project)
+        library.set_choice(self.target, state)
+        library.save()
+        self.on_change()
+
+    def redo(self) -> None:
+        self._apply(self.state)
+
+    def undo(self) -> None:
+        self._apply(self.previous)
+
+
+def _retarget(curation: Curation, old: str, new: str) -> Curation:
+    """The chapter's and pages' pins, rejects and region pins of reference `old`, now naming `new`."""
+    data = curation.to_json()
+    for choices in [data["chapter"], *data["pages"].values()]:
+        for kind in ("pins", "rejects", "regions"):
+            for entry in choices.get(kind, []):
+                if entry["ref"] == old:
+                    entry["ref"] = new
+    return Curation.from_json(data)
+
+
+class MoveReferenceCommand(QUndoCommand):
+    """Move a reference between the chapter (project.references) and the series library.
+
+    To the series: the image is copied into the library and leaves the chapter's list; the chapter's
+    pins and rejects of it follow it. To the chapter: the library's copy is copied into the project
+    folder's references/ and added to the chapter; the library drops it. Undo restores the chapter's
+    list, its curation and the library file as they were."""
+
+    def __init__(self, document: ChapterDocument, ref: str, to: str, on_change: Callable[[], None]) -> None:
+        super().__init__(f"Move {short_name(ref)} to the {to}")
+        self.document, self.ref, self.to, self.on_change = document, ref, to, on_change
+        project = document.project
+        with project.lock:
+            self.references = list(project.references)
+            self.curation = Curation.from_json(project.curation.to_json())
+        self.sources = list(document.references)
+        library = linked_library(project)
+        self.library_before = library.entries()
+        # the image the move takes out of the library, for the undo to write back
+        self.removed = {self._library_file(library): Path(ref).read_bytes()} if to == "chapter" else {}
+        self.new_ref: str | None = None
+
+    def redo(self) -> None:
+        project, library = self.document.project, linked_library(self.document.project)
+        if self.to == "series":
+            source = next(s for s in self.sources if s.ref == self.ref)
+            file = library.add_reference(source)
+            self.new_ref = str(library.folder / file)
+            kept = [r for r in self.references if r != self.ref]
+            sources = [s for s in self.sources if s.ref != self.ref]
+        else:
+            copy = self._copy_to_project(library)
+            library.remove_reference(self._library_file(library))
+            self.new_ref = str(copy)
+            kept = [*self.references, self.new_ref]
+            sources = [*self.sources, ImageSource(copy)]
+        library.save()
+        with project.lock:
+            project.references = kept
+            project.curation = _retarget(self.curation, self.ref, self.new_ref)
+        self.document.references = sources
+        project.save()
+        self.on_change()
+
+    def undo(self) -> None:
+        project = self.document.project
+        library = linked_library(project)
+        library.put_back(self.library_before, self.removed)  # the library's entries and files as they were
+        library.save()
+        with project.lock:
+            project.references = list(self.references)
+            project.curation = Curation.from_json(self.curation.to_json())
+        self.document.references = list(self.sources)
+        project.save()
+        if self.to == "chapter" and self.new_ref:
+            Path(self.new_ref).unlink(missing_ok=True)  # the copy made in the project folder
+        self.on_change()
+
+    def _library_file(self, library) -> str:
+        return Path(self.ref).relative_to(library.folder).as_posix()
+
+    def _copy_to_project(self, library) -> Path:
+        """The library's image, copied (atomically) into the project folder under a free name."""
+        from engine.io.fileio import atomic_write_bytes, ensure_real_folder
+
+        folder = ensure_real_folder(self.document.project.folder / MOVED_FOLDER, self.document.project.folder)
+        name = Path(self.ref).name
+        target = folder / name
+        count = 1
+        while target.exists():
+            count += 1
+            target = folder / f"{Path(name).stem}-{count}{Path(name).suffix}"
+        atomic_write_bytes(target, self.removed[self._library_file(library)])
+        return target
