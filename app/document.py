@@ -101,24 +101,36 @@ class ChapterDocument:
         return len(new)
 
 
-class ChoiceCommand(QUndoCommand):
+class ValueCommand(QUndoCommand):
+    """An undoable edit that sets one value (a pin or reject, a page's style, a region pin): redo sets
+    `new`, undo the value it had before; `_set` sets and saves it, then the window is told (`on_change`)."""
+
+    def __init__(self, text: str, new, previous, on_change: Callable[[], None]) -> None:
+        super().__init__(text)
+        self.new, self.previous, self.on_change = new, previous, on_change
+
+    def _set(self, value) -> None:
+        raise NotImplementedError
+
+    def redo(self) -> None:
+        self._set(self.new)
+        self.on_change()
+
+    def undo(self) -> None:
+        self._set(self.previous)
+        self.on_change()
+
+
+class ChoiceCommand(ValueCommand):
     """Pin/reject/clear a target for a page or the chapter; undo restores the previous state."""
 
     def __init__(self, document: ChapterDocument, target: Target, state: str | None, page: str | None,
                  on_change: Callable[[], None]) -> None:
         previous = document.project.choice(target, page)
-        super().__init__(f"{choice_verb(state, previous)} {patch_name(target.ref, target.patch)} for {scope_name(page)}")
-        self.document, self.target, self.state, self.page = document, target, state, page
-        self.previous = previous
-        self.on_change = on_change
+        super().__init__(f"{choice_verb(state, previous)} {patch_name(target.ref, target.patch)} for {scope_name(page)}",
+                         state, previous, on_change)
+        self.document, self.target, self.page = document, target, page
 
-    def _apply(self, state: str | None) -> None:
+    def _set(self, state: str | None) -> None:
         self.document.project.set_choice(self.target, state, self.page)
         self.document.project.save()
-        self.on_change()
-
-    def redo(self) -> None:
-        self._apply(self.state)
-
-    def undo(self) -> None:
-        self._apply(self.previous)

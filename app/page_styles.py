@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QUndoCommand
 from PySide6.QtWidgets import QComboBox, QLabel, QMenu, QPushButton, QVBoxLayout, QWidget
 
 from engine.core.options import AUTO_STYLE, OPTIONS, InputStyle
 
-from .document import ChapterDocument
+from .document import ChapterDocument, ValueCommand
 from .model_dialog import offer_line_art_download
 
 CHAPTER_DEFAULT = "chapter default"
@@ -29,24 +28,17 @@ def style_choices(chapter: str) -> list[tuple[str | None, str, str]]:
             *((str(s), str(s), style_label(s)) for s in InputStyle)]
 
 
-class PageStyleCommand(QUndoCommand):
+class PageStyleCommand(ValueCommand):
     """Give a page its own input style (None: the chapter's); undo gives back the one it had."""
 
     def __init__(self, document: ChapterDocument, page: str, style: str | None, on_change: Callable[[], None]) -> None:
-        super().__init__(f"Input style of {page}: {style or CHAPTER_DEFAULT}")
-        self.previous = document.project.page(page).input_style
-        self.document, self.page, self.style, self.on_change = document, page, style, on_change
+        super().__init__(f"Input style of {page}: {style or CHAPTER_DEFAULT}", style,
+                         document.project.page(page).input_style, on_change)
+        self.document, self.page = document, page
 
-    def _apply(self, style: str | None) -> None:
+    def _set(self, style: str | None) -> None:
         self.document.project.set_page_style(self.page, style)
         self.document.project.save()
-        self.on_change()
-
-    def redo(self) -> None:
-        self._apply(self.style)
-
-    def undo(self) -> None:
-        self._apply(self.previous)
 
 
 class PageStylePanel(QWidget):

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Callable
 
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QUndoCommand
 
 from engine.rap.curation import RegionPin
 
-from .document import ChapterDocument
+from .document import ChapterDocument, ValueCommand
 from .region_pin_dialog import RegionPinDialog
 from .vocabulary import region_name, scope_name, short_name
 
@@ -24,30 +23,23 @@ def region_in_slot(project, query: str, rank: int, page: str | None) -> RegionPi
         return scope.region(query, rank) if scope is not None else None
 
 
-class RegionPinCommand(QUndoCommand):
+class RegionPinCommand(ValueCommand):
     """Place a region pin for a page or the chapter; undo puts back what the slot held before."""
 
     def __init__(self, document: ChapterDocument, pin: RegionPin, page: str | None,
                  on_change: Callable[[], None]) -> None:
         super().__init__(f"pin a region of {short_name(pin.ref)} in the {region_name(pin.query)}, "
-                         f"rank {pin.rank}, for {scope_name(page)}")
-        self.document, self.pin, self.page, self.on_change = document, pin, page, on_change
-        self.previous = region_in_slot(document.project, pin.query, pin.rank, page)
+                         f"rank {pin.rank}, for {scope_name(page)}", pin,
+                         region_in_slot(document.project, pin.query, pin.rank, page), on_change)
+        self.document, self.page = document, page
 
-    def _apply(self, pin: RegionPin | None) -> None:
+    def _set(self, pin: RegionPin | None) -> None:
         project = self.document.project
         if pin is not None:
             project.set_region_pin(pin, self.page)
         else:
-            project.clear_region_pin(self.pin.query, self.pin.rank, self.page)
+            project.clear_region_pin(self.new.query, self.new.rank, self.page)
         project.save()
-        self.on_change()
-
-    def redo(self) -> None:
-        self._apply(self.pin)
-
-    def undo(self) -> None:
-        self._apply(self.previous)
 
 
 class RegionPinMixin:

@@ -11,33 +11,27 @@ from PySide6.QtGui import QUndoCommand
 from engine.io.chapter import ImageSource
 from engine.rap.curation import Curation, Target
 
-from .document import ChapterDocument
+from .document import ChapterDocument, ValueCommand
 from .series_sync import linked_library
 from .vocabulary import choice_verb, patch_name, short_name
 
 MOVED_FOLDER = "references"  # in the project folder: series references moved to the chapter are copied here
 
 
-class SeriesChoiceCommand(QUndoCommand):
+class SeriesChoiceCommand(ValueCommand):
     """Pin/reject/clear a library file for the whole series; undo gives back the state it had."""
 
     def __init__(self, document: ChapterDocument, target: Target, state: str | None,
                  on_change: Callable[[], None]) -> None:
-        self.document, self.target, self.state, self.on_change = document, target, state, on_change
-        self.previous = linked_library(document.project).choices().state(target)
-        super().__init__(f"{choice_verb(state, self.previous)} {patch_name(target.ref, target.patch)} for the whole series")
+        previous = linked_library(document.project).choices().state(target)
+        super().__init__(f"{choice_verb(state, previous)} {patch_name(target.ref, target.patch)} for the whole series",
+                         state, previous, on_change)
+        self.document, self.target = document, target
 
-    def _apply(self, state: str | None) -> None:
+    def _set(self, state: str | None) -> None:
         library = linked_library(self.document.project)
         library.set_choice(self.target, state)
         library.save()
-        self.on_change()
-
-    def redo(self) -> None:
-        self._apply(self.state)
-
-    def undo(self) -> None:
-        self._apply(self.previous)
 
 
 def _retarget(curation: Curation, old: str, new: str) -> Curation:

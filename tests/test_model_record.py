@@ -17,6 +17,7 @@ from engine.cli.main import main
 from engine.core.errors import ModelError
 from engine.models import pins
 from engine.models.sources import resolve_models
+from weight_faults import flip_byte_keeping_size_and_mtime
 
 UNET = "sd15/unet/diffusion_pytorch_model.safetensors"
 LORA = "colorflow/GraySD/unet_lora.bin"
@@ -40,19 +41,6 @@ def _layout_files(root: Path) -> dict[str, Path]:
     """Every file under DIR/sd15, DIR/colorflow and DIR/pixart (line-art styles), as the test sees the folder."""
     return {p.relative_to(root).as_posix(): p
             for sub in ("sd15", "colorflow", "pixart") for p in (root / sub).rglob("*") if p.is_file()}
-
-
-def _flip_byte_keeping_mtime(path: Path) -> None:
-    """One bit of one tensor of a safetensors file (the header, so every shape, stays valid);
-    then the modification time put back as it was: only the ctime can tell."""
-    before = path.stat()
-    data = bytearray(path.read_bytes())
-    header = int.from_bytes(data[:8], "little")
-    data[8 + header + (len(data) - 8 - header) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = path.stat()
-    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
 
 def _accept_command(root: Path) -> str:
@@ -84,7 +72,7 @@ def test_byte_flipped_in_a_tensor_with_the_mtime_restored_is_refused(models_copy
     resolve_models(str(models_copy))
     hashed.clear()
     unet = models_copy / UNET
-    _flip_byte_keeping_mtime(unet)
+    flip_byte_keeping_size_and_mtime(unet)
     load_file(str(unet))  # why the check is needed: it loads without a word
     with pytest.raises(ModelError) as error:
         resolve_models(str(models_copy))
@@ -131,7 +119,7 @@ def test_verify_lists_each_changed_missing_and_new_file_then_accept_records_them
     assert all(line.startswith("recording the sha256 of the model files of this folder: ")
                for line in progress), err
     assert progress[0].split(": ", 1)[1].startswith(f"1/{count} ")
-    _flip_byte_keeping_mtime(models_copy / UNET)
+    flip_byte_keeping_size_and_mtime(models_copy / UNET)
     (models_copy / LORA).unlink()
     (models_copy / "colorflow/GraySD/unet_lora.safetensors").write_bytes(b"\0" * 10)
     assert main(["models", "verify", "--models", str(models_copy)]) == 1
@@ -211,7 +199,7 @@ def test_resume_redoes_the_page_after_weights_changed_with_the_mtime_restored(mo
     assert main(run) == 0
     first_key, first_written = page_state()
     capsys.readouterr()
-    _flip_byte_keeping_mtime(models_copy / UNET)
+    flip_byte_keeping_size_and_mtime(models_copy / UNET)
     assert main([*run, "--resume"]) == 2  # refused before any model loads
     err = capsys.readouterr().err
     assert f"{(models_copy / UNET).resolve()}: content changed since this models folder was recorded" in err
@@ -289,6 +277,6 @@ def test_folders_linked_from_another_models_folder_are_recorded_too(models_copy,
     record = json.loads(next((tmp_path / "user-config").rglob("*.json")).read_text())
     linked_roots = ("sd15/", "colorflow/")  # no pixart/ linked: the line-art base is not part of this folder
     assert sorted(record["files"]) == sorted(r for r in _layout_files(models_copy) if r.startswith(linked_roots))
-    _flip_byte_keeping_mtime(models_copy / "colorflow/image_encoder/model.safetensors")
+    flip_byte_keeping_size_and_mtime(models_copy / "colorflow/image_encoder/model.safetensors")
     with pytest.raises(ModelError, match="image_encoder/model.safetensors: content changed"):
         resolve_models(str(linked))

@@ -104,7 +104,7 @@ def icp_phases(live: LiveBytes, modules: dict, denoiser: str):
 
 def _icp_and_gsrp_peaks(networks, size: WorkSize, dtype: torch.dtype, *, vae_tiling: bool, decode: str,
                         procedure: str) -> dict[str, int]:
-    from engine.gsrp.upscale import UpscaleSettings, Upscaler
+    from engine.gsrp.upscale import UpscaleSettings
     from engine.icp.colorize import Colorizer, ColorizeSettings
     from engine.icp.components import DiffusionComponents
     from engine.models.tiny import SD15_SCHEDULER
@@ -122,14 +122,20 @@ def _icp_and_gsrp_peaks(networks, size: WorkSize, dtype: torch.dtype, *, vae_til
     with LiveBytes() as live, icp_phases(live, modules, "unet"):
         _until_copied_out(lambda: Colorizer(components)(canvas, build_mask(size), size, settings), "to_image")
     peaks = {phase: live.phase_peaks.get(phase, 0) for phase in ICP_PHASES}
-    upscaler = Upscaler(components.vae_runner, networks.fusion, torch.device("meta"), dtype)
+    peaks["GSRP"] = gsrp_peak(components.vae_runner, networks.fusion, size, dtype, UpscaleSettings(procedure=procedure))
+    return peaks
+
+
+def gsrp_peak(vae_runner, fusion, size: WorkSize, dtype, settings) -> int:
+    """GSRP's peak live bytes on the meta device: one page of this working size upscaled (both model families)."""
+    from engine.gsrp.upscale import Upscaler
+
+    upscaler = Upscaler(vae_runner, fusion, torch.device("meta"), dtype)
     colored = Image.new("RGB", (size.width, size.height), (128, 128, 128))
     gray = Image.new("RGB", upscaler.frame_size(size), (128, 128, 128))
     with LiveBytes() as live:
-        _until_copied_out(lambda: upscaler(colored, gray, UpscaleSettings(procedure=procedure)),
-                          "_to_image_truncated")
-    peaks["GSRP"] = live.peak
-    return peaks
+        _until_copied_out(lambda: upscaler(colored, gray, settings), "_to_image_truncated")
+    return live.peak
 
 
 def _networks(architecture: str, dtype: str):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from engine.core.geometry import WorkSize
 from engine.core.live_bytes import LiveBytes
-from engine.pipelines.meta_forward import _rap_peak, _until_copied_out, icp_phases, module_bytes
+from engine.pipelines.meta_forward import _rap_peak, _until_copied_out, gsrp_peak, icp_phases, module_bytes
 
 PIXART_MODELS = ("transformer", "guide", "vae", "fusion")  # in the run's dtype; the line extractor stays fp32
 PIXART_PHASES = ("encode", "guide", "transformer", "decode")
@@ -75,7 +75,7 @@ def _lines_peak(line_extractor, size: WorkSize) -> int:
 
 def _icp_and_gsrp_peaks(networks, size: WorkSize, dtype: torch.dtype, *, vae_tiling: bool,
                         decode: str) -> dict[str, int]:
-    from engine.gsrp.upscale import UpscaleSettings, Upscaler
+    from engine.gsrp.upscale import UpscaleSettings
     from engine.icp.colorize import ColorizeSettings
     from engine.icp.pixart_colorize import PixArtColorizer
     from engine.icp.pixart_components import PixArtComponents
@@ -97,12 +97,7 @@ def _icp_and_gsrp_peaks(networks, size: WorkSize, dtype: torch.dtype, *, vae_til
     with LiveBytes() as live, icp_phases(live, modules, "transformer"):
         _until_copied_out(lambda: PixArtColorizer(components)(canvas, build_mask(size), size, settings), "to_image")
     peaks = {phase: live.phase_peaks.get(phase, 0) for phase in PIXART_PHASES}
-    upscaler = Upscaler(components.vae_runner, networks.fusion, torch.device("meta"), dtype)
-    colored = Image.new("RGB", (size.width, size.height), (128, 128, 128))
-    gray = Image.new("RGB", upscaler.frame_size(size), (128, 128, 128))
-    with LiveBytes() as live:
-        _until_copied_out(lambda: upscaler(colored, gray, UpscaleSettings()), "_to_image_truncated")
-    peaks["GSRP"] = live.peak
+    peaks["GSRP"] = gsrp_peak(components.vae_runner, networks.fusion, size, dtype, UpscaleSettings())
     return peaks
 
 
