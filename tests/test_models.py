@@ -129,6 +129,7 @@ def test_convert_also_works_on_the_official_snapshot(hub_snapshot):
 def test_download_to_unreachable_endpoint_fails_fast_with_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    _fake_disk(monkeypatch, 10**13)  # the space check comes first; this test is about the network
     start = time.monotonic()
     with pytest.raises(ModelError) as error:
         download("official", endpoint="http://127.0.0.1:9")
