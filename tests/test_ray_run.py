@@ -244,6 +244,34 @@ def test_cancel_stops_every_worker_within_a_step(chapter, driver, executor, tmp_
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 
+def test_pages_cancelled_on_their_own_stop_or_never_go_out_and_the_others_finish(chapter, driver, executor, local,
+                                                                                  tmp_path):
+    """The app's queue removing pages from a Ray run: page 4 is cancelled before it goes out (never colored),
+    page 1 when its worker reports its first step (20 steps a page: it stops mid-page); the run goes on and
+    pages 2 and 3 are written; both cancelled pages are pending, and the next run colors them (the workers' flag
+    is per run)."""
+    cancel = CancelToken()
+    cancel.cancel_page("4.png")
+
+    def on_event(event):
+        if isinstance(event, Progress) and event.stage == "ICP" and event.page == "1.png":
+            cancel.cancel_page("1.png")
+
+    report, events, written = run(chapter, driver, tmp_path / "out", settings(steps=20), executor=executor,
+                                  emit=on_event, cancel=cancel, only=FOUR)
+    assert not report.cancelled and not report.failed
+    assert sorted(report.done) == ["2.png", "3.png"] and sorted(written) == ["002_2.png", "003_3.png"]
+    assert sorted(e.page for e in of(events, Cancelled)) == ["1.png", "4.png"]
+    first = [e.step for e in of(events, Progress) if e.stage == "ICP" and e.page == "1.png"]
+    assert first and max(first) < 20  # stopped within a step or so, not at the page's end
+    assert not [e for e in of(events, Progress) if e.page == "4.png" and e.stage in ("ICP", "GSRP")]
+    statuses = {p.name: p.status for p in ChapterProject.load(tmp_path / "out").pages if p.name in FOUR}
+    assert statuses == {"1.png": "pending", "2.png": "done", "3.png": "done", "4.png": "pending"}
+    again, _, _ = run(chapter, driver, tmp_path / "out", settings(steps=20), executor=executor, only=FOUR,
+                      resume=True)
+    assert not again.cancelled and sorted(again.done) == ["1.png", "4.png"]
+
+
 def test_a_worker_killed_mid_run_leaves_every_page_written_exactly_once(chapter, driver, executor, local, tmp_path,
                                                                         ray_local):
     """The worker that wrote the first page is killed before it gets the next one (its next call dies):

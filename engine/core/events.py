@@ -74,10 +74,13 @@ EventSink = Callable[[Event], None]
 
 
 class CancelToken:
-    """Cooperative cancel flag: set from any thread, checked between steps and pages."""
+    """Cooperative cancel flag: set from any thread, checked between steps and pages. Single pages
+    of a run can be cancelled too (`cancel_page`): a run that colors pages side by side (Ray) skips
+    them, or stops them within a step, and goes on with the others."""
 
     def __init__(self) -> None:
         self._flag = threading.Event()
+        self._pages: frozenset[str] = frozenset()  # replaced whole, so readers on other threads need no lock
 
     def cancel(self) -> None:
         self._flag.set()
@@ -85,6 +88,17 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._flag.is_set()
+
+    def cancel_page(self, name: str) -> None:
+        self._pages = self._pages | {name}
+
+    @property
+    def pages_cancelled(self) -> frozenset[str]:
+        return self._pages
+
+    def page_cancelled(self, name: str) -> bool:
+        """The whole run, or this page, was cancelled."""
+        return self.cancelled or name in self._pages
 
 
 def ignore(_event: Event) -> None:

@@ -105,6 +105,12 @@ class Lookahead:
             ready = self._executor.submit(self._prepare, index, inputs, self._stopped).result()
         return ready
 
+    def drop(self, index: int) -> None:
+        """Page `index` will not be taken (cancelled on its own): not prepared if it has not begun."""
+        future = self._futures.pop(index, None)
+        if future is not None:
+            future.cancel()
+
     def _submit(self, index: int) -> Future:
         try:
             inputs = self._inputs_for(index)

@@ -11,7 +11,9 @@ its info["worker"] the number of the worker that colored it).
 A page whose worker died (RayActorError) goes to another worker, up to `max_retries` times, then fails
 ("worker lost") and the run goes on without that worker; a page's own error (RayTaskError) fails that page
 with the worker's reason. Cancel sets the flag: every worker stops within one denoising step, pages not
-written go back to pending, Cancelled is emitted. Why Ray core actors and not Ray Data's map_batches (the
+written go back to pending, Cancelled is emitted. One page cancelled on its own (CancelToken.cancel_page: the
+app's queue) is skipped if it has not gone out, else its worker stops it within a step; it goes back to
+pending, Cancelled(page) is emitted and the run goes on. Why Ray core actors and not Ray Data's map_batches (the
 same actor-per-GPU pattern): per-page events, retries, writes as pages come, resume and cancel need each
 page's call in hand. Refused up front: --procedure official and --batch-pages > 1 (check_ray_settings).
 """
@@ -137,8 +139,10 @@ class RayPagePass(PagePass):
         self._retry: deque[tuple[_Job, int]] = deque()
         self._idle = deque(executor.live())
         self._position = 0  # the next page of `order` to prepare
+        self._stopping: set[str] = set()  # pages cancelled on their own, told to the workers
         try:
             while True:
+                self._stop_cancelled_pages()
                 self._send(ahead, order)
                 rest = order[self._position:]
                 if self.cancel.cancelled:
@@ -163,6 +167,9 @@ class RayPagePass(PagePass):
         while self._idle and not self.cancel.cancelled and (self._retry or self._position < len(order)):
             if self._retry:
                 job, lost = self._retry.popleft()
+                if self.cancel.page_cancelled(job.name):
+                    self._page_cancelled(job)
+                    continue
             else:
                 job, lost = self._next(ahead, order, self._position), 0
                 self._position += 1
@@ -173,6 +180,10 @@ class RayPagePass(PagePass):
     def _next(self, ahead: Lookahead, order: list[int], position: int) -> _Job | None:
         """The page at `position` prepared and its job (None: failed or skipped, its events sent)."""
         name = self.chapter.sources[order[position]].name
+        if self.cancel.page_cancelled(name):  # taken off the queue before it went out: left as it was
+            ahead.drop(order[position])
+            self.emit(Cancelled(name))
+            return None
         try:
             ready = ahead.take(order, position)
         except Exception as exc:  # one bad page never ends the chapter
@@ -190,6 +201,21 @@ class RayPagePass(PagePass):
         ref = executor.actors[worker].color.remote(payload, executor.events, executor.flag)
         self._flights[ref] = _Flight(job, worker, _StageClock(self.emit), lost)
 
+    def _stop_cancelled_pages(self) -> None:
+        """Pages cancelled on their own while on a worker: that worker stops them within a step."""
+        for flight in self._flights.values():
+            name = flight.job.name
+            if name not in self._stopping and name in self.cancel.pages_cancelled:
+                self._stopping.add(name)
+                self.executor.flag.cancel_page.remote(name)
+
+    def _page_cancelled(self, job: _Job) -> None:
+        """One page cancelled on its own: back to pending, nothing written; the run goes on."""
+        if self.again is None:
+            self.project.set_status(job.name, "pending")
+            self.project.save()
+        self.emit(Cancelled(job.name))
+
     def _relay(self) -> None:
         """The workers' events to `emit`, each page's through its stage clock (its ICP and GSRP times)."""
         clocks = {flight.job.name: flight.clock for flight in self._flights.values()}
@@ -206,6 +232,9 @@ class RayPagePass(PagePass):
             lost = flight.lost + 1
             if self.cancel.cancelled:
                 return False
+            if self.cancel.page_cancelled(job.name):
+                self._page_cancelled(job)
+                return True
             if lost > self.executor.max_retries:
                 times = "once" if lost == 1 else f"{lost} times"
                 self.failed(job.name, f"Ray worker lost {times} while coloring this page (the last: {_first_line(exc)}); "
@@ -222,6 +251,9 @@ class RayPagePass(PagePass):
             cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
             if isinstance(cause, Interrupted) and self.cancel.cancelled:
                 return False
+            if isinstance(cause, Interrupted) and self.cancel.page_cancelled(job.name):
+                self._page_cancelled(job)
+                return True
             self.failed(job.name, failure_reason(cause if isinstance(cause, Exception) else exc))
             return True
         self._idle.append(flight.worker)  # its next page once this one is written (and PageDone said)

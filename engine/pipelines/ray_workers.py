@@ -52,33 +52,37 @@ class PagePayload:
 
 
 class CancelFlag:
-    """The run's cancel flag, as a tiny Ray actor every worker reads."""
+    """The run's cancel flag, as a tiny Ray actor every worker reads: the whole run, or single pages."""
 
     def __init__(self) -> None:
-        self._set = False
+        self._set, self._pages = False, set()
 
     def set(self) -> None:
         self._set = True
 
-    def clear(self) -> None:
-        self._set = False
+    def cancel_page(self, name: str) -> None:
+        self._pages.add(name)
 
-    def is_set(self) -> bool:
-        return self._set
+    def clear(self) -> None:
+        self._set, self._pages = False, set()
+
+    def is_set(self, page: str | None = None) -> bool:
+        return self._set or page in self._pages
 
 
 class RemoteCancel(CancelToken):
-    """A CancelToken reading a CancelFlag actor (once seen set, it stays set without asking again)."""
+    """A CancelToken reading a CancelFlag actor for the run or its page `page` (once seen set, it stays
+    set without asking again)."""
 
-    def __init__(self, flag) -> None:
+    def __init__(self, flag, page: str | None = None) -> None:
         super().__init__()
-        self._remote = flag
+        self._remote, self._page = flag, page
 
     @property
     def cancelled(self) -> bool:
         import ray
 
-        if not super().cancelled and ray.get(self._remote.is_set.remote()):
+        if not super().cancelled and ray.get(self._remote.is_set.remote(self._page)):
             self.cancel()
         return super().cancelled
 
@@ -123,8 +127,8 @@ class PageWorker:
         from engine.icp.colorize import Interrupted
         from engine.pipelines.run_guard import color_with_memory_retry
 
-        cancel = RemoteCancel(cancel_flag)
         name = payload.page.source.name
+        cancel = RemoteCancel(cancel_flag, name)
         if cancel.cancelled:
             raise Interrupted(f"page {name}: cancelled before it began")
         run = payload.settings
