@@ -41,13 +41,21 @@ class RunQueueMixin:
             self.queue.set_running(True)
             self._clock.reset()
             self._tick.start()
-        for name in names:
-            if self._page_job(name) is not None:
-                continue
+        names = [name for name in names if self._page_job(name) is None]
+
+        def colorize(pages: set[str]):
+            return lambda emit, cancel: session.colorize(
+                document.chapter, document.references, document.project, settings=run, pages=pages, emit=emit,
+                cancel=cancel, again=again, pool=jobs.reference_pool(document, run))
+
+        if run.ray is not None and len(names) > 1:  # one call, so that every Ray worker gets a page at once
+            ids = self.worker.submit_pages(colorize(set(names)), names)
+            for job_id, name in zip(ids, names):
+                self.jobs.add(job_id, JobKind.COLORIZE_PAGE, name)
+        else:
+            ids = [self._submit(JobKind.COLORIZE_PAGE, colorize({name}), name) for name in names]
+        for job, name in zip(ids, names):
             self.queue.overall.setMaximum(self.queue.overall.maximum() + 1)
-            job = self._submit(JobKind.COLORIZE_PAGE, lambda emit, cancel, n=name: session.colorize(
-                document.chapter, document.references, document.project, settings=run, pages={n}, emit=emit,
-                cancel=cancel, again=again, pool=jobs.reference_pool(document, run)), name)
             item = QListWidgetItem(f"{name} — queued")
             item.setData(Qt.ItemDataRole.UserRole, job)
             self.queue.list.addItem(item)

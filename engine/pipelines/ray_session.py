@@ -1,8 +1,9 @@
 """The Ray workers of an app session: started on the first run with a Ray address, kept for the next runs.
 
-How it works: the GUI queues one job per page, each a colorize call of EngineSession; with `ray` set in the
-run's options, each call colors its pages on the same RayExecutor (ray_options.ray_executor), so every worker
-loads the models once per session, not once per page. Options that change what the workers load or where they
+How it works: the GUI queues the pages queued together as one colorize call of EngineSession (followed as one
+job per page: app/worker.py submit_pages); with `ray` set in the run's options, each call colors its pages on
+the same RayExecutor (ray_options.ray_executor), so every worker loads the models once per session, not once per
+run. Options that change what the workers load or where they
 run (address, workers, models, device, memory options, working size) stop the old workers and start new ones;
 a session whose workers were all lost starts new ones on its next run; `close` stops them (the window closing).
 """
