@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 pytest.importorskip("PySide6")
 
@@ -257,13 +258,26 @@ def _run_until_exit(command: list[str], env: dict, marker: Path, timeout: float 
 
 
 @pytest.mark.slow
-def test_screenshot_run_quits_cleanly_and_at_once(tmp_path):
+def test_screenshot_of_a_chapter_is_the_window_and_the_run_quits_cleanly_and_at_once(tmp_path, tiny_models_dir,
+                                                                                      chapter):
+    """`colorflow-gui CHAPTER --models DIR --screenshot PNG` (a chapter with references in its project): the image
+    is the window at first start, and the process exits at once after writing it, without Qt warnings. (The
+    --demo form runs in the wheel and frozen-bundle tests.)"""
+    from engine.project.state import ChapterProject
+
+    chapter_dir, refs_dir = chapter
+    project = ChapterProject(folder=chapter_dir.parent / "chapter.colorflow")
+    project.add_references([str(p) for p in sorted(refs_dir.glob("*.png"))])
+    project.save()
     shot = tmp_path / "shot.png"
-    code, err, after = _run_until_exit([sys.executable, str(REPO_ROOT / "main.py"), "--demo", "--screenshot", str(shot)],
-                                       _gui_env(tmp_path, QT_QPA_PLATFORM="offscreen"), shot)
+    command = [sys.executable, str(REPO_ROOT / "main.py"), str(chapter_dir), "--models", str(tiny_models_dir),
+               "--screenshot", str(shot)]
+    code, err, after = _run_until_exit(command, _gui_env(tmp_path, QT_QPA_PLATFORM="offscreen"), shot)
     assert code == 0, err
     assert "QObject" not in err, err
     assert after < 2.0
+    with Image.open(shot) as image:
+        assert image.size == (720, 720)  # the window at first start: 90% of the offscreen platform's 800x800 screen
 
 
 # Closes the window while the worker is busy (the demo chapter opening: models built and loaded),
