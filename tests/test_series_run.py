@@ -116,6 +116,14 @@ def test_colorize_with_series_and_rolling_refs_links_records_and_resumes(tmp_pat
     assert main([*argv, "--resume"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["done"] == [] and sorted(again["skipped"]) == ["1.png", "2.png"]
+    without_series = [a for a in argv if a not in ("--series", str(tmp_path / "series"))]
+    assert main([*without_series, "--resume"]) == 0  # the chapter is linked: its library serves, nothing to redo
+    linked = json.loads(capsys.readouterr().out)
+    assert linked["done"] == [] and sorted(linked["skipped"]) == ["1.png", "2.png"]
+    (tmp_path / "series").rename(tmp_path / "moved")
+    assert main([*without_series, "--resume"]) == 2  # the library moved: said, with both ways out
+    error = capsys.readouterr().err
+    assert str((tmp_path / "series").resolve()) in error and "--series" in error and "Link chapter" in error
 
 
 @pytest.mark.parametrize("case", ["neither", "no library", "damaged library"])

@@ -63,7 +63,7 @@ def _open_inputs(args, folder: Path):
         chapter = open_chapter(args.input)
     except InputError as exc:
         raise InputError(f"INPUT {exc}") from exc
-    references = open_references(args)
+    references = open_references(args, folder)
     from engine.io.cachedir import check_cache_folder
     from engine.io.storage import check_output_folder, check_outside_inputs
 

@@ -233,7 +233,8 @@ class RunSettings:
         None, label="Series library", metavar="DIR", default_words="none: this chapter's references only",
         help="the folder of a series library (colorflow series new): its references, pins and rejects join the "
         "chapter's (for the same reference the chapter's and a page's own choice win), and the chapter is "
-        "registered in it; with it --refs may be left out")
+        "registered in it; with it --refs may be left out. A chapter already linked to a library (in the app, or "
+        "by an earlier --series run) uses that one without --series")
     rolling_refs: bool = _declare(
         False, label="Rolling references", hint="accepted pages serve as references for the other pages",
         help="accepted pages (colored pages the colorist accepted) of this chapter, and with --series those of "
