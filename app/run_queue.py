@@ -8,6 +8,8 @@ import time
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QListWidgetItem, QMessageBox
 
+from engine.pipelines.ray_cluster import WAITING
+
 from . import jobs
 from .images import pil_to_pixmap
 from .job_model import Job, JobKind, JobState
@@ -220,6 +222,8 @@ class RunQueueMixin:
                 continue
             if job.cancel_requested:
                 text = "cancelling…"
+            elif self._stage.get(job.id) == WAITING:  # prepared, for the next free Ray worker
+                text = WAITING
             elif job.id in self._stage:
                 left = describe_left(clock.page_left(job.page, now))
                 text = f"running: {self._stage[job.id]} · {clock_text(clock.elapsed(job.page, now) or 0)} · {left}"

@@ -158,6 +158,9 @@ def test_ray_run_writes_the_bytes_of_the_local_run(chapter, driver, executor, lo
     assert {e.info["worker"] for e in done} == {0, 1}
     icp = {e.page for e in of(events, Progress) if e.stage == "ICP"}
     assert icp == set(PAGES)  # the workers' progress reached this process's events
+    for page in PAGES:  # prepared here, then waiting for a worker (the app's Queue shows it), then colored there
+        stages = [e.stage for e in of(events, Progress) if e.page == page]
+        assert stages.index("waiting for a worker") < stages.index("ICP"), stages
     assert driver.loads == {}  # no diffusion model was loaded in the driver
 
 

@@ -19,6 +19,7 @@ from engine.core.errors import ColorFlowError, InputError
 STUDIO_HINT = 'Install it with: pip install "colorflow-desktop[studio]"'
 LOCAL = "local"  # --ray alone: a Ray on this machine
 GCS_PORT, CLIENT_PORT = 6379, 10001  # `ray start --head`'s default port; the Ray client's (ray://)
+WAITING = "waiting for a worker"  # the stage of a page prepared by the driver, not yet on a worker (ray_pass)
 
 
 def ray_installed() -> bool:

@@ -2,7 +2,8 @@
 
 How it works: RayExecutor (a context manager, one per run, shared by every chapter of it) connects
 (ray_cluster.connect), starts one PageWorker actor per GPU Ray sees (or CPU actors), each loading the models
-once, and owns the run's event queue and cancel flag. RayPagePass replaces PagePass.run: this process
+once, refuses them unless each runs this computer's software and models (check_workers: its pages would
+not have a local run's bytes), and owns the run's event queue and cancel flag. RayPagePass replaces PagePass.run: this process
 prepares the pages in order as a local run does (decode, G, retrieval and canvas on the Lookahead's helper
 thread, a few pages ahead per worker; the resume and variation decisions of PagePass._job), sends each page
 to an idle worker, relays the workers' events to `emit` while it waits (ray.wait), and writes each page as
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.core.errors import ColorFlowError, InputError, RunStopped
-from engine.core.events import Cancelled, Notice, PageDone
+from engine.core.events import Cancelled, Notice, PageDone, Progress
 from engine.core.options import Procedure
 from engine.models.sources import MODEL_SOURCE_NAMES
 from engine.pipelines.chapter_pages import Lookahead, PagePass, _Job, _StageClock, failure_reason
-from engine.pipelines.ray_cluster import actor_resources, connect, import_ray
+from engine.pipelines.ray_cluster import WAITING, actor_resources, connect, import_ray
+from engine.pipelines.ray_identity import identity_differences, software_and_models
 from engine.pipelines.ray_workers import CancelFlag, PagePayload, PageWorker, WorkerSpec
 
 AHEAD_PER_WORKER = 2  # pages prepared ahead of the workers, per worker
@@ -81,6 +83,7 @@ class RayExecutor:
             worker = ray.remote(PageWorker).options(**resources, max_restarts=0, max_task_retries=0)
             self.actors = [worker.remote(self.spec) for _ in range(count)]
             self.devices = ray.get([actor.ready.remote() for actor in self.actors])
+            self.check_workers(software_and_models(self.spec.models))  # refused: stopped below, as a failed load
         except BaseException as exc:
             self.__exit__(None, None, None)
             cause = getattr(exc, "cause", None)
@@ -91,6 +94,15 @@ class RayExecutor:
                 raise ColorFlowError(f"a Ray worker could not load the models: {reason}") from exc
             raise
         return self
+
+    def check_workers(self, expected: dict[str, str]) -> None:
+        """Every live worker's identity (PageWorker.identity) against `expected` (this computer's
+        ray_identity.software_and_models): ColorFlowError with one line per item and node that differs. It only
+        raises: the workers keep running (__enter__ stops them)."""
+        identities = import_ray().get([self.actors[number].identity.remote() for number in self.live()])
+        lines = [line for identity in identities for line in identity_differences(expected, identity)]
+        if lines:
+            raise ColorFlowError("\n".join(dict.fromkeys(lines)))  # two workers of one node: said once
 
     def __exit__(self, *exc) -> None:
         ray = import_ray()
@@ -128,6 +140,13 @@ class RayPagePass(PagePass):
     """PagePass with the pages colored on `executor`'s workers (see the module doc)."""
 
     executor: Any = None  # RayExecutor, entered
+
+    def _prepare(self, index: int, inputs: tuple, stopped) -> Any:
+        """A page is prepared ahead of the workers: once ready it says it waits for one (the app's Queue shows
+        that, not a retrieval that ended long ago)."""
+        ready = super()._prepare(index, inputs, stopped)
+        self.emit(Progress(WAITING, 0, 1, self.chapter.sources[index].name))
+        return ready
 
     def run(self, order: list[int]) -> None:
         ray, executor = import_ray(), self.executor
