@@ -214,10 +214,15 @@ class ReferencePanel(QWidget):
             if row < len(picks) and rank < len(picks[row]):
                 pick = picks[row][rank]
                 pinned = "\npinned" if pick["pinned"] else ""
-                button.setToolTip(
-                    f"{patch_name(pick['ref'], pick['patch'])}, picked for the {region_name(region)}\n"
-                    f"similarity {pick['score']:.4f} (cosine){pinned}\n{PATCH_HELP}\nP pin · R reject · right-click for more"
-                )
+                if pick["patch"] == REGION:  # drawn by the user: no retrieval, so no similarity to show
+                    button.setToolTip(f"{patch_name(pick['ref'], pick['patch'])}, pinned for the {region_name(region)} "
+                                      "(a region pin: placed ahead of retrieval; Edit ▸ Undo removes it)\n"
+                                      "right-click: pin or reject its whole reference")
+                else:
+                    button.setToolTip(
+                        f"{patch_name(pick['ref'], pick['patch'])}, picked for the {region_name(region)}\n"
+                        f"similarity {pick['score']:.4f} (cosine){pinned}\n{PATCH_HELP}\nP pin · R reject · "
+                        "right-click for more")
                 button.setEnabled(True)
                 if (pick["ref"], pick["patch"]) == self._selected and selected_button is None:
                     selected_button = button
@@ -240,7 +245,8 @@ class ReferencePanel(QWidget):
             if row < len(self._picks) and rank < len(self._picks[row]):
                 pick = self._picks[row][rank]
                 state = self._page_states.get((pick["ref"], pick["patch"])) or ("pin" if pick["pinned"] else None)
-                icon = marked_icon(self._patch_pixmaps[row][rank], state, self._cell_width, pick["score"])
+                score = None if pick["patch"] == REGION else pick["score"]  # a region pin has no similarity
+                icon = marked_icon(self._patch_pixmaps[row][rank], state, self._cell_width, score)
                 button.setIcon(icon)
                 button.setIconSize(icon_size(icon))
             else:

@@ -181,6 +181,7 @@ def test_the_references_panel_takes_a_region_pick(qtbot):
     pytest.importorskip("PySide6")
     from PySide6.QtGui import QPixmap
 
+    from app.patch_views import SIMILARITY_BAR
     from app.reference_panel import ReferencePanel
 
     region = {"ref": "/refs/sheet.png", "patch": "region", "box": [30, 40, 180, 180], "score": 0.0, "pinned": True}
@@ -189,7 +190,11 @@ def test_the_references_panel_takes_a_region_pick(qtbot):
     qtbot.addWidget(panel)
     thumb = QPixmap(64, 96)
     panel.set_page_picks([[region, retrieved, retrieved]] + [[retrieved] * 3] * 3, [[thumb] * 3] * 4, {})
-    assert panel.patch_buttons[("TL", 0)].toolTip().startswith("your region of sheet.png, picked for the top-left region")
+    said = panel.patch_buttons[("TL", 0)].toolTip()
+    assert said.startswith("your region of sheet.png, pinned for the top-left region (a region pin") and "similarity" not in said
+    # no similarity bar under a region pin's thumbnail (its 0 would read as a bad match): a retrieved pick's is taller
+    heights = [panel.patch_buttons[("TL", rank)].iconSize().height() for rank in (0, 1)]
+    assert heights[1] - heights[0] == SIMILARITY_BAR + 2
     seen = []
     panel.choice_requested.connect(lambda target, state, chapter: seen.append((target, state, chapter)))
     for action in panel.patch_menu(0, 0).actions():
