@@ -219,10 +219,8 @@ class ReferencePanel(QWidget):
                                       "(a region pin: placed ahead of retrieval; Edit ▸ Undo removes it)\n"
                                       "right-click: pin or reject its whole reference")
                 else:
-                    button.setToolTip(
-                        f"{patch_name(pick['ref'], pick['patch'])}, picked for the {region_name(region)}\n"
-                        f"similarity {pick['score']:.4f} (cosine){pinned}\n{PATCH_HELP}\nP pin · R reject · "
-                        "right-click for more")
+                    button.setToolTip(f"{patch_name(pick['ref'], pick['patch'])}, picked for the {region_name(region)}\n"
+                                      f"similarity {pick['score']:.4f} (cosine){pinned}\n{PATCH_HELP}\nP pin · R reject · right-click for more")
                 button.setEnabled(True)
                 if (pick["ref"], pick["patch"]) == self._selected and selected_button is None:
                     selected_button = button

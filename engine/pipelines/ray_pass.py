@@ -2,13 +2,13 @@
 
 How it works: RayExecutor (a context manager, one per run, shared by every chapter of it) connects
 (ray_cluster.connect), starts one PageWorker actor per GPU Ray sees (or CPU actors), each loading the models
-once, refuses them unless each runs this computer's software and models (check_workers: its pages would
-not have a local run's bytes), and owns the run's event queue and cancel flag. RayPagePass replaces PagePass.run: this process
-prepares the pages in order as a local run does (decode, G, retrieval and canvas on the Lookahead's helper
-thread, a few pages ahead per worker; the resume and variation decisions of PagePass._job), sends each page
-to an idle worker, relays the workers' events to `emit` while it waits (ray.wait), and writes each page as
-its result comes back, in whatever order (PagePass._write: atomic file, project saved here only, PageDone,
-its info["worker"] the number of the worker that colored it).
+once, refuses them unless each runs this computer's software and models (check_workers: else its pages would
+not have a local run's bytes), and owns the run's event queue and cancel flag. RayPagePass replaces
+PagePass.run: this process prepares the pages in order as a local run does (decode, G, retrieval and canvas on
+the Lookahead's helper thread, a few pages ahead per worker; the resume and variation decisions of
+PagePass._job), sends each page to an idle worker, relays the workers' events to `emit` while it waits
+(ray.wait), and writes each page as its result comes back, in whatever order (PagePass._write: atomic file,
+project saved here only, PageDone, its info["worker"] the number of the worker that colored it).
 A page whose worker died (RayActorError) goes to another worker, up to `max_retries` times, then fails
 ("worker lost") and the run goes on without that worker; a page's own error (RayTaskError) fails that page
 with the worker's reason. Cancel sets the flag: every worker stops within one denoising step, pages not
@@ -97,12 +97,13 @@ class RayExecutor:
 
     def check_workers(self, expected: dict[str, str]) -> None:
         """Every live worker's identity (PageWorker.identity) against `expected` (this computer's
-        ray_identity.software_and_models): ColorFlowError with one line per item and node that differs. It only
-        raises: the workers keep running (__enter__ stops them)."""
+        ray_identity.software_and_models): ColorFlowError with one sentence per item and node that differs, in
+        one line (the CLI and the app print an error's newlines escaped). It only raises: the workers keep
+        running (__enter__ stops them)."""
         identities = import_ray().get([self.actors[number].identity.remote() for number in self.live()])
         lines = [line for identity in identities for line in identity_differences(expected, identity)]
         if lines:
-            raise ColorFlowError("\n".join(dict.fromkeys(lines)))  # two workers of one node: said once
+            raise ColorFlowError(". ".join(dict.fromkeys(lines)))  # two workers of one node: said once
 
     def __exit__(self, *exc) -> None:
         ray = import_ray()

@@ -121,6 +121,15 @@ class PageWorker:
             raise self.error
         return self.device
 
+    def identity(self) -> dict[str, str]:
+        """What makes this worker's pixels (ray_identity.software_and_models of its models), its node's
+        `hostname` and its `device`: the executor compares it with the driver's before any page goes out."""
+        import socket
+
+        from engine.pipelines.ray_identity import software_and_models
+
+        return {**software_and_models(self.spec.models), "hostname": socket.gethostname(), "device": self.device}
+
     def color(self, payload: PagePayload, events, cancel_flag) -> tuple[Any, list[str]]:
         """ICP + GSRP of one page (run_guard.color_with_memory_retry): (the final image, its notes).
         Its events go on `events`; colorize.Interrupted when `cancel_flag` is set (within one step)."""
