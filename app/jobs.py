@@ -87,7 +87,7 @@ class RejectedPatch:
 
     ref: str
     patch: str | None  # None: the whole reference
-    scope: str  # "page" or "chapter"
+    scope: str  # "page", "chapter" or "series" (the linked series library's, for the whole series)
     thumb: Image.Image | None
 
 
@@ -167,14 +167,22 @@ def retrieve_view(session: EngineSession, document: ChapterDocument, index: int,
 
 
 def rejected_patches(retriever, document: ChapterDocument, page: str, size) -> list[RejectedPatch]:
-    """The page's own rejects then the chapter's, each with a thumbnail of what was rejected."""
+    """The page's own rejects, the chapter's, then the linked series library's, each with a thumbnail of what
+    was rejected."""
     from engine.core.errors import ColorFlowError
     from engine.rap.retrieval import Candidate
 
+    from .series_sync import linked_library
+
     curation = document.project.curation
     page_rejects = curation.pages[page].rejects if page in curation.pages else []
+    try:
+        library = linked_library(document.project)
+    except (ColorFlowError, OSError):
+        library = None  # the Series dock says why it cannot be read
+    series_rejects = library.choices().rejects if library is not None else []
     entries = []
-    for scope, targets in (("page", page_rejects), ("chapter", curation.chapter.rejects)):
+    for scope, targets in (("page", page_rejects), ("chapter", curation.chapter.rejects), ("series", series_rejects)):
         for target in targets:
             patch = target.patch or "full"
             box = reference_boxes(size)[REFERENCE_PATCHES.index(patch)] if patch in REFERENCE_PATCHES else None

@@ -1,6 +1,6 @@
 """Reference panel: the chapter's references; for the current page the patches RAP picked per
 region of the page (similarity bars, a large preview on hover), pin/reject for this page or the
-chapter, and the Rejected list with restore."""
+chapter, and the Rejected list (app/rejected_list.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from engine.rap.curation import Target
 from .choice_menus import choice_menu
 from .patch_views import MIN_THUMB, PatchPreview, cell_width, icon_size, marked_icon
 from .reference_levels import ReferenceLevels, blank
+from .rejected_list import RejectedListMixin
 from .vocabulary import PATCH_HELP, REGION, patch_name, region_name, short_name
 
 REGIONS = ("TL", "TR", "BL", "BR")
@@ -43,7 +44,7 @@ PANEL_MARGINS = 130  # px of the panel's width beside 3 thumbnails: frames, spac
 NEED_CHAPTER = "Open a chapter first (File ▸ Open chapter folder… or Open CBZ/ZIP…)"
 
 
-class ReferencePanel(QWidget):
+class ReferencePanel(RejectedListMixin, QWidget):
     """Emits `choice_requested(target, state, whole_chapter)` (state "pin", "reject" or None)
     and `patch_hovered(region, rank)` ((-1, -1) when the pointer leaves)."""
 
@@ -120,7 +121,7 @@ class ReferencePanel(QWidget):
         picks_layout.addLayout(options)
         picks_layout.addLayout(actions)
 
-        rejected_box = QGroupBox("Rejected (this page and whole chapter)")
+        rejected_box = QGroupBox("Rejected (this page, chapter and series)")
         self.rejected = QListWidget()
         self.rejected.setIconSize(QSize(2 * MIN_THUMB // 3, MIN_THUMB))
         self.rejected.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -251,43 +252,6 @@ class ReferencePanel(QWidget):
                 button.setIcon(QIcon())
                 button.setIconSize(QSize(self._cell_width, self._cell_width))
 
-    def _set_rejected(self, rejected: list, thumbs: list[QPixmap | None]) -> None:
-        self.rejected.clear()
-        self._rejected_thumbs = thumbs + [None] * (len(rejected) - len(thumbs))
-        for entry, thumb in zip(rejected, self._rejected_thumbs):
-            scope = "this page" if entry.scope == "page" else "whole chapter"
-            name = patch_name(entry.ref, entry.patch)
-            item = QListWidgetItem(f"{name}  ({scope})")
-            if thumb is not None and not thumb.isNull():
-                item.setIcon(marked_icon(thumb, "reject", 2 * MIN_THUMB // 3, minimum=0))
-            item.setData(Qt.ItemDataRole.UserRole, (entry.ref, entry.patch, entry.scope))
-            item.setToolTip(f"{entry.ref}\n{name}, rejected for {scope}: Restore (or double-click) allows it again")
-            self.rejected.addItem(item)
-            if self._selected is not None and Target(entry.ref, entry.patch).matches(*self._selected) \
-                    and self.rejected.currentItem() is None:
-                self.rejected.setCurrentItem(item)
-
-    def rejected_menu(self, item: QListWidgetItem) -> QMenu:
-        """Restore a rejected patch, or pin it instead, at the scope it was rejected for."""
-        ref, patch, scope = item.data(Qt.ItemDataRole.UserRole)
-        name, chapter = patch_name(ref, patch), scope == "chapter"
-        menu = QMenu(self)
-        menu.addAction(f"Restore {name}", lambda: self.restore(item))
-        menu.addAction(f"Pin {name} instead", lambda: self.choice_requested.emit(Target(ref, patch), "pin", chapter))
-        return menu
-
-    def _show_rejected_menu(self, position) -> None:
-        item = self.rejected.itemAt(position)
-        if item is not None:
-            self.rejected.setCurrentItem(item)
-            self._select_rejected(item)
-            self.rejected_menu(item).exec(self.rejected.viewport().mapToGlobal(position))
-
-    def _preview_rejected(self, item: QListWidgetItem) -> None:
-        thumb = self._rejected_thumbs[self.rejected.row(item)]
-        if thumb is not None and not thumb.isNull():
-            self.preview.show_beside(thumb, item.text(), self.rejected)
-
     def clear_page(self) -> None:
         self.set_page_picks([], [], {})
 
@@ -298,13 +262,6 @@ class ReferencePanel(QWidget):
         self.rejected.setCurrentItem(None)
         pick = self._picks[row][rank] if row < len(self._picks) and rank < len(self._picks[row]) else None
         self._selected = (pick["ref"], pick["patch"]) if pick else None
-        self._update_enabled()
-
-    def _select_rejected(self, item: QListWidgetItem) -> None:
-        for button in self.patch_buttons.values():
-            button.setChecked(False)
-        ref, patch, _scope = item.data(Qt.ItemDataRole.UserRole)
-        self._selected = (ref, patch or "full")
         self._update_enabled()
 
     def _update_enabled(self) -> None:
@@ -329,22 +286,13 @@ class ReferencePanel(QWidget):
     def _apply_to_selection(self, state: str | None) -> None:
         item = self.rejected.currentItem()
         if item is not None and self.selected_pick() is None:
-            ref, patch, scope = item.data(Qt.ItemDataRole.UserRole)  # rejecting it again: the window says so
-            self.choice_requested.emit(Target(ref, patch), state, scope == "chapter")
+            self.choose_at_scope(item, state)  # rejecting it again: the window says so
             return
         pick = self.selected_pick()
         if pick is not None:
             whole = self.extent.currentIndex() == 1 or pick["patch"] == REGION  # a region pin: its reference
             target = Target(pick["ref"], None if whole else pick["patch"])
             self.choice_requested.emit(target, state, self.scope.currentIndex() == 1)
-
-    def restore(self, item: QListWidgetItem | None) -> None:
-        """Allow a rejected target again, at the scope it was rejected for."""
-        if item is None:
-            return
-        ref, patch, scope = item.data(Qt.ItemDataRole.UserRole)
-        self._selected = (ref, patch or "full")
-        self.choice_requested.emit(Target(ref, patch), None, scope == "chapter")
 
     # --- hover: a patch and its tile in the canvas ---------------------------------------
     def eventFilter(self, watched, event) -> bool:

@@ -235,7 +235,6 @@ class EngineWorker(QObject):
         if group is None:
             return False
         for job_id in group.live():
-            self._group_of.pop(job_id, None)
             cancelled = group.token.page_cancelled(group.page_of(job_id))
             self._end_page_job(group, job_id, *((self.job_cancelled,) if cancelled else (ended, *args)))
         for job_id in group.ids.values():

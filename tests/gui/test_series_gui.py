@@ -229,6 +229,41 @@ def test_a_whole_series_reject_made_in_the_window_is_saved_in_the_library_file(q
     close(qtbot, window)
 
 
+def test_a_series_reject_is_listed_as_such_and_restoring_it_takes_it_out_of_the_library_undoably(
+        qtbot, offline, tmp_path):
+    """The Rejected list shows what the linked library rejects ("whole series"), after the page's and the chapter's;
+    Restore allows it again in the library file (not the chapter's curation), and Undo puts the reject back."""
+    from app import jobs
+    from engine.core.geometry import WorkSize
+
+    library, files = series_library(tmp_path, [_image(tmp_path / "lib" / "hero.png", 60, "RGB")])
+    hero = str(library.folder / files[0])
+    library.set_choice(Target(hero), "reject")
+    library.save()
+    mine = _image(tmp_path / "refs" / "mine.png", 10, "RGB")
+    chapter, project = colored_chapter(tmp_path, [mine])
+    link(project, library)
+    window = open_window(qtbot, offline, chapter)
+    window.document.project.set_choice(Target(str(mine)), "reject")  # the chapter's own, listed before
+
+    class NoThumbnails:  # the list shows entries without a picture when a thumbnail cannot be made
+        def reference_patch(self, *_args):
+            raise OSError("no models here")
+
+    entries = jobs.rejected_patches(NoThumbnails(), window.document, "2.png", WorkSize(256, 384))
+    assert [(e.ref, e.patch, e.scope) for e in entries] == [(str(mine), None, "chapter"), (hero, None, "series")]
+    panel = window.reference_panel
+    panel.set_page_picks([], [], {}, entries)
+    texts = [panel.rejected.item(row).text() for row in range(panel.rejected.count())]
+    assert texts == ["all patches of mine.png  (whole chapter)", "all patches of hero.png  (whole series)"]
+    panel.restore(panel.rejected.item(1))
+    assert library_state(library.folder)[0]["curation"] == {"pins": [], "rejects": []}
+    assert window.document.project.curation.chapter.rejects == [Target(str(mine))]  # the chapter's untouched
+    window.undo_stack.undo()
+    assert library_state(library.folder)[0]["curation"]["rejects"] == [{"ref": files[0], "patch": None}]
+    close(qtbot, window)
+
+
 def test_accepting_in_a_linked_chapter_copies_the_page_into_the_library_and_undo_takes_it_out(qtbot, offline, tmp_path):
     library, _ = series_library(tmp_path, [])
     chapter, project = colored_chapter(tmp_path)
