@@ -276,9 +276,11 @@ def test_pages_cancelled_on_their_own_stop_or_never_go_out_and_the_others_finish
 
 
 def test_a_worker_killed_mid_run_leaves_every_page_written_exactly_once(chapter, driver, executor, local, tmp_path,
-                                                                        ray_local):
+                                                                        ray_local, monkeypatch):
     """The worker that wrote the first page is killed before it gets the next one (its next call dies):
-    that page goes to the other worker; every page written once, with the local bytes. Near the end: it kills one."""
+    that page goes to the other worker; every page written once, with the local bytes. Near the end: it kills one
+    (no replacement here: the next test is about replacements)."""
+    monkeypatch.setattr(executor, "replacements", 0)
     killed = []
 
     def kill_first_worker(event):
@@ -299,6 +301,36 @@ def test_a_worker_killed_mid_run_leaves_every_page_written_exactly_once(chapter,
     assert executor.workers == 1
 
 
+def test_a_lost_worker_is_replaced_and_the_new_one_colors_the_pages_left(chapter, driver, executor, local, tmp_path,
+                                                                         ray_local):
+    """Every live worker is killed once the first page is written: with no worker left the run does not stop, it
+    waits for the workers started in the lost ones' places (each loads the models), which color every page left,
+    each once, with the local bytes. Near the end: the replacements are live when it ends."""
+    killed: list[int] = []
+
+    def kill_live_workers(event):
+        if isinstance(event, PageDone) and not killed:
+            for number in executor.live():
+                kill_and_wait(ray_local, executor.actors[number])
+                killed.append(number)
+
+    before = list(executor.actors)
+    report, events, written = run(chapter, driver, tmp_path / "out", settings(), executor=executor,
+                                  emit=kill_live_workers, only=FOUR)
+    assert killed and sorted(report.done) == sorted(FOUR) and not report.failed
+    assert Counter(e.page for e in of(events, PageDone)) == Counter(FOUR)  # each page once
+    assert written == {name: local[0][name] for name in WRITTEN[:4]}
+    starting = [e for e in of(events, Notice) if "is starting in place of lost worker" in e.message]
+    joined = [e for e in of(events, Notice) if "took lost worker" in e.message]
+    assert len(starting) == len(killed) and 1 <= len(joined) <= len(killed)
+    after_kill = [e.info["worker"] for e in of(events, PageDone)[1:]]
+    assert after_kill and set(after_kill) <= set(killed)  # colored by the new workers, in the lost ones' places
+    while executor.starting:  # a second replacement may still be loading: let it in, so the next test has it
+        ready, _ = ray_local.wait(list(executor.starting), num_returns=1, timeout=60)
+        assert ready and executor.revive(ready[0])[1] is None
+    assert all(executor.actors[n] is not before[n] for n in killed) and set(killed) <= set(executor.live())
+
+
 def kill_and_wait(ray, actor) -> None:
     """Kill a worker and wait until Ray says it is dead (so the run's next call to it surely fails)."""
     ray.kill(actor, no_restart=True)
@@ -317,6 +349,7 @@ def test_a_page_whose_worker_is_lost_past_the_retries_fails_and_no_worker_left_s
     that wrote it) fails naming the lost worker; with no worker left the run stops (RunStopped) with the
     written pages kept and the pages never sent still pending. Last: it leaves no worker."""
     monkeypatch.setattr(executor, "max_retries", 0)
+    monkeypatch.setattr(executor, "replacements", 0)
 
     def kill_every_worker(event):
         if isinstance(event, PageDone) and executor.workers:

@@ -1,7 +1,7 @@
 """bench pages --ray: pages per hour of one process vs Ray workers on the same chapter, and the scaling efficiency.
 
 The same generated chapter is colored twice with our settings and the same chapter loop (colorize_chapter):
-once in this process, once with its pages colored by Ray workers (engine.pipelines.ray_pass.RayExecutor; the
+once in this process, once with its pages colored by Ray workers (engine.pipelines.ray_executor.RayExecutor; the
 pages prepared and retrieved here, as every --ray run does). Each run has its own empty caches; model loading
 and the workers' start are timed apart, not counted. Scaling efficiency = Ray pages/hour / (workers x local
 pages/hour): 1.0 when each worker adds a whole process's throughput.

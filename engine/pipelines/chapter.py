@@ -208,7 +208,7 @@ def colorize_chapter(
     from it (never from its own accepted result) under the series' pins and rejects; without one, from
     `references`. Accepted pages are kept as they are (skipped, with a Notice) unless `again`. Every
     variation records what it was retrieved from (made_with["retrieval"]: reference_pool.retrieval_record).
-    With an `executor` (ray_pass.RayExecutor, entered) pass 2's pages are colored on its Ray workers
+    With an `executor` (ray_executor.RayExecutor, entered) pass 2's pages are colored on its Ray workers
     (ray_pass.RayPagePass); runs Ray cannot reproduce are refused first (InputError)."""
     cancel = cancel or CancelToken()
     settings.check()

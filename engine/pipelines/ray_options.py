@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from engine.core.options import RunSettings
-    from engine.pipelines.ray_pass import RayExecutor
+    from engine.pipelines.ray_executor import RayExecutor
     from engine.pipelines.settings import PipelineSettings
 
 
@@ -14,7 +14,7 @@ def ray_executor(options: RunSettings, settings: PipelineSettings) -> RayExecuto
     """The RayExecutor of `options` (--ray ADDRESS, --workers N, the load-time options each worker loads its
     models with) and their pipeline `settings` (working size, decode); not started: use it in a `with` block."""
     from engine.core.options import AUTO_STYLE
-    from engine.pipelines.ray_pass import RayExecutor
+    from engine.pipelines.ray_executor import RayExecutor
     from engine.pipelines.ray_workers import WorkerSpec
 
     first = None if options.input_style == AUTO_STYLE else str(options.input_style)  # auto: with the first page

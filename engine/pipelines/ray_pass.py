@@ -1,17 +1,16 @@
 """Pass 2 of a chapter on Ray actors: pages prepared here, colored on the workers, written here as they come back.
 
-How it works: RayExecutor (a context manager, one per run, shared by every chapter of it) connects
-(ray_cluster.connect), starts one PageWorker actor per GPU Ray sees (or CPU actors), each loading the models
-once, refuses them unless each runs this computer's software and models (check_workers: else its pages would
-not have a local run's bytes), and owns the run's event queue and cancel flag. RayPagePass replaces
-PagePass.run: this process prepares the pages in order as a local run does (decode, G, retrieval and canvas on
-the Lookahead's helper thread, a few pages ahead per worker; the resume and variation decisions of
-PagePass._job), sends each page to an idle worker, relays the workers' events to `emit` while it waits
-(ray.wait), and writes each page as its result comes back, in whatever order (PagePass._write: atomic file,
-project saved here only, PageDone, its info["worker"] the number of the worker that colored it).
+How it works: the run's workers are a RayExecutor (ray_executor: started once per run, checked against this
+computer's software and models, lost ones replaced). RayPagePass replaces PagePass.run: this process prepares
+the pages in order as a local run does (decode, G, retrieval and canvas on the Lookahead's helper thread, a few
+pages ahead per worker; the resume and variation decisions of PagePass._job), sends each page to an idle worker,
+relays the workers' events to `emit` while it waits (ray.wait), and writes each page as its result comes back,
+in whatever order (PagePass._write: atomic file, project saved here only, PageDone, its info["worker"] the
+number of the worker that colored it).
 A page whose worker died (RayActorError) goes to another worker, up to `max_retries` times, then fails
-("worker lost") and the run goes on without that worker; a page's own error (RayTaskError) fails that page
-with the worker's reason. Cancel sets the flag: every worker stops within one denoising step, pages not
+("worker lost") and the run goes on; a new worker starts in the lost one's place and takes pages once ready
+(with none live, the run waits for it). A page's own error (RayTaskError) fails that page with the worker's
+reason. Cancel sets the flag: every worker stops within one denoising step, pages not
 written go back to pending, Cancelled is emitted. One page cancelled on its own (CancelToken.cancel_page: the
 app's queue) is skipped if it has not gone out, else its worker stops it within a step; it goes back to
 pending, Cancelled(page) is emitted and the run goes on. Why Ray core actors and not Ray Data's map_batches (the
@@ -21,19 +20,20 @@ page's call in hand. Refused up front: --procedure official and --batch-pages > 
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from engine.core.errors import ColorFlowError, InputError, RunStopped
+from engine.core.errors import InputError, RunStopped
 from engine.core.events import Cancelled, Notice, PageDone, Progress
 from engine.core.options import Procedure
-from engine.models.sources import MODEL_SOURCE_NAMES
 from engine.pipelines.chapter_pages import Lookahead, PagePass, _Job, _StageClock, failure_reason
-from engine.pipelines.ray_cluster import WAITING, actor_resources, connect, import_ray
-from engine.pipelines.ray_identity import identity_differences, software_and_models
-from engine.pipelines.ray_workers import CancelFlag, PagePayload, PageWorker, WorkerSpec
+from engine.pipelines.ray_cluster import WAITING, import_ray
+from engine.pipelines.ray_executor import REPLACEMENT_START_S, RayExecutor
+from engine.pipelines.ray_workers import PagePayload
+
+__all__ = ["RayExecutor", "RayPagePass", "check_ray_settings"]  # RayExecutor: where callers have always found it
 
 AHEAD_PER_WORKER = 2  # pages prepared ahead of the workers, per worker
 WAIT_S = 0.05  # how often the workers' events are relayed while none of them returns
@@ -48,82 +48,6 @@ def check_ray_settings(settings) -> None:
     if settings.batch_pages > 1:
         raise InputError("--ray colors one page per worker call: drop --batch-pages (the workers color pages side "
                          "by side instead), or run without --ray")
-
-
-class RayExecutor:
-    """The run's Ray workers (see the module doc): `with RayExecutor(spec) as executor:`; `workers` the
-    live ones, `actors` every one started (a lost one stays at its index)."""
-
-    def __init__(self, spec: WorkerSpec, *, address: str | None = None, workers: int | None = None,
-                 max_retries: int = 2) -> None:
-        if spec.models not in MODEL_SOURCE_NAMES:  # a folder: this absolute path on every node (each its own copy)
-            spec = replace(spec, models=str(Path(spec.models).expanduser().resolve()))
-        self.spec, self.address, self.requested, self.max_retries = spec, address, workers, max_retries
-        self.actors: list = []
-        self.lost: set[int] = set()
-        self.devices: list[str] = []
-        self.events = self.flag = None
-
-    @property
-    def workers(self) -> int:
-        return len(self.actors) - len(self.lost)
-
-    def live(self) -> list[int]:
-        return [number for number in range(len(self.actors)) if number not in self.lost]
-
-    def __enter__(self) -> RayExecutor:
-        connect(self.address)
-        ray = import_ray()
-        from ray.util.queue import Queue
-
-        count, resources = actor_resources(self.requested, cpu_only=self.spec.device == "cpu")
-        try:
-            self.events = Queue(actor_options={"num_cpus": 0})
-            self.flag = ray.remote(CancelFlag).options(num_cpus=0).remote()
-            worker = ray.remote(PageWorker).options(**resources, max_restarts=0, max_task_retries=0)
-            self.actors = [worker.remote(self.spec) for _ in range(count)]
-            self.devices = ray.get([actor.ready.remote() for actor in self.actors])
-            self.check_workers(software_and_models(self.spec.models))  # refused: stopped below, as a failed load
-        except BaseException as exc:
-            self.__exit__(None, None, None)
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, ColorFlowError):
-                raise cause from None  # the models' own error (a bad folder, a failed check)
-            if isinstance(exc, ray.exceptions.RayError):
-                reason = failure_reason(cause) if isinstance(cause, Exception) else str(exc).splitlines()[0]
-                raise ColorFlowError(f"a Ray worker could not load the models: {reason}") from exc
-            raise
-        return self
-
-    def check_workers(self, expected: dict[str, str]) -> None:
-        """Every live worker's identity (PageWorker.identity) against `expected` (this computer's
-        ray_identity.software_and_models): ColorFlowError with one sentence per item and node that differs, in
-        one line (the CLI and the app print an error's newlines escaped). It only raises: the workers keep
-        running (__enter__ stops them)."""
-        identities = import_ray().get([self.actors[number].identity.remote() for number in self.live()])
-        lines = [line for identity in identities for line in identity_differences(expected, identity)]
-        if lines:
-            raise ColorFlowError(". ".join(dict.fromkeys(lines)))  # two workers of one node: said once
-
-    def __exit__(self, *exc) -> None:
-        ray = import_ray()
-        for actor in [*self.actors, self.flag]:
-            if actor is not None:
-                ray.kill(actor)
-        if self.events is not None:
-            ray.kill(self.events.actor)
-        self.actors, self.events, self.flag = [], None, None
-        self.lost.clear()  # no worker left to count
-
-    def lose(self, number: int) -> None:
-        """Worker `number` died (or is unreachable): no more pages for it, in this run or the next."""
-        self.lost.add(number)
-        import_ray().kill(self.actors[number])
-
-    def drain(self) -> list:
-        """The workers' events queued so far, in order."""
-        size = self.events.size()
-        return self.events.get_nowait_batch(size) if size else []
 
 
 @dataclass
@@ -168,14 +92,20 @@ class RayPagePass(PagePass):
                 if self.cancel.cancelled:
                     self._stop(next((self.chapter.sources[i].name for i in rest), None))
                     return
-                if not self._flights:
-                    if self._retry or rest:
-                        self._no_worker_left(rest)
+                if not self._flights and not (self._retry or rest):
                     return
-                ready, _ = ray.wait(list(self._flights), num_returns=1, timeout=WAIT_S)
+                if not self._flights and not executor.starting:
+                    self._no_worker_left(rest)
+                ready, _ = ray.wait([*self._flights, *executor.starting], num_returns=1, timeout=WAIT_S)
                 self._relay()
                 for ref in ready:
-                    self._outcome(ref, self._flights.pop(ref))
+                    if ref in executor.starting:
+                        self._joined(ref)
+                    else:
+                        self._outcome(ref, self._flights.pop(ref))
+                for ref in executor.overdue(time.monotonic()):
+                    self.emit(Notice(f"the Ray worker started in place of worker {executor.give_up(ref)} was not "
+                                     f"ready after {REPLACEMENT_START_S} s (no free GPU in the cluster?): given up"))
         finally:
             ahead.close()
             if self._flights:  # stopped by an error here (a full disk, Ctrl+C): the workers stop too
@@ -221,6 +151,15 @@ class RayPagePass(PagePass):
         ref = executor.actors[worker].color.remote(payload, executor.events, executor.flag)
         self._flights[ref] = _Flight(job, worker, _StageClock(self.emit), lost)
 
+    def _joined(self, ref) -> None:
+        """A worker started in a lost one's place is ready (its next page goes to it), or could not start."""
+        number, problem = self.executor.revive(ref)
+        if problem is None:
+            self._idle.append(number)
+            self.emit(Notice(f"a new Ray worker took lost worker {number}'s place"))
+        else:
+            self.emit(Notice(f"the Ray worker started in place of worker {number} could not start: {problem}"))
+
     def _stop_cancelled_pages(self) -> None:
         """Pages cancelled on their own while on a worker: that worker stops them within a step."""
         for flight in self._flights.values():
@@ -252,6 +191,9 @@ class RayPagePass(PagePass):
             lost = flight.lost + 1
             if self.cancel.cancelled:
                 return False
+            if self.executor.replace(flight.worker):
+                self.emit(Notice(f"a new Ray worker is starting in place of lost worker {flight.worker} (it loads "
+                                 "the models first)", job.name))
             if self.cancel.page_cancelled(job.name):
                 self._page_cancelled(job)
                 return True

@@ -147,7 +147,7 @@ class EngineSession:
         """RAP -> ICP -> GSRP for the given pages (all when None); returns the ChapterReport. With
         `again`, each page gets a new variation beside its others (global settings untouched); with a
         `pool` (reference_pool.build_pool), pages are retrieved from it under the series' choices. With an
-        `executor` (ray_pass.RayExecutor, entered), or `settings.ray` set (the session's own workers, kept
+        `executor` (ray_executor.RayExecutor, entered), or `settings.ray` set (the session's own workers, kept
         across runs: ray_session), the pages are colored on Ray workers; this process prepares and writes them."""
         from engine.core.events import Progress
         from engine.pipelines.chapter import colorize_chapter
