@@ -134,6 +134,23 @@ def test_one_actor_per_gpu_ray_sees_else_cpu_actors(ray_local, monkeypatch):
     assert actor_resources(2, cpu_only=True) == (2, {"num_cpus": 1})  # --device cpu: the GPUs are not asked for
 
 
+def test_workers_the_cluster_cannot_place_are_said_not_waited_for_for_ever(ray_local, monkeypatch):
+    """A Ray that counts 2 GPUs it cannot give (here: none exists; on a studio cluster: busy with another job):
+    the workers are never placed; after the start limit the run stops with what to do, instead of hanging."""
+    from engine.pipelines import ray_executor
+    from engine.pipelines.ray_executor import RayExecutor
+    from engine.pipelines.ray_workers import WorkerSpec
+
+    monkeypatch.setattr(ray_local, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 2.0})
+    monkeypatch.setattr(ray_executor, "WORKER_START_S", 1.0)
+    start = time.monotonic()
+    with pytest.raises(ColorFlowError) as refused:
+        RayExecutor(WorkerSpec(models="tiny")).__enter__()
+    assert time.monotonic() - start < 30
+    said = str(refused.value)
+    assert "no Ray worker was ready after 1 s (2 asked for, a GPU each)" in said and "ray status" in said, said
+
+
 def test_a_worker_keeps_its_model_error_for_the_executor(tmp_path):
     """A models folder missing on a worker's machine: the worker keeps the loader's own error and `ready`
     raises it as it was (the executor raises it before any page); nothing is loaded."""

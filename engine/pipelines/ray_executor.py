@@ -24,6 +24,7 @@ from engine.pipelines.ray_identity import identity_differences, software_and_mod
 from engine.pipelines.ray_workers import CancelFlag, PageWorker, WorkerSpec
 
 REPLACEMENT_START_S = 600  # a worker started in a lost one's place and not ready by then is given up
+WORKER_START_S = 600.0  # a worker not ready by then (not placed, or its models still loading) is left out
 
 
 class RayExecutor:
@@ -60,8 +61,8 @@ class RayExecutor:
             self.flag = ray.remote(CancelFlag).options(num_cpus=0).remote()
             worker = self._worker = ray.remote(PageWorker).options(**resources, max_restarts=0, max_task_retries=0)
             self.actors = [worker.remote(self.spec) for _ in range(count)]
-            self.replacements = count
-            self.devices = ray.get([actor.ready.remote() for actor in self.actors])
+            self.devices = self._ready_devices("a GPU" if "num_gpus" in resources else "a CPU")
+            self.replacements = len(self.actors)
             self.check_workers(software_and_models(self.spec.models))  # refused: stopped below, as a failed load
         except BaseException as exc:
             self.__exit__(None, None, None)
@@ -73,6 +74,23 @@ class RayExecutor:
                 raise ColorFlowError(f"a Ray worker could not load the models: {reason}") from exc
             raise
         return self
+
+    def _ready_devices(self, each: str) -> list[str]:
+        """Each worker's device once its models loaded. Workers not ready after WORKER_START_S (the cluster has
+        no free resources for them, e.g. its GPUs busy with another job) are stopped and left out; with none
+        ready, a ColorFlowError says so instead of waiting for ever."""
+        ray = import_ray()
+        calls = {actor.ready.remote(): actor for actor in self.actors}
+        done, waiting = ray.wait(list(calls), num_returns=len(calls), timeout=WORKER_START_S)
+        for call in waiting:
+            ray.kill(calls[call])
+        if not done:
+            raise ColorFlowError(f"no Ray worker was ready after {WORKER_START_S:g} s ({len(calls)} asked for, "
+                                 f"{each} each): the cluster has no free resources for them (`ray status` shows "
+                                 "what is in use), or loading the models takes longer; free them, or give fewer "
+                                 "--workers")
+        self.actors = [actor for call, actor in calls.items() if call in done]  # started in order, kept in order
+        return ray.get([call for call in calls if call in done])
 
     def check_workers(self, expected: dict[str, str]) -> None:
         """Every live worker's identity (PageWorker.identity) against `expected` (this computer's
