@@ -6,7 +6,7 @@ starts the actors, each loading the models once, refuses them unless each runs t
 models (check_workers: else its pages would not have a local run's bytes), and owns the run's event queue and
 cancel flag. A worker that dies is `lose`t; `replace` starts a new one in its place (as many replacements as
 workers started, per executor), which `revive` lets in once its models loaded and it passed the same check;
-ray_pass.RayPagePass sends it pages from then on. One not ready after REPLACEMENT_START_S (the cluster has no
+ray_pass.RayPagePass sends it pages from then on. One not ready after WORKER_START_S (the cluster has no
 free GPU for it) is given up.
 """
 
@@ -23,8 +23,8 @@ from engine.pipelines.ray_cluster import actor_resources, connect, import_ray
 from engine.pipelines.ray_identity import identity_differences, software_and_models
 from engine.pipelines.ray_workers import CancelFlag, PageWorker, WorkerSpec
 
-REPLACEMENT_START_S = 600  # a worker started in a lost one's place and not ready by then is given up
-WORKER_START_S = 600.0  # a worker not ready by then (not placed, or its models still loading) is left out
+# A worker (or a lost one's replacement) not ready by then is left out: not placed, or its models still loading.
+WORKER_START_S = 600.0
 
 
 class RayExecutor:
@@ -92,12 +92,13 @@ class RayExecutor:
         self.actors = [actor for call, actor in calls.items() if call in done]  # started in order, kept in order
         return ray.get([call for call in calls if call in done])
 
-    def check_workers(self, expected: dict[str, str]) -> None:
-        """Every live worker's identity (PageWorker.identity) against `expected` (this computer's
-        ray_identity.software_and_models): ColorFlowError with one sentence per item and node that differs, in
-        one line (the CLI and the app print an error's newlines escaped). It only raises: the workers keep
-        running (__enter__ stops them)."""
-        identities = import_ray().get([self.actors[number].identity.remote() for number in self.live()])
+    def check_workers(self, expected: dict[str, str], numbers: list[int] | None = None) -> None:
+        """Every live worker's identity (or these `numbers`': PageWorker.identity) against `expected` (this
+        computer's ray_identity.software_and_models): ColorFlowError with one sentence per item and node that
+        differs, in one line (the CLI and the app print an error's newlines escaped). It only raises: the
+        workers keep running (__enter__ stops them)."""
+        numbers = self.live() if numbers is None else numbers
+        identities = import_ray().get([self.actors[number].identity.remote() for number in numbers])
         lines = [line for identity in identities for line in identity_differences(expected, identity)]
         if lines:
             raise ColorFlowError(". ".join(dict.fromkeys(lines)))  # two workers of one node: said once
@@ -136,10 +137,7 @@ class RayExecutor:
         number, _since = self.starting.pop(ref)
         try:
             ray.get(ref)
-            differences = identity_differences(software_and_models(self.spec.models),
-                                               ray.get(self.actors[number].identity.remote()))
-            if differences:
-                raise ColorFlowError(". ".join(dict.fromkeys(differences)))
+            self.check_workers(software_and_models(self.spec.models), [number])
         except Exception as exc:
             ray.kill(self.actors[number])
             cause = getattr(exc, "cause", None)
@@ -148,8 +146,8 @@ class RayExecutor:
         return number, None
 
     def overdue(self, now: float) -> list:
-        """The replacements still not ready after REPLACEMENT_START_S (the cluster cannot place them)."""
-        return [ref for ref, (_number, since) in self.starting.items() if now - since > REPLACEMENT_START_S]
+        """The replacements still not ready after WORKER_START_S (the cluster cannot place them)."""
+        return [ref for ref, (_number, since) in self.starting.items() if now - since > WORKER_START_S]
 
     def give_up(self, ref) -> int:
         number, _since = self.starting.pop(ref)

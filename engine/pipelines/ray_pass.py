@@ -30,7 +30,7 @@ from engine.core.events import Cancelled, Notice, PageDone, Progress
 from engine.core.options import Procedure
 from engine.pipelines.chapter_pages import Lookahead, PagePass, _Job, _StageClock, failure_reason
 from engine.pipelines.ray_cluster import WAITING, import_ray
-from engine.pipelines.ray_executor import REPLACEMENT_START_S, RayExecutor
+from engine.pipelines.ray_executor import WORKER_START_S, RayExecutor
 from engine.pipelines.ray_workers import PagePayload
 
 __all__ = ["RayExecutor", "RayPagePass", "check_ray_settings"]  # RayExecutor: where callers have always found it
@@ -105,7 +105,7 @@ class RayPagePass(PagePass):
                         self._outcome(ref, self._flights.pop(ref))
                 for ref in executor.overdue(time.monotonic()):
                     self.emit(Notice(f"the Ray worker started in place of worker {executor.give_up(ref)} was not "
-                                     f"ready after {REPLACEMENT_START_S} s (no free GPU in the cluster?): given up"))
+                                     f"ready after {WORKER_START_S:g} s (no free GPU in the cluster?): given up"))
         finally:
             ahead.close()
             if self._flights:  # stopped by an error here (a full disk, Ctrl+C): the workers stop too
