@@ -1,5 +1,6 @@
-"""Undoable series edits of the window: a whole-series pin/reject (saved in the series library) and a
-reference moved between the chapter and the series library (undo puts the file and the entries back)."""
+"""Undoable series edits of the window: linking the chapter to a series library, a whole-series pin/reject (saved
+in the series library) and a reference moved between the chapter and the series library (undo puts the file and
+the entries back)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,47 @@ from .series_sync import linked_library
 from .vocabulary import choice_verb, patch_name, short_name
 
 MOVED_FOLDER = "references"  # in the project folder: series references moved to the chapter are copied here
+
+
+class LinkSeriesCommand(QUndoCommand):
+    """The chapter joins the library in `folder` as `name`: registered there with the pages accepted so far (their
+    copies written into the library), recorded in the project. Undo gives both files back what they listed
+    before (the accepted copies made by the link deleted, the chapter's earlier link, if any, back)."""
+
+    def __init__(self, document: ChapterDocument, folder: Path, name: str, on_change: Callable[[], None]) -> None:
+        from engine.project.series import SeriesLibrary
+
+        super().__init__(f"Link the chapter to a series as {name}")
+        library = SeriesLibrary.load(folder)  # FileNotFoundError: no library there
+        self.document, self.folder, self.name, self.on_change = document, library.folder, name, on_change
+        self.library_before = library.entries()
+        with document.project.lock:
+            self.previous = dict(document.project.series) if document.project.series else None
+
+    def redo(self) -> None:
+        from engine.project.series import SeriesLibrary
+
+        project, library = self.document.project, SeriesLibrary.load(self.folder)
+        library.register_chapter(self.name)
+        for page, path in project.accepted_pages():  # pages accepted before the link join the library too
+            library.add_accepted(self.name, page, path)
+        library.save()
+        self._link({"folder": str(self.folder), "chapter": self.name})
+
+    def undo(self) -> None:
+        from engine.project.series import SeriesLibrary
+
+        library = SeriesLibrary.load(self.folder)
+        library.put_back(self.library_before, {})
+        library.save()
+        self._link(self.previous)
+
+    def _link(self, series: dict | None) -> None:
+        project = self.document.project
+        with project.lock:
+            project.series = dict(series) if series else None
+        project.save()
+        self.on_change()
 
 
 class SeriesChoiceCommand(ValueCommand):

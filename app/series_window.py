@@ -13,7 +13,7 @@ from engine.core.errors import ColorFlowError, printable
 from engine.rap.curation import Target
 
 from .accept import AcceptMixin
-from .series_commands import MoveReferenceCommand, SeriesChoiceCommand
+from .series_commands import LinkSeriesCommand, MoveReferenceCommand, SeriesChoiceCommand
 from .series_panel import NO_CHAPTER, NOT_LINKED, SeriesPanel, read_series
 from .series_sync import linked_library
 from .window_layout import ScrollingPanel
@@ -105,30 +105,21 @@ class SeriesWindowMixin(AcceptMixin):
             self.link_series(Path(folder), name.strip())
 
     def link_series(self, folder: Path, name: str | None = None) -> None:
-        """The chapter joins the library in `folder` as `name` (default: chapter_name): registered there with
-        the pages accepted so far (saved), recorded in the project (saved)."""
-        from engine.project.series import SeriesLibrary
-
-        project = self.document.project
-        name = name or chapter_name(project)
+        """The chapter joins the library in `folder` as `name` (default: chapter_name), undoably
+        (series_commands.LinkSeriesCommand: registered there with the pages accepted so far, recorded in the project)."""
+        name = name or chapter_name(self.document.project)
         try:
-            library = SeriesLibrary.load(folder)
-            library.register_chapter(name)
-            for page, path in project.accepted_pages():  # pages accepted before the link join the library too
-                library.add_accepted(name, page, path)
-            library.save()
+            self.undo_stack.push(LinkSeriesCommand(self.document, folder, name, self._series_changed))
         except FileNotFoundError:
             self.statusBar().showMessage(f"{folder} holds no series library: File ▸ New series library… makes one", 15000)
             return
         except (ColorFlowError, OSError) as exc:
             self.statusBar().showMessage(f"Not linked: {printable(str(exc))}", 15000)
             return
-        with project.lock:
-            project.series = {"folder": str(library.folder), "chapter": name}
-        project.save()
-        self.statusBar().showMessage(f"{name} is now chapter {library.chapters.index(name) + 1} of the series "
-                                     f"{library.name}", 10000)
-        self._series_changed()
+        library = self.series_library()
+        if library is not None:
+            self.statusBar().showMessage(f"{name} is now chapter {library.chapters.index(name) + 1} of the series "
+                                         f"{library.name} (Ctrl+Z unlinks it)", 10000)
 
     def _series_changed(self) -> None:
         self._refresh_references()

@@ -229,6 +229,39 @@ def test_a_whole_series_reject_made_in_the_window_is_saved_in_the_library_file(q
     close(qtbot, window)
 
 
+def test_linking_a_chapter_to_a_series_registers_it_with_its_accepted_pages_and_undo_unlinks_it(
+        qtbot, offline, tmp_path):
+    """File ▸ Link chapter to series: the library lists the chapter after the earlier ones, with a copy of the page
+    accepted before the link; the project records the link. Ctrl+Z gives both files back what they listed (the
+    copy deleted), Ctrl+Y links again."""
+    from engine.project.series import SeriesLibrary
+
+    library = SeriesLibrary.create(tmp_path / "series", name="Hero")
+    library.register_chapter("ch0")
+    library.save()
+    before = library_state(library.folder)
+    chapter, _ = colored_chapter(tmp_path)
+    window = open_window(qtbot, offline, chapter)
+    window.page_strip.setCurrentRow(0)
+    action(window, "Pages", "Accept page").trigger()  # page 1 accepted before the chapter is linked
+    folder = window.document.project.folder
+
+    window.link_series(tmp_path / "series", "ch1")
+    linked, images = library_state(library.folder)
+    assert linked["chapters"] == ["ch0", "ch1"] and [a["page"] for a in linked["accepted"]] == ["1.png"]
+    assert images[linked["accepted"][0]["file"]] == (folder / "001_1.png").read_bytes()  # a copy of the accepted page
+    assert saved_project(folder)["series"] == {"folder": str((tmp_path / "series").resolve()), "chapter": "ch1"}
+    assert "ch1 is now chapter 2 of the series Hero" in window.statusBar().currentMessage()
+
+    window.undo_stack.undo()
+    assert library_state(library.folder) == before  # the chapter and the accepted copy gone from the library
+    assert saved_project(folder).get("series") is None and window.series_library() is None
+    window.undo_stack.redo()
+    assert library_state(library.folder)[0]["chapters"] == ["ch0", "ch1"]
+    assert saved_project(folder)["series"]["chapter"] == "ch1"
+    close(qtbot, window)
+
+
 def test_a_series_reject_is_listed_as_such_and_restoring_it_takes_it_out_of_the_library_undoably(
         qtbot, offline, tmp_path):
     """The Rejected list shows what the linked library rejects ("whole series"), after the page's and the chapter's;
