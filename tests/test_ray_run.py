@@ -6,6 +6,7 @@ One local Ray for the session (conftest `ray_local`, 2 CPUs) and its 2 workers (
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import fields
@@ -175,10 +176,33 @@ def test_ray_run_writes_the_bytes_of_the_local_run(chapter, driver, executor, lo
     assert {e.info["worker"] for e in done} == {0, 1}
     icp = {e.page for e in of(events, Progress) if e.stage == "ICP"}
     assert icp == set(PAGES)  # the workers' progress reached this process's events
-    for page in PAGES:  # prepared here, then waiting for a worker (the app's Queue shows it), then colored there
+    for page in PAGES:  # prepared here once (no pass 1 on Ray), then waiting for a worker, then colored there
         stages = [e.stage for e in of(events, Progress) if e.page == page]
-        assert stages.index("waiting for a worker") < stages.index("ICP"), stages
+        assert stages.count("RAP") == 1 and stages.index("RAP") < stages.index("waiting for a worker") \
+            < stages.index("ICP"), stages
     assert driver.loads == {}  # no diffusion model was loaded in the driver
+
+
+def test_the_workers_color_page_1_while_later_pages_are_still_being_retrieved(chapter, driver, executor, local,
+                                                                             tmp_path, monkeypatch):
+    """No whole-chapter retrieval before the first page goes out: page 3's preparation here waits until a worker
+    reports page 1's first ICP step (or 20 s); it is that step that lets it go on. The bytes stay the local run's."""
+    seen_icp, opened_by_icp = threading.Event(), []
+    prepare = driver.prepare
+
+    def gated(page, inputs):
+        if page.source.name == "3.png":
+            opened_by_icp.append(seen_icp.wait(20))
+        return prepare(page, inputs)
+
+    def emit(event):
+        if isinstance(event, Progress) and event.stage == "ICP" and event.page == "1.png":
+            seen_icp.set()
+
+    monkeypatch.setattr(driver, "prepare", gated)
+    report, _, written = run(chapter, driver, tmp_path / "out", settings(), executor=executor, emit=emit, only=FOUR)
+    assert opened_by_icp == [True]  # page 1 was on a worker while page 3 was prepared
+    assert sorted(report.done) == sorted(FOUR) and written == {name: local[0][name] for name in WRITTEN[:4]}
 
 
 def test_a_page_error_on_a_worker_reaches_the_report_with_the_page_named(chapter, driver, executor, local, tmp_path,

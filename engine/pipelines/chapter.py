@@ -245,6 +245,8 @@ def colorize_chapter(
 
     # Pass 1: RAP for every page, which fills the embedding cache; then the CLIP encoder
     # leaves the GPU. Nothing is kept but the list of usable pages, so memory stays bounded.
+    # On Ray workers the driver colors nothing (its encoder takes no GPU a page needs): pass 1 keeps only its
+    # bookkeeping, and each page is prepared and retrieved as it goes out, so the workers start with page 1.
     usable: list[int] = []
     for position, index in enumerate(indices):
         name = chapter.sources[index].name
@@ -254,10 +256,17 @@ def colorize_chapter(
             _keep_accepted(project, report, emit, name)
             continue
         try:
+            if executor is not None and not (settings.input_style == AUTO_STYLE and project.page(name).input_style is None):
+                run_for(name)
+                usable.append(index)
+                continue
             page = _load(chapter, index)
             if settings.input_style == AUTO_STYLE and project.page(name).input_style is None:
                 _suggest(project, name, page, emit)
             inputs = run_for(name)[0].inputs
+            if executor is not None:
+                usable.append(index)
+                continue
             if inputs.style == InputStyle.SCREEN:
                 emit(Progress("ScreenStyle", position, len(indices), name))
             prepared = pipeline.prepare(page, inputs)
@@ -268,7 +277,8 @@ def colorize_chapter(
             failed(name, _reason(exc))
         finally:
             _tell_unusable_references(pipeline.retriever, report, emit, pool)
-    pipeline.release_retrieval()
+    if executor is None:  # (on Ray the encoder is still needed: pages are retrieved as they go out)
+        pipeline.release_retrieval()
 
     # Pass 2 (chapter_pages.py): retrieval again (all embeddings cached: no encoder pass), ICP, GSRP,
     # each page's decode, G and retrieval done on a helper thread while the page before is in ICP.
@@ -278,6 +288,7 @@ def colorize_chapter(
         from engine.pipelines.ray_pass import RayPagePass
 
         RayPagePass(*pass_args, overlap=overlap, pool=pool, executor=executor).run(usable)
+        _tell_unusable_references(pipeline.retriever, report, emit, pool)  # found as the pages went out
     else:
         PagePass(*pass_args, overlap=overlap and not official, batch_pages=1 if official else settings.batch_pages,
                  pool=pool).run(usable)

@@ -27,7 +27,7 @@ from typing import Any
 
 from engine.core.errors import InputError, RunStopped
 from engine.core.events import Cancelled, Notice, PageDone, Progress
-from engine.core.options import Procedure
+from engine.core.options import InputStyle, Procedure
 from engine.pipelines.chapter_pages import Lookahead, PagePass, _Job, _StageClock, failure_reason
 from engine.pipelines.ray_cluster import WAITING, import_ray
 from engine.pipelines.ray_executor import WORKER_START_S, RayExecutor
@@ -67,10 +67,13 @@ class RayPagePass(PagePass):
     executor: Any = None  # RayExecutor, entered
 
     def _prepare(self, index: int, inputs: tuple, stopped) -> Any:
-        """A page is prepared ahead of the workers: once ready it says it waits for one (the app's Queue shows
-        that, not a retrieval that ended long ago)."""
+        """A page is prepared (G, retrieval: there is no pass 1 on Ray) as the workers take pages, a few ahead;
+        once ready it says it waits for one (the app's Queue shows that, not a retrieval that ended long ago)."""
+        name = self.chapter.sources[index].name
+        screen = inputs[0].inputs.style == InputStyle.SCREEN
+        self.emit(Progress("ScreenStyle + RAP" if screen else "RAP", 0, 1, name))
         ready = super()._prepare(index, inputs, stopped)
-        self.emit(Progress(WAITING, 0, 1, self.chapter.sources[index].name))
+        self.emit(Progress(WAITING, 0, 1, name))
         return ready
 
     def run(self, order: list[int]) -> None:
