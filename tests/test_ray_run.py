@@ -181,6 +181,7 @@ def test_ray_run_writes_the_bytes_of_the_local_run(chapter, driver, executor, lo
         assert stages.count("RAP") == 1 and stages.index("RAP") < stages.index("waiting for a worker") \
             < stages.index("ICP"), stages
     assert driver.loads == {}  # no diffusion model was loaded in the driver
+    assert report.timings["ICP"] > 0 and report.timings["GSRP"] > 0  # the workers' stage seconds, in the report
 
 
 def test_the_workers_color_page_1_while_later_pages_are_still_being_retrieved(chapter, driver, executor, local,

@@ -293,5 +293,9 @@ def colorize_chapter(
         PagePass(*pass_args, overlap=overlap and not official, batch_pages=1 if official else settings.batch_pages,
                  pool=pool).run(usable)
     report.timings = dict(pipeline.timings)
+    if executor is not None:  # colored on the workers: their ICP and GSRP seconds as the pages' events timed them,
+        for _page, stage, start, end in report.intervals:  # summed over the workers (more than the wall clock)
+            if stage in ("ICP", "GSRP"):
+                report.timings[stage] = report.timings.get(stage, 0.0) + end - start
     emit(Finished(len(report.done), len(report.failed)))
     return report
