@@ -11,6 +11,7 @@ CPU actors (tests and small jobs), one unless more are asked for, never more tha
 from __future__ import annotations
 
 import importlib.util
+import logging
 import socket
 import sys
 
@@ -82,8 +83,8 @@ def connect(address: str | None) -> None:
     reached); InputError with STUDIO_HINT when Ray is not installed."""
     ray = import_ray()
     if address in (None, LOCAL):
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
+        if not ray.is_initialized():  # Ray's own start-up lines (its token note, "Started a local Ray") unsaid:
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)  # ours say it
         return
     _check_reachable(address)
     if ray.is_initialized():
