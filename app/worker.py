@@ -241,21 +241,21 @@ class EngineWorker(QObject):
             self._group_of.pop(job_id, None)
         return True
 
+    def _end(self, job_id: int, ended: Signal, *args) -> None:
+        """A job's call ended with `ended` (job_finished, job_failed or job_cancelled): a group's open pages
+        end with it, another job is done."""
+        if not self._end_group(job_id, ended, *args):
+            self._done(job_id)
+            ended.emit(job_id, *args)
+
     @Slot(int, object)
     def _on_succeeded(self, job_id: int, result: object) -> None:
-        if not self._end_group(job_id, self.job_finished, result):
-            self._done(job_id)
-            self.job_finished.emit(job_id, result)
+        self._end(job_id, self.job_finished, result)
 
     @Slot(int, str)
     def _on_failed(self, job_id: int, reason: str) -> None:
-        reason = gui_text(reason)  # the engine's words name CLI flags: here, menus
-        if not self._end_group(job_id, self.job_failed, reason):
-            self._done(job_id)
-            self.job_failed.emit(job_id, reason)
+        self._end(job_id, self.job_failed, gui_text(reason))  # the engine's words name CLI flags: here, menus
 
     @Slot(int)
     def _on_skipped(self, job_id: int) -> None:
-        if not self._end_group(job_id, self.job_cancelled):
-            self._done(job_id)
-            self.job_cancelled.emit(job_id)
+        self._end(job_id, self.job_cancelled)

@@ -312,12 +312,14 @@ class PagePass:
             self.report.intervals.extend(clock.intervals(job.name))
         return finals
 
-    def _cancelled(self, unfinished: list[_Job]) -> None:
+    def _cancelled(self, unfinished: list[_Job], run: bool = True) -> None:
+        """Pages stopped by a cancel go back to pending; `run` False: only these pages were cancelled (the
+        run goes on)."""
         if self.again is None:
             for job in unfinished:
                 self.project.set_status(job.name, "pending")
             self.project.save()
-        self.report.cancelled = True
+        self.report.cancelled = self.report.cancelled or run
         self.emit(Cancelled(unfinished[0].name))
 
     def _write(self, job: _Job, final: Image.Image, rest: list[_Job]) -> None:

@@ -173,10 +173,7 @@ class RayPagePass(PagePass):
 
     def _page_cancelled(self, job: _Job) -> None:
         """One page cancelled on its own: back to pending, nothing written; the run goes on."""
-        if self.again is None:
-            self.project.set_status(job.name, "pending")
-            self.project.save()
-        self.emit(Cancelled(job.name))
+        self._cancelled([job], run=False)
 
     def _relay(self) -> None:
         """The workers' events to `emit`, each page's through its stage clock (its ICP and GSRP times)."""
